@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The README's test command: set up everything the tests need on a fresh Debian machine
+# (Docker engine, Redis, PostgreSQL, virtualenv, example images), then lint, type-check and test.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash scripts/services.sh
+export SYNTHARENA_TEST_DATABASE_URL="${SYNTHARENA_TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/syntharena_test}"
+export SYNTHARENA_REDIS_URL="${SYNTHARENA_REDIS_URL:-redis://127.0.0.1:6379/0}"
+.venv/bin/ruff check .
+.venv/bin/mypy
+.venv/bin/pytest "$@"
