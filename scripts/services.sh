@@ -35,6 +35,7 @@ install_system() {
     fi
     need_pkg pkill procps
     need_pkg curl curl
+    need_pkg chromium chromium
 }
 
 start_docker() {

@@ -1,0 +1,1 @@
+"""SynthArena backend: FastAPI app, domain services and the database models."""

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from backend.models import ApiToken, User
+
+
+def user_by_login(session: Session, login: str) -> User | None:
+    login = login.strip()
+    return session.scalars(
+        select(User).where(or_(User.username == login, func.lower(User.email) == login.lower()))
+    ).first()
+
+
+def user_by_username(session: Session, username: str) -> User | None:
+    return session.scalars(select(User).where(User.username == username)).one_or_none()
+
+
+def login_taken(session: Session, email: str, username: str) -> bool:
+    stmt = select(User.id).where(
+        or_(func.lower(User.email) == email.lower(), User.username == username)
+    )
+    return session.scalars(stmt).first() is not None
+
+
+def tokens_of(session: Session, user_id: int) -> Sequence[ApiToken]:
+    return session.scalars(
+        select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id)
+    ).all()

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RegisterIn(BaseModel):
+    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    username: str = Field(min_length=2, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    password: str = Field(min_length=8, max_length=1024)
+
+
+class LoginIn(BaseModel):
+    username: str = Field(description="Username or e-mail address")
+    password: str
+
+
+class TokenCreateIn(BaseModel):
+    name: str = Field(default="cli", max_length=100)
+    # Either an existing session/token authenticates the request, or these credentials do.
+    username: str | None = None
+    password: str | None = None
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    email: str
+    username: str
+    is_admin: bool
+
+
+class TokenOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreatedOut(TokenOut):
+    token: str = Field(description="Shown once; store it (the CLI keeps it in ~/.config).")

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy.orm import Session
+
+from backend.auth import repository as repo
+from backend.auth.schemas import RegisterIn
+from backend.config import settings
+from backend.errors import ConflictError, ForbiddenError, NotFoundError, UnauthorizedError
+from backend.models import ApiToken, User, utcnow
+from backend.security import hash_password, new_api_token, token_digest, verify_password
+
+
+def register(session: Session, data: RegisterIn) -> User:
+    if not settings.allow_registration:
+        raise ForbiddenError("Registration is closed on this server; ask an administrator.")
+    if repo.login_taken(session, data.email, data.username):
+        raise ConflictError("That username or e-mail address is already registered; log in.")
+    user = User(
+        email=data.email.strip(),
+        username=data.username,
+        password_hash=hash_password(data.password),
+        is_admin=data.email.strip().lower() in {e.lower() for e in settings.admin_emails},
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def authenticate(session: Session, login: str, password: str) -> User:
+    user = repo.user_by_login(session, login)
+    if user is None or not verify_password(user.password_hash, password):
+        raise UnauthorizedError("Wrong username or password.")
+    if not user.is_active:
+        raise UnauthorizedError("This account is disabled.")
+    return user
+
+
+def create_token(
+    session: Session, user: User, name: str, expires_in_days: int | None
+) -> tuple[ApiToken, str]:
+    secret = new_api_token()
+    token = ApiToken(
+        user_id=user.id,
+        name=name,
+        token_hash=token_digest(secret),
+        prefix=secret[:10],
+        expires_at=utcnow() + timedelta(days=expires_in_days) if expires_in_days else None,
+    )
+    session.add(token)
+    session.flush()
+    return token, secret
+
+
+def list_tokens(session: Session, user: User) -> Sequence[ApiToken]:
+    return repo.tokens_of(session, user.id)
+
+
+def revoke_token(session: Session, user: User, token_id: int) -> ApiToken:
+    token = session.get(ApiToken, token_id)
+    if token is None or token.user_id != user.id:
+        raise NotFoundError(f"You have no API token {token_id}.")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+    return token

@@ -1,0 +1,1 @@
+"""Challenges, their phases and memberships."""

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from backend.models import ChallengeRole, PhaseKind, RankingMethod, SubmissionSelection
+
+SLUG = r"^[a-z0-9][a-z0-9-]{0,63}$"
+
+
+class ChallengeIn(BaseModel):
+    slug: str = Field(pattern=SLUG)
+    title: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    is_public: bool = True
+
+
+class ChallengePatch(BaseModel):
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = None
+    is_public: bool | None = None
+
+
+class ChallengeOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    slug: str
+    title: str
+    description: str
+    is_public: bool
+    created_at: datetime
+    my_role: ChallengeRole | None = None
+
+
+class MemberIn(BaseModel):
+    username: str
+    role: ChallengeRole
+
+
+class MemberOut(BaseModel):
+    user_id: int
+    username: str
+    role: ChallengeRole
+
+
+class ColumnSpec(BaseModel):
+    metric: str = Field(min_length=1, max_length=64)
+    higher_is_better: bool
+
+
+class PhaseSettings(BaseModel):
+    """Every phase setting; all optional so the same model serves PATCH."""
+
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    kind: PhaseKind | None = None
+    dataset: str | None = Field(default=None, description="Dataset slug")
+    dataset_version: int | None = Field(default=None, description="Default: latest version")
+    is_open: bool | None = None
+    opens_at: datetime | None = None
+    closes_at: datetime | None = None
+    submissions_per_period: int | None = Field(default=None, ge=0, le=10000)
+    submission_period_s: int | None = Field(
+        default=None, ge=60, description="Rolling window; null (in PATCH: 0) = whole phase"
+    )
+    case_time_limit_s: int | None = Field(default=None, ge=1)
+    memory_mb: int | None = Field(default=None, ge=64)
+    cpus: float | None = Field(default=None, gt=0)
+    gpu_required: bool | None = None
+    batch_size: int | None = Field(default=None, ge=1, le=10000)
+    metric_profile: str | None = Field(default=None, max_length=32)
+    ranking_method: RankingMethod | None = None
+    primary_metric: str | None = Field(default=None, max_length=64)
+    primary_higher_is_better: bool | None = None
+    extra_columns: list[ColumnSpec] | None = None
+    submission_selection: SubmissionSelection | None = None
+    leaderboard_public: bool | None = None
+    show_case_results: bool | None = None
+    show_case_logs: bool | None = None
+
+
+class PhaseIn(PhaseSettings):
+    slug: str = Field(pattern=SLUG)
+    title: str = Field(min_length=1, max_length=200)
+    kind: PhaseKind = PhaseKind.VALIDATION
+
+
+class PhaseOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    challenge_id: int
+    slug: str
+    title: str
+    kind: PhaseKind
+    dataset_version_id: int | None
+    is_open: bool
+    opens_at: datetime | None
+    closes_at: datetime | None
+    accepting_submissions: bool = False
+    submissions_per_period: int
+    submission_period_s: int | None
+    case_time_limit_s: int
+    memory_mb: int
+    cpus: float
+    gpu_required: bool
+    batch_size: int
+    metric_profile: str
+    ranking_method: RankingMethod
+    primary_metric: str
+    primary_higher_is_better: bool
+    extra_columns: list[ColumnSpec]
+    submission_selection: SubmissionSelection
+    leaderboard_public: bool
+    show_case_results: bool
+    show_case_logs: bool

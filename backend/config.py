@@ -1,0 +1,104 @@
+"""The one settings object (env prefix ``SYNTHARENA_``), shared by the backend and the worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GiB = 1024**3
+MiB = 1024**2
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SYNTHARENA_", env_file=".env", extra="ignore")
+
+    # Where everything on disk lives. Inputs (what containers see) and ground truth (what only
+    # the worker reads) are separate roots so a mount of one can never expose the other.
+    data_dir: Path = Field(default_factory=lambda: Path("var").resolve())
+    # Empty -> an SQLite file under data_dir (the embedded single-machine default).
+    database_url: str = ""
+    database_echo: bool = False
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Celery queue that receives ``submissions.start``.
+    submissions_queue: str = "images"
+
+    secret_key: str = "dev-insecure-secret-change-me"  # noqa: S105 - override in production
+    session_cookie_name: str = "syntharena_session"
+    session_max_age_s: int = 14 * 24 * 3600
+    session_cookie_secure: bool = False
+    allow_registration: bool = True
+    # Accounts created with these e-mail addresses become site admins.
+    admin_emails: list[str] = Field(default_factory=list)
+
+    storage_backend: Literal["local", "s3"] = "local"
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = "syntharena"
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_prefix: str = ""  # prepended to storage keys in the bucket
+
+    # Container-image uploads.
+    max_image_bytes: int = 30 * GiB  # the tarball as uploaded (may be compressed)
+    max_image_uncompressed_bytes: int = 60 * GiB  # sum of tar member sizes
+    max_upload_chunk_bytes: int = 256 * MiB
+    user_image_quota_bytes: int = 100 * GiB
+    max_manifest_bytes: int = 16 * MiB  # manifest.json / config json members read into memory
+    upload_expiry_s: int = 7 * 24 * 3600
+
+    # Limits on a phase's sandbox settings organisers may choose.
+    max_case_time_limit_s: int = 24 * 3600
+    max_memory_mb: int = 256 * 1024
+    max_cpus: float = 64.0
+
+    # Folders on the server that challenge organisers may import datasets from (admins: any).
+    dataset_import_roots: list[Path] = Field(default_factory=list)
+
+    log_capture_bytes: int = 64 * 1024  # per stream, per case run
+
+    # Worker (Celery + Docker sandbox).
+    worker_gpu_ids: list[str] = Field(default_factory=list)  # e.g. ["0","1"]: child i -> GPU i
+    sandbox_pids_limit: int = 512
+    sandbox_shm_mb: int = 256
+    sandbox_tmp_mb: int = 512  # tmpfs /tmp (counts against the phase's memory limit)
+    sandbox_log_lines: int = 500  # last N lines kept, per stream
+    case_run_max_attempts: int = 3  # lost-worker retries before a case fails
+    reaper_interval_s: int = 60
+    reaper_grace_s: int = 120  # a running case with no live task this long is requeued
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'syntharena.db'}"
+        return self
+
+    @property
+    def inputs_dir(self) -> Path:
+        """Case inputs a container may see (image, body mask, region)."""
+        return self.data_dir / "inputs"
+
+    @property
+    def groundtruth_dir(self) -> Path:
+        """Ground-truth CT, labels and plans: read by the worker only, never mounted."""
+        return self.data_dir / "groundtruth"
+
+    @property
+    def images_dir(self) -> Path:
+        """Validated algorithm image tarballs (local storage backend)."""
+        return self.data_dir / "images"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Partial uploads in progress."""
+        return self.data_dir / "uploads"
+
+    @property
+    def predictions_dir(self) -> Path:
+        """Synthetic CTs written by algorithm containers, per submission and case."""
+        return self.data_dir / "predictions"
+
+
+settings = Settings()

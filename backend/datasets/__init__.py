@@ -1,0 +1,1 @@
+"""Versioned hidden datasets and their import."""

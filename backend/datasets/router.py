@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy.orm import Session
+
+from backend.datasets import repository as repo
+from backend.datasets import service
+from backend.datasets.schemas import (
+    CaseOut,
+    DatasetIn,
+    DatasetOut,
+    DatasetVersionOut,
+    ImportIn,
+)
+from backend.db import SessionDep
+from backend.deps import CurrentUser
+from backend.models import Dataset
+
+router = APIRouter(prefix="/api/datasets", tags=["datasets"])
+
+
+def _out(session: Session, dataset: Dataset) -> DatasetOut:
+    out = DatasetOut.model_validate(dataset)
+    out.versions = [DatasetVersionOut.model_validate(v) for v in repo.versions(session, dataset.id)]
+    return out
+
+
+@router.get("")
+def list_datasets(session: SessionDep, user: CurrentUser) -> list[DatasetOut]:
+    return [_out(session, d) for d in service.list_visible(session, user)]
+
+
+@router.post("", status_code=201)
+def create_dataset(data: DatasetIn, session: SessionDep, user: CurrentUser) -> DatasetOut:
+    return _out(session, service.create(session, user, data))
+
+
+@router.get("/{slug}")
+def get_dataset(slug: str, session: SessionDep, user: CurrentUser) -> DatasetOut:
+    return _out(session, service.get(session, user, slug))
+
+
+@router.post("/{slug}/versions", status_code=201)
+def import_version(
+    slug: str, data: ImportIn, session: SessionDep, user: CurrentUser
+) -> DatasetVersionOut:
+    dataset = service.get(session, user, slug)
+    return DatasetVersionOut.model_validate(service.import_version(session, user, dataset, data))
+
+
+@router.get("/{slug}/versions/{version}/cases")
+def list_cases(slug: str, version: int, session: SessionDep, user: CurrentUser) -> list[CaseOut]:
+    dataset = service.get(session, user, slug)
+    return [CaseOut.model_validate(c) for c in service.cases_of(session, user, dataset, version)]

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from backend.models import Modality
+
+
+class DatasetIn(BaseModel):
+    slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
+    title: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    challenge: str | None = Field(default=None, description="Slug of the owning challenge")
+
+
+class DatasetVersionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    version: int
+    source: str
+    note: str
+    case_count: int
+    created_at: datetime
+
+
+class DatasetOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    slug: str
+    title: str
+    description: str
+    challenge_id: int | None
+    versions: list[DatasetVersionOut] = []
+
+
+class ImportIn(BaseModel):
+    source: Literal["synthrad", "phantom"]
+    path: str | None = Field(default=None, description="synthrad: folder on the server")
+    anatomy: str = Field(default="brain", description="phantom: anatomy to generate")
+    cases: int = Field(default=4, ge=1, le=1000, description="phantom: number of cases")
+    seed: int = 0
+    size: int = Field(default=32, ge=8, le=512, description="phantom: voxels per side")
+    note: str = ""
+
+
+class CaseOut(BaseModel):
+    """Organisers only: a case and its stored paths (relative to the data folder)."""
+
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: str
+    modality: Modality
+    region: str
+    input_image_path: str
+    mask_path: str
+    ground_truth_path: str
+    labels_path: str | None
+    plan_path: str | None

@@ -1,0 +1,85 @@
+"""Authentication dependencies: ``CurrentUser``, ``OptionalUser``, ``AdminUser``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import select
+
+from backend.config import settings
+from backend.db import SessionDep
+from backend.errors import ForbiddenError, UnauthorizedError
+from backend.models import ApiToken, User, utcnow
+from backend.security import read_session_cookie, token_digest
+
+
+def _user_from_request(request: Request, session: SessionDep) -> User | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        token = auth[7:].strip()
+        row = session.scalars(
+            select(ApiToken).where(ApiToken.token_hash == token_digest(token))
+        ).one_or_none()
+        now = utcnow()
+        if (
+            row is None
+            or row.revoked_at is not None
+            or (row.expires_at is not None and row.expires_at <= now)
+        ):
+            raise UnauthorizedError(
+                "This API token is invalid, expired or revoked. Run `syntharena login` again."
+            )
+        user = session.get(User, row.user_id)
+        if user is None or not user.is_active:
+            raise UnauthorizedError("This account is disabled.")
+        row.last_used_at = now
+        return user
+    cookie = request.cookies.get(settings.session_cookie_name)
+    if cookie:
+        parsed = read_session_cookie(cookie)
+        if parsed is not None:
+            user = session.get(User, parsed[0])
+            if user is not None and user.is_active and user.password_hash[-16:] == parsed[1]:
+                return user
+    return None
+
+
+def optional_user(request: Request, session: SessionDep) -> User | None:
+    return _user_from_request(request, session)
+
+
+def current_user(request: Request, session: SessionDep) -> User:
+    user = _user_from_request(request, session)
+    if user is None:
+        raise UnauthorizedError("Log in first (session cookie or `Authorization: Bearer <token>`).")
+    return user
+
+
+def admin_user(user: Annotated[User, Depends(current_user)]) -> User:
+    if not user.is_admin:
+        raise ForbiddenError("Only site administrators may do this.")
+    return user
+
+
+OptionalUser = Annotated[User | None, Depends(optional_user)]
+CurrentUser = Annotated[User, Depends(current_user)]
+AdminUser = Annotated[User, Depends(admin_user)]
+
+
+def current_user_short(request: Request) -> User:
+    """Authenticate in a short transaction of its own, for long streaming requests (uploads)
+    that must not keep a transaction (or the token row lock) open while bytes arrive."""
+    from backend.db import session_scope
+
+    with session_scope() as session:
+        user = _user_from_request(request, session)
+        if user is None:
+            raise UnauthorizedError(
+                "Log in first (session cookie or `Authorization: Bearer <token>`)."
+            )
+        session.expunge(user)
+    return user
+
+
+StreamingUser = Annotated[User, Depends(current_user_short)]

@@ -1,0 +1,1 @@
+"""Algorithm container images: resumable uploads, validation, storage."""

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from backend.config import settings
+from backend.db import SessionDep
+from backend.deps import CurrentUser, StreamingUser
+from backend.errors import BadRequestError
+from backend.images import service
+from backend.images.schemas import ImageOut, UploadIn, UploadOut
+from backend.models import ImageUpload
+
+router = APIRouter(prefix="/api/images", tags=["images"])
+WRITE_BLOCK = 4 * 1024 * 1024  # bytes gathered before one write+hash in a worker thread
+
+
+def _upload_out(upload: ImageUpload) -> UploadOut:
+    out = UploadOut.model_validate(upload)
+    out.max_chunk_bytes = settings.max_upload_chunk_bytes
+    return out
+
+
+class ImageCreatedOut(ImageOut):
+    notice: str | None = None
+
+
+@router.post("/uploads", status_code=201)
+def create_upload(data: UploadIn, session: SessionDep, user: CurrentUser) -> UploadOut:
+    return _upload_out(service.create_upload(session, user, data))
+
+
+@router.get("/uploads/{upload_id}")
+def get_upload(upload_id: str, session: SessionDep, user: CurrentUser) -> UploadOut:
+    return _upload_out(service.get_upload(session, user, upload_id))
+
+
+@router.put(
+    "/uploads/{upload_id}",
+    openapi_extra={"requestBody": {"content": {"application/octet-stream": {}}}},
+)
+async def put_chunk(
+    upload_id: str,
+    request: Request,
+    user: StreamingUser,
+    content_range: Annotated[str | None, Header()] = None,
+) -> UploadOut:
+    """Append bytes START..END (``Content-Range: bytes START-END/TOTAL``). START must equal
+    ``received_bytes``; after an interruption, GET the upload and resume from there."""
+    start, end, total = service.parse_content_range(content_range)
+    with service.chunk_guard(upload_id):
+        await run_in_threadpool(service.check_chunk, user.id, upload_id, start, total)
+        writer = await run_in_threadpool(service.ChunkWriter, upload_id, start)
+        limit = end - start + 1
+        buf = bytearray()
+        too_long = False
+        try:
+            async for piece in request.stream():
+                if writer.offset - start + len(buf) + len(piece) > limit:
+                    too_long = True
+                    break
+                buf += piece
+                if len(buf) >= WRITE_BLOCK:
+                    await run_in_threadpool(writer.write, bytes(buf))
+                    buf.clear()
+        except ClientDisconnect:
+            pass  # keep what arrived: it is a valid prefix the client can resume after
+        finally:
+            if buf:
+                await run_in_threadpool(writer.write, bytes(buf))
+            await run_in_threadpool(writer.close)
+            upload = await run_in_threadpool(
+                service.record_chunk, upload_id, start, writer.offset - start
+            )
+        if too_long:
+            raise BadRequestError("The body is longer than its Content-Range.")
+    return _upload_out(upload)
+
+
+@router.post("/uploads/{upload_id}/complete", status_code=201)
+def complete_upload(upload_id: str, session: SessionDep, user: CurrentUser,
+                    response: Response) -> ImageCreatedOut:
+    """Validate the uploaded tarball. The image is returned even when invalid: its
+    ``validation_message`` says what to fix. A re-upload of the same bytes returns the
+    earlier image with a ``notice``."""
+    image, notice = service.complete(session, user, upload_id)
+    if notice is not None:
+        response.status_code = 200
+    return ImageCreatedOut(notice=notice, **ImageOut.model_validate(image).model_dump())
+
+
+@router.delete("/uploads/{upload_id}", status_code=204)
+def abort_upload(upload_id: str, session: SessionDep, user: CurrentUser) -> None:
+    service.abort(session, user, upload_id)
+
+
+@router.get("")
+def list_images(session: SessionDep, user: CurrentUser) -> list[ImageOut]:
+    return [ImageOut.model_validate(i) for i in service.list_images(session, user)]
+
+
+@router.get("/{image_id}")
+def get_image(image_id: int, session: SessionDep, user: CurrentUser) -> ImageOut:
+    return ImageOut.model_validate(service.get_image(session, user, image_id))
+
+
+@router.delete("/{image_id}", status_code=204)
+def delete_image(image_id: int, session: SessionDep, user: CurrentUser) -> None:
+    service.delete_image(session, user, image_id)

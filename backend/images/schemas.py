@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from backend.models import ImageStatus, UploadStatus
+
+
+class UploadIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200, description="e.g. my-algorithm:v3")
+    size_bytes: int = Field(gt=0)
+
+
+class UploadOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    name: str
+    total_bytes: int
+    received_bytes: int
+    status: UploadStatus
+    image_id: int | None
+    max_chunk_bytes: int = 0
+
+
+class ImageOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: str
+    sha256: str
+    size_bytes: int
+    status: ImageStatus
+    validation_message: str
+    docker_image_id: str | None
+    compression: str | None
+    created_at: datetime

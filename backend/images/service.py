@@ -1,0 +1,283 @@
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.config import settings
+from backend.db import session_scope
+from backend.errors import (
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
+from backend.images import repository as repo
+from backend.images.schemas import UploadIn
+from backend.images.validation import ImageInvalidError, validate_tarball
+from backend.models import AlgorithmImage, ImageStatus, ImageUpload, UploadStatus, User
+from backend.storage import get_storage
+
+HASH_READ = 1024 * 1024
+# Running sha256 per upload in this process, so the hash is computed as bytes arrive. After a
+# restart (or in another process) the prefix on disk is re-hashed once, streaming.
+_hashers: dict[str, tuple[int, Any]] = {}
+_busy: set[str] = set()
+_busy_lock = threading.Lock()
+_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+
+
+def part_path(upload_id: str) -> Path:
+    return settings.uploads_dir / f"{upload_id}.part"
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def create_upload(session: Session, user: User, data: UploadIn) -> ImageUpload:
+    if data.size_bytes > settings.max_image_bytes:
+        raise PayloadTooLargeError(
+            f"The image is {_gb(data.size_bytes)}; the limit is {_gb(settings.max_image_bytes)}."
+            " Use a slimmer base image or compress it (gzip or xz)."
+        )
+    used = repo.bytes_in_use(session, user.id)
+    if used + data.size_bytes > settings.user_image_quota_bytes:
+        raise PayloadTooLargeError(
+            f"This upload would exceed your storage quota ({_gb(used)} used of "
+            f"{_gb(settings.user_image_quota_bytes)}). Delete images you no longer need."
+        )
+    upload = ImageUpload(
+        id=uuid.uuid4().hex,
+        owner_id=user.id,
+        name=data.name,
+        total_bytes=data.size_bytes,
+        received_bytes=0,
+        status=UploadStatus.OPEN,
+    )
+    session.add(upload)
+    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    part_path(upload.id).touch()
+    session.flush()
+    return upload
+
+
+def get_upload(session: Session, user: User, upload_id: str, lock: bool = False) -> ImageUpload:
+    upload = repo.lock_upload(session, upload_id) if lock else session.get(ImageUpload, upload_id)
+    if upload is None or upload.owner_id != user.id:
+        raise NotFoundError(f"You have no upload {upload_id}.")
+    return upload
+
+
+def parse_content_range(header: str | None) -> tuple[int, int, int]:
+    match = _RANGE.match((header or "").strip())
+    if match is None:
+        raise BadRequestError("Send a header `Content-Range: bytes START-END/TOTAL`.")
+    start, end, total = (int(g) for g in match.groups())
+    if end < start or end >= total:
+        raise BadRequestError(f"Content-Range {header} is not a valid byte range.")
+    if end - start + 1 > settings.max_upload_chunk_bytes:
+        raise PayloadTooLargeError(
+            f"Chunks are at most {settings.max_upload_chunk_bytes} bytes; send smaller ones."
+        )
+    return start, end, total
+
+
+@contextmanager
+def chunk_guard(upload_id: str) -> Iterator[None]:
+    """One chunk at a time per upload (in this process); a parallel one gets a 409."""
+    with _busy_lock:
+        if upload_id in _busy:
+            raise ConflictError("Another chunk of this upload is being received; wait for it.")
+        _busy.add(upload_id)
+    try:
+        yield
+    finally:
+        with _busy_lock:
+            _busy.discard(upload_id)
+
+
+def check_chunk(user_id: int, upload_id: str, start: int, total: int) -> None:
+    with session_scope() as session:
+        upload = session.get(ImageUpload, upload_id)
+        if upload is None or upload.owner_id != user_id:
+            raise NotFoundError(f"You have no upload {upload_id}.")
+        if upload.status is not UploadStatus.OPEN:
+            raise ConflictError(f"Upload {upload_id} is {upload.status.value}; start a new one.")
+        if total != upload.total_bytes:
+            raise BadRequestError(
+                f"Content-Range total {total} differs from the upload size {upload.total_bytes}."
+            )
+        if start != upload.received_bytes:
+            raise ConflictError(
+                f"The server has {upload.received_bytes} bytes of this upload; "
+                f"resume from byte {upload.received_bytes}."
+            )
+
+
+def _hasher_at(upload_id: str, offset: int) -> Any:
+    cached = _hashers.get(upload_id)
+    if cached is not None and cached[0] == offset:
+        return cached[1]
+    h = hashlib.sha256()
+    remaining = offset
+    with part_path(upload_id).open("rb") as f:
+        while remaining > 0:
+            block = f.read(min(HASH_READ, remaining))
+            if not block:
+                break
+            h.update(block)
+            remaining -= len(block)
+    return h
+
+
+class ChunkWriter:
+    """Writes a chunk at its offset and advances the running sha256."""
+
+    def __init__(self, upload_id: str, start: int) -> None:
+        self.upload_id = upload_id
+        self.offset = start
+        self.hasher = _hasher_at(upload_id, start)
+        self.file: BinaryIO = part_path(upload_id).open("r+b")
+        self.file.seek(start)
+        self.file.truncate()  # drop bytes past the acknowledged offset (an interrupted chunk)
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+        self.hasher.update(data)
+        self.offset += len(data)
+
+    def close(self) -> None:
+        self.file.close()
+        _hashers[self.upload_id] = (self.offset, self.hasher)
+
+
+def record_chunk(upload_id: str, start: int, written: int) -> ImageUpload:
+    with session_scope() as session:
+        upload = repo.lock_upload(session, upload_id)
+        if upload is None:
+            raise NotFoundError(f"Upload {upload_id} disappeared.")
+        if upload.received_bytes == start:
+            upload.received_bytes = start + written
+        session.flush()
+        session.expunge(upload)
+        return upload
+
+
+def _finished_sha(upload_id: str, total: int) -> str:
+    return str(_hasher_at(upload_id, total).hexdigest())
+
+
+def complete(session: Session, user: User, upload_id: str) -> tuple[AlgorithmImage, str | None]:
+    """Validate the finished upload and create its image. Returns (image, notice)."""
+    upload = get_upload(session, user, upload_id, lock=True)
+    if upload.status is UploadStatus.COMPLETE and upload.image_id is not None:
+        image = session.get(AlgorithmImage, upload.image_id)
+        if image is not None:
+            return image, None
+    if upload.status is not UploadStatus.OPEN:
+        raise ConflictError(f"Upload {upload_id} is {upload.status.value}; start a new one.")
+    if upload.received_bytes != upload.total_bytes:
+        raise ConflictError(
+            f"The upload is incomplete: {upload.received_bytes} of {upload.total_bytes} bytes "
+            f"received. Resume from byte {upload.received_bytes}."
+        )
+    path = part_path(upload_id)
+    sha = _finished_sha(upload_id, upload.total_bytes)
+    _hashers.pop(upload_id, None)
+    existing = repo.image_by_sha(session, user.id, sha)
+    if existing is not None:
+        path.unlink(missing_ok=True)
+        upload.status = UploadStatus.COMPLETE
+        upload.image_id = existing.id
+        return existing, _duplicate_notice(existing)
+    image = AlgorithmImage(
+        owner_id=user.id,
+        name=upload.name,
+        sha256=sha,
+        size_bytes=upload.total_bytes,
+        status=ImageStatus.VALIDATING,
+        storage_key=f"{user.id}/{sha}.tar",
+    )
+    try:
+        report = validate_tarball(
+            path,
+            max_uncompressed_bytes=settings.max_image_uncompressed_bytes,
+            max_json_bytes=settings.max_manifest_bytes,
+        )
+    except ImageInvalidError as exc:
+        image.status = ImageStatus.INVALID
+        image.validation_message = exc.message
+        path.unlink(missing_ok=True)  # invalid bytes are not kept (nor counted in the quota)
+    else:
+        image.status = ImageStatus.VALID
+        image.docker_image_id = report.docker_image_id
+        image.compression = report.compression
+        image.storage_key += {"gzip": ".gz", "xz": ".xz"}.get(report.compression, "")
+        tags = ", ".join(report.repo_tags) or "untagged"
+        image.validation_message = f"Valid: {tags}, runs as user {report.user}."
+    try:
+        with session.begin_nested():
+            session.add(image)
+            session.flush()
+    except IntegrityError:
+        # The same bytes finished through another upload at the same moment.
+        path.unlink(missing_ok=True)
+        found = repo.image_by_sha(session, user.id, sha)
+        if found is None:
+            raise
+        upload.status = UploadStatus.COMPLETE
+        upload.image_id = found.id
+        return found, _duplicate_notice(found)
+    if image.status is ImageStatus.VALID:
+        get_storage().put_file(path, image.storage_key)
+    upload.status = UploadStatus.COMPLETE
+    upload.image_id = image.id
+    session.flush()
+    return image, None
+
+
+def _duplicate_notice(image: AlgorithmImage) -> str:
+    return (
+        f"You already uploaded this exact image as #{image.id} '{image.name}' on "
+        f"{image.created_at:%Y-%m-%d %H:%M} UTC ({image.status.value}); that one is used."
+    )
+
+
+def abort(session: Session, user: User, upload_id: str) -> None:
+    upload = get_upload(session, user, upload_id, lock=True)
+    if upload.status is UploadStatus.OPEN:
+        upload.status = UploadStatus.ABORTED
+        part_path(upload_id).unlink(missing_ok=True)
+        _hashers.pop(upload_id, None)
+
+
+def list_images(session: Session, user: User) -> Sequence[AlgorithmImage]:
+    return repo.images_of(session, user.id)
+
+
+def get_image(session: Session, user: User, image_id: int) -> AlgorithmImage:
+    image = session.get(AlgorithmImage, image_id)
+    # Other users' images are "not found": their existence is not revealed.
+    if image is None or (image.owner_id != user.id and not user.is_admin):
+        raise NotFoundError(f"You have no image {image_id}.")
+    return image
+
+
+def delete_image(session: Session, user: User, image_id: int) -> None:
+    image = get_image(session, user, image_id)
+    if repo.used_by_submissions(session, image.id):
+        raise ConflictError(
+            f"Image #{image.id} is used by submissions and is kept for their record."
+        )
+    if image.status is ImageStatus.VALID:
+        get_storage().delete(image.storage_key)
+    session.delete(image)

@@ -1,0 +1,58 @@
+"""All SQLAlchemy models, aggregated so Alembic and the worker import one module."""
+
+from backend.models.auth import ApiToken, ChallengeMember, ChallengeRole, User
+from backend.models.base import NAMING_CONVENTION, Base, utcnow
+from backend.models.challenges import (
+    Challenge,
+    Phase,
+    PhaseKind,
+    RankingMethod,
+    SubmissionSelection,
+)
+from backend.models.datasets import Case, Dataset, DatasetVersion, Modality
+from backend.models.images import AlgorithmImage, ImageStatus, ImageUpload, UploadStatus
+from backend.models.submissions import (
+    ACTIVE_STATUSES,
+    ALLOWED_TRANSITIONS,
+    COUNTED_STATUSES,
+    TERMINAL_STATUSES,
+    AggregateResult,
+    CaseRun,
+    CaseRunStatus,
+    Result,
+    Submission,
+    SubmissionStatus,
+)
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "ALLOWED_TRANSITIONS",
+    "COUNTED_STATUSES",
+    "NAMING_CONVENTION",
+    "TERMINAL_STATUSES",
+    "AggregateResult",
+    "AlgorithmImage",
+    "ApiToken",
+    "Base",
+    "Case",
+    "CaseRun",
+    "CaseRunStatus",
+    "Challenge",
+    "ChallengeMember",
+    "ChallengeRole",
+    "Dataset",
+    "DatasetVersion",
+    "ImageStatus",
+    "ImageUpload",
+    "Modality",
+    "Phase",
+    "PhaseKind",
+    "RankingMethod",
+    "Result",
+    "Submission",
+    "SubmissionSelection",
+    "SubmissionStatus",
+    "UploadStatus",
+    "User",
+    "utcnow",
+]

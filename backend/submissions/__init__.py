@@ -1,0 +1,1 @@
+"""Submissions: creation and limits, the state machine, organiser actions."""

@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend import access
+from backend.challenges.service import accepting_reason
+from backend.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    TooManyRequestsError,
+)
+from backend.models import (
+    ACTIVE_STATUSES,
+    AlgorithmImage,
+    CaseRun,
+    CaseRunStatus,
+    Challenge,
+    ImageStatus,
+    Phase,
+    Submission,
+    SubmissionStatus,
+    User,
+    utcnow,
+)
+from backend.submissions import repository as repo
+from backend.submissions import state
+from backend.submissions.schemas import SubmissionFlags
+from backend.tasks_client import start_submission_after_commit
+
+
+def _period_text(phase: Phase) -> str:
+    if phase.submission_period_s is None:
+        return "in this phase"
+    hours = phase.submission_period_s / 3600
+    return f"per {hours:g} hours" if hours != 24 else "per day"
+
+
+def create(
+    session: Session, user: User, challenge: Challenge, phase: Phase, image_id: int,
+    comment: str = "",
+) -> Submission:
+    organizer = access.is_organizer(session, user, challenge.id)
+    if not organizer and access.role_in(session, user, challenge.id) is None:
+        raise ForbiddenError(
+            f"Register for '{challenge.slug}' first (POST /api/challenges/{challenge.slug}"
+            "/register or `syntharena register`)."
+        )
+    reason = accepting_reason(phase)
+    # Organisers may submit outside the window (baselines, checks) but need a dataset.
+    if reason is not None and (not organizer or phase.dataset_version_id is None):
+        raise ConflictError(reason)
+    image = session.get(AlgorithmImage, image_id)
+    if image is None or image.owner_id != user.id:
+        raise NotFoundError(f"You have no image {image_id}; upload one first.")
+    if image.status is not ImageStatus.VALID:
+        raise ConflictError(
+            f"Image #{image.id} is {image.status.value}: {image.validation_message}"
+        )
+    repo.lock_user(session, user.id)  # held until commit: concurrent submits queue here
+    active = repo.active_submission(session, phase.id, user.id)
+    if active is not None:
+        raise ConflictError(
+            f"Your submission #{active.id} is still {active.status.value}; wait until it "
+            "finishes before submitting again."
+        )
+    now = utcnow()
+    if not organizer:
+        period = phase.submission_period_s
+        since = now - timedelta(seconds=period) if period is not None else None
+        used = repo.counted_since(session, phase.id, user.id, since)
+        if len(used) >= phase.submissions_per_period:
+            message = (
+                f"You have used {len(used)} of {phase.submissions_per_period} submissions "
+                f"{_period_text(phase)} (failed ones do not count)."
+            )
+            if period is not None and used:
+                after = used[0] + timedelta(seconds=period)
+                message += f" Next one possible after {after:%Y-%m-%d %H:%M} UTC."
+            raise TooManyRequestsError(message)
+    assert phase.dataset_version_id is not None
+    sub = Submission(
+        phase_id=phase.id,
+        user_id=user.id,
+        image_id=image.id,
+        status=SubmissionStatus.PENDING,
+        status_changed_at=now,
+        cases_total=repo.case_count(session, phase.dataset_version_id),
+        comment=comment,
+        current_step="queued",
+        is_baseline=False,
+    )
+    try:
+        with session.begin_nested():
+            session.add(sub)
+            session.flush()
+    except IntegrityError as exc:  # the partial unique index: another active submission
+        raise ConflictError("You already have a submission in progress in this phase.") from exc
+    start_submission_after_commit(session, sub.id)
+    return sub
+
+
+def get_for_viewer(session: Session, user: User, submission_id: int) -> tuple[Submission, Phase,
+                                                                              bool]:
+    """The submission, its phase and whether the viewer organises the challenge."""
+    sub = session.get(Submission, submission_id)
+    if sub is None:
+        raise NotFoundError(f"There is no submission {submission_id}.")
+    phase = session.get(Phase, sub.phase_id)
+    assert phase is not None
+    organizer = access.is_organizer(session, user, phase.challenge_id)
+    if not organizer and sub.user_id != user.id:
+        raise NotFoundError(f"There is no submission {submission_id}.")
+    return sub, phase, organizer
+
+
+def list_for_phase(
+    session: Session, user: User, challenge: Challenge, phase: Phase
+) -> Sequence[tuple[Submission, str]]:
+    organizer = access.is_organizer(session, user, challenge.id)
+    return repo.of_phase(session, phase.id, None if organizer else user.id)
+
+
+def _require_organizer(session: Session, user: User, phase: Phase) -> None:
+    if not access.is_organizer(session, user, phase.challenge_id):
+        raise ForbiddenError("Only the challenge's organisers may do this.")
+
+
+def cancel(session: Session, user: User, submission_id: int) -> Submission:
+    sub, phase, _ = get_for_viewer(session, user, submission_id)
+    _require_organizer(session, user, phase)
+    sub = state.lock_submission(session, sub.id)
+    if sub.status not in ACTIVE_STATUSES:
+        raise ConflictError(f"Submission #{sub.id} is {sub.status.value}; nothing to cancel.")
+    sub = state.transition(session, sub.id, sub.status, SubmissionStatus.CANCELLED,
+                           current_step="cancelled by an organiser")
+    session.execute(
+        update(CaseRun)
+        .where(CaseRun.submission_id == sub.id,
+               CaseRun.status.in_([CaseRunStatus.PENDING, CaseRunStatus.RUNNING]))
+        .values(status=CaseRunStatus.CANCELLED)
+    )
+    return sub
+
+
+def reevaluate(session: Session, user: User, submission_id: int) -> Submission:
+    sub, phase, _ = get_for_viewer(session, user, submission_id)
+    _require_organizer(session, user, phase)
+    sub = state.lock_submission(session, sub.id)
+    if sub.status in ACTIVE_STATUSES:
+        raise ConflictError(f"Submission #{sub.id} is still {sub.status.value}; cancel it first.")
+    other = repo.active_submission(session, sub.phase_id, sub.user_id)
+    if other is not None:
+        raise ConflictError(
+            f"The same user's submission #{other.id} is {other.status.value}; re-evaluate "
+            "after it finishes."
+        )
+    repo.clear_evaluation(session, sub.id)
+    sub = state.transition(session, sub.id, sub.status, SubmissionStatus.PENDING,
+                           current_step="queued for re-evaluation")
+    start_submission_after_commit(session, sub.id)
+    return sub
+
+
+def set_flags(session: Session, user: User, submission_id: int, flags: SubmissionFlags) -> (
+    Submission
+):
+    sub, phase, _ = get_for_viewer(session, user, submission_id)
+    _require_organizer(session, user, phase)
+    for key, value in flags.model_dump(exclude_unset=True).items():
+        if value is not None:
+            setattr(sub, key, value)
+    session.flush()
+    return sub

@@ -1,0 +1,65 @@
+"""Enqueue worker tasks by name, only after the surrounding transaction commits.
+
+The backend never imports the worker: it sends ``submissions.start`` by name to the broker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from backend.config import settings
+
+_PENDING_KEY = "syntharena_tasks_after_commit"
+
+
+@dataclass(frozen=True)
+class QueuedTask:
+    name: str
+    args: list[Any]
+    queue: str
+
+
+@lru_cache(maxsize=1)
+def celery_client() -> Celery:
+    return Celery("syntharena-backend", broker=settings.redis_url)
+
+
+def configure(broker_url: str) -> None:
+    """Point the client at another broker (tests use a separate Redis database)."""
+    celery_client.cache_clear()
+    settings.redis_url = broker_url
+
+
+def send_now(task: QueuedTask) -> None:
+    celery_client().send_task(task.name, args=task.args, queue=task.queue)
+
+
+def enqueue_after_commit(
+    session: Session, name: str, args: list[Any], queue: str | None = None
+) -> None:
+    """Send the task once the session's transaction commits; dropped on rollback."""
+    tasks: list[QueuedTask] = session.info.setdefault(_PENDING_KEY, [])
+    tasks.append(QueuedTask(name, list(args), queue or settings.submissions_queue))
+
+
+def start_submission_after_commit(session: Session, submission_id: int) -> None:
+    enqueue_after_commit(session, "submissions.start", [submission_id])
+
+
+@event.listens_for(Session, "after_commit")
+def _send_after_commit(session: Session) -> None:
+    tasks: list[QueuedTask] = session.info.pop(_PENDING_KEY, [])
+    for task in tasks:
+        send_now(task)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_after_rollback(session: Session, previous_transaction: Any) -> None:
+    if previous_transaction.parent is None:  # the outermost transaction rolled back
+        session.info.pop(_PENDING_KEY, None)

@@ -1,0 +1,168 @@
+"""Turning HTML form posts into the services' pydantic inputs, with errors per field."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from backend.challenges.schemas import PhaseIn, PhaseSettings
+from backend.models import Phase
+from backend.web.metrics_meta import metric_meta
+
+BOOL_FIELDS = (
+    "is_open",
+    "gpu_required",
+    "primary_higher_is_better",
+    "leaderboard_public",
+    "show_case_results",
+    "show_case_logs",
+)
+INT_FIELDS = ("submissions_per_period", "submission_period_s", "case_time_limit_s", "memory_mb",
+              "batch_size")
+FLOAT_FIELDS = ("cpus",)
+TEXT_FIELDS = ("slug", "title", "kind", "metric_profile", "ranking_method", "primary_metric",
+               "submission_selection")
+
+
+class FormError(Exception):
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def parse_datetime(raw: str) -> datetime | None:
+    """``datetime-local`` values are in UTC (the form says so)."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    value = datetime.fromisoformat(raw)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def format_datetime(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M") if value else ""
+
+
+def parse_extra_columns(raw: str) -> list[dict[str, Any]]:
+    """One column per line or comma: ``psnr higher``, ``ssim``, ``hd95 lower``."""
+    cols: list[dict[str, Any]] = []
+    for item in raw.replace(",", "\n").splitlines():
+        words = item.split()
+        if not words:
+            continue
+        name = words[0]
+        direction = words[1].lower() if len(words) > 1 else ""
+        if direction not in ("", "higher", "lower"):
+            raise FormError({"extra_columns": f"Write “{name} higher” or “{name} lower”."})
+        hib = direction == "higher" if direction else metric_meta(name).higher_is_better
+        cols.append({"metric": name, "higher_is_better": hib})
+    return cols
+
+
+def format_extra_columns(cols: list[dict[str, Any]] | None) -> str:
+    return "\n".join(
+        f"{c['metric']} {'higher' if c.get('higher_is_better') else 'lower'}" for c in cols or []
+    )
+
+
+def phase_values(form: dict[str, str]) -> dict[str, Any]:
+    """Raw form strings to typed values; collects every conversion error."""
+    values: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for key in TEXT_FIELDS:
+        if key in form:
+            values[key] = form[key].strip()
+    for key in BOOL_FIELDS:
+        values[key] = form.get(key) in ("on", "true", "1")
+    for key in INT_FIELDS:
+        raw = form.get(key, "").strip()
+        if raw == "":
+            if key == "submission_period_s":
+                values[key] = None  # empty = the limit covers the whole phase
+            continue
+        try:
+            values[key] = int(raw)
+        except ValueError:
+            errors[key] = "Enter a whole number."
+    for key in FLOAT_FIELDS:
+        raw = form.get(key, "").strip()
+        if raw:
+            try:
+                values[key] = float(raw)
+            except ValueError:
+                errors[key] = "Enter a number."
+    for key in ("opens_at", "closes_at"):
+        try:
+            values[key] = parse_datetime(form.get(key, ""))
+        except ValueError:
+            errors[key] = "Enter a date and time (YYYY-MM-DD HH:MM, UTC)."
+    dataset = form.get("dataset", "").strip()
+    if dataset:
+        slug, _, version = dataset.partition(":")
+        values["dataset"] = slug
+        values["dataset_version"] = int(version) if version.isdigit() else None
+    try:
+        values["extra_columns"] = parse_extra_columns(form.get("extra_columns", ""))
+    except FormError as err:
+        errors.update(err.errors)
+    if values.get("opens_at") and values.get("closes_at") and values["closes_at"] <= values[
+        "opens_at"
+    ]:
+        errors["closes_at"] = "The phase must close after it opens."
+    if errors:
+        raise FormError(errors)
+    return values
+
+
+def _errors_of(err: ValidationError) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for e in err.errors():
+        loc = e.get("loc") or ("form",)
+        key = str(loc[0])
+        msg = str(e.get("msg", "invalid"))
+        msg = msg.replace("Input should be", "Must be").replace("String should", "Must")
+        out.setdefault(key, msg)
+    return out
+
+
+def phase_in(form: dict[str, str]) -> PhaseIn:
+    values = phase_values(form)
+    try:
+        return PhaseIn.model_validate(values)
+    except ValidationError as err:
+        raise FormError(_errors_of(err)) from err
+
+
+def phase_settings(form: dict[str, str]) -> PhaseSettings:
+    values = phase_values(form)
+    values.pop("slug", None)
+    try:
+        return PhaseSettings.model_validate(values)
+    except ValidationError as err:
+        raise FormError(_errors_of(err)) from err
+
+
+def phase_form_values(phase: Phase | None) -> dict[str, Any]:
+    """What the phase form shows: the phase's values, or the model's defaults for a new one."""
+    if phase is None:
+        defaults: dict[str, Any] = {}
+        for col in Phase.__table__.columns:
+            if col.default is not None and getattr(col.default, "is_scalar", False):
+                defaults[col.key] = col.default.arg
+        defaults.update(kind="validation", extra_columns="", opens_at="", closes_at="",
+                        dataset="", slug="", title="")
+        for key in ("kind", "ranking_method", "submission_selection"):
+            value = defaults.get(key)
+            defaults[key] = getattr(value, "value", value)
+        return defaults
+    values = {col.key: getattr(phase, col.key) for col in Phase.__table__.columns}
+    for key in ("kind", "ranking_method", "submission_selection"):
+        values[key] = values[key].value
+    values["opens_at"] = format_datetime(phase.opens_at)
+    values["closes_at"] = format_datetime(phase.closes_at)
+    values["extra_columns"] = format_extra_columns(phase.extra_columns)
+    if values["submission_period_s"] is None:
+        values["submission_period_s"] = ""
+    return values

@@ -1,0 +1,227 @@
+"""Small inline SVG plots rendered server-side (no JS, no plotting library, readable in any
+browser and in the tests). Every function returns ``Markup`` safe to drop into a template."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+
+from markupsafe import Markup
+
+
+def finite(values: Sequence[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """Round tick positions covering [lo, hi] (the usual 1-2-5 steps)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return []
+    if hi <= lo:
+        pad = abs(lo) * 0.1 or 1.0
+        lo, hi = lo - pad, hi + pad
+    raw = (hi - lo) / max(count, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    start = math.floor(lo / step) * step
+    ticks: list[float] = []
+    t = start
+    while t <= hi + step * 0.5 and len(ticks) < 50:
+        ticks.append(round(t, 10))
+        t += step
+    return ticks
+
+
+def fmt(v: float | None, digits: int = 3) -> str:
+    if v is None or not math.isfinite(v):
+        return "–"
+    if v != 0 and (abs(v) >= 10**5 or abs(v) < 10 ** -(digits - 1)):
+        return f"{v:.{digits - 1}e}"
+    if abs(v) >= 100:
+        return f"{v:.1f}"
+    return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.{digits}f}".rstrip("0").rstrip(".")
+
+
+def quantile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolation quantile of already sorted values."""
+    if not sorted_values:
+        return math.nan
+    pos = (len(sorted_values) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+class _Scale:
+    def __init__(self, lo: float, hi: float, x0: float, x1: float) -> None:
+        self.lo, self.hi, self.x0, self.x1 = lo, hi, x0, x1
+
+    def __call__(self, v: float) -> float:
+        if self.hi == self.lo:
+            return (self.x0 + self.x1) / 2
+        return self.x0 + (v - self.lo) / (self.hi - self.lo) * (self.x1 - self.x0)
+
+
+def _empty(width: int, height: int, message: str) -> Markup:
+    return Markup(
+        f'<svg class="plot" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(message)}"><text x="{width / 2}" y="{height / 2}" '
+        f'text-anchor="middle">{escape(message)}</text></svg>'
+    )
+
+
+def distribution_plot(
+    values: Sequence[tuple[str, float | None]],
+    *,
+    metric_label: str,
+    unit: str = "",
+    higher_is_better: bool | None = None,
+    width: int = 420,
+    height: int = 150,
+) -> Markup:
+    """Per-case values of one metric: a box (quartiles, median) over jittered case dots.
+    Hovering a dot names its case (SVG <title>)."""
+    pts = [(name, float(v)) for name, v in values if v is not None and math.isfinite(float(v))]
+    if not pts:
+        return _empty(width, height, f"No {metric_label} values yet")
+    vals = sorted(v for _, v in pts)
+    ticks = nice_ticks(vals[0], vals[-1])
+    lo, hi = min(ticks[0], vals[0]), max(ticks[-1], vals[-1])
+    left, right, top, axis_y = 16, width - 16, 26, height - 30
+    sx = _Scale(lo, hi, left, right)
+    mid = (top + axis_y) / 2
+    parts = [
+        f'<svg class="plot" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="Distribution of {escape(metric_label)} over {len(pts)} cases">',
+    ]
+    better = ""
+    if higher_is_better is not None:
+        better = " (higher is better)" if higher_is_better else " (lower is better)"
+    parts.append(
+        f'<text x="{left}" y="14" font-weight="600">{escape(metric_label)}'
+        f"{escape(f' [{unit}]' if unit else '')}{escape(better)} — {len(pts)} cases</text>"
+    )
+    for t in ticks:
+        x = sx(t)
+        parts.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{axis_y}"/>')
+        parts.append(
+            f'<text x="{x:.1f}" y="{axis_y + 14}" text-anchor="middle">{escape(fmt(t))}</text>'
+        )
+    parts.append(f'<line class="axis" x1="{left}" x2="{right}" y1="{axis_y}" y2="{axis_y}"/>')
+    q1, med, q3 = quantile(vals, 0.25), quantile(vals, 0.5), quantile(vals, 0.75)
+    bh = (axis_y - top) * 0.5
+    parts.append(
+        f'<rect class="box" x="{sx(q1):.1f}" y="{mid - bh / 2:.1f}" '
+        f'width="{max(sx(q3) - sx(q1), 1):.1f}" height="{bh:.1f}" rx="3"/>'
+    )
+    parts.append(
+        f'<line class="median" x1="{sx(med):.1f}" x2="{sx(med):.1f}" '
+        f'y1="{mid - bh / 2:.1f}" y2="{mid + bh / 2:.1f}"/>'
+    )
+    for i, (name, v) in enumerate(pts):
+        # Deterministic jitter so the picture does not change between reloads.
+        jitter = ((i * 7919) % 97) / 97 - 0.5
+        y = mid + jitter * (axis_y - top) * 0.8
+        parts.append(
+            f'<circle class="dot" cx="{sx(v):.1f}" cy="{y:.1f}" r="3.5">'
+            f"<title>{escape(name)}: {escape(fmt(v))}</title></circle>"
+        )
+    parts.append(
+        f'<text x="{right}" y="14" text-anchor="end">median {escape(fmt(med))}, '
+        f"IQR {escape(fmt(q1))}–{escape(fmt(q3))}</text>"
+    )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+@dataclass(frozen=True)
+class TeamValue:
+    label: str
+    value: float | None
+    spread: float | None = None  # e.g. the standard deviation over cases
+    own: bool = False
+    baseline: bool = False
+
+
+def comparison_plot(
+    teams: Sequence[TeamValue],
+    *,
+    metric_label: str,
+    unit: str = "",
+    higher_is_better: bool = False,
+    width: int = 420,
+    row_height: int = 22,
+) -> Markup:
+    """One row per team, best first: the value as a dot with ±spread whiskers; the viewer's
+    own row highlighted, baselines grey."""
+    rows = [t for t in teams if t.value is not None and math.isfinite(t.value)]
+    if not rows:
+        return _empty(width, 80, f"No {metric_label} values to compare yet")
+    rows.sort(key=lambda t: -t.value if higher_is_better else t.value)  # type: ignore[operator]
+    lows = [t.value - (t.spread or 0) for t in rows]  # type: ignore[operator]
+    highs = [t.value + (t.spread or 0) for t in rows]  # type: ignore[operator]
+    ticks = nice_ticks(min(lows), max(highs))
+    lo, hi = min(ticks[0], min(lows)), max(ticks[-1], max(highs))
+    label_w, right, top = 140, width - 14, 24
+    height = top + row_height * len(rows) + 24
+    axis_y = top + row_height * len(rows)
+    sx = _Scale(lo, hi, label_w, right)
+    word = "higher is better" if higher_is_better else "lower is better"
+    parts = [
+        f'<svg class="plot" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(metric_label)} of {len(rows)} teams">',
+        f'<text x="4" y="14" font-weight="600">{escape(metric_label)}'
+        f"{escape(f' [{unit}]' if unit else '')} ({word})</text>",
+    ]
+    for t in ticks:
+        x = sx(t)
+        parts.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{axis_y}"/>')
+        parts.append(
+            f'<text x="{x:.1f}" y="{axis_y + 14}" text-anchor="middle">{escape(fmt(t))}</text>'
+        )
+    for i, team in enumerate(rows):
+        y = top + row_height * i + row_height / 2
+        value = float(team.value)  # type: ignore[arg-type]
+        cls = "own" if team.own else "baseline" if team.baseline else ""
+        if team.own:
+            parts.append(
+                f'<rect x="0" y="{y - row_height / 2:.1f}" width="{width}" '
+                f'height="{row_height}" fill="#fff6d6"/>'
+            )
+        name = team.label if len(team.label) <= 20 else team.label[:19] + "…"
+        suffix = " (you)" if team.own else " (baseline)" if team.baseline else ""
+        weight = ' font-weight="700"' if team.own else ""
+        parts.append(
+            f'<text x="4" y="{y + 4:.1f}"{weight}>{i + 1}. {escape(name)}{escape(suffix)}</text>'
+        )
+        if team.spread:
+            parts.append(
+                f'<line class="axis" x1="{sx(value - team.spread):.1f}" '
+                f'x2="{sx(value + team.spread):.1f}" y1="{y:.1f}" y2="{y:.1f}"/>'
+            )
+        parts.append(
+            f'<rect class="box {cls}" x="{sx(value) - 5:.1f}" y="{y - 5:.1f}" width="10" '
+            f'height="10" rx="5"><title>{escape(team.label)}: {escape(fmt(value))}</title></rect>'
+        )
+    parts.append(f'<line class="axis" x1="{label_w}" x2="{right}" y1="{axis_y}" y2="{axis_y}"/>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def rank_interval(rank: int | None, low: float | None, high: float | None, n: int) -> Markup:
+    """A tiny bar: the rank range seen in bootstrap resamples, with the actual rank as a dot."""
+    if rank is None or low is None or high is None or n < 1:
+        return Markup("")
+    width, height, pad = 90, 14, 5
+    sx = _Scale(1, max(n, 2), pad, width - pad)
+    label = f"rank {rank}, {fmt(low)}–{fmt(high)} in resamples"
+    return Markup(
+        f'<svg class="interval-bar" width="{width}" height="{height}" role="img" '
+        f'aria-label="{escape(label)}"><title>{escape(label)}</title>'
+        f'<line x1="{pad}" x2="{width - pad}" y1="7" y2="7" stroke="#dde1e8" stroke-width="2"/>'
+        f'<line x1="{sx(low):.1f}" x2="{sx(high):.1f}" y1="7" y2="7" stroke="#1f5fae" '
+        f'stroke-width="4" stroke-linecap="round"/>'
+        f'<circle cx="{sx(rank):.1f}" cy="7" r="3.5" fill="#13233f"/></svg>'
+    )

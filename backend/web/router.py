@@ -1,0 +1,71 @@
+"""Mounts the web app on the API application: page routes, static files, HTML error pages
+and the sqladmin CRUD views. ``backend.main.create_app`` calls ``mount_web(app)`` once."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import cast
+from urllib.parse import quote
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import RedirectResponse, Response
+
+from backend.errors import AppError, UnauthorizedError
+from backend.web import auth_pages, challenge_pages, manage_pages, submission_pages
+from backend.web.templating import STATIC_DIR, render
+
+router = APIRouter(include_in_schema=False)
+router.include_router(auth_pages.router)
+router.include_router(challenge_pages.router)
+router.include_router(submission_pages.router)
+router.include_router(manage_pages.router)
+
+Handler = Callable[[Request, Exception], Response | Awaitable[Response]]
+
+TITLES = {
+    400: "That did not work",
+    401: "Please log in",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Conflict",
+    413: "Too large",
+    422: "Please check the form",
+    429: "Slow down",
+}
+
+
+def wants_html(request: Request) -> bool:
+    path = request.url.path
+    if path.startswith(("/api/", "/admin")):
+        return False
+    return "text/html" in request.headers.get("accept", "") or request.method == "POST"
+
+
+def _page_error_handler(api_handler: Handler | None) -> Handler:
+    async def handle(request: Request, exc: Exception) -> Response:
+        err = cast(AppError, exc)
+        if not wants_html(request) and api_handler is not None:
+            result = api_handler(request, exc)
+            return await result if isinstance(result, Awaitable) else result
+        if isinstance(err, UnauthorizedError) and request.method == "GET":
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+        return render(
+            request,
+            "error.html",
+            {"title": TITLES.get(err.status_code, "Something went wrong"), "message": err.message},
+            status_code=err.status_code,
+        )
+
+    return handle
+
+
+def mount_web(app: FastAPI) -> None:
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    api_handler = cast(Handler | None, app.exception_handlers.get(AppError))
+    app.add_exception_handler(AppError, _page_error_handler(api_handler))
+    from backend.web.admin_views import mount_admin
+
+    mount_admin(app)

@@ -1,0 +1,118 @@
+"""Jinja2 environment, filters and the one ``render`` helper every page uses."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+from starlette.responses import HTMLResponse
+
+from backend.models import User, utcnow
+from backend.web import csrf, flash
+from backend.web.plots import fmt
+
+FRONTEND_DIR = Path(__file__).resolve().parents[2] / "frontend"
+TEMPLATES_DIR = FRONTEND_DIR / "templates"
+STATIC_DIR = FRONTEND_DIR / "static"
+
+templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    try:
+        return fmt(float(value), digits)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return "–"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _ago(value: datetime | None) -> str:
+    if value is None:
+        return "–"
+    s = (utcnow() - value).total_seconds()
+    if s < 0:
+        return _left(value)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= size:
+            return f"{int(s // size)} {unit} ago"
+    return "just now"
+
+
+def _left(value: datetime | None) -> str:
+    if value is None:
+        return "no deadline"
+    s = (value - utcnow()).total_seconds()
+    if s <= 0:
+        return "closed"
+    d, h, m = int(s // 86400), int(s % 86400 // 3600), int(s % 3600 // 60)
+    if d:
+        return f"{d} d {h} h left"
+    if h:
+        return f"{h} h {m} min left"
+    return f"{m} min left"
+
+
+def _duration(seconds: float | int | None) -> str:
+    if seconds is None or (isinstance(seconds, float) and not math.isfinite(seconds)):
+        return "–"
+    s = float(seconds)
+    if s < 120:
+        return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    if s < 172800:
+        return f"{s / 3600:.0f} h"
+    return f"{s / 86400:.0f} d"
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "–"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+templates.env.filters.update(
+    number=_number, when=_when, ago=_ago, left=_left, duration=_duration, bytes=_bytes
+)
+templates.env.globals["now"] = utcnow
+
+
+def render(
+    request: Request,
+    name: str,
+    context: dict[str, Any] | None = None,
+    *,
+    user: User | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    """Render a page with the layout's context: user, CSRF token, flash messages."""
+    token, new_cookie = csrf.token_for(request)
+    messages = flash.pop(request)
+    ctx: dict[str, Any] = {
+        "user": user,
+        "csrf_token": token,
+        "messages": messages,
+        **(context or {}),
+    }
+    response = templates.TemplateResponse(request, name, ctx, status_code=status_code)
+    if new_cookie is not None:
+        csrf.set_cookie(response, new_cookie)
+    if messages:
+        flash.clear(response)
+    return response

@@ -1,0 +1,168 @@
+"""Reading, writing and checking volumes (SimpleITK).
+
+Arrays are numpy in (z, y, x) order, as SimpleITK's ``GetArrayFromImage`` returns them;
+``spacing``/``origin`` are in SimpleITK's (x, y, z) order and ``direction`` is the
+row-major 3x3 matrix, also as SimpleITK reports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk  # noqa: N813
+
+from evaluator.errors import EvaluationInputError
+
+SUPPORTED_SUFFIXES = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd")
+IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+# Geometry tolerances: spacing/origin in mm (absolute), direction cosines (absolute).
+GEOMETRY_ATOL_MM = 1e-3
+DIRECTION_ATOL = 1e-4
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3-D image: ``array`` in (z, y, x) order plus its physical geometry."""
+
+    array: np.ndarray[Any, Any]
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: tuple[float, ...] = IDENTITY_DIRECTION
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def size(self) -> tuple[int, int, int]:
+        """Size in SimpleITK's (x, y, z) order, as users see it in viewers."""
+        z, y, x = self.array.shape
+        return (int(x), int(y), int(z))
+
+    @property
+    def name(self) -> str:
+        return str(self.path) if self.path is not None else "<in-memory volume>"
+
+
+def _has_supported_suffix(path: Path) -> bool:
+    return any(path.name.lower().endswith(s) for s in SUPPORTED_SUFFIXES)
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Read a 3-D scalar image; raise EvaluationInputError with the file name if unusable."""
+    p = Path(path)
+    if not p.is_file():
+        raise EvaluationInputError(f"{p}: file not found")
+    if not _has_supported_suffix(p):
+        raise EvaluationInputError(
+            f"{p}: unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})"
+        )
+    try:
+        image = sitk.ReadImage(str(p))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+        raise EvaluationInputError(f"{p}: cannot be read as an image ({first})") from exc
+    if image.GetDimension() != 3:
+        raise EvaluationInputError(f"{p}: expected a 3-D image, got {image.GetDimension()}-D")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise EvaluationInputError(
+            f"{p}: expected a scalar image, got {image.GetNumberOfComponentsPerPixel()} "
+            "components per voxel"
+        )
+    array = sitk.GetArrayFromImage(image)
+    sx, sy, sz = (float(v) for v in image.GetSpacing())
+    ox, oy, oz = (float(v) for v in image.GetOrigin())
+    return Volume(
+        array=array,
+        spacing=(sx, sy, sz),
+        origin=(ox, oy, oz),
+        direction=tuple(float(v) for v in image.GetDirection()),
+        path=p,
+    )
+
+
+def write_volume(
+    path: str | Path,
+    array: np.ndarray[Any, Any],
+    *,
+    spacing: tuple[float, float, float] | None = None,
+    origin: tuple[float, float, float] | None = None,
+    direction: tuple[float, ...] | None = None,
+    like: Volume | None = None,
+    compress: bool = True,
+) -> Path:
+    """Write ``array`` (z, y, x) with the given geometry (or the geometry of ``like``)."""
+    p = Path(path)
+    if array.ndim != 3:
+        raise ValueError(f"write_volume expects a 3-D array, got shape {array.shape}")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    image.SetSpacing(spacing or (like.spacing if like else (1.0, 1.0, 1.0)))
+    image.SetOrigin(origin or (like.origin if like else (0.0, 0.0, 0.0)))
+    image.SetDirection(direction or (like.direction if like else IDENTITY_DIRECTION))
+    p.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(p), compress)
+    return p
+
+
+def _fmt(values: tuple[float, ...] | tuple[int, ...]) -> str:
+    return "(" + ", ".join(repr(round(v, 6)) if isinstance(v, float) else str(v)
+                           for v in values) + ")"
+
+
+def check_geometry(ref: Volume, other: Volume, *, ref_name: str, other_name: str) -> None:
+    """Size, spacing, origin and direction of ``other`` must match ``ref``."""
+    where = f" ({other.name})"
+    if other.size != ref.size:
+        raise EvaluationInputError(
+            f"{other_name} size {_fmt(other.size)} differs from {ref_name} size "
+            f"{_fmt(ref.size)}{where}"
+        )
+    checks: list[tuple[str, tuple[float, ...], tuple[float, ...], float]] = [
+        ("spacing", other.spacing, ref.spacing, GEOMETRY_ATOL_MM),
+        ("origin", other.origin, ref.origin, GEOMETRY_ATOL_MM),
+        ("direction", other.direction, ref.direction, DIRECTION_ATOL),
+    ]
+    for what, got, want, atol in checks:
+        if len(got) != len(want) or not np.allclose(got, want, rtol=0.0, atol=atol):
+            raise EvaluationInputError(
+                f"{other_name} {what} {_fmt(got)} differs from {ref_name} {what} "
+                f"{_fmt(want)}{where}"
+            )
+
+
+def check_finite(volume: Volume, *, name: str) -> None:
+    array = volume.array
+    if np.issubdtype(array.dtype, np.floating):
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise EvaluationInputError(
+                f"{name} contains {bad} non-finite voxel value(s) (NaN or infinity) "
+                f"({volume.name})"
+            )
+    elif not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
+        raise EvaluationInputError(
+            f"{name} has unsupported voxel type {array.dtype} ({volume.name})"
+        )
+
+
+def check_pair(
+    ct: Volume,
+    sct: Volume,
+    mask: Volume | None = None,
+    *,
+    ct_name: str = "CT",
+    sct_name: str = "sCT",
+    mask_name: str = "mask",
+) -> None:
+    """Everything that must hold before a synthetic CT can be scored against its CT.
+
+    Raises EvaluationInputError with one clear message on the first failure.
+    """
+    check_geometry(ct, sct, ref_name=ct_name, other_name=sct_name)
+    check_finite(ct, name=ct_name)
+    check_finite(sct, name=sct_name)
+    if mask is not None:
+        check_geometry(ct, mask, ref_name=ct_name, other_name=mask_name)
+        check_finite(mask, name=mask_name)
+        if not np.any(mask.array > 0):
+            raise EvaluationInputError(f"{mask_name} is empty (no voxel > 0) ({mask.name})")

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Builds an example algorithm image and its upload tarball (`docker save | gzip`), offline.
+# Usage: build.sh NAME [NAME...]   NAME: static-c | python | fail-crash | fail-sleep | fail-oom |
+#                                        fail-wrong-geometry | fail-no-output | fail-nan | slow | all
+# Image tag: syntharena-example/NAME:latest; tarball: $SYNTHARENA_EXAMPLES_OUT/NAME.tar.gz
+# (default build/examples/). Set FORCE=1 to rebuild an image that already exists.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+OUT="${SYNTHARENA_EXAMPLES_OUT:-$ROOT/build/examples}"
+ALL=(static-c python fail-crash fail-sleep fail-oom fail-wrong-geometry fail-no-output fail-nan slow)
+mkdir -p "$OUT"
+
+# Run quietly; show the output only when the command fails.
+quiet() { local log; log="$("$@" 2>&1)" || { echo "$log" >&2; return 1; }; }
+
+build_one() {
+    local name="$1" tag="syntharena-example/$1:latest" ctx
+    if [ "${FORCE:-0}" != 1 ] && docker image inspect "$tag" >/dev/null 2>&1 \
+        && [ -s "$OUT/$name.tar.gz" ]; then
+        echo "[build] $tag exists"; return 0
+    fi
+    case "$name" in
+        static-c|fail-*|slow)
+            ctx="$(mktemp -d)"
+            gcc -O2 -static -o "$ctx/synth" "$HERE/static-c/synth.c" -lm
+            cp "$HERE/static-c/Dockerfile" "$ctx/"
+            local mode=map
+            [ "$name" = static-c ] || mode="${name#fail-}"
+            [ "$name" = slow ] && mode=slow
+            quiet docker build -q --build-arg "MODE=$mode" -t "$tag" "$ctx"
+            rm -rf "$ctx" ;;
+        python)
+            bash "$HERE/build_python_base.sh"
+            quiet docker build -q -t "$tag" "$HERE/python" ;;
+        *) echo "unknown example '$name'; one of: ${ALL[*]} all" >&2; return 2 ;;
+    esac
+    docker save "$tag" | gzip -1 > "$OUT/$name.tar.gz.part"
+    mv "$OUT/$name.tar.gz.part" "$OUT/$name.tar.gz"
+    echo "[build] $tag -> $OUT/$name.tar.gz ($(du -h "$OUT/$name.tar.gz" | cut -f1))"
+}
+
+[ $# -gt 0 ] || { echo "usage: $0 NAME... (one of: ${ALL[*]} all)" >&2; exit 2; }
+for n in "$@"; do
+    if [ "$n" = all ]; then for m in "${ALL[@]}"; do build_one "$m"; done; else build_one "$n"; fi
+done

@@ -1,0 +1,51 @@
+// Slice viewer: one slider moves the input, sCT, CT and difference panes together.
+// PNG slices are rendered server-side (backend/web/slices.py) with the access rules applied.
+(function () {
+  "use strict";
+  function setup(root) {
+    var base = root.getAttribute("data-slice-url"); // ".../cases/{case}/slice.png"
+    var caseSel = root.querySelector("select[name=case]");
+    var axisSel = root.querySelector("select[name=axis]");
+    var slider = root.querySelector("input[name=index]");
+    var label = root.querySelector("[data-role=index]");
+    var imgs = root.querySelectorAll("img[data-kind]");
+    var timer = null;
+    function render() {
+      var opt = caseSel.options[caseSel.selectedIndex];
+      var axis = axisSel.value;
+      var shape = JSON.parse(opt.getAttribute("data-shape") || "[1,1,1]"); // z, y, x
+      var n = axis === "axial" ? shape[0] : axis === "coronal" ? shape[1] : shape[2];
+      if (parseInt(slider.max, 10) !== n - 1) {
+        slider.max = String(Math.max(0, n - 1));
+        if (parseInt(slider.value, 10) > n - 1 || root.dataset.lastAxis !== axis || root.dataset.lastCase !== opt.value) {
+          slider.value = String(Math.floor(n / 2));
+        }
+      }
+      root.dataset.lastAxis = axis;
+      root.dataset.lastCase = opt.value;
+      label.textContent = (parseInt(slider.value, 10) + 1) + " / " + n;
+      imgs.forEach(function (img) {
+        var url = base.replace("{case}", encodeURIComponent(opt.value)) +
+          "?kind=" + img.getAttribute("data-kind") + "&axis=" + axis + "&index=" + slider.value;
+        img.src = url;
+      });
+    }
+    function debounced() { clearTimeout(timer); timer = setTimeout(render, 60); }
+    caseSel.addEventListener("change", function () { slider.max = "-1"; render(); });
+    axisSel.addEventListener("change", function () { slider.max = "-1"; render(); });
+    slider.addEventListener("input", debounced);
+    root.addEventListener("keydown", function (e) {
+      if (e.target === slider) return;
+      if (e.key === "ArrowUp" || e.key === "ArrowDown") {
+        e.preventDefault();
+        slider.value = String(parseInt(slider.value, 10) + (e.key === "ArrowUp" ? 1 : -1));
+        render();
+      }
+    });
+    slider.max = "-1";
+    render();
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-slice-viewer]").forEach(setup);
+  });
+})();

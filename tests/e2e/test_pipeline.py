@@ -1,0 +1,140 @@
+"""The whole pipeline with real Celery worker processes, Redis, PostgreSQL and Docker:
+submissions flow to the leaderboard; every kind of failure reaches the participant; a worker
+killed mid-run is restarted and the submission completes exactly once."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from backend.db import session_scope
+from backend.models import (
+    AggregateResult,
+    CaseRun,
+    CaseRunStatus,
+    Result,
+    SubmissionStatus,
+)
+from tests.worker import harness
+from tests.worker.conftest import (  # noqa: F401  (fixtures)
+    clean_pipeline,
+    docker_engine,
+    pipeline_env,
+    static_images,
+)
+from worker import sandbox
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def worker_proc(pipeline_env, python_image_built):
+    proc = harness.start_worker(pipeline_env, "e2e", concurrency=2)
+    yield proc
+    harness.stop_worker(proc)
+
+
+@pytest.fixture(scope="module")
+def python_image_built(docker_engine):  # noqa: F811
+    from tests.worker.helpers import ensure_example
+
+    return ensure_example("python")
+
+
+def _runs(sub_id: int) -> list[CaseRun]:
+    with session_scope() as s:
+        return list(s.scalars(select(CaseRun).where(CaseRun.submission_id == sub_id)
+                              .order_by(CaseRun.id)))
+
+
+def test_submissions_flow_to_the_leaderboard(clean_pipeline, worker_proc) -> None:  # noqa: F811
+    with session_scope() as s:
+        single = harness.seed_phase(s, clean_pipeline.data_dir, slug="single", n_cases=3)
+        batched = harness.seed_phase(s, clean_pipeline.data_dir, slug="batched", n_cases=3,
+                                     batch_size=2, memory_mb=1024)
+        ids = [harness.submit(s, single, "alice", "static-c").id,
+               harness.submit(s, single, "bob", "python").id,
+               harness.submit(s, batched, "alice", "python").id]
+    subs = harness.wait_done(ids, timeout_s=180)
+    for sub in subs.values():
+        assert sub.status is SubmissionStatus.SUCCEEDED, (sub.error_message, _runs(sub.id))
+        assert (sub.cases_done, sub.cases_total) == (3, 3) and sub.current_step == "done"
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(Result)) == 9
+        aggs = s.scalars(select(AggregateResult)).all()
+        assert len(aggs) == 3 and all(a.cases_scored == 3 for a in aggs)
+        assert all(a.metrics["mae"] is not None for a in aggs)
+
+
+def test_failures_reach_the_participant(clean_pipeline, worker_proc) -> None:  # noqa: F811
+    cases = {
+        "fail-crash": ({}, CaseRunStatus.FAILED, "exited with code 3"),
+        "fail-sleep": ({"case_time_limit_s": 2}, CaseRunStatus.TIMED_OUT, "time limit of 2 s"),
+        "fail-oom": ({"memory_mb": 128}, CaseRunStatus.FAILED,
+                     "exceeded the memory limit of 128 MB"),
+        "fail-wrong-geometry": ({}, CaseRunStatus.FAILED, "spacing (2, 2, 5) but the input"),
+        "fail-no-output": ({}, CaseRunStatus.FAILED, "No synthetic CT was written"),
+        "fail-nan": ({}, CaseRunStatus.FAILED, "non-finite"),
+    }
+    ids = {}
+    with session_scope() as s:
+        for example, (phase, _, _) in cases.items():
+            p = harness.seed_phase(s, clean_pipeline.data_dir, slug=example, n_cases=1, **phase)
+            ids[example] = harness.submit(s, p, "carol", example).id
+    subs = harness.wait_done(ids.values(), timeout_s=120)
+    for example, (_, status, message) in cases.items():
+        sub = subs[ids[example]]
+        (run,) = _runs(sub.id)
+        assert run.status is status, (example, run.error_message)
+        assert message in run.error_message, (example, run.error_message)
+        assert sub.status is SubmissionStatus.FAILED and message in sub.error_message
+    (crash,) = _runs(ids["fail-crash"])
+    assert "model weights not found" in crash.stderr and crash.exit_code == 3
+    assert not sandbox.running_labels()
+
+
+def test_worker_killed_mid_run_completes_once(clean_pipeline) -> None:  # noqa: F811
+    env = clean_pipeline
+    with session_scope() as s:
+        p = harness.seed_phase(s, env.data_dir, slug="slow", n_cases=2)
+        sub_id = harness.submit(s, p, "dave", "slow").id
+    proc = harness.start_worker(env, "victim", concurrency=1)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(r.status is CaseRunStatus.RUNNING for r in _runs(sub_id)):
+            assert time.monotonic() < deadline, "no case started"
+            time.sleep(0.2)
+        time.sleep(1.0)  # the container is up (the slow image sleeps 5 s)
+        harness.stop_worker(proc, signal.SIGKILL)
+        assert any(lbl.get(sandbox.LABEL_SUBMISSION) == str(sub_id)
+                   for lbl in sandbox.running_labels()), "the killed worker left its container"
+        killed = next(r for r in _runs(sub_id) if r.status is CaseRunStatus.RUNNING)
+
+        proc = harness.start_worker(env, "victim", concurrency=1)
+        # Restart: leftovers of this worker node are removed when it is ready.
+        deadline = time.monotonic() + 30
+        while any(lbl.get(sandbox.LABEL_SUBMISSION) == str(sub_id)
+                  for lbl in sandbox.running_labels()):
+            assert time.monotonic() < deadline, "leftover container not reaped"
+            time.sleep(0.2)
+        from worker.reaper import reap
+
+        report = reap(grace_s=0)
+        assert killed.id in report.requeued_runs
+        (sub,) = harness.wait_done([sub_id], timeout_s=120).values()
+        assert sub.status is SubmissionStatus.SUCCEEDED, sub.error_message
+        runs = _runs(sub_id)
+        assert all(r.status is CaseRunStatus.SUCCEEDED for r in runs)
+        assert next(r for r in runs if r.id == killed.id).attempts == 2
+        with session_scope() as s:
+            assert s.scalar(select(func.count()).select_from(Result)
+                            .where(Result.submission_id == sub_id)) == 2
+            assert s.scalar(select(func.count()).select_from(AggregateResult)) == 1
+        # A second reaper pass finds nothing to do.
+        again = reap(grace_s=0)
+        assert not again.requeued_runs and not again.failed_runs
+    finally:
+        harness.stop_worker(proc)

@@ -1,0 +1,1 @@
+"""Celery workers: run submissions in the Docker sandbox, evaluate, rank."""

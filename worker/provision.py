@@ -1,0 +1,172 @@
+"""Inputs in the grand-challenge/SynthRAD layout, and checks of what a container wrote.
+
+Layout of one run's ``/input`` (one case, or N in batch mode)::
+
+    images/<modality>/<case>.mha   MR or CBCT, uncompressed MetaImage
+    images/body/<case>.mha         body mask
+    region.json                    "Head and Neck" (JSON string; of the first case in a batch)
+    inputs.json                    what the above are, as grand-challenge describes inputs
+
+The platform always provisions *uncompressed* ``.mha`` (converted once and cached when the
+dataset's file is compressed), so minimal readers (e.g. the static C example) work. Only
+input files are provisioned; ground truth never enters this directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk  # noqa: N813
+
+OUTPUT_SUBDIR = Path("images") / "synthetic-ct"
+GEOMETRY_TOL = 1e-4
+
+
+class OutputError(Exception):
+    """The container's output for a case is unusable; the message tells the participant why."""
+
+
+@dataclass(frozen=True)
+class CaseInput:
+    name: str  # e.g. "1BA001"; the file name is <name>.mha
+    modality: str  # "mri" | "cbct"
+    region: str
+    image_path: Path  # absolute, under settings.inputs_dir
+    mask_path: Path
+
+
+def _is_compressed_mha(path: Path) -> bool:
+    with path.open("rb") as fh:
+        for raw in fh:
+            line = raw.decode("latin-1").strip()
+            if line.startswith("CompressedData"):
+                return line.split("=", 1)[1].strip() == "True"
+            if line.startswith("ElementDataFile"):
+                return False
+    return False
+
+
+def uncompressed(path: Path, cache_dir: Path) -> Path:
+    """``path`` itself when it is an uncompressed .mha, else a cached uncompressed copy."""
+    if path.suffix == ".mha" and not _is_compressed_mha(path):
+        return path
+    st = path.stat()
+    target = cache_dir / f"{abs(hash(str(path.resolve())))}-{st.st_size}-{st.st_mtime_ns}.mha"
+    if not target.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".tmp{os.getpid()}.mha")
+        sitk.WriteImage(sitk.ReadImage(str(path)), str(tmp), useCompression=False)
+        tmp.replace(target)
+    return target
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+    # World-readable: the container runs as an unprivileged uid.
+    if dst.stat().st_mode & 0o444 != 0o444:
+        dst.chmod(0o644)
+
+
+def provision_inputs(input_dir: Path, cases: list[CaseInput], cache_dir: Path) -> None:
+    """Fill ``input_dir`` for these cases (hard links into a cache of uncompressed files)."""
+    for case in cases:
+        mod_dir = input_dir / "images" / case.modality
+        body_dir = input_dir / "images" / "body"
+        mod_dir.mkdir(parents=True, exist_ok=True)
+        body_dir.mkdir(parents=True, exist_ok=True)
+        _link_or_copy(uncompressed(case.image_path, cache_dir), mod_dir / f"{case.name}.mha")
+        _link_or_copy(uncompressed(case.mask_path, cache_dir), body_dir / f"{case.name}.mha")
+    region = cases[0].region if cases else ""
+    (input_dir / "region.json").write_text(json.dumps(region))
+    inputs = [
+        {"interface": f"{c.modality}-image", "file": f"images/{c.modality}/{c.name}.mha",
+         "mask": f"images/body/{c.name}.mha", "region": c.region}
+        for c in cases
+    ]
+    (input_dir / "inputs.json").write_text(json.dumps(inputs, indent=1))
+    for d in [input_dir, *[p for p in input_dir.rglob("*") if p.is_dir()]]:
+        d.chmod(0o755)
+    for f in (input_dir / "region.json", input_dir / "inputs.json"):
+        f.chmod(0o644)
+
+
+def _geometry(img: Any) -> tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...],
+                                 tuple[float, ...]]:
+    return img.GetSize(), img.GetSpacing(), img.GetOrigin(), img.GetDirection()
+
+
+def _close(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=GEOMETRY_TOL, abs_tol=GEOMETRY_TOL)
+                                    for x, y in zip(a, b, strict=True))
+
+
+def find_outputs(output_dir: Path) -> dict[str, list[Path]]:
+    """Output files by case name (file name without .mha / .nii.gz)."""
+    found: dict[str, list[Path]] = {}
+    sct_dir = output_dir / OUTPUT_SUBDIR
+    if not sct_dir.is_dir():
+        return found
+    for p in sorted(sct_dir.iterdir()):
+        if p.is_symlink() or not p.is_file():
+            continue  # never follow links a container made
+        stem = p.name.removesuffix(".gz").removesuffix(".nii").removesuffix(".mha")
+        found.setdefault(stem, []).append(p)
+    return found
+
+
+def validate_output(case: CaseInput, files: list[Path], batch: bool) -> Path:
+    """The one sCT of ``case``, checked (readable, same geometry as the input, finite)."""
+    where = f"/output/{OUTPUT_SUBDIR}/{case.name}.mha"
+    if not files:
+        hint = " (in batch mode, one file per input, named like the input)" if batch else ""
+        raise OutputError(
+            f"No synthetic CT was written for case {case.name}: expected {where}{hint}."
+        )
+    if len(files) > 1 and not batch:
+        names = ", ".join(p.name for p in files)
+        raise OutputError(f"Expected exactly one synthetic CT in /output/{OUTPUT_SUBDIR}, found "
+                          f"{len(files)} ({names}).")
+    if len(files) > 1:
+        raise OutputError(f"Case {case.name} has {len(files)} outputs; write exactly {where}.")
+    path = files[0]
+    try:
+        sct: Any = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise OutputError(
+            f"The synthetic CT {path.name} could not be read as an image ({str(exc)[:200]})."
+        ) from exc
+    ref: Any = sitk.ReadImage(str(case.image_path))
+    if sct.GetNumberOfComponentsPerPixel() != 1:
+        raise OutputError(f"The synthetic CT {path.name} must have one channel (HU values).")
+    s_size, s_sp, s_org, s_dir = _geometry(sct)
+    r_size, r_sp, r_org, r_dir = _geometry(ref)
+    for what, got, want in (("size", s_size, r_size), ("spacing", s_sp, r_sp),
+                            ("origin", s_org, r_org), ("direction", s_dir, r_dir)):
+        same = got == want if what == "size" else _close(got, want)
+        if not same:
+            raise OutputError(
+                f"The synthetic CT {path.name} has {what} {_fmt(got)} but the input has "
+                f"{_fmt(want)}; copy the input's geometry (e.g. sct.CopyInformation(input))."
+            )
+    values = sitk.GetArrayViewFromImage(sct)
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).sum())
+        raise OutputError(
+            f"The synthetic CT {path.name} has {bad} non-finite values (NaN or inf); "
+            "every voxel must be a finite HU value."
+        )
+    return path
+
+
+def _fmt(v: tuple[float, ...] | tuple[int, ...]) -> str:
+    return "(" + ", ".join(f"{x:g}" for x in v) + ")"

@@ -1,0 +1,449 @@
+"""The pipeline's steps. Each one locks its row, checks the status it expects, does one step,
+commits, and enqueues the next step after commit (``enqueue_after_commit``). Every step is
+safe to run twice: a status check or a unique constraint turns a repeat into a no-op.
+
+    submissions.start  PENDING -> RUNNING, load image, create case runs, enqueue cases.run
+    cases.run          case runs PENDING -> RUNNING -> SUCCEEDED/FAILED/TIMED_OUT (container)
+    cases.evaluate     score one SUCCEEDED case run -> Result (upsert)
+    submissions.finalize  EVALUATING -> SUCCEEDED/FAILED: aggregate, re-rank
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from backend.config import settings
+from backend.db import session_scope
+from backend.models import (
+    AlgorithmImage,
+    Case,
+    CaseRun,
+    CaseRunStatus,
+    Phase,
+    Result,
+    Submission,
+    SubmissionStatus,
+)
+from backend.submissions import state
+from backend.tasks_client import enqueue_after_commit
+from worker import sandbox
+from worker.provision import (
+    CaseInput,
+    OutputError,
+    find_outputs,
+    provision_inputs,
+    validate_output,
+)
+
+log = logging.getLogger(__name__)
+
+S = SubmissionStatus
+R = CaseRunStatus
+TERMINAL_RUN = frozenset({R.SUCCEEDED, R.FAILED, R.TIMED_OUT, R.CANCELLED})
+Q_GPU, Q_EVAL = "gpu", "eval"
+
+
+def _now_step(session: Session, sub: Submission, step: str) -> None:
+    sub.current_step = step[:200]
+    session.flush()
+
+
+# ---------------------------------------------------------------- submissions.start
+
+
+def _image_tarball(image: AlgorithmImage) -> Path:
+    if settings.storage_backend == "local":
+        return settings.images_dir / image.storage_key
+    import boto3  # only the S3 storage backend needs it
+
+    target = settings.data_dir / "cache" / "images" / f"{image.sha256}.tar"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url,
+            region_name=settings.s3_region,
+            aws_access_key_id=settings.s3_access_key_id,
+            aws_secret_access_key=settings.s3_secret_access_key,
+        )
+        tmp = target.with_suffix(".part")
+        s3.download_file(settings.s3_bucket, image.storage_key, str(tmp))
+        tmp.replace(target)
+    return target
+
+
+def start_submission(submission_id: int) -> None:
+    # Step 1: claim it (PENDING -> RUNNING). A redelivered message finds RUNNING and goes on.
+    with session_scope() as s:
+        sub = state.lock_submission(s, submission_id)
+        if sub.status is S.PENDING:
+            state.transition(s, submission_id, S.PENDING, S.RUNNING,
+                             current_step="loading the algorithm image")
+        elif sub.status is not S.RUNNING:
+            log.info("submission %s is %s; start skipped", submission_id, sub.status.value)
+            return
+        image = s.get(AlgorithmImage, sub.image_id)
+        assert image is not None
+        tarball, known_id = _image_tarball(image), image.docker_image_id
+    # Step 2: load the image outside any transaction (minutes for big images).
+    try:
+        image_id = sandbox.load_image(tarball, expected_id=known_id)
+    except (sandbox.SandboxError, OSError) as exc:
+        _fail_submission(submission_id, f"The algorithm image could not be loaded: {exc}")
+        return
+    # Step 3: case runs (idempotent: unique per submission and case) and their tasks.
+    with session_scope() as s:
+        sub = state.lock_submission(s, submission_id)
+        if sub.status is not S.RUNNING:
+            return
+        image = s.get(AlgorithmImage, sub.image_id)
+        assert image is not None
+        image.docker_image_id = image_id
+        phase = s.get(Phase, sub.phase_id)
+        assert phase is not None
+        runs = state.ensure_case_runs(s, sub)
+        if not runs:
+            state.transition(s, submission_id, S.RUNNING, S.FAILED,
+                             error_message="The phase has no test cases; contact the organisers.")
+            return
+        pending = [r.id for r in runs if r.status is R.PENDING]
+        _now_step(s, sub, f"running cases (0 of {len(runs)} done)")
+        for i in range(0, len(pending), phase.batch_size):
+            enqueue_run(s, submission_id, pending[i : i + phase.batch_size], phase)
+        _maybe_advance(s, sub)
+
+
+def enqueue_run(session: Session, submission_id: int, run_ids: list[int], phase: Phase) -> None:
+    enqueue_after_commit(session, "cases.run", [submission_id, run_ids], queue=Q_GPU)
+
+
+def _fail_submission(submission_id: int, message: str) -> None:
+    with session_scope() as s:
+        sub = state.lock_submission(s, submission_id)
+        if sub.status in (S.PENDING, S.RUNNING, S.EVALUATING):
+            state.transition(s, submission_id, sub.status, S.FAILED, error_message=message,
+                             current_step="failed")
+
+
+# ---------------------------------------------------------------- cases.run
+
+
+def _limits(phase: Phase, n_cases: int, gpu: str | None) -> sandbox.SandboxLimits:
+    return sandbox.SandboxLimits(
+        time_limit_s=float(phase.case_time_limit_s * n_cases),
+        memory_bytes=phase.memory_mb * 1024**2,
+        cpus=phase.cpus,
+        pids_limit=settings.sandbox_pids_limit,
+        shm_bytes=settings.sandbox_shm_mb * 1024**2,
+        tmp_bytes=settings.sandbox_tmp_mb * 1024**2,
+        gpu_device=gpu,
+        log_lines=settings.sandbox_log_lines,
+        log_bytes=settings.log_capture_bytes,
+    )
+
+
+def _case_input(case: Case) -> CaseInput:
+    return CaseInput(
+        name=case.name,
+        modality=case.modality.value,
+        region=case.region,
+        image_path=settings.data_dir / case.input_image_path,
+        mask_path=settings.data_dir / case.mask_path,
+    )
+
+
+def run_cases(
+    submission_id: int, run_ids: Sequence[int], *, worker_name: str, gpu: str | None
+) -> dict[str, float]:
+    """Run one container on these case runs (one case, or a batch). Returns step timings."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    # Claim the runs that are still PENDING (a repeat of this message claims none).
+    with session_scope() as s:
+        sub = state.lock_submission(s, submission_id)
+        if sub.status is not S.RUNNING:
+            return timings
+        phase = s.get(Phase, sub.phase_id)
+        image = s.get(AlgorithmImage, sub.image_id)
+        assert phase is not None and image is not None
+        claimed: dict[int, tuple[int, CaseInput]] = {}
+        for rid in sorted(run_ids):
+            run = state.lock_case_run(s, rid)
+            if run.status is not R.PENDING or run.submission_id != submission_id:
+                continue
+            case = s.get(Case, run.case_id)
+            assert case is not None
+            if phase.gpu_required and gpu is None:
+                state.finish_case_run(s, rid, R.FAILED, error_message=(
+                    "This phase requires a GPU but no GPU worker is available; the organisers "
+                    "have been notified by this message."))
+                continue
+            run = state.start_case_run(s, rid)
+            claimed[rid] = (run.attempts, _case_input(case))
+        if not claimed:
+            _maybe_advance(s, sub)
+            return timings
+        limits = _limits(phase, len(claimed), gpu)
+        image_ref = image.docker_image_id or ""
+        batch = phase.batch_size > 1
+        names = ", ".join(c.name for _, c in claimed.values())
+        _now_step(s, sub, f"running {names}")
+    timings["claim"] = time.perf_counter() - t0
+
+    work = settings.data_dir / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"sub{submission_id}-", dir=work))
+    outcomes: dict[int, tuple[CaseRunStatus, str, str | None]] = {}
+    result: sandbox.SandboxResult | None = None
+    try:
+        t1 = time.perf_counter()
+        provision_inputs(run_dir / "input", [c for _, c in claimed.values()],
+                         settings.data_dir / "cache" / "uncompressed")
+        timings["provision"] = time.perf_counter() - t1
+        labels = {
+            sandbox.LABEL_WORKER: worker_name,
+            sandbox.LABEL_SUBMISSION: str(submission_id),
+            sandbox.LABEL_CASE_RUNS: ",".join(str(r) for r in claimed),
+        }
+        try:
+            result = sandbox.run_container(
+                image_ref, input_dir=run_dir / "input", output_dir=run_dir / "output",
+                limits=limits, labels=labels,
+                should_stop=lambda: _is_cancelled(submission_id),
+            )
+        except sandbox.SandboxError as exc:
+            for rid in claimed:
+                outcomes[rid] = (R.FAILED, str(exc), None)
+        else:
+            timings.update({f"docker_{k}": v for k, v in result.timings.items()})
+            t2 = time.perf_counter()
+            outcomes = _collect(submission_id, claimed, result, run_dir / "output", batch)
+            timings["validate"] = time.perf_counter() - t2
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+    t3 = time.perf_counter()
+    with session_scope() as s:
+        sub = state.lock_submission(s, submission_id)
+        for rid, (attempt, _) in claimed.items():
+            run = state.lock_case_run(s, rid)
+            # Requeued by the reaper meanwhile (another attempt owns it): drop our outcome.
+            if run.status is not R.RUNNING or run.attempts != attempt:
+                continue
+            status, message, prediction = outcomes[rid]
+            if sub.status is S.CANCELLED:
+                status, message, prediction = R.CANCELLED, "The submission was cancelled.", None
+            state.finish_case_run(
+                s, rid, status,
+                exit_code=result.exit_code if result else None,
+                duration_s=result.duration_s if result else None,
+                stdout=result.stdout if result else "",
+                stderr=result.stderr if result else "",
+                error_message=message,
+                prediction_path=prediction,
+            )
+            if status is R.SUCCEEDED:
+                enqueue_after_commit(s, "cases.evaluate", [rid], queue=Q_EVAL)
+        _maybe_advance(s, sub)
+    timings["record"] = time.perf_counter() - t3
+    timings["algorithm"] = result.duration_s if result else 0.0
+    return timings
+
+
+def _is_cancelled(submission_id: int) -> bool:
+    with session_scope() as s:
+        status = s.scalar(select(Submission.status).where(Submission.id == submission_id))
+    return status is not S.RUNNING
+
+
+def _collect(
+    submission_id: int,
+    claimed: dict[int, tuple[int, CaseInput]],
+    result: sandbox.SandboxResult,
+    output_dir: Path,
+    batch: bool,
+) -> dict[int, tuple[CaseRunStatus, str, str | None]]:
+    outcomes: dict[int, tuple[CaseRunStatus, str, str | None]] = {}
+    if not result.ok:
+        status = R.TIMED_OUT if result.timed_out else R.FAILED
+        return {rid: (status, result.error_message, None) for rid in claimed}
+    found = find_outputs(output_dir)
+    target_dir = settings.predictions_dir / str(submission_id)
+    for rid, (_, case) in claimed.items():
+        try:
+            sct = validate_output(case, found.get(case.name, []), batch)
+        except OutputError as exc:
+            outcomes[rid] = (R.FAILED, str(exc), None)
+            continue
+        target_dir.mkdir(parents=True, exist_ok=True)
+        target = target_dir / f"{case.name}{''.join(sct.suffixes) or '.mha'}"
+        shutil.copyfile(sct, target)
+        outcomes[rid] = (R.SUCCEEDED, "", str(target.relative_to(settings.data_dir)))
+    return outcomes
+
+
+# ---------------------------------------------------------------- progress and advancing
+
+
+def _progress(s: Session, submission_id: int) -> tuple[int, int, int, int]:
+    """(total runs, terminal runs, succeeded runs, results) of a submission."""
+    rows = s.execute(
+        select(CaseRun.status, func.count()).where(CaseRun.submission_id == submission_id)
+        .group_by(CaseRun.status)
+    ).all()
+    counts = {status: n for status, n in rows}
+    total = sum(counts.values())
+    terminal = sum(n for st, n in counts.items() if st in TERMINAL_RUN)
+    results = s.scalar(
+        select(func.count()).select_from(Result)
+        .join(CaseRun, (CaseRun.submission_id == Result.submission_id)
+              & (CaseRun.case_id == Result.case_id))
+        .where(Result.submission_id == submission_id, CaseRun.status == R.SUCCEEDED)
+    ) or 0
+    return total, terminal, counts.get(R.SUCCEEDED, 0), int(results)
+
+
+def _maybe_advance(s: Session, sub: Submission) -> None:
+    """Under the submission lock: update progress; RUNNING -> EVALUATING when every case ran;
+    enqueue finalize when every succeeded case is scored."""
+    total, terminal, succeeded, scored = _progress(s, sub.id)
+    done = terminal - (succeeded - scored)
+    sub.cases_total = total
+    sub.cases_done = done
+    if sub.status is S.RUNNING and total and terminal == total:
+        state.transition(s, sub.id, S.RUNNING, S.EVALUATING,
+                         current_step=f"scoring ({done} of {total} cases done)")
+    elif sub.status is S.RUNNING:
+        sub.current_step = f"running cases ({done} of {total} done)"
+    if sub.status is S.EVALUATING and scored == succeeded:
+        sub.current_step = "computing the leaderboard"
+        enqueue_after_commit(s, "submissions.finalize", [sub.id], queue=Q_EVAL)
+    s.flush()
+
+
+# ---------------------------------------------------------------- cases.evaluate
+
+
+def _score(case: Case, prediction: Path, profile: str) -> dict[str, Any]:
+    from evaluator.scoring import score_case
+
+    metrics: dict[str, Any] = dict(score_case(
+        settings.data_dir / case.ground_truth_path,
+        prediction,
+        settings.data_dir / case.mask_path,
+        profile,
+        labels_path=settings.data_dir / case.labels_path if case.labels_path else None,
+    ))
+    if case.plan_path:
+        try:
+            dose_metrics_for_case = importlib.import_module("evaluator.dose").dose_metrics_for_case
+        except (ImportError, AttributeError):  # the optional dose extra is not installed
+            return metrics
+        plan = settings.data_dir / case.plan_path
+        try:
+            metrics.update(dose_metrics_for_case(plan.parent, prediction))
+        except Exception as exc:  # dose is best-effort: never lose the image metrics
+            log.warning("dose metrics failed for %s: %s", case.name, exc)
+            metrics["dose_error"] = str(exc)[:500]
+    return metrics
+
+
+def evaluate_case(case_run_id: int) -> None:
+    with session_scope() as s:
+        run = s.get(CaseRun, case_run_id)
+        if run is None or run.status is not R.SUCCEEDED or not run.prediction_path:
+            return
+        sub = s.get(Submission, run.submission_id)
+        assert sub is not None
+        if sub.status not in (S.RUNNING, S.EVALUATING):
+            return
+        case = s.get(Case, run.case_id)
+        phase = s.get(Phase, sub.phase_id)
+        assert case is not None and phase is not None
+        prediction, profile = settings.data_dir / run.prediction_path, phase.metric_profile
+        submission_id, case_id = sub.id, case.id
+    error = ""
+    metrics: dict[str, Any] = {}
+    try:
+        metrics = _score(case, prediction, profile)
+    except Exception as exc:  # the participant sees why their case has no score
+        from evaluator.errors import EvaluationInputError
+
+        if not isinstance(exc, EvaluationInputError | OSError | ValueError | RuntimeError):
+            raise
+        error = f"The synthetic CT could not be scored: {exc}"
+    with session_scope() as s:
+        sub = state.lock_submission(s, submission_id)
+        if sub.status not in (S.RUNNING, S.EVALUATING):
+            return
+        run = state.lock_case_run(s, case_run_id)
+        if run.status is not R.SUCCEEDED:
+            return
+        if error:
+            run.status, run.error_message = R.FAILED, error
+        else:
+            state.record_case_result(s, submission_id, case_id, metrics)
+        s.flush()
+        _maybe_advance(s, sub)
+
+
+# ---------------------------------------------------------------- submissions.finalize
+
+
+def finalize_submission(submission_id: int) -> None:
+    with session_scope() as s:
+        sub = state.lock_submission(s, submission_id)
+        if sub.status is not S.EVALUATING:
+            return
+        total, terminal, succeeded, scored = _progress(s, submission_id)
+        if terminal < total or scored < succeeded:
+            return  # the last cases.evaluate enqueues finalize again
+        rows = s.execute(
+            select(Result.metrics).join(
+                CaseRun, (CaseRun.submission_id == Result.submission_id)
+                & (CaseRun.case_id == Result.case_id))
+            .where(Result.submission_id == submission_id, CaseRun.status == R.SUCCEEDED)
+        ).scalars().all()
+        if not rows:
+            first_error = s.scalar(
+                select(CaseRun.error_message).where(CaseRun.submission_id == submission_id,
+                                                    CaseRun.error_message != "")
+                .order_by(CaseRun.id).limit(1)) or "no case produced a valid synthetic CT"
+            state.transition(s, submission_id, S.EVALUATING, S.FAILED, current_step="failed",
+                             error_message=f"No case succeeded. First error: {first_error}")
+            return
+        from evaluator.ranking import aggregate
+
+        names = sorted({k for m in rows for k, v in m.items() if isinstance(v, int | float)})
+        values = {k: [m.get(k) for m in rows] for k in names}
+        agg = aggregate(values)
+        means = {k: (v.get("mean") if isinstance(v, dict) else v) for k, v in agg.items()}
+        # A case that failed counts against the submission: the aggregate knows how many.
+        stats = {"per_metric": agg, "cases_total": total, "cases_failed": total - len(rows)}
+        state.record_aggregate(s, submission_id, means, stats, cases_scored=len(rows))
+        message = "" if len(rows) == total else f"{total - len(rows)} of {total} cases failed."
+        state.transition(s, submission_id, S.EVALUATING, S.SUCCEEDED, current_step="done",
+                         error_message=message)
+        sub.cases_done = total
+        _rerank(s, sub.phase_id)
+
+
+def _rerank(s: Session, phase_id: int) -> None:
+    """Leaderboards rank on read from AggregateResult; a stored ranking is refreshed here."""
+    try:
+        from backend.leaderboards import service as leaderboards
+    except ImportError:
+        return
+    rerank = getattr(leaderboards, "rerank_phase", None)
+    if rerank is not None:
+        rerank(s, phase_id)

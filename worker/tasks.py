@@ -1,0 +1,44 @@
+"""Thin Celery tasks: ids in, one step of worker.steps, nothing returned (state is in the DB)."""
+
+from __future__ import annotations
+
+from celery import current_task
+
+from worker import steps
+from worker.celery_app import (
+    CASE_RUN_MAX_S,
+    EVAL_LIMIT_S,
+    IMAGE_LOAD_LIMIT_S,
+    QUEUE_EVAL,
+    QUEUE_GPU,
+    QUEUE_IMAGES,
+    child_gpu,
+    task,
+)
+from worker.reaper import reap
+
+
+@task("submissions.start", queue=QUEUE_IMAGES, time_limit_s=IMAGE_LOAD_LIMIT_S)
+def start_submission(submission_id: int) -> None:
+    steps.start_submission(submission_id)
+
+
+@task("cases.run", queue=QUEUE_GPU, time_limit_s=CASE_RUN_MAX_S)
+def run_cases(submission_id: int, case_run_ids: list[int]) -> None:
+    worker_name = str(getattr(current_task.request, "hostname", None) or "local")
+    steps.run_cases(submission_id, case_run_ids, worker_name=worker_name, gpu=child_gpu())
+
+
+@task("cases.evaluate", queue=QUEUE_EVAL, time_limit_s=EVAL_LIMIT_S)
+def evaluate_case(case_run_id: int) -> None:
+    steps.evaluate_case(case_run_id)
+
+
+@task("submissions.finalize", queue=QUEUE_EVAL, time_limit_s=EVAL_LIMIT_S)
+def finalize_submission(submission_id: int) -> None:
+    steps.finalize_submission(submission_id)
+
+
+@task("submissions.reap", queue=QUEUE_EVAL, time_limit_s=EVAL_LIMIT_S)
+def reap_stale() -> None:
+    reap()
