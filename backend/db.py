@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Annotated, Any
@@ -48,10 +48,20 @@ def get_sessionmaker() -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(), expire_on_commit=False)
 
 
+# Tests point this at sessions joined to their rolled-back transaction.
+session_factory_override: Callable[[], Session] | None = None
+
+
+def new_session() -> Session:
+    if session_factory_override is not None:
+        return session_factory_override()
+    return get_sessionmaker()()
+
+
 @contextmanager
 def session_scope() -> Iterator[Session]:
     """A unit of work for tasks and scripts: commit on success, roll back on error."""
-    session = get_sessionmaker()()
+    session = new_session()
     try:
         yield session
         session.commit()

@@ -25,15 +25,19 @@ class QueuedTask:
     queue: str
 
 
+_broker_override: str | None = None
+
+
 @lru_cache(maxsize=1)
 def celery_client() -> Celery:
-    return Celery("syntharena-backend", broker=settings.redis_url)
+    return Celery("syntharena-backend", broker=_broker_override or settings.redis_url)
 
 
-def configure(broker_url: str) -> None:
+def configure(broker_url: str | None) -> None:
     """Point the client at another broker (tests use a separate Redis database)."""
+    global _broker_override
+    _broker_override = broker_url
     celery_client.cache_clear()
-    settings.redis_url = broker_url
 
 
 def send_now(task: QueuedTask) -> None:

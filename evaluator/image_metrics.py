@@ -116,11 +116,10 @@ class _BoxSums:
             n = t.shape[dim]
             zlen = t.shape[1]
 
-            def view(b: torch.Tensor, length: int, dim: int = dim, zlen: int = zlen) -> torch.Tensor:
-                v = b.narrow(1, 0, zlen) if dim != 1 else b
-                return v.narrow(dim, 0, length)
-
-            s2, s4, s7 = view(b2, n - 1), view(b4, n - 3), view(b7, n - 6)
+            if dim != 1:  # buffers hold zmax slices; use the first zlen
+                b2, b4, b7 = (b.narrow(1, 0, zlen) for b in (b2, b4, b7))
+            s2, s4 = b2.narrow(dim, 0, n - 1), b4.narrow(dim, 0, n - 3)
+            s7 = b7.narrow(dim, 0, n - 6)
             torch.add(t.narrow(dim, 0, n - 1), t.narrow(dim, 1, n - 1), out=s2)
             torch.add(s2.narrow(dim, 0, n - 3), s2.narrow(dim, 2, n - 3), out=s4)
             torch.add(s4.narrow(dim, 0, n - 6), s2.narrow(dim, 4, n - 6), out=s7)
@@ -130,34 +129,34 @@ class _BoxSums:
 
 
 def _slab_bytes(device: torch.device) -> int:
-    return 2**30 if device.type == "cuda" else 256 * 2**20
+    return 2**30 if device.type == "cuda" else 160 * 2**20
+
+
+# A formula turns the (5, z, y, x) stack of local means [ux, uy, uxx, uyy, uxy] into the
+# SSIM-type map, in place, using three scratch tensors of the map's shape; returns the map.
+Formula = Any
 
 
 def _masked_map_sum(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    mask: torch.Tensor,
-    ssim_of_means: Any,
+    x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, formula: Formula
 ) -> tuple[float, int]:
-    """Sum and count of an SSIM-type map over ``crop(mask, 3)``.
-
-    ``ssim_of_means(ux, uy, uxx, uyy, uxy)`` turns 7x7x7 local means (1-D tensors, one value
-    per mask voxel) into map values. The map is only evaluated where the cropped mask is set.
-    """
+    """Sum and count of an SSIM-type map over ``crop(mask, 3)`` (x, y already prepared)."""
     nz, ny, nx = x.shape
     if min(nz, ny, nx) < WIN:
         return 0.0, 0
-    inner = mask[PAD : nz - PAD, PAD : ny - PAD, PAD : nx - PAD]
-    per_slice = 5 * ny * nx * x.element_size()
+    outside = ~mask[PAD : nz - PAD, PAD : ny - PAD, PAD : nx - PAD]
+    per_slice = 8 * ny * nx * x.element_size()
     step = max(4, _slab_bytes(x.device) // per_slice - (WIN - 1))
     step = min(step, nz - (WIN - 1))
     box = _BoxSums(5, step + WIN - 1, ny, nx, x)
+    scratch = [torch.empty((step, ny - WIN + 1, nx - WIN + 1), dtype=x.dtype, device=x.device)
+               for _ in range(3)]
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     count = 0
     for a in range(0, nz - (WIN - 1), step):
         b = min(a + step, nz - (WIN - 1))
-        m = inner[a:b]
-        n_sel = int(m.sum())
+        out = outside[a:b]
+        n_sel = out.numel() - int(out.sum())
         if n_sel == 0:
             continue
         zlen = b - a + WIN - 1
@@ -168,53 +167,65 @@ def _masked_map_sum(
         torch.mul(xs, xs, out=src[2])
         torch.mul(ys, ys, out=src[3])
         torch.mul(xs, ys, out=src[4])
-        v = box(zlen)[:, m] * (1.0 / WIN**3)
-        total += ssim_of_means(v[0], v[1], v[2], v[3], v[4]).sum(dtype=torch.float64)
+        means = box(zlen).mul_(1.0 / WIN**3)
+        ssim_map = formula(means, [s.narrow(0, 0, b - a) for s in scratch])
+        total += ssim_map.masked_fill_(out, 0.0).sum(dtype=torch.float64)
         count += n_sel
     return float(total), count
 
 
-def _ssim_2023_formula(data_range: float) -> Any:
+def _ssim_2023_formula(data_range: float) -> Formula:
     """scikit-image ``structural_similarity`` map (uniform window, sample covariance)."""
     c1 = (K1 * data_range) ** 2
     c2 = (K2 * data_range) ** 2
     cov_norm = WIN**3 / (WIN**3 - 1)
 
-    def f(
-        ux: torch.Tensor, uy: torch.Tensor, uxx: torch.Tensor, uyy: torch.Tensor, uxy: torch.Tensor
-    ) -> torch.Tensor:
-        vx = cov_norm * (uxx - ux * ux)
-        vy = cov_norm * (uyy - uy * uy)
-        vxy = cov_norm * (uxy - ux * uy)
-        a1 = 2 * ux * uy + c1
-        a2 = 2 * vxy + c2
-        b1 = ux * ux + uy * uy + c1
-        b2 = vx + vy + c2
-        return (a1 * a2) / (b1 * b2)
+    def f(u: torch.Tensor, scratch: list[torch.Tensor]) -> torch.Tensor:
+        ux, uy, uxx, uyy, uxy = u.unbind(0)
+        p, _, _ = scratch
+        torch.mul(ux, uy, out=p)
+        uxy.sub_(p).mul_(2 * cov_norm).add_(c2)  # A2 = 2 vxy + C2
+        uxx.add_(uyy)
+        ux.mul_(ux)
+        uy.mul_(uy)
+        uxx.sub_(ux).sub_(uy).mul_(cov_norm).add_(c2)  # B2 = vx + vy + C2
+        ux.add_(uy).add_(c1)  # B1 = ux^2 + uy^2 + C1
+        p.mul_(2).add_(c1)  # A1 = 2 ux uy + C1
+        p.mul_(uxy)
+        ux.mul_(uxx)
+        return p.div_(ux)
 
     return f
 
 
-def _ssim_2025_formula(data_range: float, weight: float) -> Any:
+def _ssim_2025_formula(data_range: float, weight: float) -> Formula:
     """SynthRAD2025 ``structural_similarity_at_scale``: clipped l, c, s each ** weight."""
     c1 = (K1 * data_range) ** 2
     c2 = (K2 * data_range) ** 2
     c3 = c2 / 2
     cov_norm = WIN**3 / (WIN**3 - 1)
 
-    def f(
-        ux: torch.Tensor, uy: torch.Tensor, uxx: torch.Tensor, uyy: torch.Tensor, uxy: torch.Tensor
-    ) -> torch.Tensor:
-        vx = cov_norm * (uxx - ux * ux)
-        vy = cov_norm * (uyy - uy * uy)
-        vxy = cov_norm * (uxy - ux * uy)
-        sx = vx.clamp(min=0).sqrt()
-        sy = vy.clamp(min=0).sqrt()
-        lum = ((2 * ux * uy + c1) / (ux * ux + uy * uy + c1)).clamp(min=0)
-        con = ((2 * sx * sy + c2) / (vx + vy + c2)).clamp(min=0)
-        st = ((vxy + c3) / (sx * sy + c3)).clamp(min=0)
-        # The published code raises the luminance term to every level's weight too.
-        return lum.pow(weight) * con.pow(weight) * st.pow(weight)
+    def f(u: torch.Tensor, scratch: list[torch.Tensor]) -> torch.Tensor:
+        ux, uy, vx, vy, vxy = u.unbind(0)
+        p, q, r = scratch
+        torch.mul(ux, uy, out=p)
+        vxy.sub_(p).mul_(cov_norm)
+        torch.mul(ux, ux, out=q)
+        vx.sub_(q).mul_(cov_norm)
+        torch.mul(uy, uy, out=r)
+        vy.sub_(r).mul_(cov_norm)
+        q.add_(r).add_(c1)
+        p.mul_(2).add_(c1).div_(q).clamp_(min=0)  # luminance
+        torch.clamp(vx, min=0, out=q).sqrt_()
+        torch.clamp(vy, min=0, out=r).sqrt_()
+        q.mul_(r)  # sqrt(vx) sqrt(vy)
+        vx.add_(vy).add_(c2)
+        torch.mul(q, 2, out=r).add_(c2).div_(vx).clamp_(min=0)  # contrast
+        q.add_(c3)
+        vxy.add_(c3).div_(q).clamp_(min=0)  # structure
+        # The published code raises the luminance term to every level's weight too;
+        # (l c s) ** w equals l**w * c**w * s**w up to rounding.
+        return p.mul_(r).mul_(vxy).pow_(weight)
 
     return f
 
@@ -227,12 +238,27 @@ def _ssim_2025_formula(data_range: float, weight: float) -> Any:
 def _mae_psnr(
     ct: torch.Tensor, sct: torch.Tensor, mask: torch.Tensor, spec: ProfileSpec
 ) -> tuple[float, float]:
-    c, s = ct[mask], sct[mask]
-    mae = float((c - s).abs().mean())
-    diff = c.clamp(spec.hu_min, spec.hu_max) - s.clamp(spec.hu_min, spec.hu_max)
-    mse = float((diff * diff).mean())
+    """MAE over the mask (no clipping) and PSNR over the mask after clipping both images."""
+    abs_sum = torch.zeros((), dtype=torch.float64, device=ct.device)
+    sq_sum = torch.zeros((), dtype=torch.float64, device=ct.device)
+    step = max(1, (2 * 2**20) // max(1, ct.shape[1] * ct.shape[2]))  # ~2 M voxels per chunk
+    for a in range(0, ct.shape[0], step):
+        c, s, outside = ct[a : a + step], sct[a : a + step], ~mask[a : a + step]
+        d = torch.sub(c, s)
+        abs_sum += d.abs_().masked_fill_(outside, 0.0).sum()
+        torch.sub(c.clamp(spec.hu_min, spec.hu_max), s.clamp(spec.hu_min, spec.hu_max), out=d)
+        sq_sum += d.square_().masked_fill_(outside, 0.0).sum()
+    n = int(mask.sum())
+    mae = float(abs_sum) / n
+    mse = float(sq_sum) / n
     psnr = float("inf") if mse == 0.0 else 10.0 * float(np.log10(spec.data_range**2 / mse))
     return mae, psnr
+
+
+def _prepare(t: torch.Tensor, mask: torch.Tensor, spec: ProfileSpec) -> torch.Tensor:
+    """Clip to the profile range, set outside-mask voxels to its minimum, shift to >= 0."""
+    out = t.clamp(spec.hu_min, spec.hu_max)
+    return out.masked_fill_(~mask, spec.hu_min).sub_(spec.hu_min)
 
 
 def _masked_ssim_2023(
@@ -250,8 +276,7 @@ def _masked_ssim_2023(
         for (lo, hi), n in zip(bbox, ct.shape, strict=True)
     )
     m = mask[crop]
-    x = torch.where(m, ct[crop].clamp(spec.hu_min, spec.hu_max), spec.hu_min) - spec.hu_min
-    y = torch.where(m, sct[crop].clamp(spec.hu_min, spec.hu_max), spec.hu_min) - spec.hu_min
+    x, y = _prepare(ct[crop], m, spec), _prepare(sct[crop], m, spec)
     total, count = _masked_map_sum(x, y, m, _ssim_2023_formula(spec.data_range))
     return total / count if count else float("nan")
 
@@ -293,8 +318,7 @@ def _masked_ms_ssim_2025(ct: torch.Tensor, sct: torch.Tensor, mask: torch.Tensor
     levels = len(MS_SSIM_WEIGHTS)
 
     def prepare(t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        # outside-mask -> -1024, clip to the profile range, shift to [0, range]
-        return torch.where(m, t.clamp(spec.hu_min, spec.hu_max), spec.hu_min) - spec.hu_min
+        return _prepare(t, m, spec)
 
     if min(ct.shape) < MS_SSIM_MIN_SIZE:  # small volume: pad the whole thing, as published
         x = _edge_pad_to(prepare(ct, mask), MS_SSIM_MIN_SIZE)

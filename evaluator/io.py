@@ -58,7 +58,7 @@ def read_volume(path: str | Path) -> Volume:
             f"{p}: unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})"
         )
     try:
-        image = sitk.ReadImage(str(p))
+        image: Any = sitk.ReadImage(str(p))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
         raise EvaluationInputError(f"{p}: cannot be read as an image ({first})") from exc
@@ -95,7 +95,7 @@ def write_volume(
     p = Path(path)
     if array.ndim != 3:
         raise ValueError(f"write_volume expects a 3-D array, got shape {array.shape}")
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    image: Any = sitk.GetImageFromArray(np.ascontiguousarray(array))
     image.SetSpacing(spacing or (like.spacing if like else (1.0, 1.0, 1.0)))
     image.SetOrigin(origin or (like.origin if like else (0.0, 0.0, 0.0)))
     image.SetDirection(direction or (like.direction if like else IDENTITY_DIRECTION))

@@ -32,7 +32,7 @@ from backend.models import (
 )
 from backend.submissions import state
 from backend.tasks_client import enqueue_after_commit
-from worker import sandbox
+from worker import sandbox, steps
 from worker.celery_app import CASE_RUN_MAX_S, SLACK_S, app
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ def reap(grace_s: float | None = None) -> ReapReport:
         ).all()
         requeue: dict[int, list[int]] = defaultdict(list)
         phases: dict[int, Phase] = {}
+        failed_subs: set[int] = set()
         for run_id, sub_id, started_at, phase in stale:
             age = now - (started_at or now)
             hard = timedelta(seconds=phase.case_time_limit_s * phase.batch_size + SLACK_S)
@@ -98,6 +99,7 @@ def reap(grace_s: float | None = None) -> ReapReport:
                     f"The worker running this case was lost {run.attempts} times; the case "
                     "was given up. If it keeps happening, the algorithm may crash the host."))
                 report.failed_runs.append(run_id)
+                failed_subs.add(sub_id)
             else:
                 run.status = R.PENDING
                 requeue[sub_id].append(run_id)
@@ -107,6 +109,8 @@ def reap(grace_s: float | None = None) -> ReapReport:
             size = phases[sub_id].batch_size
             for i in range(0, len(run_ids), size):
                 enqueue_after_commit(s, "cases.run", [sub_id, run_ids[i : i + size]], "gpu")
+        for sub_id in failed_subs:  # the last case may just have failed: move the submission on
+            steps.advance(s, state.lock_submission(s, sub_id))
         _resend_stuck(s, now - grace, busy_subs, report)
 
     report.containers_removed = sandbox.remove_containers_older_than(CASE_RUN_MAX_S + SLACK_S)

@@ -111,6 +111,8 @@ def load_image(tarball: Path, expected_id: str | None = None) -> str:
             images = client().images.load(fh)
     except docker.errors.APIError as exc:
         raise SandboxError(f"The image tarball could not be loaded: {exc.explanation}") from exc
+    except OSError as exc:
+        raise SandboxError(f"The image tarball could not be read: {exc}") from exc
     if not images:
         raise SandboxError("The image tarball contains no image.")
     ids = [str(img.id) for img in images]

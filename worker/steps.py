@@ -62,24 +62,9 @@ def _now_step(session: Session, sub: Submission, step: str) -> None:
 
 
 def _image_tarball(image: AlgorithmImage) -> Path:
-    if settings.storage_backend == "local":
-        return settings.images_dir / image.storage_key
-    import boto3  # only the S3 storage backend needs it
+    from backend.storage import get_storage
 
-    target = settings.data_dir / "cache" / "images" / f"{image.sha256}.tar"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint_url,
-            region_name=settings.s3_region,
-            aws_access_key_id=settings.s3_access_key_id,
-            aws_secret_access_key=settings.s3_secret_access_key,
-        )
-        tmp = target.with_suffix(".part")
-        s3.download_file(settings.s3_bucket, image.storage_key, str(tmp))
-        tmp.replace(target)
-    return target
+    return get_storage().local_copy(image.storage_key, settings.data_dir / "cache" / "images")
 
 
 def start_submission(submission_id: int) -> None:
@@ -120,7 +105,7 @@ def start_submission(submission_id: int) -> None:
         _now_step(s, sub, f"running cases (0 of {len(runs)} done)")
         for i in range(0, len(pending), phase.batch_size):
             enqueue_run(s, submission_id, pending[i : i + phase.batch_size], phase)
-        _maybe_advance(s, sub)
+        advance(s, sub)
 
 
 def enqueue_run(session: Session, submission_id: int, run_ids: list[int], phase: Phase) -> None:
@@ -191,10 +176,10 @@ def run_cases(
             run = state.start_case_run(s, rid)
             claimed[rid] = (run.attempts, _case_input(case))
         if not claimed:
-            _maybe_advance(s, sub)
+            advance(s, sub)
             return timings
         limits = _limits(phase, len(claimed), gpu)
-        image_ref = image.docker_image_id or ""
+        image_ref, tarball = image.docker_image_id or "", _image_tarball(image)
         batch = phase.batch_size > 1
         names = ", ".join(c.name for _, c in claimed.values())
         _now_step(s, sub, f"running {names}")
@@ -216,6 +201,8 @@ def run_cases(
             sandbox.LABEL_CASE_RUNS: ",".join(str(r) for r in claimed),
         }
         try:
+            # This GPU host may not be the one that ran submissions.start: load if missing.
+            image_ref = sandbox.load_image(tarball, expected_id=image_ref or None)
             result = sandbox.run_container(
                 image_ref, input_dir=run_dir / "input", output_dir=run_dir / "output",
                 limits=limits, labels=labels,
@@ -254,7 +241,7 @@ def run_cases(
             )
             if status is R.SUCCEEDED:
                 enqueue_after_commit(s, "cases.evaluate", [rid], queue=Q_EVAL)
-        _maybe_advance(s, sub)
+        advance(s, sub)
     timings["record"] = time.perf_counter() - t3
     timings["algorithm"] = result.duration_s if result else 0.0
     return timings
@@ -313,7 +300,7 @@ def _progress(s: Session, submission_id: int) -> tuple[int, int, int, int]:
     return total, terminal, counts.get(R.SUCCEEDED, 0), int(results)
 
 
-def _maybe_advance(s: Session, sub: Submission) -> None:
+def advance(s: Session, sub: Submission) -> None:
     """Under the submission lock: update progress; RUNNING -> EVALUATING when every case ran;
     enqueue finalize when every succeeded case is scored."""
     total, terminal, succeeded, scored = _progress(s, sub.id)
@@ -394,7 +381,7 @@ def evaluate_case(case_run_id: int) -> None:
         else:
             state.record_case_result(s, submission_id, case_id, metrics)
         s.flush()
-        _maybe_advance(s, sub)
+        advance(s, sub)
 
 
 # ---------------------------------------------------------------- submissions.finalize

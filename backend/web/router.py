@@ -12,14 +12,17 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse, Response
 
 from backend.errors import AppError, UnauthorizedError
-from backend.web import auth_pages, challenge_pages, manage_pages, submission_pages
+from backend.web.auth_pages import router as auth_router
+from backend.web.challenge_pages import router as challenge_router
+from backend.web.manage_pages import router as manage_router
+from backend.web.submission_pages import router as submission_router
 from backend.web.templating import STATIC_DIR, render
 
 router = APIRouter(include_in_schema=False)
-router.include_router(auth_pages.router)
-router.include_router(challenge_pages.router)
-router.include_router(submission_pages.router)
-router.include_router(manage_pages.router)
+router.include_router(auth_router)
+router.include_router(challenge_router)
+router.include_router(submission_router)
+router.include_router(manage_router)
 
 Handler = Callable[[Request, Exception], Response | Awaitable[Response]]
 

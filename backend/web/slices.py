@@ -14,6 +14,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -54,6 +55,13 @@ _cache_lock = threading.Lock()
 _CACHE_SIZE = 8
 
 
+def _sitk() -> Any:
+    """SimpleITK, imported on first use (it ships no type hints)."""
+    import SimpleITK
+
+    return SimpleITK
+
+
 def load_volume(path: Path) -> LoadedVolume:
     if not path.is_file():
         raise NotFoundError("This image is not available (yet).")
@@ -63,8 +71,7 @@ def load_volume(path: Path) -> LoadedVolume:
         if hit is not None:
             _cache.move_to_end(key)
             return hit
-    import SimpleITK as sitk  # noqa: N813 - the library's own spelling
-
+    sitk = _sitk()
     image = sitk.ReadImage(str(path))
     array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
     finite = array[np.isfinite(array)]
@@ -86,8 +93,7 @@ def shape_of(path: Path) -> tuple[int, int, int] | None:
     """(z, y, x) from the file header only, or None when the file is missing/unreadable."""
     if not path.is_file():
         return None
-    import SimpleITK as sitk  # noqa: N813
-
+    sitk = _sitk()
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -118,7 +124,8 @@ def _stretch_rows(img: npt.NDArray[np.uint8], aspect: float) -> npt.NDArray[np.u
         return img
     rows = max(1, min(round(img.shape[0] * aspect), 4 * img.shape[0], 2048))
     idx = np.minimum((np.arange(rows) / rows * img.shape[0]).astype(int), img.shape[0] - 1)
-    return img[idx]
+    stretched: npt.NDArray[np.uint8] = img[idx]
+    return stretched
 
 
 def to_gray(slice2d: FloatArray, lo: float, hi: float) -> ByteArray:

@@ -87,7 +87,7 @@ def _search_distances(
 
 def _grid_offsets(spacing: Sequence[float], radius: float) -> np.ndarray:
     """Integer voxel offsets within ``radius`` mm, sorted by distance."""
-    reach = [int(math.floor(radius / s + 1e-9)) for s in spacing]
+    reach = [math.floor(radius / s + 1e-9) for s in spacing]
     axes = [np.arange(-r, r + 1) for r in reach]
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(spacing))
     dist = np.sqrt(((grid * np.asarray(spacing)) ** 2).sum(axis=1))
@@ -120,23 +120,22 @@ class _Evaluator:
         ndim = len(self.shape)
         base = np.floor(offsets_vox + 1e-12)
         frac = np.clip(offsets_vox - base, 0.0, 1.0)
-        base_t = torch.as_tensor(base, dtype=torch.int64, device=self.device)
         off_t = torch.as_tensor(offsets_vox, dtype=torch.float64, device=self.device)
         corners = [
             tuple((c >> (ndim - 1 - k)) & 1 for k in range(ndim)) for c in range(1 << ndim)
         ]
-        corner_flat = []
-        corner_w = []
+        corner_flat: list[torch.Tensor] = []
+        corner_w: list[torch.Tensor] = []
         for corner in corners:
-            w = np.ones(len(offsets_vox))
-            shift = np.zeros(len(offsets_vox), dtype=np.int64)
+            wn = np.ones(len(offsets_vox))
+            sh = np.zeros(len(offsets_vox), dtype=np.int64)
             for k, c in enumerate(corner):
-                w = w * (frac[:, k] if c else 1.0 - frac[:, k])
-                shift = shift + (base[:, k].astype(np.int64) + c) * self.strides[k]
-            if not np.any(w > 0):
+                wn = wn * (frac[:, k] if c else 1.0 - frac[:, k])
+                sh = sh + (base[:, k].astype(np.int64) + c) * self.strides[k]
+            if not np.any(wn > 0):
                 continue
-            corner_flat.append(torch.as_tensor(shift, device=self.device))
-            corner_w.append(torch.as_tensor(w, dtype=self.flat.dtype, device=self.device))
+            corner_flat.append(torch.as_tensor(sh, device=self.device))
+            corner_w.append(torch.as_tensor(wn, dtype=self.flat.dtype, device=self.device))
         n_total = self.flat.numel()
         best = torch.full((idx.shape[0],), math.inf, dtype=self.flat.dtype, device=self.device)
         per = max(1, _CHUNK // max(1, idx.shape[0]))
@@ -153,7 +152,6 @@ class _Evaluator:
             diff = (value - ref[:, None]).abs_()
             diff = torch.where(inside, diff, torch.full_like(diff, math.inf))
             best = torch.minimum(best, diff.min(dim=1).values)
-        del base_t
         return best / norm
 
 

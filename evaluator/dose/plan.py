@@ -65,7 +65,7 @@ class Plan:
         """Boolean mask of structure ``name``; a clear error if it is absent from the map."""
         if name not in self.structures:
             raise PlanError(f"structure {name!r} is not defined in the plan's structures")
-        mask = np.asarray(labels) == self.structures[name]
+        mask: np.ndarray = np.asarray(labels) == self.structures[name]
         if not mask.any():
             raise PlanError(
                 f"structure {name!r} (label {self.structures[name]}) is empty in the "

@@ -40,9 +40,13 @@ def pipeline_env(tmp_path_factory: pytest.TempPathFactory, static_images: dict[s
     env = harness.setup("syntharena_worker_test", tmp_path_factory.mktemp("data"), redis_db=7)
     yield env
     (settings.database_url, settings.redis_url, settings.data_dir,
-     settings.reaper_grace_s, app.conf.broker_url) = saved
+     settings.reaper_grace_s, _) = saved
+    app.conf.update(broker_url=saved[4])
     db.get_engine.cache_clear()
     db.get_sessionmaker.cache_clear()
+    from backend import storage
+
+    storage.get_storage.cache_clear()
     tasks_client.configure(saved[1])
 
 

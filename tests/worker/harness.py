@@ -92,11 +92,14 @@ def configure(env: PipelineEnv) -> None:
     settings.reaper_grace_s = 5
     db.get_engine.cache_clear()
     db.get_sessionmaker.cache_clear()
+    from backend import storage
+
+    storage.get_storage.cache_clear()
     tasks_client.configure(env.redis_url)
     from worker.celery_app import app
 
-    app.conf.broker_url = env.redis_url
-    app.pool.force_close_all()
+    app.conf.update(broker_url=env.redis_url)
+    app.close()  # drop connections to the previous broker
 
 
 def setup(name: str, data_dir: Path, redis_db: int) -> PipelineEnv:
@@ -140,14 +143,14 @@ def write_phantom_case(data_dir: Path, dataset: str, name: str,
     bone = (r > 0.7) & (r < 1)
     mr = mask * (400.0 - 250.0 * bone) + rng.normal(0, 8, shape)
     ct = np.where(mask > 0, np.where(bone, 700.0, 40.0), -1000.0) + rng.normal(0, 5, shape)
-    ref = sitk.GetImageFromArray(mr.clip(0).astype(np.int16))
+    ref: Any = sitk.GetImageFromArray(mr.clip(0).astype(np.int16))
     ref.SetSpacing((1.0, 1.0, 2.5))
     ref.SetOrigin((-32.0, -32.0, -60.0))
     out: dict[str, str] = {}
     for key, arr, root in (("input_image_path", mr.clip(0).astype(np.int16), "inputs"),
                            ("mask_path", mask, "inputs"),
                            ("ground_truth_path", ct.astype(np.int16), "groundtruth")):
-        img = sitk.GetImageFromArray(arr)
+        img: Any = sitk.GetImageFromArray(arr)
         img.CopyInformation(ref)
         rel = Path(root) / dataset / name / f"{key.split('_')[0]}.mha"
         (data_dir / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -234,6 +237,18 @@ def start_worker(env: PipelineEnv, name: str, *, concurrency: int = 2,
         start_new_session=True,  # its own process group: tests kill the whole worker
     )
     return proc
+
+
+def wait_ready(name: str, timeout_s: float = 60) -> None:
+    """Until the worker node answers control messages (it then consumes its queues too)."""
+    from worker.celery_app import app
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        replies = app.control.ping(timeout=0.5) or []
+        if any(name in r for reply in replies for r in reply):
+            return
+    raise TimeoutError(f"worker {name} did not start")
 
 
 def stop_worker(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk  # noqa: N813
@@ -38,10 +39,10 @@ def write_case(root: Path, name: str, shape: tuple[int, int, int] = (48, 64, 64)
         + ((x - c[2]) / (0.4 * shape[2])) ** 2
     mask = (r < 1).astype(np.uint8)
     mr = (mask * (300 + 200 * (r < 0.3)) + rng.normal(0, 10, shape)).clip(0).astype(np.int16)
-    img = sitk.GetImageFromArray(mr)
+    img: Any = sitk.GetImageFromArray(mr)
     img.SetSpacing((1.0, 1.0, 2.5))
     img.SetOrigin((-32.0, -32.0, -60.0))
-    m = sitk.GetImageFromArray(mask)
+    m: Any = sitk.GetImageFromArray(mask)
     m.CopyInformation(img)
     d = root / "inputs" / name
     d.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,24 @@
+# One image for the API, the workers and the migration job.
+# BASE_IMAGE: any Debian-like image with Python 3.11. Offline (no registry), build a local base
+# first with `bash scripts/build_stack_base.sh` (debootstrap + this machine's virtualenv) and
+# pass BASE_IMAGE=syntharena/stack-base:local; it already holds the dependencies.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONPATH=/app \
+    SYNTHARENA_DATA_DIR=/var/lib/syntharena
+WORKDIR /app
+COPY pyproject.toml README.md alembic.ini ./
+COPY backend backend
+COPY worker worker
+COPY evaluator evaluator
+COPY frontend frontend
+COPY migrations migrations
+# Dependencies (skipped when the base image already provides them, e.g. the offline base).
+RUN if [ -f /etc/syntharena-deps-installed ]; then echo "deps from base image"; \
+    else pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+    && pip install --no-cache-dir . ; fi
+# The API and migrate run unprivileged. The worker needs the Docker socket (see compose).
+RUN (id syntharena >/dev/null 2>&1 || useradd -r -u 10001 -m syntharena) || true
+USER 10001
+EXPOSE 8000
+CMD ["python3", "-m", "uvicorn", "backend.main:app", "--host", "0.0.0.0", "--port", "8000"]

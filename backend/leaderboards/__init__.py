@@ -1,0 +1,1 @@
+"""Per-phase leaderboards (ranked on read from AggregateResult rows)."""

@@ -1,0 +1,52 @@
+"""The FastAPI application: JSON API under /api (OpenAPI at /docs); web pages live at /."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from backend.auth.router import router as auth_router
+from backend.challenges.router import router as challenges_router
+from backend.datasets.router import router as datasets_router
+from backend.errors import AppError
+from backend.images.router import router as images_router
+from backend.leaderboards.router import router as leaderboards_router
+from backend.submissions.router import router as submissions_router
+
+API_ROUTERS = (
+    auth_router,
+    challenges_router,
+    datasets_router,
+    images_router,
+    submissions_router,
+    leaderboards_router,
+)
+
+
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="SynthArena",
+        version="0.1.0",
+        description="Medical image-synthesis challenges: upload an algorithm container, "
+        "submit it to a phase, get ranked on hidden cases.",
+    )
+    app.add_exception_handler(AppError, _app_error)
+    for router in API_ROUTERS:
+        app.include_router(router)
+
+    @app.get("/api/health", tags=["meta"])
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    from backend.web.router import mount_web  # pages, /static, HTML errors, /admin
+
+    mount_web(app)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,214 @@
+"""The submission detail page: results, plots, per-case table, logs, slice viewer.
+
+Visibility follows the API (``backend.submissions.router``): organisers see everything;
+the owner sees scores where the leaderboard is public, per-case rows where the phase shows
+case results, and logs where it shows logs. Slices: the owner sees the input and the sCT of
+cases whose results the phase shows; the reference CT and the difference only in debug
+phases (their cases are public), since showing the CT of a hidden case leaks ground truth.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from backend import access
+from backend.config import settings
+from backend.errors import AppError, NotFoundError
+from backend.models import (
+    AlgorithmImage,
+    Case,
+    CaseRun,
+    Challenge,
+    Phase,
+    PhaseKind,
+    SubmissionStatus,
+    User,
+)
+from backend.submissions import repository as submissions_repo
+from backend.submissions import service as submissions_service
+from backend.web import leaderboard_view
+from backend.web.metrics_meta import metric_meta
+from backend.web.plots import TeamValue, comparison_plot, distribution_plot
+from backend.web.slices import shape_of
+from backend.web.submission_views import submission_status
+from backend.web.views import phase_columns
+
+KIND_TITLES = {
+    "input": "Input (MR / CBCT)",
+    "sct": "Synthetic CT",
+    "ct": "Reference CT",
+    "diff": "sCT − CT",
+}
+MAX_VIEWER_CASES = 50
+
+
+def viewer_kinds(phase: Phase, organizer: bool) -> list[tuple[str, str]]:
+    if organizer or (phase.show_case_results and phase.kind is PhaseKind.DEBUG):
+        kinds = ["input", "sct", "ct", "diff"]
+    elif phase.show_case_results:
+        kinds = ["input", "sct"]
+    else:
+        kinds = []
+    return [(k, KIND_TITLES[k]) for k in kinds]
+
+
+def case_of(session: Session, submission_id: int, case_name: str) -> tuple[Case, CaseRun]:
+    for run, name in submissions_repo.case_runs(session, submission_id):
+        if name == case_name:
+            case = session.get(Case, run.case_id)
+            if case is not None:
+                return case, run
+    raise NotFoundError(f"This submission has no case '{case_name}'.")
+
+
+@dataclass
+class CaseRowView:
+    name: str
+    status: str
+    duration: float | None
+    error: str
+    metrics: dict[str, float | None]
+
+
+@dataclass
+class LogView:
+    name: str
+    status: str
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    failed: bool
+
+
+@dataclass
+class ViewerCase:
+    name: str
+    region: str
+    shape: list[int]
+
+
+def _num(v: object) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def _spread(statistics: dict[str, Any], metric: str) -> float | None:
+    """The evaluator's aggregate may nest ({"mae": {"std": …}}) or flatten ("mae_std")."""
+    nested = statistics.get(metric)
+    if isinstance(nested, dict):
+        return _num(nested.get("std"))
+    return _num(statistics.get(f"{metric}_std"))
+
+
+def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
+    sub, phase, organizer = submissions_service.get_for_viewer(session, user, submission_id)
+    challenge = session.get(Challenge, phase.challenge_id)
+    owner = session.get(User, sub.user_id)
+    image = session.get(AlgorithmImage, sub.image_id)
+    assert challenge is not None and owner is not None and image is not None
+    columns = phase_columns(phase)
+    show_scores = organizer or phase.leaderboard_public
+    show_cases = organizer or phase.show_case_results
+    show_logs = organizer or phase.show_case_logs
+
+    aggregate: dict[str, float | None] | None = None
+    spreads: dict[str, float | None] = {}
+    cases_scored = 0
+    agg = submissions_repo.aggregate(session, sub.id) if show_scores else None
+    if agg is not None:
+        aggregate = {c.name: _num(agg.metrics.get(c.name)) for c in columns}
+        spreads = {c.name: _spread(agg.statistics or {}, c.name) for c in columns}
+        cases_scored = agg.cases_scored
+
+    case_rows: list[CaseRowView] = []
+    logs: list[LogView] = []
+    viewer_cases: list[ViewerCase] = []
+    extra: list[str] = []
+    runs = submissions_repo.case_runs(session, sub.id) if (show_cases or show_logs) else []
+    metrics_by_case = submissions_repo.case_metrics(session, sub.id) if (
+        show_cases and show_scores) else {}
+    kinds = viewer_kinds(phase, organizer)
+    for run, name in runs:
+        m = {str(k): _num(v) for k, v in (metrics_by_case.get(run.case_id) or {}).items()}
+        if show_cases:
+            case_rows.append(CaseRowView(name, run.status.value, run.duration_s,
+                                         run.error_message, m))
+        if show_logs and (run.stdout or run.stderr or run.status.value != "pending"):
+            logs.append(LogView(name, run.status.value, run.exit_code, run.stdout, run.stderr,
+                                run.status.value in ("failed", "timed_out")))
+        if kinds and show_cases and len(viewer_cases) < MAX_VIEWER_CASES and (
+            run.prediction_path or organizer
+        ):
+            case = session.get(Case, run.case_id)
+            if case is not None:
+                shape = shape_of(settings.data_dir / case.input_image_path)
+                if shape is not None:
+                    viewer_cases.append(ViewerCase(name, case.region, list(shape)))
+    if case_rows:
+        names = {c.name for c in columns}
+        extra = sorted({k for r in case_rows for k in r.metrics if k not in names})[:8]
+
+    distribution = []
+    if case_rows and metrics_by_case:
+        for c in columns + [metric_meta(x) for x in extra[:2]]:
+            values = [(r.name, r.metrics.get(c.name)) for r in case_rows]
+            if any(v is not None for _, v in values):
+                distribution.append(distribution_plot(
+                    values, metric_label=c.label, unit=c.unit,
+                    higher_is_better=c.higher_is_better))
+
+    comparison = []
+    rank = None
+    ranked_count = 0
+    if sub.status is SubmissionStatus.SUCCEEDED and show_scores:
+        try:
+            _, lb = leaderboard_view.build(session, user, challenge, phase)
+        except AppError:
+            lb = None
+        if lb is not None:
+            ranked_count = sum(1 for r in lb.rows if r.rank is not None)
+            rows = [r for r in lb.rows if not r.disqualified]
+            in_board = any(r.submission_id == sub.id for r in rows)
+            for c in columns:
+                teams = [TeamValue(label=r.team, value=r.values.get(c.name),
+                                   own=r.submission_id == sub.id, baseline=r.baseline)
+                         for r in rows]
+                if not in_board and aggregate is not None:
+                    teams.append(TeamValue(label=f"#{sub.id}", value=aggregate.get(c.name),
+                                           own=True))
+                if len(teams) > 1:
+                    comparison.append(comparison_plot(
+                        teams[:25], metric_label=c.label, unit=c.unit,
+                        higher_is_better=c.higher_is_better))
+            rank = next((r.rank for r in lb.rows if r.submission_id == sub.id), None)
+
+    return {
+        "sub": sub,
+        "phase": phase,
+        "challenge": challenge,
+        "owner": owner,
+        "image": image,
+        "status": submission_status(session, sub),
+        "is_organizer": organizer,
+        "can_cancel": organizer and sub.status.value in ("pending", "running", "evaluating"),
+        "columns": columns,
+        "aggregate": aggregate,
+        "spreads": spreads,
+        "cases_scored": cases_scored,
+        "show_cases": show_cases,
+        "case_rows": case_rows,
+        "extra_case_metrics": extra,
+        "logs": logs,
+        "viewer_cases": viewer_cases,
+        "viewer_kinds": kinds,
+        "distribution_plots": distribution,
+        "comparison_plots": comparison,
+        "rank": rank,
+        "ranked_count": ranked_count,
+        "is_challenge_organizer": access.is_organizer(session, user, challenge.id),
+    }

@@ -1,0 +1,149 @@
+"""Participant pages about submissions: leaderboard, submit, my submissions (live status),
+submission detail with plots and the slice viewer (PNG slices with access rules)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Query, Request
+from starlette.responses import RedirectResponse, Response
+
+from backend import access
+from backend.config import settings
+from backend.db import SessionDep
+from backend.errors import AppError, BadRequestError, NotFoundError
+from backend.leaderboards import service as leaderboards_service
+from backend.models import Challenge
+from backend.submissions import service as submissions_service
+from backend.web import detail_view, flash, leaderboard_view
+from backend.web.deps import CsrfChecked, PageUser, WebUser, rollback_on_error
+from backend.web.slices import Axis, SliceKind, render_slice
+from backend.web.submission_views import all_my_submissions, submission_status
+from backend.web.templating import render, templates
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/challenges/{slug}/{phase_slug}/leaderboard")
+def leaderboard_page(
+    request: Request,
+    slug: str,
+    phase_slug: str,
+    session: SessionDep,
+    user: WebUser,
+    sort: str = "rank",
+    dir: str = "asc",
+) -> Response:
+    challenge = access.challenge_by_slug(session, slug, user)
+    phase = access.phase_by_slug(session, challenge, phase_slug)
+    _, lb = leaderboard_view.build(session, user, challenge, phase, sort, dir)
+    return render(request, "leaderboard.html",
+                  {"challenge": challenge, "phase": phase, "lb": lb}, user=user)
+
+
+@router.get("/challenges/{slug}/{phase_slug}/leaderboard.csv")
+def leaderboard_csv(slug: str, phase_slug: str, session: SessionDep, user: WebUser) -> Response:
+    challenge = access.challenge_by_slug(session, slug, user)
+    phase = access.phase_by_slug(session, challenge, phase_slug)
+    body = leaderboards_service.to_csv(leaderboards_service.build(session, user, challenge,
+                                                                  phase))
+    return Response(
+        body,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{slug}-{phase_slug}.csv"'},
+    )
+
+
+@router.post("/challenges/{slug}/{phase_slug}/submit", dependencies=[CsrfChecked])
+def submit(
+    slug: str,
+    phase_slug: str,
+    session: SessionDep,
+    user: PageUser,
+    image_id: Annotated[str, Form()] = "",
+    comment: Annotated[str, Form()] = "",
+) -> Response:
+    challenge = access.challenge_by_slug(session, slug, user)
+    phase = access.phase_by_slug(session, challenge, phase_slug)
+    back = f"/challenges/{slug}/{phase_slug}#submit"
+    if not image_id.isdigit():
+        return _redirect(back, "Upload an image (or pick one) before submitting.", "error")
+    try:
+        with rollback_on_error(session):
+            sub = submissions_service.create(session, user, challenge, phase, int(image_id),
+                                             comment.strip()[:500])
+    except AppError as err:
+        return _redirect(back, err.message, "error")
+    return _redirect(f"/submissions/{sub.id}",
+                     f"Submission #{sub.id} is queued. This page updates by itself.")
+
+
+def _redirect(url: str, message: str, kind: flash.Kind = "ok") -> Response:
+    response = RedirectResponse(url, status_code=303)
+    flash.add(response, message, kind)
+    return response
+
+
+@router.get("/submissions")
+def my_submissions_page(
+    request: Request, session: SessionDep, user: PageUser, challenge: str | None = None
+) -> Response:
+    rows = all_my_submissions(session, user, challenge)
+    return render(request, "submissions.html", {"rows": rows, "challenge_filter": challenge},
+                  user=user)
+
+
+@router.get("/submissions/{submission_id}")
+def submission_page(
+    request: Request, submission_id: int, session: SessionDep, user: PageUser
+) -> Response:
+    ctx = detail_view.build(session, user, submission_id)
+    ctx["next_url"] = f"/submissions/{submission_id}"
+    return render(request, "submission.html", ctx, user=user)
+
+
+@router.get("/submissions/{submission_id}/status")
+def submission_status_fragment(
+    request: Request, submission_id: int, session: SessionDep, user: PageUser
+) -> Response:
+    """The live status widget alone; HTMX polls it every 2 s while the submission is active."""
+    sub, _, _ = submissions_service.get_for_viewer(session, user, submission_id)
+    s = submission_status(session, sub)
+    s.reload_on_finish = True
+    return templates.TemplateResponse(
+        request, "partials/status.html", {"s": s},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get("/submissions/{submission_id}/cases/{case_name}/slice.png")
+def slice_png(
+    submission_id: int,
+    case_name: str,
+    session: SessionDep,
+    user: PageUser,
+    kind: Annotated[str, Query()] = "input",
+    axis: Annotated[str, Query()] = "axial",
+    index: Annotated[int, Query(ge=0)] = 0,
+) -> Response:
+    try:
+        slice_kind, slice_axis = SliceKind(kind), Axis(axis)
+    except ValueError as err:
+        raise BadRequestError("kind is input|sct|ct|diff; axis is axial|coronal|sagittal.") from err
+    sub, phase, organizer = submissions_service.get_for_viewer(session, user, submission_id)
+    allowed = detail_view.viewer_kinds(phase, organizer)
+    if slice_kind.value not in dict(allowed):
+        raise NotFoundError("This image is not shown to participants in this phase.")
+    case, run = detail_view.case_of(session, sub.id, case_name)
+    challenge = session.get(Challenge, phase.challenge_id)
+    assert challenge is not None
+    root = settings.data_dir
+    png = render_slice(
+        slice_kind,
+        slice_axis,
+        index,
+        input_path=root / case.input_image_path,
+        sct_path=(root / run.prediction_path) if run.prediction_path else None,
+        ct_path=root / case.ground_truth_path,
+    )
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})

@@ -1,0 +1,185 @@
+"""``python -m evaluator`` command line.
+
+Subcommands are registered in a small registry, so another module can add its own: define
+``register_subcommands()`` in that module (see :data:`PLUGIN_MODULES`) and call
+:func:`register` with a :class:`Subcommand` there. Input errors print one line on stderr and
+exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from evaluator.errors import EvaluationInputError
+
+EXIT_INPUT_ERROR = 2
+# Modules imported (when present) to register more subcommands, e.g. gamma / dose-metrics.
+PLUGIN_MODULES: tuple[str, ...] = ("evaluator.dose.cli",)
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+_REGISTRY: dict[str, Subcommand] = {}
+
+
+def register(command: Subcommand) -> Subcommand:
+    _REGISTRY[command.name] = command
+    return command
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line on stderr (argparse would also print the usage block).
+        self.exit(EXIT_INPUT_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _json_value(v: Any) -> Any:
+    # JSON has no NaN/Infinity: write them as null ("psnr" of a perfect sCT is +inf).
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _json_value(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_json_value(x) for x in v]
+    return v
+
+
+def dumps(obj: Any, indent: int | None = None) -> str:
+    """Strict JSON (NaN/inf become null)."""
+    return json.dumps(_json_value(obj), indent=indent, allow_nan=False)
+
+
+# --- built-in subcommands ----------------------------------------------------------------
+
+
+def _profile_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", required=True, choices=["synthrad2023", "synthrad2025"])
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default cpu)")
+
+
+def _image_metrics_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ct", required=True, type=Path, help="reference CT")
+    p.add_argument("--sct", required=True, type=Path, help="synthetic CT")
+    p.add_argument("--mask", required=True, type=Path, help="body mask")
+    _profile_arg(p)
+
+
+def _image_metrics_run(args: argparse.Namespace) -> int:
+    from evaluator.image_metrics import compute_image_metrics
+    from evaluator.io import check_pair, read_volume
+
+    ct, sct, mask = read_volume(args.ct), read_volume(args.sct), read_volume(args.mask)
+    check_pair(ct, sct, mask)
+    result = compute_image_metrics(ct.array, sct.array, mask.array, args.profile, args.device)
+    print(dumps(result))
+    return 0
+
+
+def _score_dir_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gt", required=True, type=Path, help="dataset: GT/<case>/ct.mha, mask.mha")
+    p.add_argument("--pred", required=True, type=Path,
+                   help="predictions: PRED/<case>/sct.mha or PRED/<case>.mha")
+    p.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
+    p.add_argument("--segmenter", default="threshold",
+                   choices=["threshold", "totalsegmentator", "none"],
+                   help="segments the sCT when GT/<case>/labels.mha exists (default threshold)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _profile_arg(p)
+
+
+def _score_dir_run(args: argparse.Namespace) -> int:
+    from evaluator.scoring import score_dir
+    from evaluator.segmentation import make_segmenter
+
+    segmenter = None if args.segmenter == "none" else make_segmenter(args.segmenter)
+    result = score_dir(args.gt, args.pred, args.profile, device=args.device,
+                       segmenter=segmenter, use_labels=segmenter is not None,
+                       progress=not args.no_progress)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(dumps(result, indent=2) + "\n")
+    errors = result["errors"]
+    if errors:
+        first = next(iter(errors.items()))
+        print(f"error: {len(errors)} of {len(errors) + len(result['cases'])} cases could not be "
+              f"scored; first: {first[0]}: {first[1]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _phantom_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--anatomy", required=True, choices=["brain", "pelvis"])
+    p.add_argument("--cases", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", default="small", choices=["small", "realistic"])
+    p.add_argument("--out", required=True, type=Path)
+
+
+def _phantom_run(args: argparse.Namespace) -> int:
+    from evaluator.phantoms import generate_dataset
+
+    if args.cases < 1:
+        raise EvaluationInputError("--cases must be at least 1")
+    dirs = generate_dataset(args.out, args.anatomy, args.cases, args.seed, args.size)
+    print(dumps({"cases": [str(d) for d in dirs]}))
+    return 0
+
+
+register(Subcommand("image-metrics", "image metrics of one sCT (JSON on stdout)",
+                    _image_metrics_args, _image_metrics_run))
+register(Subcommand("score-dir", "score every case of a dataset (JSON file)",
+                    _score_dir_args, _score_dir_run))
+register(Subcommand("phantom", "write synthetic MR/CT phantom cases",
+                    _phantom_args, _phantom_run))
+
+
+def _load_plugins() -> None:
+    for name in PLUGIN_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue  # the plugin module (or its package) does not exist
+            # An optional dependency of the plugin is missing: keep the other subcommands.
+            print(f"warning: {name} not loaded: {exc}", file=sys.stderr)
+            continue
+        hook = getattr(module, "register_subcommands", None)
+        if callable(hook):
+            hook()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _load_plugins()
+    parser = _Parser(prog="python -m evaluator", description="SynthArena evaluator")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for command in _REGISTRY.values():
+        p = sub.add_parser(command.name, help=command.help)
+        command.add_arguments(p)
+        p.set_defaults(_run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args._run(args)
+        return code
+    except EvaluationInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT_ERROR

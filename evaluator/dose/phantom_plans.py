@@ -1,0 +1,118 @@
+"""Radiotherapy structures and plans for the synthetic brain and pelvis phantoms.
+
+The phantom label maps hold tissue classes, so the RT structures are drawn geometrically in
+the same normalised coordinates the phantom generator uses ([-1, 1] along z, y, x): a
+spherical PTV and 3-4 organs at risk placed where the phantom's anatomy puts them.  The
+structure map (``structures.mha``) labels: 1 BODY, 2 PTV, 3.. OARs (PTV wins overlaps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluator.dose.plan import PLAN_FILE, Beam, Plan, save_plan
+
+STRUCTURE_FILE = "structures.mha"
+# name -> (centre z, y, x; radii z, y, x) in normalised phantom coordinates
+_BRAIN_OARS = {
+    "brainstem": ((-0.35, 0.15, 0.0), (0.25, 0.10, 0.10)),
+    "chiasm": ((-0.10, -0.25, 0.0), (0.06, 0.05, 0.10)),
+    "eye_l": ((-0.30, -0.62, 0.25), (0.09, 0.09, 0.09)),
+    "eye_r": ((-0.30, -0.62, -0.25), (0.09, 0.09, 0.09)),
+}
+_BRAIN_PTV = ((0.05, -0.05, 0.22), (0.16, 0.16, 0.16))
+_PELVIS_OARS = {
+    "bladder": ((-0.30, -0.22, 0.0), (0.45, 0.15, 0.18)),
+    "rectum": ((0.0, 0.22, 0.0), (1.2, 0.08, 0.08)),
+    "femur_l": ((0.0, 0.05, 0.45), (1.3, 0.16, 0.13)),
+    "femur_r": ((0.0, 0.05, -0.45), (1.3, 0.16, 0.13)),
+}
+_PELVIS_PTV = ((-0.05, 0.0, 0.0), (0.30, 0.13, 0.13))
+
+
+def _ellipsoid(shape: Sequence[int], centre: Sequence[float], radii: Sequence[float]) -> np.ndarray:
+    axes = [np.linspace(-1.0, 1.0, n).reshape([n if i == d else 1 for i in range(3)])
+            for d, n in enumerate(shape)]
+    r = sum(((a - c) / rr) ** 2 for a, c, rr in zip(axes, centre, radii, strict=True))
+    return np.asarray(r < 1.0)
+
+
+def make_phantom_structures(labels: np.ndarray, anatomy: str) -> tuple[np.ndarray, dict[str, int]]:
+    """RT structure map (uint8) and its names for a phantom label map (z, y, x)."""
+    if anatomy not in ("brain", "pelvis"):
+        raise ValueError(f"unknown anatomy {anatomy!r} (expected brain or pelvis)")
+    body = np.asarray(labels) > 0
+    ptv_def, oar_defs = (_BRAIN_PTV, _BRAIN_OARS) if anatomy == "brain" else (
+        _PELVIS_PTV, _PELVIS_OARS)
+    shape = labels.shape
+    out = np.zeros(shape, dtype=np.uint8)
+    out[body] = 1
+    names = {"BODY": 1, "PTV": 2}
+    ptv = _ellipsoid(shape, *ptv_def) & body
+    for k, (name, (c, r)) in enumerate(oar_defs.items()):
+        mask = _ellipsoid(shape, c, r) & body & ~ptv
+        if anatomy == "pelvis" and name.startswith("femur"):
+            mask &= np.asarray(labels) == 3  # bone voxels only
+        out[mask] = 3 + k
+        names[name] = 3 + k
+    out[ptv] = 2
+    return out, names
+
+
+def make_phantom_plans(
+    labels: np.ndarray, spacing: Sequence[float], anatomy: str
+) -> dict[str, Plan]:
+    """Photon and proton plans (no weights yet) for a phantom; ``spacing`` is (x, y, z) mm."""
+    structures, names = make_phantom_structures(labels, anatomy)
+    oars = [n for n in names if n not in ("BODY", "PTV") and (structures == names[n]).any()]
+    grid = float(max(3.0, min(spacing)))
+    photon_angles = [0.0, 72.0, 144.0, 216.0, 288.0]
+    proton_angles = [90.0, 270.0] if anatomy == "pelvis" else [60.0, 300.0]
+    common: dict[str, Any] = {"target": "PTV", "structures": names, "oars": oars, "dose_grid_mm": grid,
+              "structure_file": STRUCTURE_FILE, "ct_file": "ct.mha"}
+    return {
+        "photon": Plan(modality="photon", prescription_gy=2.0,
+                       beams=[Beam(a) for a in photon_angles], bixel_width_mm=5.0, **common),
+        "proton": Plan(modality="proton", prescription_gy=2.0,
+                       beams=[Beam(a) for a in proton_angles], bixel_width_mm=6.0, **common),
+    }
+
+
+def write_phantom_plans(
+    case_dir: str | Path,
+    labels: np.ndarray,
+    spacing: Sequence[float],
+    anatomy: str,
+    origin: Sequence[float] | None = None,
+    ct_hu: np.ndarray | None = None,
+    engines: Sequence[str] = ("torch_pb",),
+) -> dict[str, Path]:
+    """Write ``structures.mha`` and ``plan_{photon,proton}.json`` into ``case_dir``.
+
+    With ``ct_hu`` the plans' weights are optimised on it for each engine in ``engines``.
+    """
+    import SimpleITK as sitk  # noqa: N813
+
+    from evaluator.dose.engines import get_engine
+
+    case_dir = Path(case_dir)
+    case_dir.mkdir(parents=True, exist_ok=True)
+    structures, _ = make_phantom_structures(labels, anatomy)
+    img: Any = sitk.GetImageFromArray(structures)
+    img.SetSpacing(tuple(float(s) for s in spacing))
+    if origin is not None:
+        img.SetOrigin(tuple(float(o) for o in origin))
+    sitk.WriteImage(img, str(case_dir / STRUCTURE_FILE), True)
+    written = {}
+    for modality, plan in make_phantom_plans(labels, spacing, anatomy).items():
+        if ct_hu is not None:
+            for name in engines:
+                plan.weights[name] = get_engine(name).optimize(ct_hu, spacing, plan, structures)
+        path = case_dir / PLAN_FILE[modality]
+        save_plan(plan, path)
+        written[modality] = path
+    return written

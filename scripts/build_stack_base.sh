@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Offline base image for the platform's own images (docker-compose BASE_IMAGE), without any
+# registry: a debootstrap'ed Debian bookworm (Python 3.11) plus this machine's virtualenv
+# site-packages (same Python minor version, so compiled wheels work), loaded by `docker import`.
+#   bash scripts/build_stack_base.sh [TAG]      (default syntharena/stack-base:local)
+#   BASE_IMAGE=syntharena/stack-base:local docker-compose build
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TAG="${1:-syntharena/stack-base:local}"
+SITE="$ROOT/.venv/lib/python3.11/site-packages"
+[ -d "$SITE" ] || { echo "no $SITE: run scripts/services.sh first" >&2; exit 1; }
+if docker image inspect "$TAG" >/dev/null 2>&1 && [ "${FORCE:-0}" != 1 ]; then
+    echo "[stack-base] $TAG exists"; exit 0
+fi
+WORK="$(mktemp -d /tmp/syntharena-stack.XXXXXX)"; trap 'rm -rf "$WORK"' EXIT
+debootstrap --variant=minbase --include=python3,ca-certificates,passwd bookworm "$WORK/rootfs" \
+    "${SYNTHARENA_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$WORK/log" 2>&1 \
+    || { tail -30 "$WORK/log" >&2; exit 1; }
+mkdir -p "$WORK/rootfs/usr/local/lib/python3.11/dist-packages"
+cp -a "$SITE/." "$WORK/rootfs/usr/local/lib/python3.11/dist-packages/"
+rm -f "$WORK/rootfs"/usr/local/lib/python3.11/dist-packages/__editable__* \
+      "$WORK/rootfs"/usr/local/lib/python3.11/dist-packages/*syntharena*.pth
+touch "$WORK/rootfs/etc/syntharena-deps-installed"
+rm -rf "$WORK/rootfs"/var/lib/apt/lists/* "$WORK/rootfs"/usr/share/doc/*
+tar -C "$WORK/rootfs" -c . | docker import -c 'ENV LANG=C.UTF-8' - "$TAG" >/dev/null
+echo "[stack-base] $TAG"

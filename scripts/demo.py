@@ -1,0 +1,135 @@
+"""Drives the demo through the public HTTP API, as an organiser and two participants would.
+
+Creates a challenge with two phases (phantom brain and pelvis datasets), uploads the example
+algorithm tarballs (chunked upload), submits them, shows progress, prints the leaderboards.
+Run by scripts/demo.sh (which starts the API and a worker first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ORGANIZER = ("organizer", "organizer@demo.local")
+PARTICIPANTS = {"alice": "static-c", "bob": "python"}
+PASSWORD = "demo-password-1"
+PHASES = {"brain": ("Brain (MRI to CT)", 6), "pelvis": ("Pelvis (MRI to CT)", 6)}
+
+
+def say(msg: str) -> None:
+    print(f"[demo] {msg}", flush=True)
+
+
+def client(base: str, username: str, email: str) -> httpx.Client:
+    c = httpx.Client(base_url=base, timeout=600)
+    r = c.post("/api/auth/register", json={"email": email, "username": username,
+                                           "password": PASSWORD})
+    if r.status_code >= 400:  # exists from an earlier run
+        c.post("/api/auth/login", json={"username": username, "password": PASSWORD}) \
+            .raise_for_status()
+    return c
+
+
+def ok(r: httpx.Response) -> dict:  # type: ignore[type-arg]
+    if r.status_code >= 400:
+        sys.exit(f"[demo] {r.request.method} {r.request.url} -> {r.status_code}: {r.text}")
+    return r.json() if r.content else {}
+
+
+def setup_challenge(org: httpx.Client, slug: str, cases: int, size: int) -> None:
+    if org.get(f"/api/challenges/{slug}").status_code == 200:
+        say(f"challenge {slug} exists")
+        return
+    ok(org.post("/api/challenges", json={
+        "slug": slug, "title": "SynthArena demo",
+        "description": "MRI-to-CT synthesis on phantom brain and pelvis cases."}))
+    for anatomy, (title, _) in PHASES.items():
+        ds = f"{slug}-{anatomy}"
+        ok(org.post("/api/datasets", json={"slug": ds, "title": f"Phantom {anatomy}",
+                                           "challenge": slug}))
+        say(f"generating {cases} phantom {anatomy} cases ({size}^3)")
+        ok(org.post(f"/api/datasets/{ds}/versions", json={
+            "source": "phantom", "anatomy": anatomy, "cases": cases, "size": size, "seed": 1}))
+        ok(org.post(f"/api/challenges/{slug}/phases", json={
+            "slug": anatomy, "title": title, "kind": "test", "dataset": ds, "is_open": True,
+            "case_time_limit_s": 120, "memory_mb": 2048, "cpus": 1.0,
+            "batch_size": 1 if anatomy == "brain" else 3,
+            "extra_columns": [{"metric": "psnr", "higher_is_better": True},
+                              {"metric": "ssim", "higher_is_better": True}],
+            "submissions_per_period": 100, "show_case_logs": True, "show_case_results": True}))
+
+
+def upload(c: httpx.Client, tarball: Path, name: str) -> int:
+    size = tarball.stat().st_size
+    up = ok(c.post("/api/images/uploads", json={"name": name, "size_bytes": size}))
+    chunk = min(up.get("max_chunk_bytes") or 64 << 20, 64 << 20)
+    with tarball.open("rb") as fh:
+        start = 0
+        while start < size:
+            data = fh.read(chunk)
+            end = start + len(data) - 1
+            ok(c.put(f"/api/images/uploads/{up['id']}", content=data,
+                     headers={"Content-Range": f"bytes {start}-{end}/{size}",
+                              "Content-Type": "application/octet-stream"}))
+            start = end + 1
+    image = ok(c.post(f"/api/images/uploads/{up['id']}/complete"))
+    if image["status"] != "valid":
+        sys.exit(f"[demo] image {name} rejected: {image['validation_message']}")
+    return int(image["id"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--url", default="http://127.0.0.1:8000")
+    ap.add_argument("--examples", default="build/examples")
+    ap.add_argument("--slug", default="demo")
+    ap.add_argument("--cases", type=int, default=6)
+    ap.add_argument("--size", type=int, default=48)
+    args = ap.parse_args()
+
+    org = client(args.url, *ORGANIZER)
+    setup_challenge(org, args.slug, args.cases, args.size)
+    subs: dict[int, str] = {}
+    for user, example in PARTICIPANTS.items():
+        c = client(args.url, user, f"{user}@demo.local")
+        c.post(f"/api/challenges/{args.slug}/register")
+        say(f"{user} uploads {example}.tar.gz")
+        image_id = upload(c, Path(args.examples) / f"{example}.tar.gz", f"{user}/{example}")
+        for phase in PHASES:
+            r = c.post(f"/api/challenges/{args.slug}/phases/{phase}/submissions",
+                       json={"image_id": image_id, "comment": f"{example} example"})
+            sub = ok(r)
+            subs[int(sub["id"])] = f"{user:<6} {example:<9} {phase:<7}"
+    say(f"submitted {len(subs)} submissions; progress:")
+    done: set[int] = set()
+    while len(done) < len(subs):
+        time.sleep(1.0)
+        for sid, label in subs.items():
+            if sid in done:
+                continue
+            s = ok(org.get(f"/api/submissions/{sid}"))
+            line = (f"  #{sid} {label} {s['status']:<10} case {s['cases_done']}/"
+                    f"{s['cases_total']}  {s['current_step']}")
+            if s["status"] in ("succeeded", "failed", "cancelled"):
+                done.add(sid)
+                if s["error_message"]:
+                    line += f"  ({s['error_message']})"
+            print(line, flush=True)
+    for phase, (title, _) in PHASES.items():
+        board = ok(org.get(f"/api/challenges/{args.slug}/phases/{phase}/leaderboard"))
+        cols = [c["metric"] for c in board["columns"]]
+        print(f"\nLeaderboard - {title} ({board['ranking_method']})")
+        print(f"  {'rank':<5}{'user':<10}" + "".join(f"{m:>12}" for m in cols))
+        for row in board["rows"]:
+            vals = "".join(f"{row['values'][m]:>12.3f}" if row["values"][m] is not None
+                           else f"{'-':>12}" for m in cols)
+            print(f"  {row['rank'] if row['rank'] is not None else '-':<5}"
+                  f"{row['username']:<10}{vals}")
+
+
+if __name__ == "__main__":
+    main()

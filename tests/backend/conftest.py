@@ -1,0 +1,57 @@
+"""Backend fixtures: a temporary data folder, the app client, a Redis database for tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from backend import storage, tasks_client
+from backend.config import settings
+from backend.main import create_app
+
+TEST_REDIS_DB = 15
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    saved = settings.data_dir
+    settings.data_dir = tmp_path / "data"
+    storage.get_storage.cache_clear()
+    yield settings.data_dir
+    settings.data_dir = saved
+    storage.get_storage.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> Iterator[str]:
+    base = settings.redis_url.rsplit("/", 1)[0]
+    url = f"{base}/{TEST_REDIS_DB}"
+    tasks_client.configure(url)
+    yield url
+    tasks_client.configure(None)
+
+
+@pytest.fixture
+def task_queue(broker_url: str) -> Iterator[redis.Redis]:
+    """The real Redis the backend enqueues into (database 15, emptied around each test)."""
+    r = redis.Redis.from_url(broker_url)
+    r.flushdb()
+    yield r
+    r.flushdb()
+
+
+@pytest.fixture(scope="session")
+def app() -> FastAPI:
+    return create_app()
+
+
+@pytest.fixture
+def client(app: FastAPI, db_session: Session, broker_url: str) -> Iterator[TestClient]:
+    with TestClient(app) as c:
+        yield c

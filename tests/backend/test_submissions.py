@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+import json
+import threading
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from redis import Redis
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.orm import Session
+
+from backend import db
+from backend.errors import AppError
+from backend.models import (
+    Challenge,
+    ImageStatus,
+    Submission,
+    SubmissionStatus,
+    User,
+    utcnow,
+)
+from backend.submissions import service, state
+from tests.backend import factories as f
+
+S = SubmissionStatus
+
+
+def _setup(db_session: Session, **phase_kw):  # type: ignore[no-untyped-def]
+    org = f.make_user(db_session)
+    ch = f.make_challenge(db_session, org)
+    phase = f.make_phase(db_session, ch, f.make_dataset_version(db_session, ch), **phase_kw)
+    user = f.make_user(db_session)
+    f.add_member(db_session, ch, user)
+    return org, ch, phase, user
+
+
+def _url(ch: Challenge, phase) -> str:  # type: ignore[no-untyped-def]
+    return f"/api/challenges/{ch.slug}/phases/{phase.slug}/submissions"
+
+
+def _queued(r: Redis) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(m) for m in r.lrange("images", 0, -1)]
+
+
+def test_submit_enqueues_after_commit(client: TestClient, db_session: Session,
+                                      task_queue: Redis) -> None:
+    _org, ch, phase, user = _setup(db_session)
+    h = f.auth(db_session, user)
+    image = f.make_image(db_session, user)
+    r = client.post(_url(ch, phase), json={"image_id": image.id}, headers=h)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["status"] == "pending" and body["cases_total"] == 3
+    messages = _queued(task_queue)
+    assert [m["headers"]["task"] for m in messages] == ["submissions.start"]
+    assert messages[0]["headers"]["argsrepr"] == f"[{body['id']}]"
+    # A second one while the first is active is refused.
+    r = client.post(_url(ch, phase), json={"image_id": image.id}, headers=h)
+    assert r.status_code == 409 and "still pending" in r.json()["detail"]
+    assert len(_queued(task_queue)) == 1
+    mine = client.get(_url(ch, phase), headers=h).json()
+    assert [s["id"] for s in mine] == [body["id"]]
+    assert client.get(f"/api/submissions/{body['id']}", headers=h).json()["status"] == "pending"
+
+
+def test_rollback_drops_the_task(db_session: Session, task_queue: Redis) -> None:
+    _, ch, phase, user = _setup(db_session)
+    session = db.new_session()
+    sub = service.create(session, user, ch, phase, f.make_image(db_session, user).id)
+    assert sub.id
+    session.rollback()
+    session.close()
+    assert _queued(task_queue) == []
+
+
+def test_submission_rules(client: TestClient, db_session: Session, task_queue: Redis) -> None:
+    org, ch, phase, user = _setup(db_session, submissions_per_period=2)
+    h = f.auth(db_session, user)
+    url = _url(ch, phase)
+    bad = f.make_image(db_session, user, status=ImageStatus.INVALID)
+    assert client.post(url, json={"image_id": bad.id}, headers=h).status_code == 409
+    theirs = f.make_image(db_session, org)
+    assert client.post(url, json={"image_id": theirs.id}, headers=h).status_code == 404
+    image = f.make_image(db_session, user)
+    # Failed and cancelled ones do not count; succeeded ones do.
+    f.make_submission(db_session, phase, user, image, status=S.FAILED)
+    f.make_submission(db_session, phase, user, image, status=S.CANCELLED)
+    f.make_submission(db_session, phase, user, image, status=S.SUCCEEDED)
+    assert client.post(url, json={"image_id": image.id}, headers=h).status_code == 201
+    for sub in db_session.scalars(select(Submission).where(Submission.user_id == user.id)):
+        if sub.status is S.PENDING:
+            sub.status = S.SUCCEEDED
+    db_session.flush()
+    r = client.post(url, json={"image_id": image.id}, headers=h)
+    assert r.status_code == 429 and "2 of 2" in r.json()["detail"]
+    # Organisers are not limited.
+    oh = f.auth(db_session, org)
+    assert client.post(url, json={"image_id": theirs.id}, headers=oh).status_code == 201
+
+
+def test_window_and_registration(client: TestClient, db_session: Session,
+                                 task_queue: Redis) -> None:
+    _, ch, phase, user = _setup(db_session, closes_at=utcnow() - timedelta(minutes=1))
+    h = f.auth(db_session, user)
+    image = f.make_image(db_session, user)
+    r = client.post(_url(ch, phase), json={"image_id": image.id}, headers=h)
+    assert r.status_code == 409 and "closed at" in r.json()["detail"]
+    stranger = f.make_user(db_session)
+    sh = f.auth(db_session, stranger)
+    r = client.post(_url(ch, phase), json={"image_id": f.make_image(db_session, stranger).id},
+                    headers=sh)
+    assert r.status_code == 403 and "Register" in r.json()["detail"]
+
+
+def test_organizer_actions(client: TestClient, db_session: Session, task_queue: Redis) -> None:
+    org, _ch, phase, user = _setup(db_session)
+    oh, uh = f.auth(db_session, org), f.auth(db_session, user)
+    sub = f.make_submission(db_session, phase, user, status=S.RUNNING, metrics={"mae": 1.0})
+    assert client.post(f"/api/submissions/{sub.id}/cancel", headers=uh).status_code == 403
+    r = client.post(f"/api/submissions/{sub.id}/cancel", headers=oh)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert client.post(f"/api/submissions/{sub.id}/cancel", headers=oh).status_code == 409
+    r = client.post(f"/api/submissions/{sub.id}/reevaluate", headers=oh)
+    assert r.json()["status"] == "pending" and r.json()["metrics"] is None
+    assert [m["headers"]["task"] for m in _queued(task_queue)] == ["submissions.start"]
+    r = client.patch(f"/api/submissions/{sub.id}", headers=oh,
+                     json={"is_hidden": True, "is_baseline": True})
+    assert r.json()["is_hidden"] and r.json()["is_baseline"]
+    assert client.patch(f"/api/submissions/{sub.id}", headers=uh,
+                        json={"is_hidden": False}).status_code == 403
+
+
+def test_case_results_and_logs_follow_phase_settings(client: TestClient,
+                                                     db_session: Session) -> None:
+    org, _ch, phase, user = _setup(db_session)
+    sub = f.make_submission(db_session, phase, user, status=S.PENDING)
+    runs = state.ensure_case_runs(db_session, sub)
+    state.finish_case_run(db_session, runs[0].id, state.CaseRunStatus.FAILED, exit_code=3,
+                          stdout="secret log", stderr="trace")
+    state.record_case_result(db_session, sub.id, runs[1].case_id, {"mae": 5.0})
+    uh, oh = f.auth(db_session, user), f.auth(db_session, org)
+    url = f"/api/submissions/{sub.id}/cases"
+    assert client.get(url, headers=uh).status_code == 403
+    org_view = client.get(url, headers=oh).json()
+    assert org_view[0]["stdout"] == "secret log" and org_view[1]["metrics"] == {"mae": 5.0}
+    phase.show_case_results = True
+    db_session.flush()
+    view = client.get(url, headers=uh).json()
+    assert view[0]["exit_code"] == 3 and view[0]["stdout"] is None
+    phase.show_case_logs = True
+    db_session.flush()
+    assert client.get(url, headers=uh).json()[0]["stderr"] == "trace"
+    other = f.auth(db_session, f.make_user(db_session))
+    assert client.get(url, headers=other).status_code == 404
+
+
+def test_limit_is_exact_under_concurrency(db_engine: Engine, task_queue: Redis) -> None:
+    """Eight simultaneous submits against a limit of 2 (real commits, separate connections)."""
+    from sqlalchemy.orm import sessionmaker
+
+    maker = sessionmaker(bind=db_engine, expire_on_commit=False)
+    with maker.begin() as s:
+        org = f.make_user(s)
+        ch = f.make_challenge(s, org)
+        phase = f.make_phase(s, ch, f.make_dataset_version(s, ch), submissions_per_period=2)
+        users = [f.make_user(s) for _ in range(2)]
+        for u in users:
+            f.add_member(s, ch, u)
+        images = {u.id: [f.make_image(s, u) for _ in range(4)] for u in users}
+    barrier = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def attempt(user: User, image_id: int) -> None:
+        barrier.wait()
+        s = maker()
+        try:
+            sub = service.create(s, s.get(User, user.id), s.get(Challenge, ch.id),  # type: ignore[arg-type]
+                                 phase, image_id)
+            # Finished in the same transaction, so the "one active submission" rule cannot
+            # mask the limit: only the count decides.
+            sub.status = S.SUCCEEDED
+            s.commit()
+            outcomes.append("ok")
+        except AppError as exc:
+            s.rollback()
+            outcomes.append(type(exc).__name__)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=attempt, args=(u, img.id))
+               for u in users for img in images[u.id]]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with maker() as s:
+            for u in users:
+                counted = s.scalars(select(Submission).where(
+                    Submission.phase_id == phase.id, Submission.user_id == u.id,
+                    Submission.status != S.FAILED)).all()
+                assert len(counted) == 2
+        assert sorted(outcomes) == ["TooManyRequestsError"] * 4 + ["ok"] * 4
+    finally:
+        with maker.begin() as s:
+            s.execute(delete(Submission).where(Submission.phase_id == phase.id))
+            s.execute(delete(Challenge).where(Challenge.id == ch.id))
+            s.execute(delete(User).where(User.id.in_([org.id, *(u.id for u in users)])))
