@@ -62,9 +62,20 @@ def admin_user(user: Annotated[User, Depends(current_user)]) -> User:
     return user
 
 
+def organizer_user(
+    slug: str, session: SessionDep, user: Annotated[User, Depends(current_user)]
+) -> User:
+    """For routes under /api/challenges/{slug}: an organiser of that challenge (or admin)."""
+    from backend import access
+
+    access.require_organizer(session, user, access.challenge_by_slug(session, slug, user))
+    return user
+
+
 OptionalUser = Annotated[User | None, Depends(optional_user)]
 CurrentUser = Annotated[User, Depends(current_user)]
 AdminUser = Annotated[User, Depends(admin_user)]
+OrganizerUser = Annotated[User, Depends(organizer_user)]
 
 
 def current_user_short(request: Request) -> User:

@@ -5,6 +5,7 @@ The backend never imports the worker: it sends ``submissions.start`` by name to 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 from backend.config import settings
 
 _PENDING_KEY = "syntharena_tasks_after_commit"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,12 @@ def start_submission_after_commit(session: Session, submission_id: int) -> None:
 def _send_after_commit(session: Session) -> None:
     tasks: list[QueuedTask] = session.info.pop(_PENDING_KEY, [])
     for task in tasks:
-        send_now(task)
+        try:
+            send_now(task)
+        except Exception:
+            # The commit stands; the worker's reaper re-enqueues work left pending, so a
+            # broker outage delays the submission instead of failing the request.
+            log.exception("could not enqueue %s%s; the reaper will retry", task.name, task.args)
 
 
 @event.listens_for(Session, "after_soft_rollback")

@@ -60,25 +60,36 @@ PROFILE_SPECS: dict[str, ProfileSpec] = {
 ArrayLike = np.ndarray[Any, Any] | torch.Tensor | Volume
 
 
-def _to_tensor(a: ArrayLike, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _raw(a: ArrayLike) -> torch.Tensor:
+    """The input as a tensor without copying (numpy arrays stay on the CPU, in their dtype)."""
     if isinstance(a, Volume):
         a = a.array
     if isinstance(a, torch.Tensor):
-        return a.to(device=device, dtype=dtype)
+        return a
     arr = np.asarray(a)
-    if arr.dtype == np.bool_:
-        arr = arr.astype(np.uint8)
-    return torch.from_numpy(np.ascontiguousarray(arr)).to(device=device, dtype=dtype)
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if any(s < 0 for s in arr.strides):
+        arr = np.ascontiguousarray(arr)
+    return torch.from_numpy(arr)
 
 
-def _bbox(mask: torch.Tensor) -> list[tuple[int, int]]:
-    """Inclusive (first, last) index of True voxels along each axis."""
+def _bbox(mask: torch.Tensor) -> list[tuple[int, int]] | None:
+    """Inclusive (first, last) index of True voxels along each axis; None when empty."""
+    zy = mask.any(dim=2)
+    zx = mask.any(dim=1)
     out = []
-    for d in range(mask.ndim):
-        other = tuple(i for i in range(mask.ndim) if i != d)
-        idx = torch.nonzero(mask.any(dim=other)).flatten()
+    for proj in (zy.any(dim=1), zy.any(dim=0), zx.any(dim=0)):
+        idx = torch.nonzero(proj).flatten()
+        if idx.numel() == 0:
+            return None
         out.append((int(idx[0]), int(idx[-1])))
     return out
+
+
+def _load(t: torch.Tensor, crop: tuple[slice, ...], device: torch.device) -> torch.Tensor:
+    """A float64 copy of ``t[crop]`` on ``device`` (never a view: it is modified in place)."""
+    return t[crop].to(device=device, dtype=torch.float64, copy=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -86,91 +97,90 @@ def _bbox(mask: torch.Tensor) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------------------------------
 
 
-class _BoxSums:
-    """Valid-mode 7x7x7 box sums of a (C, Z, Y, X) stack, slab by slab, into reused buffers.
+def _box7_into(t: torch.Tensor, dim: int, s2: torch.Tensor, s4: torch.Tensor,
+               out: torch.Tensor) -> torch.Tensor:
+    """Valid-mode sum of 7 consecutive voxels along ``dim`` (n -> n - 6), into ``out``.
 
-    Each axis is summed by doubling (x[i]+x[i+1], then pairs of those, then 4+2+1), four
-    additions per voxel and axis, written with ``out=`` into buffers allocated once: fresh
-    large allocations (page faults) otherwise cost more than the arithmetic on CPU.
+    Doubling: pairs, then pairs of pairs, then 4 + 2 + 1 -- four additions per voxel, all
+    into preallocated buffers (fresh large allocations cost more than the arithmetic on CPU).
     """
-
-    def __init__(self, channels: int, zmax: int, ny: int, nx: int, like: torch.Tensor) -> None:
-        def buf(*shape: int) -> torch.Tensor:
-            return torch.empty(shape, dtype=like.dtype, device=like.device)
-
-        self.src = buf(channels, zmax, ny, nx)
-        self.bufs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        shape = [channels, zmax, ny, nx]
-        for dim in (1, 2, 3):
-            s2, s4, s7 = list(shape), list(shape), list(shape)
-            s2[dim] -= 1
-            s4[dim] -= 3
-            s7[dim] -= WIN - 1
-            self.bufs.append((buf(*s2), buf(*s4), buf(*s7)))
-            shape = s7
-
-    def __call__(self, nz: int) -> torch.Tensor:
-        """Box sums of ``self.src[:, :nz]`` -> (C, nz - 6, Y - 6, X - 6) (a buffer view)."""
-        t = self.src.narrow(1, 0, nz)
-        for dim, (b2, b4, b7) in zip((1, 2, 3), self.bufs, strict=True):
-            n = t.shape[dim]
-            zlen = t.shape[1]
-
-            if dim != 1:  # buffers hold zmax slices; use the first zlen
-                b2, b4, b7 = (b.narrow(1, 0, zlen) for b in (b2, b4, b7))
-            s2, s4 = b2.narrow(dim, 0, n - 1), b4.narrow(dim, 0, n - 3)
-            s7 = b7.narrow(dim, 0, n - 6)
-            torch.add(t.narrow(dim, 0, n - 1), t.narrow(dim, 1, n - 1), out=s2)
-            torch.add(s2.narrow(dim, 0, n - 3), s2.narrow(dim, 2, n - 3), out=s4)
-            torch.add(s4.narrow(dim, 0, n - 6), s2.narrow(dim, 4, n - 6), out=s7)
-            s7.add_(t.narrow(dim, 6, n - 6))
-            t = s7
-        return t
+    n = t.shape[dim]
+    torch.add(t.narrow(dim, 0, n - 1), t.narrow(dim, 1, n - 1), out=s2)
+    torch.add(s2.narrow(dim, 0, n - 3), s2.narrow(dim, 2, n - 3), out=s4)
+    torch.add(s4.narrow(dim, 0, n - 6), s2.narrow(dim, 4, n - 6), out=out)
+    return out.add_(t.narrow(dim, 6, n - 6))
 
 
-def _slab_bytes(device: torch.device) -> int:
-    return 2**30 if device.type == "cuda" else 160 * 2**20
-
-
-# A formula turns the (5, z, y, x) stack of local means [ux, uy, uxx, uyy, uxy] into the
-# SSIM-type map, in place, using three scratch tensors of the map's shape; returns the map.
+# A formula turns the (C, y, x) stack of local means into the SSIM-type map, in place, using
+# three scratch planes of the map's shape, and returns the map. C = 4: [ux, uy, mean(x^2 +
+# y^2), uxy] (enough for SSIM); C = 5: [ux, uy, uxx, uyy, uxy].
 Formula = Any
 
 
+SliceFill = Any  # fill(z, out): write the C channels of input slice z into out (C, y, x)
+
+
+def _product_fill(x: torch.Tensor, y: torch.Tensor, channels: int) -> SliceFill:
+    """Channels from prepared images: [x, y, x^2 + y^2, xy] (C=4) or [x, y, x^2, y^2, xy]."""
+
+    def fill(z: int, out: torch.Tensor) -> None:
+        xs, ys = x[z], y[z]
+        out[0].copy_(xs)
+        out[1].copy_(ys)
+        if channels == 4:
+            torch.mul(xs, xs, out=out[2]).addcmul_(ys, ys)
+            torch.mul(xs, ys, out=out[3])
+        else:
+            torch.mul(xs, xs, out=out[2])
+            torch.mul(ys, ys, out=out[3])
+            torch.mul(xs, ys, out=out[4])
+
+    return fill
+
+
 def _masked_map_sum(
-    x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, formula: Formula
+    fill: SliceFill, mask: torch.Tensor, formula: Formula, channels: int
 ) -> tuple[float, int]:
-    """Sum and count of an SSIM-type map over ``crop(mask, 3)`` (x, y already prepared)."""
-    nz, ny, nx = x.shape
+    """Sum and count of an SSIM-type map over ``crop(mask, 3)``.
+
+    Walks the output slices along z with a running 7-slice sum of the per-voxel products
+    (a ring of 7 product planes: subtract the plane leaving the window, add the one
+    entering), then box-sums each plane along y and x. The working set is a few planes, so
+    it stays in cache; the map is only summed where the cropped mask is set. ``fill`` is
+    called exactly once per input slice, in order.
+    """
+    nz, ny, nx = mask.shape
     if min(nz, ny, nx) < WIN:
         return 0.0, 0
     outside = ~mask[PAD : nz - PAD, PAD : ny - PAD, PAD : nx - PAD]
-    per_slice = 8 * ny * nx * x.element_size()
-    step = max(4, _slab_bytes(x.device) // per_slice - (WIN - 1))
-    step = min(step, nz - (WIN - 1))
-    box = _BoxSums(5, step + WIN - 1, ny, nx, x)
-    scratch = [torch.empty((step, ny - WIN + 1, nx - WIN + 1), dtype=x.dtype, device=x.device)
-               for _ in range(3)]
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
-    count = 0
-    for a in range(0, nz - (WIN - 1), step):
-        b = min(a + step, nz - (WIN - 1))
-        out = outside[a:b]
-        n_sel = out.numel() - int(out.sum())
-        if n_sel == 0:
+    count = outside.numel() - int(outside.sum())
+
+    def buf(*shape: int) -> torch.Tensor:
+        return torch.empty(shape, dtype=torch.float64, device=mask.device)
+
+    c, my, mx = channels, ny - WIN + 1, nx - WIN + 1
+    ring = buf(WIN, c, ny, nx)
+    zsum = buf(c, ny, nx)
+    ybufs = (buf(c, ny - 1, nx), buf(c, ny - 3, nx), buf(c, my, nx))
+    xbufs = (buf(c, my, nx - 1), buf(c, my, nx - 3), buf(c, my, mx))
+    scratch = [buf(my, mx) for _ in range(3)]
+    total = torch.zeros((), dtype=torch.float64, device=mask.device)
+
+    for z in range(WIN):
+        fill(z, ring[z])
+    torch.sum(ring, dim=0, out=zsum)
+    for i in range(nz - WIN + 1):
+        if i > 0:  # slide the window: slice i-1 leaves, slice i+6 enters (same ring slot)
+            slot = ring[(i - 1) % WIN]
+            zsum.sub_(slot)
+            fill(i + WIN - 1, slot)
+            zsum.add_(slot)
+        if count == 0:
             continue
-        zlen = b - a + WIN - 1
-        xs, ys = x[a : a + zlen], y[a : a + zlen]
-        src = box.src.narrow(1, 0, zlen)
-        src[0].copy_(xs)
-        src[1].copy_(ys)
-        torch.mul(xs, xs, out=src[2])
-        torch.mul(ys, ys, out=src[3])
-        torch.mul(xs, ys, out=src[4])
-        means = box(zlen).mul_(1.0 / WIN**3)
-        ssim_map = formula(means, [s.narrow(0, 0, b - a) for s in scratch])
-        total += ssim_map.masked_fill_(out, 0.0).sum(dtype=torch.float64)
-        count += n_sel
+        plane = _box7_into(zsum, 1, *ybufs)
+        means = _box7_into(plane, 2, *xbufs).mul_(1.0 / WIN**3)
+        ssim_map = formula(means, scratch)
+        total += ssim_map.masked_fill_(outside[i], 0.0).sum(dtype=torch.float64)
     return float(total), count
 
 
@@ -181,18 +191,17 @@ def _ssim_2023_formula(data_range: float) -> Formula:
     cov_norm = WIN**3 / (WIN**3 - 1)
 
     def f(u: torch.Tensor, scratch: list[torch.Tensor]) -> torch.Tensor:
-        ux, uy, uxx, uyy, uxy = u.unbind(0)
+        ux, uy, uss, uxy = u.unbind(0)  # uss = mean(x^2 + y^2)
         p, _, _ = scratch
         torch.mul(ux, uy, out=p)
         uxy.sub_(p).mul_(2 * cov_norm).add_(c2)  # A2 = 2 vxy + C2
-        uxx.add_(uyy)
         ux.mul_(ux)
         uy.mul_(uy)
-        uxx.sub_(ux).sub_(uy).mul_(cov_norm).add_(c2)  # B2 = vx + vy + C2
+        uss.sub_(ux).sub_(uy).mul_(cov_norm).add_(c2)  # B2 = vx + vy + C2
         ux.add_(uy).add_(c1)  # B1 = ux^2 + uy^2 + C1
         p.mul_(2).add_(c1)  # A1 = 2 ux uy + C1
         p.mul_(uxy)
-        ux.mul_(uxx)
+        ux.mul_(uss)
         return p.div_(ux)
 
     return f
@@ -235,50 +244,86 @@ def _ssim_2025_formula(data_range: float, weight: float) -> Formula:
 # ---------------------------------------------------------------------------------------
 
 
-def _mae_psnr(
-    ct: torch.Tensor, sct: torch.Tensor, mask: torch.Tensor, spec: ProfileSpec
-) -> tuple[float, float]:
-    """MAE over the mask (no clipping) and PSNR over the mask after clipping both images."""
-    abs_sum = torch.zeros((), dtype=torch.float64, device=ct.device)
-    sq_sum = torch.zeros((), dtype=torch.float64, device=ct.device)
-    step = max(1, (2 * 2**20) // max(1, ct.shape[1] * ct.shape[2]))  # ~2 M voxels per chunk
+def _chunks(n: int, plane: int) -> range:
+    return range(0, n, max(1, (2 * 2**20) // max(1, plane)))  # ~2 M voxels per chunk
+
+
+def _abs_diff_sum(ct: torch.Tensor, sct: torch.Tensor, mask: torch.Tensor) -> float:
+    """Sum of |ct - sct| over the mask (no clipping)."""
+    total = torch.zeros((), dtype=torch.float64, device=ct.device)
+    step = _chunks(ct.shape[0], ct.shape[1] * ct.shape[2]).step
     for a in range(0, ct.shape[0], step):
-        c, s, outside = ct[a : a + step], sct[a : a + step], ~mask[a : a + step]
-        d = torch.sub(c, s)
-        abs_sum += d.abs_().masked_fill_(outside, 0.0).sum()
-        torch.sub(c.clamp(spec.hu_min, spec.hu_max), s.clamp(spec.hu_min, spec.hu_max), out=d)
-        sq_sum += d.square_().masked_fill_(outside, 0.0).sum()
-    n = int(mask.sum())
-    mae = float(abs_sum) / n
-    mse = float(sq_sum) / n
-    psnr = float("inf") if mse == 0.0 else 10.0 * float(np.log10(spec.data_range**2 / mse))
-    return mae, psnr
+        d = torch.sub(ct[a : a + step], sct[a : a + step]).abs_()
+        total += d.masked_fill_(~mask[a : a + step], 0.0).sum()
+    return float(total)
 
 
-def _prepare(t: torch.Tensor, mask: torch.Tensor, spec: ProfileSpec) -> torch.Tensor:
-    """Clip to the profile range, set outside-mask voxels to its minimum, shift to >= 0."""
-    out = t.clamp(spec.hu_min, spec.hu_max)
-    return out.masked_fill_(~mask, spec.hu_min).sub_(spec.hu_min)
+def _sq_diff_sum(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Sum of (x - y)^2 over all voxels (prepared images: both 0 outside the mask)."""
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    step = _chunks(x.shape[0], x.shape[1] * x.shape[2]).step
+    for a in range(0, x.shape[0], step):
+        d = torch.sub(x[a : a + step], y[a : a + step])
+        total += d.mul_(d).sum()
+    return float(total)
 
 
-def _masked_ssim_2023(
-    ct: torch.Tensor, sct: torch.Tensor, mask: torch.Tensor, bbox: list[tuple[int, int]]
-) -> float:
+def _psnr(sq_sum: float, n: int, spec: ProfileSpec) -> float:
+    # skimage.metrics.peak_signal_noise_ratio on the clipped mask voxels
+    mse = sq_sum / n
+    return float("inf") if mse == 0.0 else 10.0 * float(np.log10(spec.data_range**2 / mse))
+
+
+def _prepare_(t: torch.Tensor, mask: torch.Tensor, spec: ProfileSpec) -> torch.Tensor:
+    """In place: clip to the profile range, outside-mask voxels to its minimum, shift to >= 0.
+
+    Inside the mask x - y then equals clip(ct) - clip(sct), which is what PSNR needs.
+    """
+    return t.clamp_(spec.hu_min, spec.hu_max).masked_fill_(~mask, spec.hu_min).sub_(spec.hu_min)
+
+
+def _profile_2023(
+    ct: torch.Tensor, sct: torch.Tensor, mask: torch.Tensor, bbox: list[tuple[int, int]],
+    device: torch.device,
+) -> dict[str, float]:
     spec = PROFILE_SPECS["synthrad2023"]
     if min(ct.shape) < WIN:
         raise EvaluationInputError(
             f"image size {tuple(ct.shape[::-1])} is smaller than the {WIN}-voxel SSIM window"
         )
     # Outside the mask both images are the constant 0 after masking and shifting, so the
-    # mask's bounding box plus the 3-voxel window radius gives exactly the same map there.
+    # mask's bounding box plus the 3-voxel window radius gives exactly the same SSIM map
+    # there; MAE and PSNR only look at mask voxels anyway.
     crop = tuple(
         slice(max(0, lo - PAD), min(n, hi + 1 + PAD))
         for (lo, hi), n in zip(bbox, ct.shape, strict=True)
     )
-    m = mask[crop]
-    x, y = _prepare(ct[crop], m, spec), _prepare(sct[crop], m, spec)
-    total, count = _masked_map_sum(x, y, m, _ssim_2023_formula(spec.data_range))
-    return total / count if count else float("nan")
+    m = mask[crop].to(device)
+    outside = ~m
+    n = int(m.sum())
+    ct_c, sct_c = ct[crop], sct[crop]
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # |ct - sct|, (x - y)^2
+    diff = torch.empty(m.shape[1:], dtype=torch.float64, device=device)
+
+    def fill(z: int, out: torch.Tensor) -> None:
+        # Load, score MAE/PSNR and prepare one slice at a time, while it is in cache.
+        xs, ys, off = out[0], out[1], outside[z]
+        xs.copy_(ct_c[z])
+        ys.copy_(sct_c[z])
+        sums[0] += torch.sub(xs, ys, out=diff).abs_().masked_fill_(off, 0.0).sum()
+        _prepare_(xs, ~off, spec)
+        _prepare_(ys, ~off, spec)
+        torch.sub(xs, ys, out=diff)
+        sums[1] += diff.mul_(diff).sum()
+        torch.mul(xs, xs, out=out[2]).addcmul_(ys, ys)
+        torch.mul(xs, ys, out=out[3])
+
+    if min(m.shape) < WIN:  # cannot happen: the whole image is at least 7 per axis
+        raise AssertionError("crop smaller than the SSIM window")
+    total, count = _masked_map_sum(fill, m, _ssim_2023_formula(spec.data_range), 4)
+    mae = float(sums[0]) / n
+    psnr = _psnr(float(sums[1]), n, spec)
+    return {"mae": mae, "psnr": psnr, "ssim": total / count if count else float("nan")}
 
 
 def _edge_pad_to(t: torch.Tensor, size: int) -> torch.Tensor:
@@ -313,40 +358,48 @@ def _aligned_crop(lo: int, hi: int, n: int, align: int, margin: int) -> slice:
     return slice(start, stop)
 
 
-def _masked_ms_ssim_2025(ct: torch.Tensor, sct: torch.Tensor, mask: torch.Tensor) -> float:
+def _profile_2025(
+    ct: torch.Tensor, sct: torch.Tensor, mask: torch.Tensor, bbox: list[tuple[int, int]],
+    device: torch.device,
+) -> dict[str, float]:
     spec = PROFILE_SPECS["synthrad2025"]
     levels = len(MS_SSIM_WEIGHTS)
-
-    def prepare(t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        return _prepare(t, m, spec)
-
-    if min(ct.shape) < MS_SSIM_MIN_SIZE:  # small volume: pad the whole thing, as published
-        x = _edge_pad_to(prepare(ct, mask), MS_SSIM_MIN_SIZE)
-        y = _edge_pad_to(prepare(sct, mask), MS_SSIM_MIN_SIZE)
-        m = _edge_pad_to(mask.to(x.dtype), MS_SSIM_MIN_SIZE) > 0
-    else:
-        x, y, m = ct, sct, mask
-    # Outside the (padded) mask both images are 0 at every level; a crop aligned to the
-    # coarsest sampling grid with a margin of (window radius + 1) coarse voxels reproduces
-    # the full computation exactly (including the zero padding of the down-sampling).
     align = 2 ** (levels - 1)
-    crop = tuple(
-        _aligned_crop(lo, hi, n, align, (PAD + 1) * align)
-        for (lo, hi), n in zip(_bbox(m), m.shape, strict=True)
-    )
-    if x is ct:
-        m = mask[crop]
-        x, y = prepare(ct[crop], m), prepare(sct[crop], m)
+    margin = (PAD + 1) * align
+    small = min(ct.shape) < MS_SSIM_MIN_SIZE
+    # Outside the mask both images are 0 at every level; a crop aligned to the coarsest
+    # sampling grid with a margin of (window radius + 1) coarse voxels reproduces the full
+    # computation exactly (including the zero padding of the down-sampling). A volume that
+    # needs the published edge padding is padded whole first (it is small).
+    if small:
+        crop = tuple(slice(0, n) for n in ct.shape)
     else:
+        crop = tuple(_aligned_crop(lo, hi, n, align, margin)
+                     for (lo, hi), n in zip(bbox, ct.shape, strict=True))
+    m = mask[crop].to(device)
+    n = int(m.sum())
+    x, y = _load(ct, crop, device), _load(sct, crop, device)
+    mae = _abs_diff_sum(x, y, m) / n  # outside-mask voxels are -1024 in both: no effect
+    x, y = _prepare_(x, m, spec), _prepare_(y, m, spec)
+    psnr = _psnr(_sq_diff_sum(x, y), n, spec)
+    if small:
+        x = _edge_pad_to(x, MS_SSIM_MIN_SIZE)
+        y = _edge_pad_to(y, MS_SSIM_MIN_SIZE)
+        m = _edge_pad_to(m.to(x.dtype), MS_SSIM_MIN_SIZE) > 0
+        padded_bbox = _bbox(m)
+        assert padded_bbox is not None
+        crop = tuple(_aligned_crop(lo, hi, k, align, margin)
+                     for (lo, hi), k in zip(padded_bbox, m.shape, strict=True))
         x, y, m = x[crop], y[crop], m[crop]
     product = 1.0
     for level, weight in enumerate(MS_SSIM_WEIGHTS):
-        total, count = _masked_map_sum(x, y, m, _ssim_2025_formula(spec.data_range, weight))
+        formula = _ssim_2025_formula(spec.data_range, weight)
+        total, count = _masked_map_sum(_product_fill(x, y, 5), m, formula, 5)
         value = total / count if count else float("nan")
         product *= min(max(value, 0.0), 1.0) if value == value else value
         if level < levels - 1:
             x, y, m = _down2(x), _down2(y), m[::2, ::2, ::2]
-    return product
+    return {"mae": mae, "psnr": psnr, "ms_ssim": product}
 
 
 def compute_image_metrics(
@@ -368,24 +421,18 @@ def compute_image_metrics(
         raise EvaluationInputError(
             f"unknown profile {profile!r} (expected one of {', '.join(PROFILES)})"
         )
-    spec = PROFILE_SPECS[profile]
     dev = torch.device(device)
-    ct_t = _to_tensor(ct, dev, torch.float64)
-    sct_t = _to_tensor(sct, dev, torch.float64)
-    mask_t = _to_tensor(mask, dev, torch.float64) > 0
+    ct_t, sct_t, mask_t = _raw(ct), _raw(sct), _raw(mask)
     if ct_t.ndim != 3 or ct_t.shape != sct_t.shape or ct_t.shape != mask_t.shape:
         raise EvaluationInputError(
             f"CT, sCT and mask must be 3-D arrays of one shape, got {tuple(ct_t.shape)}, "
             f"{tuple(sct_t.shape)} and {tuple(mask_t.shape)}"
         )
-    if not bool(mask_t.any()):
-        raise EvaluationInputError("mask is empty (no voxel > 0)")
     with torch.no_grad():
-        bbox = _bbox(mask_t)
-        box = tuple(slice(lo, hi + 1) for lo, hi in bbox)
-        mae, psnr = _mae_psnr(ct_t[box], sct_t[box], mask_t[box], spec)
+        mask_b = mask_t if mask_t.dtype == torch.bool else mask_t > 0
+        bbox = _bbox(mask_b)
+        if bbox is None:
+            raise EvaluationInputError("mask is empty (no voxel > 0)")
         if profile == "synthrad2023":
-            ssim = _masked_ssim_2023(ct_t, sct_t, mask_t, bbox)
-            return {"mae": mae, "psnr": psnr, "ssim": ssim}
-        ms_ssim = _masked_ms_ssim_2025(ct_t, sct_t, mask_t)
-        return {"mae": mae, "psnr": psnr, "ms_ssim": ms_ssim}
+            return _profile_2023(ct_t, sct_t, mask_b, bbox, dev)
+        return _profile_2025(ct_t, sct_t, mask_b, bbox, dev)

@@ -94,10 +94,10 @@ def _brain(shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray[
     t = np.full(shape, AIR, dtype=np.uint8)
     head = _ellipsoid(g, c, (0.85 * j[0], 0.80 * j[1], 0.70 * j[2]))
     t[head < 1.0] = FAT  # scalp
-    t[head < 0.90] = CORTICAL  # outer table
-    t[head < 0.85] = MARROW  # diploe
-    t[head < 0.80] = CORTICAL  # inner table
-    t[head < 0.74] = SOFT  # grey matter
+    t[head < 0.93] = CORTICAL  # outer table
+    t[head < 0.87] = MARROW  # diploe
+    t[head < 0.83] = CORTICAL  # inner table
+    t[head < 0.72] = SOFT  # grey matter
     t[head < 0.45] = BRAIN_WM
     ventricles = _ellipsoid(g, (c[0] + 0.05, c[1], c[2]), (0.18, 0.25, 0.08))
     t[ventricles < 1.0] = FLUID

@@ -16,7 +16,7 @@ import httpx
 
 ORGANIZER = ("organizer", "organizer@demo.local")
 PARTICIPANTS = {"alice": "static-c", "bob": "python"}
-PASSWORD = "demo-password-1"
+PASSWORD = "demo-password-1"  # noqa: S105  (demo accounts, printed to the user)
 PHASES = {"brain": ("Brain (MRI to CT)", 6), "pelvis": ("Pelvis (MRI to CT)", 6)}
 
 
@@ -40,7 +40,7 @@ def ok(r: httpx.Response) -> dict:  # type: ignore[type-arg]
     return r.json() if r.content else {}
 
 
-def setup_challenge(org: httpx.Client, slug: str, cases: int, size: int) -> None:
+def setup_challenge(org: httpx.Client, slug: str, cases: int, size: str) -> None:
     if org.get(f"/api/challenges/{slug}").status_code == 200:
         say(f"challenge {slug} exists")
         return
@@ -51,7 +51,7 @@ def setup_challenge(org: httpx.Client, slug: str, cases: int, size: int) -> None
         ds = f"{slug}-{anatomy}"
         ok(org.post("/api/datasets", json={"slug": ds, "title": f"Phantom {anatomy}",
                                            "challenge": slug}))
-        say(f"generating {cases} phantom {anatomy} cases ({size}^3)")
+        say(f"generating {cases} phantom {anatomy} cases ({size})")
         ok(org.post(f"/api/datasets/{ds}/versions", json={
             "source": "phantom", "anatomy": anatomy, "cases": cases, "size": size, "seed": 1}))
         ok(org.post(f"/api/challenges/{slug}/phases", json={
@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--examples", default="build/examples")
     ap.add_argument("--slug", default="demo")
     ap.add_argument("--cases", type=int, default=6)
-    ap.add_argument("--size", type=int, default=48)
+    ap.add_argument("--size", default="small", help="phantom size: small | realistic")
     args = ap.parse_args()
 
     org = client(args.url, *ORGANIZER)

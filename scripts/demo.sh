@@ -2,7 +2,7 @@
 # The main job, one command: installs what is missing, starts Docker/Redis/PostgreSQL, creates
 # a demo challenge from phantom data (brain and pelvis), builds the example algorithms,
 # submits them, shows progress, prints the leaderboards and serves the web app until Ctrl-C.
-#   bash scripts/demo.sh            (PORT=8000 DEMO_CASES=6 DEMO_SIZE=48 to change)
+#   bash scripts/demo.sh            (PORT=8000 DEMO_CASES=6 DEMO_SIZE=small|realistic to change)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -57,7 +57,7 @@ setsid "$PY" -m uvicorn backend.main:app --host 0.0.0.0 --port "$PORT" >"$DEMO/a
 PIDS+=($!)
 for _ in $(seq 1 60); do curl -fs "http://127.0.0.1:$PORT/api/health" >/dev/null && break; sleep 0.5; done
 
-"$PY" scripts/demo.py --url "http://127.0.0.1:$PORT" --cases "${DEMO_CASES:-6}" --size "${DEMO_SIZE:-48}"
+"$PY" scripts/demo.py --url "http://127.0.0.1:$PORT" --cases "${DEMO_CASES:-6}" --size "${DEMO_SIZE:-small}"
 
 IP="$(hostname -I 2>/dev/null | awk '{print $1}')"
 echo

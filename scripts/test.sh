@@ -5,6 +5,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/services.sh
+# Example algorithm images the worker tests run (cached: built only when missing).
+bash examples/algorithms/build.sh all
 export SYNTHARENA_TEST_DATABASE_URL="${SYNTHARENA_TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/syntharena_test}"
 export SYNTHARENA_REDIS_URL="${SYNTHARENA_REDIS_URL:-redis://127.0.0.1:6379/0}"
 .venv/bin/ruff check .

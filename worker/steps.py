@@ -312,6 +312,8 @@ def advance(s: Session, sub: Submission) -> None:
                          current_step=f"scoring ({done} of {total} cases done)")
     elif sub.status is S.RUNNING:
         sub.current_step = f"running cases ({done} of {total} done)"
+    elif sub.status is S.EVALUATING:
+        sub.current_step = f"scoring ({done} of {total} cases done)"
     if sub.status is S.EVALUATING and scored == succeeded:
         sub.current_step = "computing the leaderboard"
         enqueue_after_commit(s, "submissions.finalize", [sub.id], queue=Q_EVAL)
@@ -412,9 +414,8 @@ def finalize_submission(submission_id: int) -> None:
         from evaluator.ranking import aggregate
 
         names = sorted({k for m in rows for k, v in m.items() if isinstance(v, int | float)})
-        values = {k: [m.get(k) for m in rows] for k in names}
-        agg = aggregate(values)
-        means = {k: (v.get("mean") if isinstance(v, dict) else v) for k, v in agg.items()}
+        agg = {k: aggregate(m.get(k) for m in rows) for k in names}
+        means = {k: v["mean"] for k, v in agg.items()}
         # A case that failed counts against the submission: the aggregate knows how many.
         stats = {"per_metric": agg, "cases_total": total, "cases_failed": total - len(rows)}
         state.record_aggregate(s, submission_id, means, stats, cases_scored=len(rows))

@@ -17,7 +17,7 @@ from backend.challenges.schemas import (
     PhaseSettings,
 )
 from backend.db import SessionDep
-from backend.deps import CurrentUser, OptionalUser
+from backend.deps import CurrentUser, OptionalUser, OrganizerUser
 from backend.models import Challenge, Phase, User
 
 router = APIRouter(prefix="/api/challenges", tags=["challenges"])
@@ -52,7 +52,7 @@ def get_challenge(slug: str, session: SessionDep, user: OptionalUser) -> Challen
 
 @router.patch("/{slug}")
 def update_challenge(
-    slug: str, data: ChallengePatch, session: SessionDep, user: CurrentUser
+    slug: str, data: ChallengePatch, session: SessionDep, user: OrganizerUser
 ) -> ChallengeOut:
     challenge = access.challenge_by_slug(session, slug, user)
     return _out(session, service.update_challenge(session, user, challenge, data), user)
@@ -66,7 +66,7 @@ def register(slug: str, session: SessionDep, user: CurrentUser) -> MemberOut:
 
 
 @router.get("/{slug}/members")
-def list_members(slug: str, session: SessionDep, user: CurrentUser) -> list[MemberOut]:
+def list_members(slug: str, session: SessionDep, user: OrganizerUser) -> list[MemberOut]:
     challenge = access.challenge_by_slug(session, slug, user)
     return [
         MemberOut(user_id=u.id, username=u.username, role=m.role)
@@ -75,7 +75,7 @@ def list_members(slug: str, session: SessionDep, user: CurrentUser) -> list[Memb
 
 
 @router.put("/{slug}/members")
-def set_member(slug: str, data: MemberIn, session: SessionDep, user: CurrentUser) -> MemberOut:
+def set_member(slug: str, data: MemberIn, session: SessionDep, user: OrganizerUser) -> MemberOut:
     challenge = access.challenge_by_slug(session, slug, user)
     member, target = service.set_member(session, user, challenge, data)
     return MemberOut(user_id=target.id, username=target.username, role=member.role)
@@ -88,7 +88,7 @@ def list_phases(slug: str, session: SessionDep, user: OptionalUser) -> list[Phas
 
 
 @router.post("/{slug}/phases", status_code=201)
-def create_phase(slug: str, data: PhaseIn, session: SessionDep, user: CurrentUser) -> PhaseOut:
+def create_phase(slug: str, data: PhaseIn, session: SessionDep, user: OrganizerUser) -> PhaseOut:
     challenge = access.challenge_by_slug(session, slug, user)
     return phase_out(service.create_phase(session, user, challenge, data))
 
@@ -101,7 +101,7 @@ def get_phase(slug: str, phase_slug: str, session: SessionDep, user: OptionalUse
 
 @router.patch("/{slug}/phases/{phase_slug}")
 def update_phase(
-    slug: str, phase_slug: str, data: PhaseSettings, session: SessionDep, user: CurrentUser
+    slug: str, phase_slug: str, data: PhaseSettings, session: SessionDep, user: OrganizerUser
 ) -> PhaseOut:
     challenge = access.challenge_by_slug(session, slug, user)
     phase = access.phase_by_slug(session, challenge, phase_slug)

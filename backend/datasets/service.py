@@ -111,6 +111,8 @@ def _store_case(
 ) -> Case:
     in_dir = settings.inputs_dir / rel / case.name
     gt_dir = settings.groundtruth_dir / rel / case.name
+    # Only the service account (backend + worker) may read ground truth.
+    settings.groundtruth_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     written += [in_dir, gt_dir]
     modality_dir = case.modality.value
     image = in_dir / f"{modality_dir}.mha"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -26,6 +27,16 @@ def bytes_in_use(session: Session, owner_id: int) -> int:
         )
     )
     return int(stored or 0) + int(reserved or 0)
+
+
+def stale_uploads(session: Session, owner_id: int, cutoff: datetime) -> Sequence[ImageUpload]:
+    return session.scalars(
+        select(ImageUpload).where(
+            ImageUpload.owner_id == owner_id,
+            ImageUpload.status == UploadStatus.OPEN,
+            ImageUpload.updated_at < cutoff,
+        )
+    ).all()
 
 
 def lock_upload(session: Session, upload_id: str) -> ImageUpload | None:

@@ -6,6 +6,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -23,7 +24,7 @@ from backend.errors import (
 from backend.images import repository as repo
 from backend.images.schemas import UploadIn
 from backend.images.validation import ImageInvalidError, validate_tarball
-from backend.models import AlgorithmImage, ImageStatus, ImageUpload, UploadStatus, User
+from backend.models import AlgorithmImage, ImageStatus, ImageUpload, UploadStatus, User, utcnow
 from backend.storage import get_storage
 
 HASH_READ = 1024 * 1024
@@ -43,7 +44,18 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:.2f} GB"
 
 
+def expire_uploads(session: Session, owner_id: int) -> None:
+    """Abort this user's uploads idle for longer than ``upload_expiry_s`` (frees quota)."""
+    cutoff = utcnow() - timedelta(seconds=settings.upload_expiry_s)
+    for upload in repo.stale_uploads(session, owner_id, cutoff):
+        upload.status = UploadStatus.ABORTED
+        part_path(upload.id).unlink(missing_ok=True)
+        _hashers.pop(upload.id, None)
+    session.flush()
+
+
 def create_upload(session: Session, user: User, data: UploadIn) -> ImageUpload:
+    expire_uploads(session, user.id)
     if data.size_bytes > settings.max_image_bytes:
         raise PayloadTooLargeError(
             f"The image is {_gb(data.size_bytes)}; the limit is {_gb(settings.max_image_bytes)}."

@@ -44,6 +44,21 @@ def fmt(v: float | None, digits: int = 3) -> str:
     return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.{digits}f}".rstrip("0").rstrip(".")
 
 
+def tick_labels(ticks: Sequence[float]) -> list[str]:
+    """Labels with just enough decimals to tell neighbouring ticks apart."""
+    if len(ticks) < 2:
+        return [fmt(t) for t in ticks]
+    step = abs(ticks[1] - ticks[0]) or 1.0
+    if step >= 10**5:
+        return [f"{t:.3g}" for t in ticks]
+    decimals = min(10, max(0, math.ceil(-math.log10(step) - 1e-9)))
+    if decimals < 10 and any(
+        abs(t * 10**decimals - round(t * 10**decimals)) > 1e-6 for t in ticks
+    ):
+        decimals += 1
+    return [f"{t:.{decimals}f}" for t in ticks]
+
+
 def quantile(sorted_values: Sequence[float], q: float) -> float:
     """Linear-interpolation quantile of already sorted values."""
     if not sorted_values:
@@ -67,6 +82,15 @@ class _Scale:
 def _svg(text: str) -> Markup:
     """Every caller escapes the text it puts into the SVG (labels, names, values)."""
     return Markup(text)  # noqa: S704 - built from escaped parts only
+
+
+def _anchor(x: float, left: float, right: float) -> str:
+    """Keep edge tick labels inside the picture."""
+    if x - left < 18:
+        return "start"
+    if right - x < 18:
+        return "end"
+    return "middle"
 
 
 def _empty(width: int, height: int, message: str) -> Markup:
@@ -94,7 +118,7 @@ def distribution_plot(
     vals = sorted(v for _, v in pts)
     ticks = nice_ticks(vals[0], vals[-1])
     lo, hi = min(ticks[0], vals[0]), max(ticks[-1], vals[-1])
-    left, right, top, axis_y = 16, width - 16, 26, height - 30
+    left, right, top, axis_y = 16, width - 16, 40, height - 24
     sx = _Scale(lo, hi, left, right)
     mid = (top + axis_y) / 2
     parts = [
@@ -108,11 +132,12 @@ def distribution_plot(
         f'<text x="{left}" y="14" font-weight="600">{escape(metric_label)}'
         f"{escape(f' [{unit}]' if unit else '')}{escape(better)} — {len(pts)} cases</text>"
     )
-    for t in ticks:
+    for t, text in zip(ticks, tick_labels(ticks), strict=True):
         x = sx(t)
         parts.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{axis_y}"/>')
         parts.append(
-            f'<text x="{x:.1f}" y="{axis_y + 14}" text-anchor="middle">{escape(fmt(t))}</text>'
+            f'<text x="{x:.1f}" y="{axis_y + 14}" '
+            f'text-anchor="{_anchor(x, left, right)}">{escape(text)}</text>'
         )
     parts.append(f'<line class="axis" x1="{left}" x2="{right}" y1="{axis_y}" y2="{axis_y}"/>')
     q1, med, q3 = quantile(vals, 0.25), quantile(vals, 0.5), quantile(vals, 0.75)
@@ -134,7 +159,7 @@ def distribution_plot(
             f"<title>{escape(name)}: {escape(fmt(v))}</title></circle>"
         )
     parts.append(
-        f'<text x="{right}" y="14" text-anchor="end">median {escape(fmt(med))}, '
+        f'<text x="{left}" y="29" class="sub">median {escape(fmt(med))}, '
         f"IQR {escape(fmt(q1))}–{escape(fmt(q3))}</text>"
     )
     parts.append("</svg>")
@@ -180,11 +205,12 @@ def comparison_plot(
         f'<text x="4" y="14" font-weight="600">{escape(metric_label)}'
         f"{escape(f' [{unit}]' if unit else '')} ({word})</text>",
     ]
-    for t in ticks:
+    for t, text in zip(ticks, tick_labels(ticks), strict=True):
         x = sx(t)
         parts.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{axis_y}"/>')
         parts.append(
-            f'<text x="{x:.1f}" y="{axis_y + 14}" text-anchor="middle">{escape(fmt(t))}</text>'
+            f'<text x="{x:.1f}" y="{axis_y + 14}" '
+            f'text-anchor="{_anchor(x, label_w, right)}">{escape(text)}</text>'
         )
     for i, (value, team) in enumerate(rows):
         y = top + row_height * i + row_height / 2

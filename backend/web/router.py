@@ -11,7 +11,10 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse, Response
 
+from backend.db import session_scope
+from backend.deps import optional_user
 from backend.errors import AppError, UnauthorizedError
+from backend.models import User
 from backend.web.auth_pages import router as auth_router
 from backend.web.challenge_pages import router as challenge_router
 from backend.web.manage_pages import router as manage_router
@@ -45,6 +48,15 @@ def wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "") or request.method == "POST"
 
 
+def _user_of(request: Request) -> User | None:
+    """The visitor, for the page header of an error page (its own short unit of work)."""
+    try:
+        with session_scope() as session:
+            return optional_user(request, session)
+    except AppError:
+        return None
+
+
 def _page_error_handler(api_handler: Handler | None) -> Handler:
     async def handle(request: Request, exc: Exception) -> Response:
         err = cast(AppError, exc)
@@ -58,6 +70,7 @@ def _page_error_handler(api_handler: Handler | None) -> Handler:
             request,
             "error.html",
             {"title": TITLES.get(err.status_code, "Something went wrong"), "message": err.message},
+            user=_user_of(request),
             status_code=err.status_code,
         )
 

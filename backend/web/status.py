@@ -95,8 +95,12 @@ def status_view(
     else:
         label = "Cancelled"
         percent = 0
-    if sub.current_step and st in ACTIVE_STATUSES and not detail:
-        detail = sub.current_step
+    step = sub.current_step or ""
+    # The label already counts cases; the worker's step adds what else is going on.
+    if step and st in ACTIVE_STATUSES and not detail and not step.startswith(
+        ("running cases", "queued")
+    ):
+        detail = step
     error = sub.error_message or ""
     if st is SubmissionStatus.FAILED and failed_case and failed_case_error:
         what = "timed out" if failed_case_status is CaseRunStatus.TIMED_OUT else "failed"

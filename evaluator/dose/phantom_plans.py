@@ -72,8 +72,10 @@ def make_phantom_plans(
     grid = float(max(3.0, min(spacing)))
     photon_angles = [0.0, 72.0, 144.0, 216.0, 288.0]
     proton_angles = [90.0, 270.0] if anatomy == "pelvis" else [60.0, 300.0]
-    common: dict[str, Any] = {"target": "PTV", "structures": names, "oars": oars, "dose_grid_mm": grid,
-              "structure_file": STRUCTURE_FILE, "ct_file": "ct.mha"}
+    common: dict[str, Any] = {
+        "target": "PTV", "structures": names, "oars": oars, "dose_grid_mm": grid,
+        "structure_file": STRUCTURE_FILE, "ct_file": "ct.mha",
+    }
     return {
         "photon": Plan(modality="photon", prescription_gy=2.0,
                        beams=[Beam(a) for a in photon_angles], bixel_width_mm=5.0, **common),

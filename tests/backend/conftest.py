@@ -7,15 +7,26 @@ from pathlib import Path
 
 import pytest
 import redis
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from backend import storage, tasks_client
+from backend import security, storage, tasks_client
 from backend.config import settings
 from backend.main import create_app
 
 TEST_REDIS_DB = 15
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing() -> Iterator[None]:
+    """argon2 with production cost takes ~0.1-0.5 s per hash on a busy CI box; tests only
+    need the real algorithm, not its cost."""
+    saved = security._hasher
+    security._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    yield
+    security._hasher = saved
 
 
 @pytest.fixture(autouse=True)

@@ -112,3 +112,24 @@ def test_size_limit_and_quota(client: TestClient, db_session: Session,
                        headers=h).status_code == 201
     r = client.post("/api/images/uploads", json={"name": "b", "size_bytes": 600}, headers=h)
     assert r.status_code == 413 and "quota" in r.json()["detail"]
+
+
+def test_idle_uploads_expire_and_free_quota(client: TestClient, db_session: Session,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    from backend.models import ImageUpload, UploadStatus, utcnow
+
+    h = f.auth(db_session, f.make_user(db_session))
+    monkeypatch.setattr(settings, "user_image_quota_bytes", 1500)
+    first = client.post("/api/images/uploads", json={"name": "a", "size_bytes": 1000},
+                        headers=h).json()["id"]
+    upload = db_session.get(ImageUpload, first)
+    assert upload is not None
+    upload.updated_at = utcnow() - timedelta(seconds=settings.upload_expiry_s + 1)
+    db_session.flush()
+    r = client.post("/api/images/uploads", json={"name": "b", "size_bytes": 1000}, headers=h)
+    assert r.status_code == 201
+    db_session.refresh(upload)
+    assert upload.status is UploadStatus.ABORTED
+    assert not service.part_path(first).exists()

@@ -206,3 +206,17 @@ def test_limit_is_exact_under_concurrency(db_engine: Engine, task_queue: Redis) 
             s.execute(delete(Submission).where(Submission.phase_id == phase.id))
             s.execute(delete(Challenge).where(Challenge.id == ch.id))
             s.execute(delete(User).where(User.id.in_([org.id, *(u.id for u in users)])))
+
+
+def test_broker_outage_does_not_fail_the_request(client: TestClient, db_session: Session,
+                                                 broker_url: str) -> None:
+    from backend import tasks_client
+
+    _, ch, phase, user = _setup(db_session)
+    tasks_client.configure("redis://127.0.0.1:1/0")  # nothing listens there
+    try:
+        r = client.post(_url(ch, phase), json={"image_id": f.make_image(db_session, user).id},
+                        headers=f.auth(db_session, user))
+    finally:
+        tasks_client.configure(broker_url)
+    assert r.status_code == 201 and r.json()["status"] == "pending"

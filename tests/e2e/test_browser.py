@@ -91,11 +91,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         phase.title = "Validation"
         # Another team already on the board, so there is something to compare with.
         harness.submit(s, phase, "rival-team", "static-c")
-    worker = harness.start_worker(env, "browser", concurrency=1)
+    ARTIFACTS.mkdir(exist_ok=True)
+    worker = harness.start_worker(env, "browser", concurrency=1,
+                                  log_path=ARTIFACTS / "browser-worker.log")
     port = _free_port()
     server_env = {**env.env(), "SYNTHARENA_ADMIN_EMAILS": f'["{ORGANIZER_EMAIL}"]',
                   "SYNTHARENA_SECRET_KEY": "browser-test-secret"}
-    log = open(data_dir / "uvicorn.log", "ab")  # noqa: SIM115
+    log = open(ARTIFACTS / "browser-uvicorn.log", "ab")  # noqa: SIM115
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning"],
@@ -170,6 +172,8 @@ def test_participant_and_organizer_in_chromium(stack: Stack, browser: Any) -> No
     page.on("pageerror", lambda e: page_errors.append(str(e)))
 
     # -- participant: register, join, open the phase
+    page.goto(f"{base}/")
+    shot(page, "00-home")
     register(page, base, "alice", "alice@example.org")
     page.click("text=Test challenge")
     page.click("button:has-text('Join this challenge')")
@@ -212,10 +216,10 @@ def test_participant_and_organizer_in_chromium(stack: Stack, browser: Any) -> No
     sub_url = page.url
     sub_id = int(sub_url.rsplit("/", 1)[1])
     seen: list[str] = []
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         status = page.get_attribute(".status-box", "data-status") or ""
-        label = page.inner_text(".status-box .badge")
+        label = page.inner_text(".status-box .badge").strip()
         if not seen or seen[-1] != label:
             seen.append(label)
             if label.startswith("Running case"):
@@ -286,6 +290,9 @@ def test_participant_and_organizer_in_chromium(stack: Stack, browser: Any) -> No
     org.wait_for_function(
         "() => [...document.querySelectorAll('.viewer img')].every(i => i.naturalWidth > 0)")
     shot(org, "10-organizer-submission-detail")
+    org.goto(f"{base}/admin/user/list")
+    org.wait_for_selector("text=alice")
+    shot(org, "12-admin-users")
 
     from backend.db import session_scope
     from backend.models import Phase, Submission

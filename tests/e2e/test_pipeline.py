@@ -64,6 +64,13 @@ def test_submissions_flow_to_the_leaderboard(clean_pipeline, worker_proc) -> Non
         aggs = s.scalars(select(AggregateResult)).all()
         assert len(aggs) == 3 and all(a.cases_scored == 3 for a in aggs)
         assert all(a.metrics["mae"] is not None for a in aggs)
+        from backend.leaderboards import service as leaderboards
+        from backend.models import Challenge, Phase
+
+        phase = s.scalars(select(Phase).where(Phase.slug == "single")).one()
+        board = leaderboards.build(s, None, s.get(Challenge, phase.challenge_id), phase)
+        assert sorted(r.username for r in board.rows) == ["alice", "bob"]
+        assert sorted(r.rank for r in board.rows if r.rank is not None) in ([1, 2], [1, 1])
 
 
 def test_failures_reach_the_participant(clean_pipeline, worker_proc) -> None:  # noqa: F811

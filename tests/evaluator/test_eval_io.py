@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
+import SimpleITK as sitk  # noqa: N813
 
 from evaluator.errors import EvaluationInputError
 from evaluator.io import Volume, check_pair, read_volume, write_volume
@@ -49,7 +49,8 @@ def test_small_float_differences_are_tolerated(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"array": np.zeros((4, 5, 7), np.float32)}, "sCT size (7, 5, 4) differs from CT size (6, 5, 4)"),
+        ({"array": np.zeros((4, 5, 7), np.float32)},
+         "sCT size (7, 5, 4) differs from CT size (6, 5, 4)"),
         ({"origin": (0.0, 0.0, 1.0)}, "sCT origin (0.0, 0.0, 1.0) differs from CT origin"),
         ({"direction": DIRECTION}, "sCT direction"),
     ],

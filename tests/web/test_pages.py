@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import timedelta
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -311,3 +312,49 @@ def test_organizer_submission_actions(web: TestClient, db_session: Session,
     org.is_admin = True
     db_session.flush()
     assert web.get("/admin/user/list", headers=HTML).status_code == 200
+
+
+def test_organizer_datasets_members_and_challenge(
+    web: TestClient, db_session: Session, tmp_path: Path
+) -> None:
+    import numpy as np
+    import SimpleITK as sitk  # noqa: N813
+
+    for case in ("1BA001", "1BA002"):  # a SynthRAD-layout folder on the server
+        folder = tmp_path / "synthrad" / "brain" / case
+        folder.mkdir(parents=True)
+        for name in ("mr", "ct", "mask"):
+            sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 3, 4), np.int16)),
+                            str(folder / f"{name}.mha"))
+    admin = make_user(db_session, admin=True)
+    login(web, admin)
+    token = csrf_token(web, "/manage")
+    r = web.post("/manage/challenges/new", data={"csrf_token": token, "slug": "Bad Slug",
+                                                 "title": "X"})
+    assert r.status_code == 422 and "lower-case" in r.text
+    r = web.post("/manage/challenges/new", data={"csrf_token": token, "slug": "task-1",
+                                                 "title": "Task 1", "is_public": "on"})
+    assert r.status_code == 303 and r.headers["location"] == "/manage/challenges/task-1"
+    r = web.post("/manage/datasets", data={"csrf_token": token, "slug": "brain",
+                                           "title": "Brain", "challenge": "task-1"})
+    assert r.status_code == 303
+    r = web.post("/manage/datasets/brain/import", data={
+        "csrf_token": token, "source": "synthrad", "path": str(tmp_path / "synthrad")})
+    assert r.status_code == 303
+    page = web.get("/manage/datasets", headers=HTML).text
+    assert "Imported brain v1 with 2 cases" in page and "v1</td><td class=\"num\">2" in page
+    r = web.post("/manage/datasets/brain/import", data={"csrf_token": token,
+                                                        "source": "synthrad", "path": ""})
+    assert "SynthRAD folder" in web.get(r.headers["location"], headers=HTML).text
+    other = make_user(db_session)
+    r = web.post("/manage/challenges/task-1/members",
+                 data={"csrf_token": token, "username": other.username, "role": "organizer"})
+    assert r.status_code == 303
+    r = web.post("/manage/challenges/task-1/members",
+                 data={"csrf_token": token, "username": "nobody", "role": "participant"})
+    page = web.get("/manage/challenges/task-1", headers=HTML).text
+    assert "There is no user" in page and other.username in page
+    # The new organiser manages the challenge but cannot create challenges.
+    login(web, other)
+    assert web.get("/manage/challenges/task-1", headers=HTML).status_code == 200
+    assert web.get("/manage/challenges/new", headers=HTML).status_code == 403

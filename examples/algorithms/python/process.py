@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
+import SimpleITK as sitk  # noqa: N813
 
 INPUT = Path("/input")
 OUTPUT = Path("/output")
@@ -27,11 +27,12 @@ class SynthesisAlgorithm:
         self.p99_quantile = 0.99
 
     def predict(self, image: np.ndarray, mask: np.ndarray, region: str) -> np.ndarray:
-        """Intensities normalised inside the mask, then a piecewise-linear map to HU."""
+        """Intensities normalised inside the mask, then a piecewise-linear map to HU
+        (dark inside the body: air or bone, mid: fat and soft tissue, bright: fluid)."""
         inside = image[mask > 0] if mask.any() else image.ravel()
         scale = float(np.quantile(inside, self.p99_quantile)) or 1.0
         t = np.clip(image.astype(np.float32) / scale, 0.0, 1.5)
-        hu = np.where(t < 0.2, -1000.0 + t * 4500.0, -100.0 + (t - 0.2) * 250.0)
+        hu = np.interp(t, [0.0, 0.15, 0.4, 0.8, 1.0, 1.5], [-800.0, 400.0, -80.0, 30.0, 50.0, 80.0])
         return np.where(mask > 0, hu, -1000.0).astype(np.float32)
 
     def process(self) -> int:

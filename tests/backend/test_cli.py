@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from backend import cli
+from backend.models import Submission
+from tests.backend import factories as f
+from tests.backend.tarballs import make_image_tar
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(app: FastAPI, client: TestClient, tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+    def make_client(server: str, token: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return TestClient(app, base_url=server, headers=headers)
+
+    monkeypatch.setattr(cli, "make_client", make_client)
+    return tmp_path
+
+
+def _run(*args: str) -> str:
+    result = runner.invoke(cli.app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_participant_flow(cli_env: Path, db_session: Session,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    org = f.make_user(db_session)
+    ch = f.make_challenge(db_session, org)
+    phase = f.make_phase(db_session, ch, f.make_dataset_version(db_session, ch))
+    user = f.make_user(db_session)
+    out = _run("login", "--server", "http://testserver", "--username", user.username,
+               "--password", f.PASSWORD)
+    assert "Logged in" in out
+    cfg = cli_env / "config" / "syntharena" / "config.json"
+    assert json.loads(cfg.read_text())["token"].startswith("sa_")
+    assert oct(cfg.stat().st_mode & 0o777) == "0o600"
+    assert user.username in _run("whoami")
+    _run("register", ch.slug)
+    tarball = make_image_tar(cli_env / "algo.tar", payload=b"p" * 5000)
+
+    # Interrupt the first upload after one chunk; the second run resumes.
+    calls = {"n": 0}
+    real_put = TestClient.put
+
+    def flaky_put(self: TestClient, *a: object, **kw: object) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_put(self, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TestClient, "put", flaky_put)
+    result = runner.invoke(cli.app, ["upload", str(tarball), "--chunk-kib", "4"])
+    assert result.exit_code != 0
+    monkeypatch.setattr(TestClient, "put", real_put)
+    uploads = json.loads((cli_env / "config" / "syntharena" / "uploads.json").read_text())
+    assert len(uploads) == 1
+    out = _run("upload", str(tarball), "--chunk-kib", "4")
+    assert "Resuming upload" in out and "valid" in out
+    image_id = int(out.split("Image #")[1].split()[0])
+    out = _run("submit", ch.slug, phase.slug, str(image_id))
+    sub_id = int(out.split("#")[1].split()[0])
+    assert db_session.get(Submission, sub_id) is not None
+    assert "pending" in _run("status", str(sub_id))
+    assert "rank" in _run("leaderboard", ch.slug, phase.slug)
+    assert _run("leaderboard", ch.slug, phase.slug, "--csv").startswith("rank,username")
+    bad = runner.invoke(cli.app, ["submit", ch.slug, phase.slug, str(image_id)])
+    assert bad.exit_code == 1 and "still pending" in bad.output
+
+
+def test_organizer_flow(cli_env: Path, db_session: Session) -> None:
+    admin = f.make_user(db_session, admin=True)
+    _run("login", "--server", "http://testserver", "--username", admin.username,
+         "--password", f.PASSWORD)
+    slug = f"c{f.uid()}"
+    _run("challenge", "create", slug, "My challenge")
+    _run("dataset", "create", f"d{slug}", "Hidden", "--challenge", slug)
+    out = _run("dataset", "import", f"d{slug}", "--phantom", "brain", "--cases", "1")
+    assert "1 cases" in out
+    _run("phase", "create", slug, "val", "--dataset", f"d{slug}", "--open",
+         "--set", "gpu_required=true", "--set", "batch_size=2")
+    _run("phase", "update", slug, "val", "--set", "submissions_per_period=5")
+    bad = runner.invoke(cli.app, ["phase", "update", slug, "val", "--set", "memory_mb=1"])
+    assert bad.exit_code == 1 and "memory_mb" in bad.output
+
+
+def test_server_commands(db_session: Session, tmp_path: Path,
+                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from backend.config import settings
+    from backend.models import User
+
+    monkeypatch.setattr(settings, "database_url", f"sqlite:///{tmp_path / 'x.db'}")
+    assert "up to date" in _run("server", "migrate")
+    name = f"root{f.uid()}"
+    _run("server", "create-user", f"{name}@example.org", name, "--admin",
+         "--password", "a good password")
+    from sqlalchemy import select
+
+    user = db_session.scalars(select(User).where(User.username == name)).one()
+    assert user.is_admin
+    again = runner.invoke(cli.app, ["server", "create-user", f"{name}@example.org", name,
+                                    "--password", "a good password"])
+    assert again.exit_code == 1 and "already registered" in again.output
