@@ -44,7 +44,11 @@ def main() -> None:
     parser.add_argument("--profiles", nargs="+", default=["synthrad2023", "synthrad2025"])
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--no-reference", action="store_true", help="time ours only")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}")
     print(f"{'volume':20} {'profile':13} {'ours s':>8} {'ref s':>8} {'ratio':>7} "
           f"{'max|diff|':>10}")

@@ -9,15 +9,17 @@ Two profiles reproduce the published evaluation code exactly (up to float64 roun
   the mask voxels of the map cropped by 3 voxels at every border.
 * ``synthrad2025`` -- github.com/SynthRAD2025/evaluation ``image_metrics.py``: outside-mask
   voxels set to -1024 first; MAE; PSNR on [-1024, 3071] (range 4095); masked MS-SSIM
-  (see :func:`_masked_ms_ssim`), including its quirks: edge padding to 97 voxels per axis,
+  (see :func:`_profile_2025`), including its quirks: edge padding to 97 voxels per axis,
   the luminance term raised to every level's weight, the 2x2x2 down-sampling filter applied
   with ``fftconvolve(mode="same")`` (zero padding before the first voxel of each axis).
 
-Speed comes from (1) running the 7-voxel box sums as separable valid-mode sums on slabs,
-(2) evaluating the SSIM formula only at mask voxels, and (3) restricting the work to the
-mask's bounding box plus the margin each definition needs -- outside the mask both images
-are constant, so the result is unchanged (the tests pin this against the references).
-The published code runs in float32 where its inputs are float32; we always use float64.
+Speed comes from (1) 7-voxel box sums done as a running sum along z (a ring of 7 product
+planes) and separable valid-mode doubling sums along y and x, on planes that stay in cache,
+(2) loading, clipping and masking slice by slice inside that loop (2023 profile), and (3)
+restricting the work to the mask's bounding box plus the margin each definition needs --
+outside the mask both images are constant, so the result is unchanged (the tests pin this
+against the references). The published code computes in float32 when its inputs are
+float32 (differences ~1e-5); we always compute in float64, which is what the tests compare.
 """
 
 from __future__ import annotations
@@ -318,9 +320,15 @@ def _profile_2023(
         torch.mul(xs, xs, out=out[2]).addcmul_(ys, ys)
         torch.mul(xs, ys, out=out[3])
 
-    if min(m.shape) < WIN:  # cannot happen: the whole image is at least 7 per axis
-        raise AssertionError("crop smaller than the SSIM window")
-    total, count = _masked_map_sum(fill, m, _ssim_2023_formula(spec.data_range), 4)
+    if min(m.shape) < WIN:
+        # Every mask voxel lies within 3 voxels of the border: no SSIM value (NaN, as
+        # published), but MAE and PSNR still need every slice.
+        tmp = torch.empty((4, *m.shape[1:]), dtype=torch.float64, device=device)
+        for z in range(m.shape[0]):
+            fill(z, tmp)
+        total, count = 0.0, 0
+    else:
+        total, count = _masked_map_sum(fill, m, _ssim_2023_formula(spec.data_range), 4)
     mae = float(sums[0]) / n
     psnr = _psnr(float(sums[1]), n, spec)
     return {"mae": mae, "psnr": psnr, "ssim": total / count if count else float("nan")}

@@ -98,8 +98,10 @@ def _num(v: object) -> float | None:
 
 
 def _spread(statistics: dict[str, Any], metric: str) -> float | None:
-    """The evaluator's aggregate may nest ({"mae": {"std": …}}) or flatten ("mae_std")."""
-    nested = statistics.get(metric)
+    """The standard deviation over cases, wherever the aggregate keeps it
+    ({"per_metric": {"mae": {"std": …}}}, {"mae": {"std": …}} or "mae_std")."""
+    per_metric = statistics.get("per_metric")
+    nested = per_metric.get(metric) if isinstance(per_metric, dict) else statistics.get(metric)
     if isinstance(nested, dict):
         return _num(nested.get("std"))
     return _num(statistics.get(f"{metric}_std"))

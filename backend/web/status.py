@@ -35,7 +35,8 @@ HINTS: list[tuple[tuple[str, ...], str]] = [
     (("out of memory", "oom", "memory limit", "killed"),
      "Lower peak memory: process the volume in patches or slabs, use float16, free the model "
      "after use."),
-    (("no output", "missing output", "not written", "synthetic-ct"),
+    (("no output", "missing output", "not written", "was written", "synthetic-ct",
+      "synthetic ct"),
      "Write one file per input to /output/images/synthetic-ct/ with the same file name as the "
      "input .mha."),
     (("size", "spacing", "origin", "direction", "geometry"),
@@ -75,7 +76,10 @@ def status_view(
         detail = "waiting for a free worker"
         percent = 0
     elif st is SubmissionStatus.RUNNING:
-        if total:
+        if done == 0 and "load" in (sub.current_step or ""):
+            label = "Loading your image"
+            detail = "into the container engine"
+        elif total:
             current = min(done + 1, total)
             label = f"Running case {current} of {total}"
         else:
@@ -89,6 +93,7 @@ def status_view(
     elif st is SubmissionStatus.SUCCEEDED:
         label = "Done"
         percent = 100
+        detail = sub.error_message or ""  # e.g. "1 of 3 cases failed."
     elif st is SubmissionStatus.FAILED:
         label = "Failed"
         percent = 0

@@ -48,14 +48,18 @@ def optimize_weights(
     with torch.no_grad():
         scale = plan.prescription_gy / float(dose_fn(w)[target].mean().clamp(min=1e-12))
     w = (w * scale).requires_grad_(True)
-    opt = torch.optim.Adam([w], lr=0.05 * scale)
-    for _ in range(iterations):
-        opt.zero_grad()
+    # projected Adam written out (torch.optim pulls in torch._dynamo: seconds of import)
+    lr, b1, b2, eps = 0.05 * scale, 0.9, 0.999, 1e-12
+    m = torch.zeros_like(w)
+    v = torch.zeros_like(w)
+    for it in range(1, iterations + 1):
         loss = objective(dose_fn(w), plan, target, oars)
-        loss.backward()  # type: ignore[no-untyped-call]
-        opt.step()
+        (grad,) = torch.autograd.grad(loss, w)
         with torch.no_grad():
-            w.clamp_(min=0.0)
+            m.mul_(b1).add_(grad, alpha=1 - b1)
+            v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            step = lr * (m / (1 - b1**it)) / ((v / (1 - b2**it)).sqrt() + eps)
+            w.sub_(step).clamp_(min=0.0)
     with torch.no_grad():
         final = dose_fn(w)
         w *= plan.prescription_gy / float(final[target].mean().clamp(min=1e-12))

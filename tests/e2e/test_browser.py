@@ -74,6 +74,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from tests.worker.helpers import EXAMPLES_OUT, ensure_example
 
     ensure_example("static-c")
+    ensure_example("fail-no-output")
     from backend import db, storage, tasks_client
     from backend.config import settings
     from worker.celery_app import app as celery_app
@@ -91,6 +92,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         phase.title = "Validation"
         # Another team already on the board, so there is something to compare with.
         harness.submit(s, phase, "rival-team", "static-c")
+        # And one whose container writes nothing: its failure must say what to fix.
+        harness.submit(s, phase, "broken-team", "fail-no-output")
     ARTIFACTS.mkdir(exist_ok=True)
     worker = harness.start_worker(env, "browser", concurrency=1,
                                   log_path=ARTIFACTS / "browser-worker.log")
@@ -279,6 +282,9 @@ def test_participant_and_organizer_in_chromium(stack: Stack, browser: Any) -> No
     shot(org, "08-phase-created")
 
     org.goto(f"{base}/manage/challenges/test-challenge/submissions")
+    broken = org.locator("tr:has-text('broken-team') .error-box")
+    assert "No synthetic CT was written" in broken.inner_text()
+    assert "/output/images/synthetic-ct/" in broken.inner_text()
     row = org.locator(f"tr[data-submission='{sub_id}']")
     row.locator("button:has-text('Re-evaluate')").click()
     org.wait_for_selector(f"text=Submission #{sub_id} is queued for re-evaluation")

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy.ndimage import gaussian_filter
 
 from evaluator.phantoms import generate_dataset
@@ -28,3 +30,13 @@ def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate_dataset(out, "brain", 2, seed=3)
     generate_dataset(out, "pelvis", 1, seed=3)
     return out
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> Iterator[None]:
+    # The CI/dev machines are small and shared: torch's intra-op threads waiting on each
+    # other cost far more than they gain on these tiny volumes.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -18,6 +18,7 @@ Doses are linear in the beamlet weights, so optimisation differentiates through 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,7 +52,6 @@ LAYER_SPACING_MM = 3.0
 @dataclass
 class _BeamSetup:
     grid: BevGrid
-    ct_coords: torch.Tensor  # (nz, ny, nx, 3) BEV coordinates of every CT voxel
     pixel_to_bixel: torch.Tensor  # (nu, nv) long, -1 outside every bixel
     n_bixels: int
     spot_pixels: np.ndarray  # (n_bixels, 2) BEV pixel index of each bixel centre
@@ -59,22 +59,34 @@ class _BeamSetup:
     active: np.ndarray  # protons: (n_layers, n_bixels) bool
 
 
-def _gauss_kernel(sigma_px: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    radius = max(1, math.ceil(3.5 * sigma_px))
-    x = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
-    k = torch.exp(-0.5 * (x / max(sigma_px, 1e-3)) ** 2)
-    return k / k.sum()
+@dataclass
+class _VoxelGeometry:
+    """Where the dose is evaluated: selected CT voxels and their BEV coordinates per beam."""
+
+    index: torch.Tensor  # (M,) flat CT indices
+    bev: list[torch.Tensor]  # per beam (M, 3): u, v, t
+
+
+@functools.lru_cache(maxsize=256)
+def _blur_matrix_np(n: int, sigma_px: float) -> np.ndarray:
+    """(n, n) Gaussian smoothing matrix, kernel normalised to 1 (zero padding at the edges)."""
+    x = np.arange(n)
+    sigma = max(sigma_px, 1e-3)
+    radius = int(math.ceil(3.5 * sigma))
+    full = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2).sum()
+    d = x[:, None] - x[None, :]
+    m = np.exp(-0.5 * (d / sigma) ** 2) * (np.abs(d) <= radius)
+    return np.asarray(m / full)
 
 
 def _blur2d(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    """Separable Gaussian blur of (..., nu, nv) maps, zero padding."""
-    k = _gauss_kernel(sigma_px, image.device, image.dtype)
-    r = (len(k) - 1) // 2
-    lead = image.shape[:-2]
-    x = image.reshape(-1, 1, *image.shape[-2:])
-    x = F.conv2d(x, k.view(1, 1, -1, 1), padding=(r, 0))
-    x = F.conv2d(x, k.view(1, 1, 1, -1), padding=(0, r))
-    return x.reshape(*lead, *image.shape[-2:])
+    """Separable Gaussian blur of (..., nu, nv) maps as two small matrix products."""
+    nu, nv = image.shape[-2:]
+    bu = torch.as_tensor(_blur_matrix_np(nu, round(sigma_px, 4)), dtype=image.dtype,
+                         device=image.device)
+    bv = torch.as_tensor(_blur_matrix_np(nv, round(sigma_px, 4)), dtype=image.dtype,
+                         device=image.device)
+    return bu @ image @ bv.T
 
 
 def proton_idd_table(ranges_mm: np.ndarray, dz: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -159,10 +171,6 @@ class TorchPencilBeamEngine:
                 [[int(np.argmin(np.abs(grid.u - cu * b))), int(np.argmin(np.abs(grid.v - cv * b)))]
                  for cu, cv in cells]
             ).reshape(-1, 2)
-            coords = torch.as_tensor(
-                grid.ct_to_bev_coords(planning_ct.shape, spacing), dtype=self.dtype,
-                device=self.device,
-            )
             ranges = np.zeros(0)
             active = np.zeros((0, len(cells)), dtype=bool)
             if not photon and cells:
@@ -185,7 +193,7 @@ class TorchPencilBeamEngine:
                     ranges[:, None] <= hi[None, :] + LAYER_SPACING_MM
                 )
             setups.append(
-                _BeamSetup(grid, coords, torch.as_tensor(p2b, device=self.device), len(cells),
+                _BeamSetup(grid, torch.as_tensor(p2b, device=self.device), len(cells),
                            centres, ranges, active)
             )
         return setups
@@ -203,19 +211,52 @@ class TorchPencilBeamEngine:
         return int(sum(s.active.sum() for s in setups))
 
     # ---------- forward dose ----------
-    def _dose(
-        self, ct_hu: np.ndarray, spacing: Sequence[float], plan: Plan,
-        setups: list[_BeamSetup], weights: torch.Tensor,
-    ) -> torch.Tensor:
+    def _voxels(
+        self, shape: Sequence[int], spacing: Sequence[float], setups: list[_BeamSetup],
+        mask: np.ndarray,
+    ) -> _VoxelGeometry:
+        flat = np.flatnonzero(mask)
+        coords_all = [s.grid.ct_to_bev_coords(shape, spacing).reshape(-1, 3)[flat] for s in setups]
+        return _VoxelGeometry(
+            torch.as_tensor(flat, device=self.device),
+            [torch.as_tensor(c, dtype=self.dtype, device=self.device) for c in coords_all],
+        )
+
+    def _voxel_wet(
+        self, ct_hu: np.ndarray, spacing: Sequence[float], setups: list[_BeamSetup],
+        vox: _VoxelGeometry,
+    ) -> list[torch.Tensor]:
+        """Water-equivalent depth of every selected voxel along each beam."""
         density = hu_to_density_torch(torch.as_tensor(ct_hu, dtype=self.dtype, device=self.device))
-        dose = torch.zeros(ct_hu.shape, dtype=self.dtype, device=self.device)
-        photon = plan.modality == "photon"
+        return [
+            bev_to_ct(self._wet(density, s.grid, spacing), s.grid, c)
+            for s, c in zip(setups, vox.bev, strict=True)
+        ]
+
+    @staticmethod
+    def _lateral_sample(maps: torch.Tensor, grid: BevGrid, uv: torch.Tensor) -> torch.Tensor:
+        """Bilinear samples of (K, nu, nv) maps at voxels' (u, v): (K, M)."""
+
+        def norm(values: torch.Tensor, axis: np.ndarray) -> torch.Tensor:
+            step = float(axis[1] - axis[0]) if len(axis) > 1 else 1.0
+            return 2 * (values - float(axis[0])) / (step * max(len(axis) - 1, 1)) - 1
+
+        g = torch.stack([norm(uv[:, 1], grid.v), norm(uv[:, 0], grid.u)], dim=-1)
+        out = F.grid_sample(maps[:, None], g.view(1, 1, -1, 2).expand(maps.shape[0], 1, -1, 2),
+                            mode="bilinear", padding_mode="zeros", align_corners=True)
+        return out[:, 0, 0, :]
+
+    def _dose(
+        self, plan: Plan, setups: list[_BeamSetup], vox: _VoxelGeometry,
+        wet: list[torch.Tensor], weights: torch.Tensor,
+    ) -> torch.Tensor:
+        """Dose at the selected voxels (M,) for ``weights``."""
+        dose = torch.zeros(vox.index.shape[0], dtype=self.dtype, device=self.device)
         offset = 0
-        for s in setups:
+        for s, coords, d in zip(setups, vox.bev, wet, strict=True):
             grid = s.grid
             h = float(grid.u[1] - grid.u[0]) if len(grid.u) > 1 else 1.0
-            wet = self._wet(density, grid, spacing)
-            if photon:
+            if plan.modality == "photon":
                 w = weights[offset: offset + s.n_bixels]
                 offset += s.n_bixels
                 padded = torch.cat([torch.zeros(1, dtype=self.dtype, device=self.device), w])
@@ -223,21 +264,21 @@ class TorchPencilBeamEngine:
                 lateral = (1 - SCATTER_FRACTION) * _blur2d(
                     fluence, SIGMA_PRIMARY_MM / h
                 ) + SCATTER_FRACTION * _blur2d(fluence, SIGMA_SCATTER_MM / h)
-                depth = (1 - torch.exp(-wet / BUILDUP_MM)) * torch.exp(-MU_PER_MM * wet)
-                t = torch.as_tensor(grid.t, dtype=self.dtype, device=self.device)
-                bev = lateral[:, :, None] * depth * (grid.sad / t) ** 2
+                depth = (1 - torch.exp(-d / BUILDUP_MM)) * torch.exp(-MU_PER_MM * d)
+                t = coords[:, 2].clamp(min=1.0)
+                lat = self._lateral_sample(lateral[None], grid, coords)[0]
+                dose = dose + lat * depth * (grid.sad / t) ** 2
             else:
                 n_active = int(s.active.sum())
                 w = weights[offset: offset + n_active]
                 offset += n_active
-                bev = self._proton_bev(s, wet, w, h)
-            dose = dose + bev_to_ct(bev, grid, s.ct_coords)
+                dose = dose + self._proton_dose(s, coords, d, w, h)
         return dose
 
-    def _proton_bev(
-        self, s: _BeamSetup, wet: torch.Tensor, w: torch.Tensor, h: float
+    def _proton_dose(
+        self, s: _BeamSetup, coords: torch.Tensor, wet: torch.Tensor, w: torch.Tensor, h: float
     ) -> torch.Tensor:
-        nu, nv, _ = wet.shape
+        nu, nv = s.pixel_to_bixel.shape
         n_layers = len(s.layer_ranges)
         layer_idx, bix_idx = np.nonzero(s.active)
         spots = torch.zeros((n_layers, nu, nv), dtype=self.dtype, device=self.device)
@@ -245,22 +286,19 @@ class TorchPencilBeamEngine:
         pu = torch.as_tensor(s.spot_pixels[bix_idx, 0], device=self.device)
         pv = torch.as_tensor(s.spot_pixels[bix_idx, 1], device=self.device)
         spots = spots.index_put((li, pu, pv), w, accumulate=True)
+        fluence = torch.stack([
+            _blur2d(spots[k], math.sqrt(SPOT_SIGMA_MM**2 + (MCS_FRACTION * r) ** 2 * 0.9**3) / h)
+            for k, r in enumerate(s.layer_ranges)
+        ]) / (h * h)
+        lat = self._lateral_sample(fluence, s.grid, coords)  # (K, M)
         z, idd = proton_idd_table(s.layer_ranges)
         idd_t = torch.as_tensor(idd, dtype=self.dtype, device=self.device)
         dz = float(z[1] - z[0])
         pos = (wet / dz).clamp(0, len(z) - 1.001)
         i0 = pos.floor().long()
         frac = pos - i0
-        bev = torch.zeros_like(wet)
-        for k, r in enumerate(s.layer_ranges):
-            if not s.active[k].any():
-                continue
-            sigma = math.sqrt(SPOT_SIGMA_MM**2 + (MCS_FRACTION * r) ** 2 * 0.9**3)
-            fl = _blur2d(spots[k], sigma / h) / (h * h)
-            table = idd_t[k]
-            depth = table[i0] * (1 - frac) + table[(i0 + 1).clamp(max=len(z) - 1)] * frac
-            bev = bev + fl[:, :, None] * depth
-        return bev
+        depth = idd_t[:, i0] * (1 - frac) + idd_t[:, (i0 + 1).clamp(max=len(z) - 1)] * frac
+        return (lat * depth).sum(dim=0)
 
     # ---------- public API ----------
     def compute(
@@ -281,13 +319,17 @@ class TorchPencilBeamEngine:
                 "re-optimise the plan"
             )
         w = torch.as_tensor(stored, dtype=self.dtype, device=self.device)
-        with torch.no_grad():
-            dose = self._dose(ct_hu, spacing, plan, setups, w)
         # like matRad, dose is reported only inside the plan's structures (body included)
-        out = dose.cpu().numpy().astype(np.float32) * (np.asarray(labels) > 0)
+        inside = np.asarray(labels) > 0
+        with torch.no_grad():
+            vox = self._voxels(ct_hu.shape, spacing, setups, inside)
+            wet = self._voxel_wet(ct_hu, spacing, setups, vox)
+            values = self._dose(plan, setups, vox, wet, w)
+        out = np.zeros(ct_hu.size, dtype=np.float32)
+        out[vox.index.cpu().numpy()] = values.cpu().numpy()
         if not np.all(np.isfinite(out)):
             raise DoseComputationError("dose computation produced non-finite values")
-        return out
+        return out.reshape(ct_hu.shape)
 
     def optimize(
         self, ct_hu: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray,
@@ -297,8 +339,15 @@ class TorchPencilBeamEngine:
 
         setups = self._setup(ct_hu, spacing, plan, labels)
         n = self.n_weights(setups, plan.modality == "photon")
+        sel = np.zeros(labels.shape, dtype=bool)
+        for name in [plan.target, *plan.oars]:
+            sel |= plan.mask(labels, name)
+        with torch.no_grad():
+            vox = self._voxels(ct_hu.shape, spacing, setups, sel)
+            wet = self._voxel_wet(ct_hu, spacing, setups, vox)
+        sub_labels = np.asarray(labels).reshape(-1)[vox.index.cpu().numpy()]
 
         def dose_fn(w: torch.Tensor) -> torch.Tensor:
-            return self._dose(ct_hu, spacing, plan, setups, w)
+            return self._dose(plan, setups, vox, wet, w)
 
-        return optimize_weights(dose_fn, n, plan, labels, self.device, iterations)
+        return optimize_weights(dose_fn, n, plan, sub_labels, self.device, iterations)
