@@ -344,16 +344,28 @@ def _edge_pad_to(t: torch.Tensor, size: int) -> torch.Tensor:
     return torch.nn.functional.pad(t[None, None], pads, mode="replicate")[0, 0]
 
 
+def _pair_sum(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """out[j] = t[2j-1] + t[2j] along ``dim``, with t[-1] = 0; length ceil(n / 2)."""
+    n = t.shape[dim]
+    m = (n + 1) // 2
+    shape = list(t.shape)
+    shape[dim] = m
+    out = torch.empty(shape, dtype=t.dtype, device=t.device)
+    out.narrow(dim, 0, 1).copy_(t.narrow(dim, 0, 1))
+    if m > 1:
+        torch.add(t.narrow(dim, 1, 2 * m - 3)[(slice(None),) * dim + (slice(0, None, 2),)],
+                  t.narrow(dim, 2, 2 * m - 3)[(slice(None),) * dim + (slice(0, None, 2),)],
+                  out=out.narrow(dim, 1, m - 1))
+    return out
+
+
 def _down2(t: torch.Tensor) -> torch.Tensor:
     """``fftconvolve(t, ones((2, 2, 2)) / 8, mode="same")[::2, ::2, ::2]``.
 
     Output voxel j along an axis averages input voxels 2j-1 and 2j, with a zero before the
     first voxel (that is what ``mode="same"`` does with an even-sized kernel).
     """
-    p = torch.nn.functional.pad(t[None, None], (1, 0, 1, 0, 1, 0))[0, 0]
-    mz, my, mx = (n // 2 for n in p.shape)
-    p = p[: 2 * mz, : 2 * my, : 2 * mx].reshape(mz, 2, my, 2, mx, 2)
-    return p.sum(dim=(1, 3, 5)) * 0.125
+    return _pair_sum(_pair_sum(_pair_sum(t, 2), 1), 0).mul_(0.125)
 
 
 def _aligned_crop(lo: int, hi: int, n: int, align: int, margin: int) -> slice:
@@ -402,7 +414,14 @@ def _profile_2025(
     product = 1.0
     for level, weight in enumerate(MS_SSIM_WEIGHTS):
         formula = _ssim_2025_formula(spec.data_range, weight)
-        total, count = _masked_map_sum(_product_fill(x, y, 5), m, formula, 5)
+        level_box = _bbox(m)
+        if level_box is None:
+            total, count = 0.0, 0
+        else:
+            # The map is only needed at mask voxels: their box plus the window radius.
+            sub = tuple(slice(max(0, lo - PAD), min(k, hi + 1 + PAD))
+                        for (lo, hi), k in zip(level_box, m.shape, strict=True))
+            total, count = _masked_map_sum(_product_fill(x[sub], y[sub], 5), m[sub], formula, 5)
         value = total / count if count else float("nan")
         product *= min(max(value, 0.0), 1.0) if value == value else value
         if level < levels - 1:

@@ -7,6 +7,7 @@ and an empty ``/output`` directory, under the limits of DESIGN.md §4, and alway
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
 from docker.types import DeviceRequest, LogConfig
+
+log = logging.getLogger(__name__)
 
 LABEL_MANAGED = "org.syntharena.managed"
 LABEL_WORKER = "org.syntharena.worker"
@@ -287,13 +290,21 @@ def _wait_exit(container: Container) -> int | None:
 
 
 def _remove(container: Container) -> None:
-    try:
-        container.remove(force=True, v=True)
-    except docker.errors.NotFound:
-        pass
-    except docker.errors.APIError as exc:
-        if "already in progress" not in str(exc):
-            raise
+    """Force-remove; transient engine errors (e.g. overlay "device busy") are retried, and a
+    container that still cannot be removed is left to the reaper rather than failing the run."""
+    for attempt in range(4):
+        try:
+            container.remove(force=True, v=True)
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if "already in progress" in str(exc):
+                return
+            if attempt == 3:
+                log.warning("container %s not removed (reaper will): %s", container.id, exc)
+                return
+            time.sleep(0.5 * (attempt + 1))
 
 
 def _managed(filters: Mapping[str, str]) -> Iterator[Container]:

@@ -11,7 +11,7 @@ from backend.db import SessionDep
 from backend.deps import CurrentUser, StreamingUser
 from backend.errors import BadRequestError
 from backend.images import service
-from backend.images.schemas import ImageOut, UploadIn, UploadOut
+from backend.images.schemas import ImageCreatedOut, ImageOut, UploadIn, UploadOut
 from backend.models import ImageUpload
 
 router = APIRouter(prefix="/api/images", tags=["images"])
@@ -22,10 +22,6 @@ def _upload_out(upload: ImageUpload) -> UploadOut:
     out = UploadOut.model_validate(upload)
     out.max_chunk_bytes = settings.max_upload_chunk_bytes
     return out
-
-
-class ImageCreatedOut(ImageOut):
-    notice: str | None = None
 
 
 @router.post("/uploads", status_code=201)

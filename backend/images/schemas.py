@@ -34,3 +34,8 @@ class ImageOut(BaseModel):
     docker_image_id: str | None
     compression: str | None
     created_at: datetime
+
+
+class ImageCreatedOut(ImageOut):
+    notice: str | None = Field(default=None, description="Set when the same bytes were "
+                               "uploaded before: the earlier image is returned")

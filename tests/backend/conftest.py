@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -48,13 +52,27 @@ def broker_url() -> Iterator[str]:
     tasks_client.configure(None)
 
 
+@dataclass
+class TaskQueue:
+    """The real Redis list the backend enqueues into; a queue name of its own per test, so
+    parallel test runs cannot see each other's messages."""
+
+    redis: redis.Redis
+    name: str
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [json.loads(m) for m in self.redis.lrange(self.name, 0, -1)]
+
+    def task_names(self) -> list[str]:
+        return [m["headers"]["task"] for m in self.messages()]
+
+
 @pytest.fixture
-def task_queue(broker_url: str) -> Iterator[redis.Redis]:
-    """The real Redis the backend enqueues into (database 15, emptied around each test)."""
-    r = redis.Redis.from_url(broker_url)
-    r.flushdb()
-    yield r
-    r.flushdb()
+def task_queue(broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TaskQueue]:
+    queue = TaskQueue(redis.Redis.from_url(broker_url), f"test-images-{uuid.uuid4().hex}")
+    monkeypatch.setattr(settings, "submissions_queue", queue.name)
+    yield queue
+    queue.redis.delete(queue.name)
 
 
 @pytest.fixture(scope="session")

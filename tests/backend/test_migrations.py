@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alembic import command
@@ -17,7 +18,8 @@ def test_alembic_check_is_clean_on_postgres(db_engine: Engine) -> None:
 
 def test_downgrade_and_upgrade_roundtrip() -> None:
     # A scratch database: the shared test database may be in use by another run.
-    url = make_url(database_url_for_tests()).set(database="syntharena_test_migrations")
+    url = make_url(database_url_for_tests()).set(
+        database=f"syntharena_test_migrations_{os.getpid()}")
     ensure_database(url.render_as_string(hide_password=False))
     engine = create_engine(url)
     try:
@@ -36,6 +38,10 @@ def test_downgrade_and_upgrade_roundtrip() -> None:
             command.check(cfg)
     finally:
         engine.dispose()
+        admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}"'))
+        admin.dispose()
 
 
 def test_sqlite_default_migrates_and_checks(tmp_path: Path) -> None:

@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-import json
 import threading
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
-from redis import Redis
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
@@ -21,6 +19,7 @@ from backend.models import (
 )
 from backend.submissions import service, state
 from tests.backend import factories as f
+from tests.backend.conftest import TaskQueue
 
 S = SubmissionStatus
 
@@ -38,12 +37,8 @@ def _url(ch: Challenge, phase) -> str:  # type: ignore[no-untyped-def]
     return f"/api/challenges/{ch.slug}/phases/{phase.slug}/submissions"
 
 
-def _queued(r: Redis) -> list[dict]:  # type: ignore[type-arg]
-    return [json.loads(m) for m in r.lrange("images", 0, -1)]
-
-
 def test_submit_enqueues_after_commit(client: TestClient, db_session: Session,
-                                      task_queue: Redis) -> None:
+                                      task_queue: TaskQueue) -> None:
     _org, ch, phase, user = _setup(db_session)
     h = f.auth(db_session, user)
     image = f.make_image(db_session, user)
@@ -51,29 +46,29 @@ def test_submit_enqueues_after_commit(client: TestClient, db_session: Session,
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["status"] == "pending" and body["cases_total"] == 3
-    messages = _queued(task_queue)
+    messages = task_queue.messages()
     assert [m["headers"]["task"] for m in messages] == ["submissions.start"]
     assert messages[0]["headers"]["argsrepr"] == f"[{body['id']}]"
     # A second one while the first is active is refused.
     r = client.post(_url(ch, phase), json={"image_id": image.id}, headers=h)
     assert r.status_code == 409 and "still pending" in r.json()["detail"]
-    assert len(_queued(task_queue)) == 1
+    assert len(task_queue.messages()) == 1
     mine = client.get(_url(ch, phase), headers=h).json()
     assert [s["id"] for s in mine] == [body["id"]]
     assert client.get(f"/api/submissions/{body['id']}", headers=h).json()["status"] == "pending"
 
 
-def test_rollback_drops_the_task(db_session: Session, task_queue: Redis) -> None:
+def test_rollback_drops_the_task(db_session: Session, task_queue: TaskQueue) -> None:
     _, ch, phase, user = _setup(db_session)
     session = db.new_session()
     sub = service.create(session, user, ch, phase, f.make_image(db_session, user).id)
     assert sub.id
     session.rollback()
     session.close()
-    assert _queued(task_queue) == []
+    assert task_queue.messages() == []
 
 
-def test_submission_rules(client: TestClient, db_session: Session, task_queue: Redis) -> None:
+def test_submission_rules(client: TestClient, db_session: Session, task_queue: TaskQueue) -> None:
     org, ch, phase, user = _setup(db_session, submissions_per_period=2)
     h = f.auth(db_session, user)
     url = _url(ch, phase)
@@ -99,7 +94,7 @@ def test_submission_rules(client: TestClient, db_session: Session, task_queue: R
 
 
 def test_window_and_registration(client: TestClient, db_session: Session,
-                                 task_queue: Redis) -> None:
+                                 task_queue: TaskQueue) -> None:
     _, ch, phase, user = _setup(db_session, closes_at=utcnow() - timedelta(minutes=1))
     h = f.auth(db_session, user)
     image = f.make_image(db_session, user)
@@ -112,7 +107,7 @@ def test_window_and_registration(client: TestClient, db_session: Session,
     assert r.status_code == 403 and "Register" in r.json()["detail"]
 
 
-def test_organizer_actions(client: TestClient, db_session: Session, task_queue: Redis) -> None:
+def test_organizer_actions(client: TestClient, db_session: Session, task_queue: TaskQueue) -> None:
     org, _ch, phase, user = _setup(db_session)
     oh, uh = f.auth(db_session, org), f.auth(db_session, user)
     sub = f.make_submission(db_session, phase, user, status=S.RUNNING, metrics={"mae": 1.0})
@@ -122,7 +117,7 @@ def test_organizer_actions(client: TestClient, db_session: Session, task_queue: 
     assert client.post(f"/api/submissions/{sub.id}/cancel", headers=oh).status_code == 409
     r = client.post(f"/api/submissions/{sub.id}/reevaluate", headers=oh)
     assert r.json()["status"] == "pending" and r.json()["metrics"] is None
-    assert [m["headers"]["task"] for m in _queued(task_queue)] == ["submissions.start"]
+    assert task_queue.task_names() == ["submissions.start"]
     r = client.patch(f"/api/submissions/{sub.id}", headers=oh,
                      json={"is_hidden": True, "is_baseline": True})
     assert r.json()["is_hidden"] and r.json()["is_baseline"]
@@ -154,7 +149,7 @@ def test_case_results_and_logs_follow_phase_settings(client: TestClient,
     assert client.get(url, headers=other).status_code == 404
 
 
-def test_limit_is_exact_under_concurrency(db_engine: Engine, task_queue: Redis) -> None:
+def test_limit_is_exact_under_concurrency(db_engine: Engine, task_queue: TaskQueue) -> None:
     """Eight simultaneous submits against a limit of 2 (real commits, separate connections)."""
     from sqlalchemy.orm import sessionmaker
 

@@ -37,20 +37,22 @@ def test_worker_killed_mid_run_completes_once(clean_pipeline) -> None:  # noqa: 
         sub_id = harness.submit(s, p, "dave", "slow").id
     proc = harness.start_worker(env, "victim", concurrency=1)
     try:
-        deadline = time.monotonic() + 60
-        while not any(r.status is CaseRunStatus.RUNNING for r in _runs(sub_id)):
+        def victim_containers() -> list[dict[str, str]]:
+            return [lbl for lbl in sandbox.running_labels()
+                    if lbl.get(sandbox.LABEL_SUBMISSION) == str(sub_id)
+                    and lbl.get(sandbox.LABEL_WORKER, "").startswith("victim@")]
+
+        deadline = time.monotonic() + 120
+        while not victim_containers():  # a case's container is running (it sleeps 5 s)
             assert time.monotonic() < deadline, "no case started"
-            time.sleep(0.2)
-        time.sleep(1.0)  # the container is up (the slow image sleeps 5 s)
+            time.sleep(0.1)
         harness.stop_worker(proc, signal.SIGKILL)
-        assert any(lbl.get(sandbox.LABEL_SUBMISSION) == str(sub_id)
-                   and lbl.get(sandbox.LABEL_WORKER, "").startswith("victim@")
-                   for lbl in sandbox.running_labels()), "the killed worker left its container"
+        assert victim_containers(), "the killed worker left its container behind"
         killed = next(r for r in _runs(sub_id) if r.status is CaseRunStatus.RUNNING)
 
         proc = harness.start_worker(env, "victim", concurrency=1)
         # Restart: leftovers of this worker node are removed when it is ready.
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while any(lbl.get(sandbox.LABEL_SUBMISSION) == str(sub_id)
                   for lbl in sandbox.running_labels()):
             assert time.monotonic() < deadline, "leftover container not reaped"

@@ -60,6 +60,16 @@ class _BeamSetup:
 
 
 @dataclass
+class SpotList:
+    """Explicit beamlets of one beam: isocentre-plane (u, v) in mm and, for protons, the
+    water-equivalent range in mm (used to recompute another engine's beamlets)."""
+
+    u_mm: np.ndarray
+    v_mm: np.ndarray
+    range_mm: np.ndarray
+
+
+@dataclass
 class _VoxelGeometry:
     """Where the dose is evaluated: selected CT voxels and their BEV coordinates per beam."""
 
@@ -72,7 +82,7 @@ def _blur_matrix_np(n: int, sigma_px: float) -> np.ndarray:
     """(n, n) Gaussian smoothing matrix, kernel normalised to 1 (zero padding at the edges)."""
     x = np.arange(n)
     sigma = max(sigma_px, 1e-3)
-    radius = int(math.ceil(3.5 * sigma))
+    radius = math.ceil(3.5 * sigma)
     full = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2).sum()
     d = x[:, None] - x[None, :]
     m = np.exp(-0.5 * (d / sigma) ** 2) * (np.abs(d) <= radius)
@@ -129,7 +139,8 @@ class TorchPencilBeamEngine:
         return np.array([xi.mean() * spacing[0], yi.mean() * spacing[1], zi.mean() * spacing[2]])
 
     def _setup(
-        self, planning_ct: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray
+        self, planning_ct: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray,
+        spots: Sequence[SpotList] | None = None,
     ) -> list[_BeamSetup]:
         target = plan.mask(labels, plan.target)
         iso = self._iso(plan, labels, spacing)
@@ -144,7 +155,7 @@ class TorchPencilBeamEngine:
         )
         target_t = torch.as_tensor(target, dtype=self.dtype, device=self.device)
         setups = []
-        for beam in plan.beams:
+        for n_beam, beam in enumerate(plan.beams):
             grid = make_bev_grid(
                 planning_ct.shape, spacing, iso, beam.gantry_deg, beam.couch_deg, sad, target,
                 margin, step, depth_step, b,
@@ -162,6 +173,10 @@ class TorchPencilBeamEngine:
                     if hit[i, j]:
                         cell_hit[(ku[i], kv[j])] = True
             cells = sorted(cell_hit)
+            given = spots[n_beam] if spots is not None else None
+            if given is not None:
+                cells = sorted({(round(u / b), round(v / b)) for u, v in zip(
+                    given.u_mm, given.v_mm, strict=True)})
             cell_index = {c: n for n, c in enumerate(cells)}
             p2b = np.full((nu, nv), -1, dtype=np.int64)
             for i in range(nu):
@@ -173,7 +188,13 @@ class TorchPencilBeamEngine:
             ).reshape(-1, 2)
             ranges = np.zeros(0)
             active = np.zeros((0, len(cells)), dtype=bool)
-            if not photon and cells:
+            if not photon and given is not None:
+                ranges = np.unique(np.round(given.range_mm, 3))
+                active = np.zeros((len(ranges), len(cells)), dtype=bool)
+                for u, v, r in zip(given.u_mm, given.v_mm, given.range_mm, strict=True):
+                    active[np.searchsorted(ranges, round(r, 3)),
+                           cell_index[(round(u / b), round(v / b))]] = True
+            elif not photon and cells:
                 wet = self._wet(density, grid, spacing)  # (nu, nv, nt)
                 tw = torch.where(in_target, wet, torch.full_like(wet, math.nan)).cpu().numpy()
                 ci, cj = centres[:, 0], centres[:, 1]
@@ -329,6 +350,41 @@ class TorchPencilBeamEngine:
         out[vox.index.cpu().numpy()] = values.cpu().numpy()
         if not np.all(np.isfinite(out)):
             raise DoseComputationError("dose computation produced non-finite values")
+        return out.reshape(ct_hu.shape)
+
+    def compute_spots(
+        self, ct_hu: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray,
+        spots: Sequence[SpotList], weights: Sequence[Sequence[float]],
+    ) -> np.ndarray:
+        """Dose of explicitly given beamlets (per beam: SpotList and one weight per spot)."""
+        setups = self._setup(ct_hu, spacing, plan, labels, spots)
+        b = plan.bixel_width_mm
+        flat: list[float] = []
+        for s, given, w in zip(setups, spots, weights, strict=True):
+            cells = {}
+            for i in range(s.n_bixels):
+                cu = round(float(s.grid.u[s.spot_pixels[i, 0]]) / b)
+                cv = round(float(s.grid.v[s.spot_pixels[i, 1]]) / b)
+                cells[(cu, cv)] = i
+            if plan.modality == "photon":
+                vec = np.zeros(s.n_bixels)
+                for u, v, x in zip(given.u_mm, given.v_mm, w, strict=True):
+                    vec[cells[(round(u / b), round(v / b))]] += x
+                flat.extend(vec.tolist())
+            else:
+                grid_w = np.zeros(s.active.shape)
+                for u, v, r, x in zip(given.u_mm, given.v_mm, given.range_mm, w, strict=True):
+                    k = int(np.searchsorted(s.layer_ranges, round(r, 3)))
+                    grid_w[k, cells[(round(u / b), round(v / b))]] += x
+                flat.extend(grid_w[s.active].tolist())
+        inside = np.asarray(labels) > 0
+        with torch.no_grad():
+            vox = self._voxels(ct_hu.shape, spacing, setups, inside)
+            wet = self._voxel_wet(ct_hu, spacing, setups, vox)
+            values = self._dose(plan, setups, vox, wet, torch.as_tensor(
+                flat, dtype=self.dtype, device=self.device))
+        out = np.zeros(ct_hu.size, dtype=np.float32)
+        out[vox.index.cpu().numpy()] = values.cpu().numpy()
         return out.reshape(ct_hu.shape)
 
     def optimize(
