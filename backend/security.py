@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from backend.config import settings
+
+if TYPE_CHECKING:
+    from starlette.responses import Response
+
+    from backend.models import User
 
 _hasher = PasswordHasher()
 TOKEN_PREFIX = "sa_"  # noqa: S105 - a prefix, not a secret
@@ -52,3 +58,15 @@ def read_session_cookie(value: str) -> tuple[int, str] | None:
     if not isinstance(data, dict) or not isinstance(data.get("uid"), int):
         return None
     return int(data["uid"]), str(data.get("pw", ""))
+
+
+def set_session_cookie(response: Response, user: User) -> None:
+    """Log ``user`` in on this response: the signed session cookie, HttpOnly and SameSite."""
+    response.set_cookie(
+        settings.session_cookie_name,
+        make_session_cookie(user.id, user.password_hash),
+        max_age=settings.session_max_age_s,
+        httponly=True,
+        samesite="lax",
+        secure=settings.session_cookie_secure,
+    )

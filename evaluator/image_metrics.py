@@ -122,13 +122,13 @@ Formula = Any
 SliceFill = Any  # fill(z, out): write the C channels of input slice z into out (C, y, x)
 
 
-def _product_fill(x: torch.Tensor, y: torch.Tensor, channels: int) -> SliceFill:
-    """Channels from prepared images: [x, y, x^2 + y^2, xy] (C=4) or [x, y, x^2, y^2, xy]."""
+def _product_channels(channels: int) -> Any:
+    """Writes [x, y, x^2 + y^2, xy] (C=4) or [x, y, x^2, y^2, xy] (C=5) for one slice."""
 
-    def fill(z: int, out: torch.Tensor) -> None:
-        xs, ys = x[z], y[z]
-        out[0].copy_(xs)
-        out[1].copy_(ys)
+    def product(xs: torch.Tensor, ys: torch.Tensor, out: torch.Tensor) -> None:
+        if out[0].data_ptr() != xs.data_ptr():
+            out[0].copy_(xs)
+            out[1].copy_(ys)
         if channels == 4:
             torch.mul(xs, xs, out=out[2]).addcmul_(ys, ys)
             torch.mul(xs, ys, out=out[3])
@@ -136,6 +136,16 @@ def _product_fill(x: torch.Tensor, y: torch.Tensor, channels: int) -> SliceFill:
             torch.mul(xs, xs, out=out[2])
             torch.mul(ys, ys, out=out[3])
             torch.mul(xs, ys, out=out[4])
+
+    return product
+
+
+def _product_fill(x: torch.Tensor, y: torch.Tensor, channels: int) -> SliceFill:
+    """Slice fill from already prepared images."""
+    product = _product_channels(channels)
+
+    def fill(z: int, out: torch.Tensor) -> None:
+        product(x[z], y[z], out)
 
     return fill
 
@@ -155,7 +165,7 @@ def _masked_map_sum(
     if min(nz, ny, nx) < WIN:
         return 0.0, 0
     outside = ~mask[PAD : nz - PAD, PAD : ny - PAD, PAD : nx - PAD]
-    count = outside.numel() - int(outside.sum())
+    count = outside.numel() - _count(outside)
 
     def buf(*shape: int) -> torch.Tensor:
         return torch.empty(shape, dtype=torch.float64, device=mask.device)
@@ -246,42 +256,62 @@ def _ssim_2025_formula(data_range: float, weight: float) -> Formula:
 # ---------------------------------------------------------------------------------------
 
 
-def _chunks(n: int, plane: int) -> range:
-    return range(0, n, max(1, (2 * 2**20) // max(1, plane)))  # ~2 M voxels per chunk
-
-
-def _abs_diff_sum(ct: torch.Tensor, sct: torch.Tensor, mask: torch.Tensor) -> float:
-    """Sum of |ct - sct| over the mask (no clipping)."""
-    total = torch.zeros((), dtype=torch.float64, device=ct.device)
-    step = _chunks(ct.shape[0], ct.shape[1] * ct.shape[2]).step
-    for a in range(0, ct.shape[0], step):
-        d = torch.sub(ct[a : a + step], sct[a : a + step]).abs_()
-        total += d.masked_fill_(~mask[a : a + step], 0.0).sum()
-    return float(total)
-
-
-def _sq_diff_sum(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Sum of (x - y)^2 over all voxels (prepared images: both 0 outside the mask)."""
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
-    step = _chunks(x.shape[0], x.shape[1] * x.shape[2]).step
-    for a in range(0, x.shape[0], step):
-        d = torch.sub(x[a : a + step], y[a : a + step])
-        total += d.mul_(d).sum()
-    return float(total)
-
-
 def _psnr(sq_sum: float, n: int, spec: ProfileSpec) -> float:
     # skimage.metrics.peak_signal_noise_ratio on the clipped mask voxels
     mse = sq_sum / n
     return float("inf") if mse == 0.0 else 10.0 * float(np.log10(spec.data_range**2 / mse))
 
 
-def _prepare_(t: torch.Tensor, mask: torch.Tensor, spec: ProfileSpec) -> torch.Tensor:
+def _prepare_(t: torch.Tensor, outside: torch.Tensor, spec: ProfileSpec) -> torch.Tensor:
     """In place: clip to the profile range, outside-mask voxels to its minimum, shift to >= 0.
 
     Inside the mask x - y then equals clip(ct) - clip(sct), which is what PSNR needs.
     """
-    return t.clamp_(spec.hu_min, spec.hu_max).masked_fill_(~mask, spec.hu_min).sub_(spec.hu_min)
+    return t.clamp_(spec.hu_min, spec.hu_max).masked_fill_(outside, spec.hu_min).sub_(spec.hu_min)
+
+
+def _count(mask: torch.Tensor) -> int:
+    return int(torch.count_nonzero(mask))
+
+
+def _scored_fill(
+    ct: torch.Tensor, sct: torch.Tensor, outside: torch.Tensor, spec: ProfileSpec,
+    channels: int, sums: torch.Tensor, keep: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> SliceFill:
+    """Slice fill straight from the raw images, one slice at a time while it is in cache.
+
+    Loads a slice (any dtype -> float64), adds |ct - sct| and, after preparing (clip, mask,
+    shift), (x - y)^2 over the mask into ``sums``, optionally keeps the prepared slice in
+    ``keep`` (needed for MS-SSIM's down-sampling) and writes the channels.
+    """
+    diff = torch.empty(outside.shape[1:], dtype=torch.float64, device=outside.device)
+    product = _product_channels(channels)
+
+    def fill(z: int, out: torch.Tensor) -> None:
+        xs, ys = (out[0], out[1]) if keep is None else (keep[0][z], keep[1][z])
+        off = outside[z]
+        xs.copy_(ct[z])
+        ys.copy_(sct[z])
+        sums[0] += torch.sub(xs, ys, out=diff).abs_().masked_fill_(off, 0.0).sum()
+        _prepare_(xs, off, spec)
+        _prepare_(ys, off, spec)
+        torch.sub(xs, ys, out=diff)
+        sums[1] += diff.mul_(diff).sum()
+        product(xs, ys, out)
+
+    return fill
+
+
+def _run_level(fill: SliceFill, mask: torch.Tensor, formula: Formula,
+               channels: int) -> tuple[float, int]:
+    """``_masked_map_sum``, but still calls ``fill`` on every slice when the volume is too
+    small for the window (no map voxel: NaN (M)S-SSIM as published; MAE/PSNR still count)."""
+    if min(mask.shape) < WIN:
+        tmp = torch.empty((channels, *mask.shape[1:]), dtype=torch.float64, device=mask.device)
+        for z in range(mask.shape[0]):
+            fill(z, tmp)
+        return 0.0, 0
+    return _masked_map_sum(fill, mask, formula, channels)
 
 
 def _profile_2023(
@@ -301,34 +331,10 @@ def _profile_2023(
         for (lo, hi), n in zip(bbox, ct.shape, strict=True)
     )
     m = mask[crop].to(device)
-    outside = ~m
-    n = int(m.sum())
-    ct_c, sct_c = ct[crop], sct[crop]
+    n = _count(m)
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # |ct - sct|, (x - y)^2
-    diff = torch.empty(m.shape[1:], dtype=torch.float64, device=device)
-
-    def fill(z: int, out: torch.Tensor) -> None:
-        # Load, score MAE/PSNR and prepare one slice at a time, while it is in cache.
-        xs, ys, off = out[0], out[1], outside[z]
-        xs.copy_(ct_c[z])
-        ys.copy_(sct_c[z])
-        sums[0] += torch.sub(xs, ys, out=diff).abs_().masked_fill_(off, 0.0).sum()
-        _prepare_(xs, ~off, spec)
-        _prepare_(ys, ~off, spec)
-        torch.sub(xs, ys, out=diff)
-        sums[1] += diff.mul_(diff).sum()
-        torch.mul(xs, xs, out=out[2]).addcmul_(ys, ys)
-        torch.mul(xs, ys, out=out[3])
-
-    if min(m.shape) < WIN:
-        # Every mask voxel lies within 3 voxels of the border: no SSIM value (NaN, as
-        # published), but MAE and PSNR still need every slice.
-        tmp = torch.empty((4, *m.shape[1:]), dtype=torch.float64, device=device)
-        for z in range(m.shape[0]):
-            fill(z, tmp)
-        total, count = 0.0, 0
-    else:
-        total, count = _masked_map_sum(fill, m, _ssim_2023_formula(spec.data_range), 4)
+    fill = _scored_fill(ct[crop], sct[crop], ~m, spec, 4, sums)
+    total, count = _run_level(fill, m, _ssim_2023_formula(spec.data_range), 4)
     mae = float(sums[0]) / n
     psnr = _psnr(float(sums[1]), n, spec)
     return {"mae": mae, "psnr": psnr, "ssim": total / count if count else float("nan")}
@@ -397,12 +403,15 @@ def _profile_2025(
         crop = tuple(_aligned_crop(lo, hi, n, align, margin)
                      for (lo, hi), n in zip(bbox, ct.shape, strict=True))
     m = mask[crop].to(device)
-    n = int(m.sum())
-    x, y = _load(ct, crop, device), _load(sct, crop, device)
-    mae = _abs_diff_sum(x, y, m) / n  # outside-mask voxels are -1024 in both: no effect
-    x, y = _prepare_(x, m, spec), _prepare_(y, m, spec)
-    psnr = _psnr(_sq_diff_sum(x, y), n, spec)
+    n = _count(m)
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # |ct - sct|, (x - y)^2
+    first: tuple[SliceFill, tuple[slice, ...]] | None = None
     if small:
+        x, y = _load(ct, crop, device), _load(sct, crop, device)
+        score = _scored_fill(x, y, ~m, spec, 5, sums, keep=(x, y))
+        scratch = torch.empty((5, *x.shape[1:]), dtype=torch.float64, device=device)
+        for z in range(x.shape[0]):  # score and prepare in place, slice by slice
+            score(z, scratch)
         x = _edge_pad_to(x, MS_SSIM_MIN_SIZE)
         y = _edge_pad_to(y, MS_SSIM_MIN_SIZE)
         m = _edge_pad_to(m.to(x.dtype), MS_SSIM_MIN_SIZE) > 0
@@ -411,21 +420,37 @@ def _profile_2025(
         crop = tuple(_aligned_crop(lo, hi, k, align, margin)
                      for (lo, hi), k in zip(padded_bbox, m.shape, strict=True))
         x, y, m = x[crop], y[crop], m[crop]
+    else:
+        # Prepared images are 0 outside the mask: start from zeros and let the first level's
+        # slice fill load, score and prepare the mask's box (plus window radius) only.
+        x = torch.zeros(m.shape, dtype=torch.float64, device=device)
+        y = torch.zeros(m.shape, dtype=torch.float64, device=device)
+        box = _bbox(m)
+        assert box is not None
+        sub = tuple(slice(max(0, lo - PAD), min(k, hi + 1 + PAD))
+                    for (lo, hi), k in zip(box, m.shape, strict=True))
+        raw_ct, raw_sct = ct[crop][sub], sct[crop][sub]
+        first = (_scored_fill(raw_ct, raw_sct, ~m[sub], spec, 5, sums, keep=(x[sub], y[sub])),
+                 sub)
     product = 1.0
     for level, weight in enumerate(MS_SSIM_WEIGHTS):
         formula = _ssim_2025_formula(spec.data_range, weight)
-        level_box = _bbox(m)
-        if level_box is None:
+        if level == 0 and first is not None:
+            fill, sub = first
+            total, count = _run_level(fill, m[sub], formula, 5)
+        elif (level_box := _bbox(m)) is None:
             total, count = 0.0, 0
         else:
             # The map is only needed at mask voxels: their box plus the window radius.
             sub = tuple(slice(max(0, lo - PAD), min(k, hi + 1 + PAD))
                         for (lo, hi), k in zip(level_box, m.shape, strict=True))
-            total, count = _masked_map_sum(_product_fill(x[sub], y[sub], 5), m[sub], formula, 5)
+            total, count = _run_level(_product_fill(x[sub], y[sub], 5), m[sub], formula, 5)
         value = total / count if count else float("nan")
         product *= min(max(value, 0.0), 1.0) if value == value else value
         if level < levels - 1:
             x, y, m = _down2(x), _down2(y), m[::2, ::2, ::2]
+    mae = float(sums[0]) / n  # outside-mask voxels are -1024 in both images: no effect
+    psnr = _psnr(float(sums[1]), n, spec)
     return {"mae": mae, "psnr": psnr, "ms_ssim": product}
 
 

@@ -15,34 +15,22 @@ from backend.config import settings
 from backend.db import SessionDep
 from backend.deps import CurrentUser, OptionalUser
 from backend.errors import UnauthorizedError
-from backend.models import User
-from backend.security import make_session_cookie
+from backend.security import set_session_cookie
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
-
-
-def _set_cookie(response: Response, user: User) -> None:
-    response.set_cookie(
-        settings.session_cookie_name,
-        make_session_cookie(user.id, user.password_hash),
-        max_age=settings.session_max_age_s,
-        httponly=True,
-        samesite="lax",
-        secure=settings.session_cookie_secure,
-    )
 
 
 @router.post("/register", status_code=201)
 def register(data: RegisterIn, session: SessionDep, response: Response) -> UserOut:
     user = service.register(session, data)
-    _set_cookie(response, user)
+    set_session_cookie(response, user)
     return UserOut.model_validate(user)
 
 
 @router.post("/login")
 def login(data: LoginIn, session: SessionDep, response: Response) -> UserOut:
     user = service.authenticate(session, data.username, data.password)
-    _set_cookie(response, user)
+    set_session_cookie(response, user)
     return UserOut.model_validate(user)
 
 

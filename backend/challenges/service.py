@@ -17,6 +17,7 @@ from backend.challenges.schemas import (
 from backend.config import settings
 from backend.errors import BadRequestError, ConflictError, ForbiddenError, NotFoundError
 from backend.models import Challenge, ChallengeMember, ChallengeRole, Phase, User, utcnow
+from backend.models.challenges import DEFAULT_SUBMISSION_PERIOD_S
 
 
 def create_challenge(session: Session, user: User, data: ChallengeIn) -> Challenge:
@@ -154,6 +155,7 @@ def create_phase(session: Session, user: User, challenge: Challenge, data: Phase
     for col in Phase.__table__.columns:
         if getattr(phase, col.key) is None and col.default is not None and col.default.is_scalar:
             setattr(phase, col.key, col.default.arg)
+    phase.submission_period_s = DEFAULT_SUBMISSION_PERIOD_S
     _apply(session, phase, data)
     session.add(phase)
     session.flush()

@@ -38,10 +38,14 @@ class DatasetOut(BaseModel):
 class ImportIn(BaseModel):
     source: Literal["synthrad", "phantom"]
     path: str | None = Field(default=None, description="synthrad: folder on the server")
-    anatomy: str = Field(default="brain", description="phantom: anatomy to generate")
+    anatomy: Literal["brain", "pelvis"] = Field(
+        default="brain", description="phantom: anatomy to generate"
+    )
     cases: int = Field(default=4, ge=1, le=1000, description="phantom: number of cases")
     seed: int = 0
-    size: str = Field(default="small", max_length=16, description="phantom: small|medium|…")
+    size: Literal["small", "realistic"] = Field(
+        default="small", description="phantom: volume size (small for tests, realistic for demos)"
+    )
     note: str = ""
 
 

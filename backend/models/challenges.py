@@ -43,6 +43,9 @@ class Challenge(TimestampMixin, Base):
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
 
 
+DEFAULT_SUBMISSION_PERIOD_S = 24 * 3600
+
+
 class Phase(TimestampMixin, Base):
     __tablename__ = "phases"
     __table_args__ = (
@@ -72,7 +75,9 @@ class Phase(TimestampMixin, Base):
     closes_at: Mapped[datetime | None]
     # Limit per user per rolling period; period None = the whole phase. Failed don't count.
     submissions_per_period: Mapped[int] = mapped_column(default=3)
-    submission_period_s: Mapped[int | None] = mapped_column(default=24 * 3600)
+    # NULL means "the whole phase". No column default: SQLAlchemy would fill a default in for
+    # an explicit None at INSERT time; services set DEFAULT_SUBMISSION_PERIOD_S instead.
+    submission_period_s: Mapped[int | None] = mapped_column()
 
     # Sandbox settings for each container run.
     case_time_limit_s: Mapped[int] = mapped_column(default=600)

@@ -10,11 +10,11 @@ from pydantic import ValidationError
 from starlette.responses import RedirectResponse, Response
 
 from backend.auth import service
-from backend.auth.router import _set_cookie
 from backend.auth.schemas import RegisterIn
 from backend.config import settings
 from backend.db import SessionDep
 from backend.errors import AppError
+from backend.security import set_session_cookie
 from backend.web import flash
 from backend.web.deps import CsrfChecked, WebUser
 from backend.web.templating import render
@@ -57,7 +57,7 @@ def login(
             status_code=err.status_code,
         )
     response = RedirectResponse(safe_next(next), status_code=303)
-    _set_cookie(response, user)
+    set_session_cookie(response, user)
     flash.add(response, f"Welcome back, {user.username}.")
     return response
 
@@ -100,7 +100,7 @@ def register(
                                                  "next": safe_next(next)},
                       status_code=err.status_code)
     response = RedirectResponse(safe_next(next), status_code=303)
-    _set_cookie(response, user)
+    set_session_cookie(response, user)
     flash.add(response, f"Welcome, {user.username}! Pick a challenge and join it to submit.")
     return response
 

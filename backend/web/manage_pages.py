@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from backend import access
 from backend.challenges import repository as challenges_repo
 from backend.challenges import service as challenges_service
-from backend.challenges.schemas import ChallengeIn, ChallengePatch, MemberIn, PhaseSettings
+from backend.challenges.schemas import ChallengeIn, ChallengePatch, MemberIn
 from backend.datasets import repository as datasets_repo
 from backend.datasets import service as datasets_service
 from backend.datasets.schemas import DatasetIn, ImportIn
@@ -188,10 +188,6 @@ async def create_phase(
         phase_in = forms.phase_in(form)
         with rollback_on_error(session):
             phase = challenges_service.create_phase(session, user, challenge, phase_in)
-            if phase_in.submission_period_s is None and phase.submission_period_s is not None:
-                # The INSERT fills the column default in for None; an UPDATE keeps None.
-                challenges_service.update_phase(session, user, challenge, phase,
-                                                PhaseSettings(submission_period_s=None))
     except (forms.FormError, AppError) as err:
         errors = err.errors if isinstance(err, forms.FormError) else {"form": err.message}
         ctx = _phase_context(session, user, _echo(form), errors)
