@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     session_cookie_name: str = "syntharena_session"
     session_max_age_s: int = 14 * 24 * 3600
     session_cookie_secure: bool = False
+    # Failed logins per account (per API process) before it is refused for the window.
+    login_max_failures: int = 10
+    login_failure_window_s: int = 300
     allow_registration: bool = True
     # Accounts created with these e-mail addresses become site admins.
     admin_emails: list[str] = Field(default_factory=list)
@@ -65,6 +68,9 @@ class Settings(BaseSettings):
     sandbox_shm_mb: int = 256
     sandbox_tmp_mb: int = 512  # tmpfs /tmp (counts against the phase's memory limit)
     sandbox_log_lines: int = 500  # last N lines kept, per stream
+    # /output caps (a container that writes more is stopped): bytes in all, and files.
+    sandbox_output_mb: int = 4096
+    sandbox_output_files: int = 1000
     case_run_max_attempts: int = 3  # lost-worker retries before a case fails
     reaper_interval_s: int = 60
     reaper_grace_s: int = 120  # a running case with no live task this long is requeued

@@ -37,12 +37,34 @@ def _user_from_request(request: Request, session: SessionDep) -> User | None:
         return user
     cookie = request.cookies.get(settings.session_cookie_name)
     if cookie:
+        _refuse_cross_site(request)
         parsed = read_session_cookie(cookie)
         if parsed is not None:
             user = session.get(User, parsed[0])
             if user is not None and user.is_active and user.password_hash[-16:] == parsed[1]:
                 return user
     return None
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _refuse_cross_site(request: Request) -> None:
+    """CSRF for the API's cookie sessions (page forms carry a token, see web/csrf.py): a
+    state-changing request that a browser marks as coming from another site never acts with
+    the session cookie. (SameSite=Lax stops most of these; Origin covers same-site hosts and
+    older browsers.) Tokens in the Authorization header need no such check."""
+    if request.method in SAFE_METHODS:
+        return
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        raise ForbiddenError("Cross-site request refused: use the site itself or an API token.")
+    origin = request.headers.get("origin")
+    if origin is not None:
+        host = request.headers.get("host", "")
+        if origin == "null" or origin.split("://", 1)[-1] != host:
+            raise ForbiddenError(
+                "Cross-site request refused: use the site itself or an API token."
+            )
 
 
 def optional_user(request: Request, session: SessionDep) -> User | None:

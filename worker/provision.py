@@ -114,6 +114,10 @@ def find_outputs(output_dir: Path) -> dict[str, list[Path]]:
     """Output files by case name (file name without .mha / .nii.gz)."""
     found: dict[str, list[Path]] = {}
     sct_dir = output_dir / OUTPUT_SUBDIR
+    # Never follow a link the container made: a linked images/ or synthetic-ct/ folder would
+    # point the platform at files outside /output (e.g. the run's own inputs).
+    if any(p.is_symlink() for p in (output_dir / OUTPUT_SUBDIR.parts[0], sct_dir)):
+        return found
     if not sct_dir.is_dir():
         return found
     for p in sorted(sct_dir.iterdir()):
@@ -139,13 +143,28 @@ def validate_output(case: CaseInput, files: list[Path], batch: bool) -> Path:
     if len(files) > 1:
         raise OutputError(f"Case {case.name} has {len(files)} outputs; write exactly {where}.")
     path = files[0]
+    _check_self_contained(path)
+    reader: Any = sitk.ImageFileReader()  # type: ignore[no-untyped-call]
+    reader.SetFileName(str(path))
     try:
-        sct: Any = sitk.ReadImage(str(path))
+        # The header first: a file claiming a huge volume is refused before it is allocated.
+        reader.ReadImageInformation()
     except RuntimeError as exc:
         raise OutputError(
             f"The synthetic CT {path.name} could not be read as an image ({str(exc)[:200]})."
         ) from exc
     ref: Any = sitk.ReadImage(str(case.image_path))
+    if tuple(reader.GetSize()) != tuple(ref.GetSize()):
+        raise OutputError(
+            f"The synthetic CT {path.name} has size {_fmt(reader.GetSize())} but the input has "
+            f"{_fmt(ref.GetSize())}; copy the input's geometry (e.g. sct.CopyInformation(input))."
+        )
+    try:
+        sct: Any = reader.Execute()
+    except RuntimeError as exc:
+        raise OutputError(
+            f"The synthetic CT {path.name} could not be read as an image ({str(exc)[:200]})."
+        ) from exc
     if sct.GetNumberOfComponentsPerPixel() != 1:
         raise OutputError(f"The synthetic CT {path.name} must have one channel (HU values).")
     s_size, s_sp, s_org, s_dir = _geometry(sct)
@@ -166,6 +185,23 @@ def validate_output(case: CaseInput, files: list[Path], batch: bool) -> Path:
             "every voxel must be a finite HU value."
         )
     return path
+
+
+def _check_self_contained(path: Path) -> None:
+    """A MetaImage header may name another file for its voxels (``ElementDataFile = /dev/zero``
+    or a path relative to /output on the host): only ``LOCAL`` (data in the same file) is read."""
+    with path.open("rb") as fh:
+        head = fh.read(64 * 1024)
+    for raw in head.split(b"\n"):
+        key, sep, value = raw.partition(b"=")
+        if sep and key.strip() == b"ElementDataFile":
+            if value.strip() != b"LOCAL":
+                raise OutputError(
+                    f"The synthetic CT {path.name} keeps its voxels in another file "
+                    f"(ElementDataFile = {value.strip()[:80].decode('latin-1')}); write a "
+                    "single-file .mha (ElementDataFile = LOCAL) or .nii.gz."
+                )
+            return
 
 
 def _fmt(v: tuple[float, ...] | tuple[int, ...]) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import docker
 import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
-from docker.types import DeviceRequest, LogConfig
+from docker.types import DeviceRequest, LogConfig, Ulimit
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,11 @@ class SandboxLimits:
     gpu_device: str | None = None  # e.g. "0": that one GPU through a device request
     log_lines: int = 500  # per stream, the last N lines are kept
     log_bytes: int = 64 * 1024  # per stream, after the line cap
+    # /output caps: no single file can grow past output_bytes (RLIMIT_FSIZE), and /output is
+    # measured 4 times a second while the container runs; over either cap, it is stopped.
+    # (A hard cap on the total needs data_dir/work on its own filesystem; see RELIABILITY.md.)
+    output_bytes: int = 4 * GiB
+    output_files: int = 1000
 
 
 @dataclass
@@ -191,6 +197,8 @@ def run_container(
         # Bound what a chatty container can write to the engine's disk.
         "log_config": LogConfig(type="json-file", config={"max-size": "20m", "max-file": "1"}),
         "environment": {"NVIDIA_VISIBLE_DEVICES": limits.gpu_device or "void"},
+        # No file (in /output or /tmp) can grow past the output cap, whatever the poll sees.
+        "ulimits": [Ulimit(name="fsize", soft=limits.output_bytes, hard=limits.output_bytes)],
     }
     try:
         container: Container = client().containers.create(image_ref, **kwargs)
@@ -205,34 +213,40 @@ def run_container(
             raise SandboxError(f"The container could not start: {exc.explanation}") from exc
         t_started = time.perf_counter()
         timings["start"] = t_started - t1
-        exit_code, stopped = _wait(container, t_started + limits.time_limit_s, should_stop,
-                                   poll_s)
+        over_cap: list[str] = []
+
+        def stop_or_over_cap() -> bool:
+            message = output_over_cap(output_dir, limits)
+            if message:
+                over_cap.append(message)
+                return True
+            return bool(should_stop and should_stop())
+
+        # Polled often: between two polls a fast writer adds (disk speed x 0.25 s) at most.
+        exit_code, stopped = _wait(container, t_started + limits.time_limit_s, stop_or_over_cap,
+                                   min(poll_s, 0.25))
         timed_out = exit_code is None and not stopped
         if exit_code is None:
             _kill(container)
             exit_code = _wait_exit(container)
         duration = time.perf_counter() - t_started
         t2 = time.perf_counter()
-        container.reload()
-        oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
-        stdout = _tail(
-            container.logs(stdout=True, stderr=False, tail=limits.log_lines),
-            limits.log_lines,
-            limits.log_bytes,
-        )
-        stderr = _tail(
-            container.logs(stdout=False, stderr=True, tail=limits.log_lines),
-            limits.log_lines,
-            limits.log_bytes,
-        )
+        oom, stdout, stderr = _state_and_logs(container, limits)
         timings["collect"] = time.perf_counter() - t2
     finally:
         t3 = time.perf_counter()
         _remove(container)
         timings["remove"] = time.perf_counter() - t3
 
+    if not over_cap and not stopped:
+        # A container that wrote past a cap and exited between two polls.
+        late = output_over_cap(output_dir, limits)
+        if late:
+            over_cap.append(late)
     message = ""
-    if stopped:
+    if over_cap:
+        message = over_cap[0]
+    elif stopped:
         message = "The run was stopped (the submission was cancelled)."
     elif timed_out:
         message = (
@@ -258,6 +272,53 @@ def run_container(
         error_message=message,
         timings=timings,
     )
+
+
+def _state_and_logs(container: Container, limits: SandboxLimits) -> tuple[bool, str, str]:
+    """(OOM killed, stdout tail, stderr tail); an engine that lost the container's state or
+    logs (e.g. removed meanwhile by a cancel) yields empty logs, never an exception."""
+    try:
+        container.reload()
+        oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+    except docker.errors.APIError:
+        oom = False
+    logs = []
+    for out, err in ((True, False), (False, True)):
+        try:
+            raw = container.logs(stdout=out, stderr=err, tail=limits.log_lines)
+        except docker.errors.APIError as exc:
+            raw = f"[the logs could not be read: {exc.explanation}]".encode()
+        logs.append(_tail(raw, limits.log_lines, limits.log_bytes))
+    return oom, logs[0], logs[1]
+
+
+def output_over_cap(output_dir: Path, limits: SandboxLimits) -> str:
+    """A message when ``output_dir`` holds more than the caps allow, else "".
+
+    Walks without following links and stops as soon as a cap is passed, so a directory with
+    millions of entries costs at most about ``output_files`` stat calls."""
+    files, used = 0, 0
+    stack = [output_dir]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    files += 1
+                    with contextlib.suppress(OSError):
+                        st = entry.stat(follow_symlinks=False)
+                        used += max(st.st_size, st.st_blocks * 512)
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(Path(entry.path))
+                    if files > limits.output_files:
+                        return (f"The algorithm wrote more than {limits.output_files} files and "
+                                "folders to /output and was stopped. Write one synthetic CT per "
+                                "case (and results.json) only.")
+                    if used > limits.output_bytes:
+                        return (f"The algorithm wrote more than {_fmt_gb(limits.output_bytes)} "
+                                "to /output and was stopped. Write only the synthetic CTs there.")
+        except OSError:
+            continue
+    return ""
 
 
 def _wait(

@@ -134,6 +134,8 @@ def _limits(phase: Phase, n_cases: int, gpu: str | None) -> sandbox.SandboxLimit
         gpu_device=gpu,
         log_lines=settings.sandbox_log_lines,
         log_bytes=settings.log_capture_bytes,
+        output_bytes=settings.sandbox_output_mb * 1024**2,
+        output_files=settings.sandbox_output_files,
     )
 
 

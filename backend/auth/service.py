@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import threading
+import time
+from collections import deque
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -8,7 +11,13 @@ from sqlalchemy.orm import Session
 from backend.auth import repository as repo
 from backend.auth.schemas import RegisterIn
 from backend.config import settings
-from backend.errors import ConflictError, ForbiddenError, NotFoundError, UnauthorizedError
+from backend.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    TooManyRequestsError,
+    UnauthorizedError,
+)
 from backend.models import ApiToken, User, utcnow
 from backend.security import hash_password, new_api_token, token_digest, verify_password
 
@@ -29,10 +38,49 @@ def register(session: Session, data: RegisterIn) -> User:
     return user
 
 
+# Failed login times per login name (lower case), in this process: password guessing is slowed
+# to settings.login_max_failures tries per settings.login_failure_window_s per account.
+_failures: dict[str, deque[float]] = {}
+_failures_lock = threading.Lock()
+
+
+def _check_login_rate(key: str) -> None:
+    now = time.monotonic()
+    with _failures_lock:
+        times = _failures.get(key)
+        while times and now - times[0] > settings.login_failure_window_s:
+            times.popleft()
+        if times is not None and not times:
+            del _failures[key]
+        if times and len(times) >= settings.login_max_failures:
+            wait = int(settings.login_failure_window_s - (now - times[0])) + 1
+            raise TooManyRequestsError(
+                f"Too many failed logins for this account; try again in {wait} s "
+                "(or reset your password with an administrator)."
+            )
+
+
+def _record_login(key: str, ok: bool) -> None:
+    with _failures_lock:
+        if ok:
+            _failures.pop(key, None)
+        else:
+            now = time.monotonic()
+            if len(_failures) > 10_000:  # bounded memory under a spray of made-up names
+                for k in [k for k, v in _failures.items()
+                          if not v or now - v[-1] > settings.login_failure_window_s]:
+                    del _failures[k]
+            _failures.setdefault(key, deque()).append(now)
+
+
 def authenticate(session: Session, login: str, password: str) -> User:
+    key = login.strip().lower()
+    _check_login_rate(key)
     user = repo.user_by_login(session, login)
     if user is None or not verify_password(user.password_hash, password):
+        _record_login(key, False)
         raise UnauthorizedError("Wrong username or password.")
+    _record_login(key, True)
     if not user.is_active:
         raise UnauthorizedError("This account is disabled.")
     return user

@@ -15,9 +15,11 @@ ALL=(fork-bomb memory-bomb cpu-spin sleep-forever network write-input fill-disk 
 [ $# -gt 0 ] || set -- "${ALL[@]}"
 mkdir -p "$OUT"
 SRC_HASH="$(cat "$HERE/hostile.c" "$HERE/build.sh" | sha256sum | cut -c1-16)"
-# Network probes target this machine only: loopback and the Docker bridge gateway.
-GATEWAY="$(docker network inspect bridge -f '{{(index .IPAM.Config 0).Gateway}}' 2>/dev/null || echo 172.17.0.1)"
-TARGETS="127.0.0.1 $GATEWAY"
+# Network probes target this machine only: loopback, the Docker bridge gateway and the host's
+# own first address (where Redis, PostgreSQL and the API listen).
+GATEWAY="$(ip -4 -o addr show docker0 2>/dev/null | awk '{print $4}' | cut -d/ -f1 | head -1)"
+HOST_IP="$(hostname -I 2>/dev/null | awk '{print $1}')"
+TARGETS="127.0.0.1,${GATEWAY:-172.17.0.1}${HOST_IP:+,$HOST_IP}"
 
 todo=()
 for mode in "$@"; do

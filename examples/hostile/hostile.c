@@ -138,8 +138,13 @@ static void udp_dns_probe(const char *host) {
     /* a minimal query for "localhost" A */
     unsigned char q[] = {0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 9, 'l', 'o', 'c', 'a',
                          'l', 'h', 'o', 's', 't', 0, 0, 1, 0, 1};
-    report(sendto(s, q, sizeof q, 0, (struct sockaddr *)&a, sizeof a) == (ssize_t)sizeof q,
-           what);
+    /* A send on the container's own loopback always "works": only an answer is a breach. */
+    struct timeval tv = {.tv_sec = 1};
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    unsigned char ans[512];
+    int ok = sendto(s, q, sizeof q, 0, (struct sockaddr *)&a, sizeof a) == (ssize_t)sizeof q &&
+             recv(s, ans, sizeof ans, 0) > 0;
+    report(ok, what);
     close(s);
 }
 
@@ -169,9 +174,9 @@ static int network(void) {
     }
     const char *targets = getenv("HOSTILE_TARGETS");
     char buf[512];
-    snprintf(buf, sizeof buf, "%s", targets ? targets : "127.0.0.1 172.17.0.1");
+    snprintf(buf, sizeof buf, "%s", targets ? targets : "127.0.0.1,172.17.0.1");
     int ports[] = {6379, 5432, 8000, 2375, 22, 80};
-    for (char *host = strtok(buf, " "); host; host = strtok(NULL, " ")) {
+    for (char *host = strtok(buf, ","); host; host = strtok(NULL, ",")) {
         udp_dns_probe(host);
         for (size_t i = 0; i < sizeof ports / sizeof *ports; i++) tcp_probe(host, ports[i]);
     }
@@ -317,7 +322,6 @@ static int setuid_probe(int argc, char **argv) {
     report(chroot("/tmp") == 0, "chroot");
     report(socket(AF_INET, SOCK_RAW, IPPROTO_ICMP) >= 0, "raw socket");
     report(mknod("/tmp/sda", S_IFBLK | 0600, makedev(8, 0)) == 0, "mknod a block device");
-    report(ptrace(PTRACE_ATTACH, 1, NULL, NULL) == 0, "ptrace pid 1");
     report(prctl(PR_SET_NO_NEW_PRIVS, 0, 0, 0, 0) == 0 && prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 0,
            "clear no_new_privs");
     report(open("/proc/sysrq-trigger", O_WRONLY) >= 0, "open /proc/sysrq-trigger");
@@ -325,36 +329,51 @@ static int setuid_probe(int argc, char **argv) {
     return done();
 }
 
-static void dump_file(const char *path) {
+static const char *SUSPICIOUS[] = {"SYNTHARENA", "PASSWORD", "SECRET", "TOKEN", "DATABASE",
+                                   "REDIS", "postgres", "AWS_", "S3_", "CELERY", NULL};
+
+/* Report the file (and what in it) when it holds anything that looks like a secret. */
+static void scan_file(const char *path) {
     int fd = open(path, O_RDONLY);
-    if (fd < 0) { printf("cannot read %s: %s\n", path, strerror(errno)); return; }
-    char buf[8192];
+    if (fd < 0) return;
+    char buf[65536];
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
-    if (n < 0) { printf("cannot read %s: %s\n", path, strerror(errno)); return; }
+    if (n <= 0) return;
     for (ssize_t i = 0; i < n; i++) if (buf[i] == 0) buf[i] = '\n';
     buf[n] = 0;
-    printf("== %s\n%s\n", path, buf);
+    for (const char **k = SUSPICIOUS; *k; k++) {
+        char *hit = strstr(buf, *k);
+        if (hit) {
+            char what[200];
+            char *end = strchr(hit, '\n');
+            int len = end ? (int)(end - hit) : (int)strlen(hit);
+            snprintf(what, sizeof what, "secret-looking text in %s: %.*s", path, len > 120 ? 120 : len, hit);
+            report(1, what);
+        }
+    }
 }
 
 static int secrets(void) {
-    /* Print everything a thief would look at; the test checks nothing secret is there. */
-    printf("== environ\n");
-    for (char **e = environ; *e; e++) printf("ENV %s\n", *e);
     DIR *d = opendir("/proc");
     struct dirent *e;
+    int procs = 0;
     while (d && (e = readdir(d))) {
         if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        procs++;
         char p[300];
         snprintf(p, sizeof p, "/proc/%s/environ", e->d_name);
-        dump_file(p);
+        scan_file(p);
         snprintf(p, sizeof p, "/proc/%s/cmdline", e->d_name);
-        dump_file(p);
+        scan_file(p);
     }
     if (d) closedir(d);
     const char *files[] = {"/run/secrets", "/var/run/secrets", "/etc/hostname", "/etc/hosts",
-                           "/etc/resolv.conf", "/proc/self/mountinfo", "/proc/1/cgroup"};
-    for (size_t i = 0; i < sizeof files / sizeof *files; i++) dump_file(files[i]);
+                           "/etc/resolv.conf", "/proc/self/mountinfo", "/proc/1/cgroup", NULL};
+    for (const char **f = files; *f; f++) scan_file(*f);
+    printf("scanned %d processes (all of them in this container)\n", procs);
+    /* Last, so the capped log tail always holds it: the whole environment. */
+    for (char **v = environ; *v; v++) printf("ENV %s\n", *v);
     fflush(stdout);
     return done();
 }

@@ -85,6 +85,8 @@ def test_down2_equals_published_fftconvolve_downsampling():
         ((20, 30, 26), (0, 0, 0), (0.9, 0.7, 0.6)),  # < 97 on every axis: edge padding
         ((14, 60, 150), (0, 0.2, 0.5), (1.3, 0.6, 0.3)),  # long axis: interior crop
         ((14, 40, 130), (0, 0, -0.45), (1.3, 0.6, 0.3)),  # mask near the start of x
+        ((98, 100, 170), (0.1, 0, 0.35), (0.7, 0.6, 0.3)),  # no padding: fused first level
+        ((99, 98, 120), (0, 0.1, 0.5), (0.9, 0.9, 0.7)),  # mask touching the far borders
     ],
 )
 def test_synthrad2025_matches_published_definition(shape, center, radii):

@@ -21,6 +21,9 @@ from evaluator.dose.optimize import OAR_MAX_FRACTION, OAR_PENALTY, TARGET_PENALT
 from evaluator.dose.plan import Plan
 
 log = logging.getLogger(__name__)
+# Our proton model's range R (end of the residual-range law) lies this far beyond the
+# Bragg-peak position that pyRadPlan's Generic machine tabulates per energy (fitted).
+PEAK_TO_RANGE_MM = 1.03
 
 
 def available() -> bool:
@@ -156,6 +159,16 @@ class PyRadPlanEngine:
         target = plan.mask(labels, plan.target)
         w *= plan.prescription_gy / max(float(dose[target].mean()), 1e-12)
         return [float(x) for x in w]
+
+    @staticmethod
+    def ranges_mm(energies: np.ndarray) -> np.ndarray:
+        """Water-equivalent ranges (mm, our model's R) of Generic-machine proton energies."""
+        from pyRadPlan.machines import load_from_name
+
+        machine: Any = load_from_name("protons", "Generic")
+        peak = np.interp(energies, np.asarray(machine.energies),
+                         np.asarray(machine.peak_positions))
+        return np.asarray(peak + PEAK_TO_RANGE_MM)
 
     def spots(
         self, planning_ct: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray

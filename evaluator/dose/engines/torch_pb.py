@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,19 +35,27 @@ from evaluator.dose.plan import Plan
 
 PHOTON_SAD_MM = 1000.0
 PROTON_SAD_MM = 10000.0
-# photon model (6 MV-like, fitted by eye to a generic 6 MV depth-dose and penumbra)
-BUILDUP_MM = 5.0
-MU_PER_MM = 0.0050
-SIGMA_PRIMARY_MM = 2.8
-SIGMA_SCATTER_MM = 18.0
-SCATTER_FRACTION = 0.10
-# proton model
+# photon model: fitted (least squares) to pyRadPlan's Generic 6 MV single-field doses in water
+# with a bone slab (64^3 at 3 mm); see README
+BUILDUP_MM = 3.80
+MU_PER_MM = 0.00368
+SIGMA_PRIMARY_MM = 2.95
+SIGMA_SCATTER_MM = 19.3
+SCATTER_FRACTION = 0.31
+SCATTER_BUILDUP_MM = 27.1
+# proton model: spot size, scattering, nuclear loss and straggling fitted like the photons to
+# pyRadPlan's Generic proton machine (one field, 1474 spots)
 RANGE_ALPHA = 0.0022 * 10.0  # mm / MeV^p (R = a E^p, water)
 RANGE_P = 1.77
-NUCLEAR_LOSS_PER_MM = 0.0012
-SPOT_SIGMA_MM = 3.0
-MCS_FRACTION = 0.022
+NUCLEAR_LOSS_PER_MM = 0.00132
+SPOT_SIGMA_MM = 5.68
+MCS_FRACTION = 0.0366
+STRAGGLING_FACTOR = 0.30
 LAYER_SPACING_MM = 3.0
+# absolute calibration: our dose per unit weight = pyRadPlan's (Generic machines), so stored
+# weights and the reference engine's weights mean the same thing
+PHOTON_GY_PER_WEIGHT = 1.247
+PROTON_GY_PER_WEIGHT = 0.1709
 
 
 @dataclass
@@ -113,7 +122,7 @@ def proton_idd_table(ranges_mm: np.ndarray, dz: float = 0.5) -> tuple[np.ndarray
         energy = coef * (hi**q - lo**q) / q
         fluence = np.clip(1.0 - NUCLEAR_LOSS_PER_MM * z, 0.0, None)
         deposit = energy / dz * fluence
-        straggle = 0.012 * 10.0 * (r_full / 10.0) ** 0.951 * 1.1
+        straggle = 0.012 * 10.0 * (r_full / 10.0) ** 0.951 * STRAGGLING_FACTOR
         half = math.ceil(4 * straggle / dz)
         kz = np.arange(-half, half + 1) * dz
         kernel = np.exp(-0.5 * (kz / straggle) ** 2)
@@ -145,7 +154,11 @@ class TorchPencilBeamEngine:
         target = plan.mask(labels, plan.target)
         iso = self._iso(plan, labels, spacing)
         b = plan.bixel_width_mm
-        step = self.lateral_step_mm or b / max(1, round(b / 2.5))
+        # an odd number of BEV pixels per bixel: a pixel sits on every bixel/spot centre and
+        # none on a bixel edge, so bixel squares are symmetric
+        n_sub = math.ceil(b / 2.5)
+        n_sub += 1 - n_sub % 2
+        step = self.lateral_step_mm or b / n_sub
         photon = plan.modality == "photon"
         sad = PHOTON_SAD_MM if photon else PROTON_SAD_MM
         margin = 3.0 * SIGMA_SCATTER_MM if photon else 2 * b + 12.0
@@ -198,7 +211,8 @@ class TorchPencilBeamEngine:
                 wet = self._wet(density, grid, spacing)  # (nu, nv, nt)
                 tw = torch.where(in_target, wet, torch.full_like(wet, math.nan)).cpu().numpy()
                 ci, cj = centres[:, 0], centres[:, 1]
-                with np.errstate(all="ignore"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # rays that miss: all-NaN
                     lo = np.nanmin(tw[ci, cj], axis=1)
                     hi = np.nanmax(tw[ci, cj], axis=1)
                 # a spot's central ray may miss the target at the edge: use the global span
@@ -282,18 +296,20 @@ class TorchPencilBeamEngine:
                 offset += s.n_bixels
                 padded = torch.cat([torch.zeros(1, dtype=self.dtype, device=self.device), w])
                 fluence = padded[s.pixel_to_bixel + 1]
-                lateral = (1 - SCATTER_FRACTION) * _blur2d(
-                    fluence, SIGMA_PRIMARY_MM / h
-                ) + SCATTER_FRACTION * _blur2d(fluence, SIGMA_SCATTER_MM / h)
-                depth = (1 - torch.exp(-d / BUILDUP_MM)) * torch.exp(-MU_PER_MM * d)
+                maps = torch.stack([_blur2d(fluence, SIGMA_PRIMARY_MM / h),
+                                    _blur2d(fluence, SIGMA_SCATTER_MM / h)])
+                prim, scat = self._lateral_sample(maps, grid, coords)
+                atten = torch.exp(-MU_PER_MM * d)
+                f_scat = SCATTER_FRACTION * (1 - torch.exp(-d / SCATTER_BUILDUP_MM))
+                depth = (1 - torch.exp(-d / BUILDUP_MM)) * atten
                 t = coords[:, 2].clamp(min=1.0)
-                lat = self._lateral_sample(lateral[None], grid, coords)[0]
-                dose = dose + lat * depth * (grid.sad / t) ** 2
+                lat = (1 - f_scat) * prim + f_scat * scat
+                dose = dose + PHOTON_GY_PER_WEIGHT * lat * depth * (grid.sad / t) ** 2
             else:
                 n_active = int(s.active.sum())
                 w = weights[offset: offset + n_active]
                 offset += n_active
-                dose = dose + self._proton_dose(s, coords, d, w, h)
+                dose = dose + PROTON_GY_PER_WEIGHT * self._proton_dose(s, coords, d, w, h)
         return dose
 
     def _proton_dose(

@@ -1,0 +1,174 @@
+"""Dose benchmark: gamma speed, dose recompute speed, and engine agreement, in one run.
+
+    .venv/bin/python benchmarks/dose.py [--device cpu|cuda] [--skip-pymedphys]
+        [--skip-pyradplan] [--anatomy brain|pelvis] [--size small|realistic]
+
+1. Gamma 2 %/2 mm (cutoff 10 %, interp fraction 10) on a 100^3 plan-like dose at 2 mm, ours
+   (pass-rate search, torch) vs ``pymedphys.gamma`` (default call, full gamma map) on the
+   same doses; both pass rates are printed, and the ratio of wall-clock times.
+2. Dose recompute time on a phantom case (the sCT dose with stored weights), per modality:
+   our torch pencil beam vs the pyRadPlan reference (forward dose with stored weights).
+3. Agreement on the phantom plans: pyRadPlan optimises the plan and computes the CT dose; our
+   engine recomputes exactly pyRadPlan's beamlets and weights.  Prints the gamma pass rate of
+   ours vs reference, and the dose metrics (MAE target, DVH, gamma) of a perturbed sCT from
+   both engines with their relative differences.
+Times are wall-clock on a shared machine; process CPU time is printed alongside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from evaluator.dose.engines.torch_pb import SpotList, TorchPencilBeamEngine
+from evaluator.dose.gamma import GammaSettings, gamma_pass_rate
+from evaluator.dose.metrics import dose_metrics
+from evaluator.dose.phantom_plans import make_phantom_plans, make_phantom_structures
+from evaluator.phantoms import make_case
+
+
+def clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def since(start: tuple[float, float]) -> tuple[float, float]:
+    return time.perf_counter() - start[0], time.process_time() - start[1]
+
+
+def plan_like_dose(n: int = 100, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    g = np.meshgrid(*[np.linspace(-1, 1, n)] * 3, indexing="ij")
+    r = np.sqrt(g[0] ** 2 + (g[1] / 0.8) ** 2 + (g[2] / 0.9) ** 2)
+    ref = 2.0 / (1 + np.exp((r - 0.35) / 0.04)) + 0.5 * np.exp(-(r**2) / 0.3) * (1 + 0.3 * g[1])
+    ev = ndimage.shift(ref, (0.6, -0.4, 0.3), order=1, mode="nearest") * 1.01
+    ev += ndimage.gaussian_filter(rng.normal(0, 0.08, ref.shape), 1.5)
+    return ref, ev
+
+
+def bench_gamma(device: str, skip_pymedphys: bool) -> None:
+    ref, ev = plan_like_dose()
+    spacing = (2.0, 2.0, 2.0)
+    s = GammaSettings(dose_pct=2, dta_mm=2, cutoff_pct=10, interp_fraction=10)
+    gamma_pass_rate(ref[:20, :20, :20], ev[:20, :20, :20], spacing, s, device=device)  # warm-up
+    t = clock()
+    ours = gamma_pass_rate(ref, ev, spacing, s, device=device)
+    wall, cpu = since(t)
+    print(f"[gamma] 100^3 @ 2 mm, 2%/2mm, cutoff 10%, interp 10, device={device}")
+    print(f"  ours       pass rate {ours:.5f}  {wall:8.2f} s wall  {cpu:8.2f} s cpu")
+    if skip_pymedphys:
+        return
+    import pymedphys
+
+    axes = tuple(np.arange(n) * 2.0 for n in ref.shape)
+    t = clock()
+    g = pymedphys.gamma(axes, ref, axes, ev, 2, 2, lower_percent_dose_cutoff=10,
+                        interp_fraction=10)
+    pwall, pcpu = since(t)
+    theirs = float((g[~np.isnan(g)] <= 1).mean())
+    print(f"  pymedphys  pass rate {theirs:.5f}  {pwall:8.2f} s wall  {pcpu:8.2f} s cpu")
+    print(f"  speed-up {pwall / wall:.1f}x wall ({pcpu / max(cpu, 1e-9):.1f}x cpu); "
+          f"|difference| {abs(ours - theirs) * 100:.3f} percentage points")
+
+
+def phantom(anatomy: str, size: str) -> dict[str, Any]:
+    case = make_case(anatomy, size, np.random.default_rng(0))
+    structures, _ = make_phantom_structures(case["labels"], anatomy)
+    ct = case["ct"].astype(np.float32)
+    rng = np.random.default_rng(1)
+    # perturbed sCT: +3 % HU scale in tissue, smooth +-40 HU error field and noise
+    err = ndimage.gaussian_filter(rng.normal(0, 1, ct.shape), 4.0)
+    err *= 40.0 / max(float(err.std()), 1e-6)
+    sct = np.where(ct > -500, ct * 1.03 + err + rng.normal(0, 10, ct.shape), ct)
+    return {"ct": ct, "sct": sct.astype(np.float32), "structures": structures,
+            "spacing": case["spacing"], "labels": case["labels"]}
+
+
+def _metrics(plan: Any, d_ct: np.ndarray, d_sct: np.ndarray, case: dict[str, Any],
+             device: str) -> dict[str, float]:
+    st = case["structures"]
+    oars = {o: st == plan.structures[o] for o in plan.oars}
+    return dose_metrics(d_ct, d_sct, case["spacing"], plan.mask(st, plan.target), oars,
+                        plan.prescription_gy, plan.modality, GammaSettings(), device)
+
+
+def bench_engines(anatomy: str, size: str, device: str, skip_pyradplan: bool) -> None:
+    case = phantom(anatomy, size)
+    ct, sct, st, sp = case["ct"], case["sct"], case["structures"], case["spacing"]
+    plans = make_phantom_plans(case["labels"], sp, anatomy)
+    ours = TorchPencilBeamEngine(device)
+    print(f"[dose] {anatomy} phantom {ct.shape[::-1]} (x, y, z) @ "
+          f"{tuple(round(s, 2) for s in sp)} mm, device={device}")
+    for modality, plan in plans.items():
+        t = clock()
+        plan.weights["torch_pb"] = ours.optimize(ct, sp, plan, st)
+        owall, _ = since(t)
+        ours.compute(sct, sp, plan, st, ct)  # warm-up
+        t = clock()
+        ours.compute(sct, sp, plan, st, ct)
+        wall, cpu = since(t)
+        print(f"  {modality:6s} ours       optimise {owall:7.2f} s | recompute sCT "
+              f"{wall:7.2f} s wall {cpu:7.2f} s cpu")
+        if skip_pyradplan:
+            continue
+        from evaluator.dose.engines.pyradplan import PyRadPlanEngine, available
+
+        if not available():
+            print("  (pyRadPlan not installed: pip install 'syntharena[dose]')")
+            return
+        ref = PyRadPlanEngine()
+        t = clock()
+        plan.weights["pyradplan"] = ref.optimize(ct, sp, plan, st)
+        rwall_opt, _ = since(t)
+        t = clock()
+        d_ref_sct = ref.compute(sct, sp, plan, st, ct)
+        rwall, rcpu = since(t)
+        print(f"  {modality:6s} pyRadPlan  optimise {rwall_opt:7.2f} s | recompute sCT "
+              f"{rwall:7.2f} s wall {rcpu:7.2f} s cpu   -> ours {rwall / wall:.0f}x faster")
+        # agreement: our physics on exactly pyRadPlan's beamlets and weights
+        d_ref_ct = ref.compute(ct, sp, plan, st, ct)
+        spots = []
+        weights = []
+        offset = 0
+        for beam in ref.spots(ct, sp, plan, st):
+            n = len(beam["energy"])
+            rng_mm = (ref.ranges_mm(beam["energy"]) if modality == "proton"
+                      else np.full(n, np.nan))
+            spots.append(SpotList(beam["pos_bev"][:, 0], beam["pos_bev"][:, 2], rng_mm))
+            weights.append(plan.weights["pyradplan"][offset: offset + n])
+            offset += n
+        d_our_ct = ours.compute_spots(ct, sp, plan, st, spots, weights)
+        d_our_sct = ours.compute_spots(sct, sp, plan, st, spots, weights)
+        for label, s in (("2%/2mm default (cutoff 2%, voxels)", GammaSettings()),
+                         ("2%/2mm cutoff 10%, interp 10", GammaSettings(2, 2, 10, 10)),
+                         ("3%/3mm cutoff 10%, interp 10", GammaSettings(3, 3, 10, 10))):
+            rate = gamma_pass_rate(d_ref_ct, d_our_ct, sp[::-1], s, device=device)
+            print(f"  {modality:6s} agreement on CT, ours vs pyRadPlan, gamma {label}: "
+                  f"{100 * rate:.2f} %")
+        m_ref = _metrics(plan, d_ref_ct, d_ref_sct, case, device)
+        m_our = _metrics(plan, d_our_ct, d_our_sct, case, device)
+        for key in m_ref:
+            rel = abs(m_our[key] - m_ref[key]) / max(abs(m_ref[key]), 1e-12)
+            print(f"  {modality:6s} {key:20s} pyRadPlan {m_ref[key]:9.4f}  ours "
+                  f"{m_our[key]:9.4f}  rel. diff {100 * rel:6.1f} %")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--skip-pymedphys", action="store_true")
+    p.add_argument("--skip-pyradplan", action="store_true")
+    p.add_argument("--skip-gamma", action="store_true")
+    p.add_argument("--anatomy", default="brain", choices=["brain", "pelvis"])
+    p.add_argument("--size", default="small", choices=["small", "realistic"])
+    args = p.parse_args()
+    if not args.skip_gamma:
+        bench_gamma(args.device, args.skip_pymedphys)
+    bench_engines(args.anatomy, args.size, args.device, args.skip_pyradplan)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluator.cli import main
+from evaluator.dose import DoseMetricsError, dose_metrics_for_case, dose_metrics_report
+from evaluator.dose.plan import PLAN_FILE, load_plan, save_plan
+
+from .conftest import phantom, write_image
+
+KEYS = {f"{m}_{mod}" for m in ("mae_target", "dvh", "gamma") for mod in ("photon", "proton")}
+
+
+def write_sct(case: Path, delta_hu: float) -> Path:
+    hu, _ = phantom()
+    sct = np.where(hu > -500, hu + delta_hu, hu).astype(np.int16)
+    write_image(case.parent / "sct.mha", sct)
+    return case.parent / "sct.mha"
+
+
+def test_metrics_and_cache(case_dir: Path, tmp_path: Path) -> None:
+    sct = write_sct(case_dir, 40.0)
+    cache = tmp_path / "cache"
+    first = dose_metrics_report(case_dir, sct, cache_dir=cache)
+    assert set(first.metrics) == KEYS
+    assert first.cached == {"photon": False, "proton": False}
+    assert first.gamma_settings == {"dose_pct": 2.0, "dta_mm": 2.0, "cutoff_pct": 2.0,
+                                    "interp_fraction": 0, "local": False}
+    second = dose_metrics_report(case_dir, sct, cache_dir=cache)
+    assert second.cached == {"photon": True, "proton": True}
+    assert second.metrics == first.metrics
+    m = first.metrics
+    assert 0 < m["mae_target_photon"] < m["mae_target_proton"]
+    assert 0 <= m["gamma_proton"] <= 100
+
+
+def test_perfect_sct(case_dir: Path) -> None:
+    m = dose_metrics_for_case(case_dir, case_dir / "ct.mha")
+    assert m["gamma_photon"] == 100.0 and m["mae_target_proton"] == 0.0
+    assert m["dvh_photon"] == 0.0
+
+
+def test_case_without_plans_has_no_dose_metrics(case_dir: Path) -> None:
+    for f in PLAN_FILE.values():
+        (case_dir / f).unlink()
+    assert dose_metrics_for_case(case_dir, case_dir / "ct.mha") == {}
+
+
+def test_only_one_modality(case_dir: Path) -> None:
+    (case_dir / PLAN_FILE["proton"]).unlink()
+    assert set(dose_metrics_for_case(case_dir, case_dir / "ct.mha")) == {
+        "mae_target_photon", "dvh_photon", "gamma_photon"}
+
+
+def test_missing_structure_is_a_clear_error(case_dir: Path) -> None:
+    plan = load_plan(case_dir / PLAN_FILE["photon"])
+    plan.structures["OAR_A"] = 9
+    save_plan(plan, case_dir / PLAN_FILE["photon"])
+    with pytest.raises(DoseMetricsError, match=r"1BA001, photon plan: structure 'OAR_A'"):
+        dose_metrics_for_case(case_dir, case_dir / "ct.mha")
+
+
+def test_bad_sct_is_a_clear_error(case_dir: Path, tmp_path: Path) -> None:
+    hu, _ = phantom()
+    write_image(tmp_path / "small.mha", hu[:-2].astype(np.int16))
+    with pytest.raises(DoseMetricsError, match="differs from the CT grid"):
+        dose_metrics_for_case(case_dir, tmp_path / "small.mha")
+    with pytest.raises(DoseMetricsError, match="does not exist"):
+        dose_metrics_for_case(case_dir, tmp_path / "missing.mha")
+
+
+def test_missing_weights_are_optimised_on_the_ct(case_dir: Path) -> None:
+    plan = load_plan(case_dir / PLAN_FILE["photon"])
+    plan.weights.clear()
+    save_plan(plan, case_dir / PLAN_FILE["photon"])
+    (case_dir / PLAN_FILE["proton"]).unlink()
+    m = dose_metrics_for_case(case_dir, case_dir / "ct.mha")
+    assert m["gamma_photon"] == 100.0
+
+
+def test_cli(case_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sct = write_sct(case_dir, -30.0)
+    assert main(["dose-metrics", "--case", str(case_dir), "--sct", str(sct)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= KEYS and out["engine"] == "torch_pb"
+    assert out["gamma_settings"]["dta_mm"] == 2.0
+    shutil.rmtree(case_dir)
+    case_dir.mkdir()
+    (case_dir / PLAN_FILE["photon"]).write_text("{}")
+    assert main(["dose-metrics", "--case", str(case_dir), "--sct", str(sct)]) == 2
+    assert "photon plan" in capsys.readouterr().err

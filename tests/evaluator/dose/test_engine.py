@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from evaluator.dose.engines import DoseComputationError, get_engine
+from evaluator.dose.engines.hlut import hu_to_density, hu_to_density_torch
+from evaluator.dose.engines.torch_pb import TorchPencilBeamEngine, proton_idd_table
+from evaluator.dose.metrics import mae_target
+from evaluator.dose.plan import Plan
+
+from .conftest import SPACING, make_plan, phantom
+
+
+def test_hlut() -> None:
+    hu = np.array([-2000.0, -1000.0, 0.0, 100.0, 350.0, 3000.0, 5000.0])
+    expected = [0.001, 0.001, 1.0, 1.095, 1.199, 2.505, 2.505]
+    assert hu_to_density(hu) == pytest.approx(expected, rel=1e-5)
+    assert hu_to_density_torch(torch.tensor(hu)).numpy() == pytest.approx(expected, rel=1e-5)
+
+
+def test_bragg_peak_sits_at_the_range() -> None:
+    z, idd = proton_idd_table(np.array([80.0, 150.0]))
+    for row, r in zip(idd, (80.0, 150.0), strict=True):
+        peak = z[np.argmax(row)]
+        assert r - 5.0 < peak <= r
+        assert row[z > r + 10].max() < 0.01 * row.max()  # no dose beyond the range
+
+
+@pytest.mark.parametrize("modality", ["photon", "proton"])
+def test_optimised_plan_covers_target(optimised_plans: dict[str, Plan], modality: str) -> None:
+    hu, labels = phantom()
+    plan = optimised_plans[modality]
+    dose = TorchPencilBeamEngine().compute(hu, SPACING, plan, labels)
+    ptv = labels == 2
+    assert dose.shape == hu.shape and np.isfinite(dose).all()
+    assert dose[ptv].mean() == pytest.approx(2.0, rel=0.01)
+    assert np.percentile(dose[ptv], 5) > 1.7  # reasonably homogeneous
+    assert dose[labels == 0].max() == 0.0  # nothing outside the structures
+    assert dose[labels == 3].mean() < dose[ptv].mean()
+
+
+def test_proton_dose_is_more_sensitive_to_hu_errors(optimised_plans: dict[str, Plan]) -> None:
+    hu, labels = phantom()
+    sct = np.where(hu > -500, hu + 60.0, hu)
+    engine = TorchPencilBeamEngine()
+    mae = {}
+    for modality, plan in optimised_plans.items():
+        d_ct = engine.compute(hu, SPACING, plan, labels)
+        d_sct = engine.compute(sct, SPACING, plan, labels, planning_ct_hu=hu)
+        mae[modality] = mae_target(d_ct, d_sct, 2.0)
+        assert mae[modality] > 0
+    assert mae["proton"] > mae["photon"]
+
+
+def test_missing_or_stale_weights() -> None:
+    hu, labels = phantom()
+    plan = make_plan("photon")
+    with pytest.raises(DoseComputationError, match="no 'torch_pb' weights"):
+        TorchPencilBeamEngine().compute(hu, SPACING, plan, labels)
+    plan.weights["torch_pb"] = [1.0, 2.0]
+    with pytest.raises(DoseComputationError, match="re-optimise"):
+        TorchPencilBeamEngine().compute(hu, SPACING, plan, labels)
+    with pytest.raises(DoseComputationError, match="unknown dose engine"):
+        get_engine("monte-carlo")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(optimised_plans: dict[str, Plan]) -> None:
+    hu, labels = phantom()
+    for plan in optimised_plans.values():
+        cpu = TorchPencilBeamEngine("cpu").compute(hu, SPACING, plan, labels)
+        gpu = TorchPencilBeamEngine("cuda").compute(hu, SPACING, plan, labels)
+        assert np.abs(cpu - gpu).max() < 1e-3 * cpu.max()

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluator.dose.plan import Beam, Plan, PlanError, load_plan, save_plan
+
+from .conftest import make_plan, phantom
+
+
+def test_roundtrip(tmp_path: Path) -> None:
+    plan = make_plan("proton")
+    plan.weights["torch_pb"] = [1.0, 2.5]
+    plan.isocenter_mm = (1.0, 2.0, 3.0)
+    save_plan(plan, tmp_path / "p.json")
+    again = load_plan(tmp_path / "p.json")
+    assert again == plan
+    assert again.beams[0] == Beam(90.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"target": "GTV"}, "target 'GTV'"),
+        ({"oars": ["liver"]}, "organ at risk 'liver'"),
+        ({"modality": "electron"}, "modality"),
+        ({"prescription_gy": -1}, "prescription_gy"),
+        ({"beams": []}, "at least one beam"),
+        ({"colour": "red"}, "unknown plan field"),
+    ],
+)
+def test_validation(tmp_path: Path, change: dict[str, object], message: str) -> None:
+    data = make_plan("photon").to_dict()
+    data.update(change)
+    (tmp_path / "p.json").write_text(json.dumps(data))
+    with pytest.raises(PlanError, match=message):
+        load_plan(tmp_path / "p.json")
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match="does not exist"):
+        load_plan(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(PlanError, match="not valid JSON"):
+        load_plan(tmp_path / "bad.json")
+    (tmp_path / "lack.json").write_text(json.dumps({"modality": "photon"}))
+    with pytest.raises(PlanError, match="lacks required"):
+        load_plan(tmp_path / "lack.json")
+
+
+def test_missing_structure_in_map() -> None:
+    _, labels = phantom()
+    plan = make_plan("photon")
+    labels = np.where(labels == 3, 1, labels)
+    with pytest.raises(PlanError, match=r"'OAR_A' .* is empty"):
+        plan.check_structures(labels)
+
+
+def test_plan_is_validated_on_construction() -> None:
+    with pytest.raises(PlanError):
+        Plan(modality="photon", prescription_gy=2.0, target="PTV", structures={}, beams=[])
