@@ -40,12 +40,14 @@ def since(start: tuple[float, float]) -> tuple[float, float]:
 
 
 def plan_like_dose(n: int = 100, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A plan-like dose (high-dose target, steep fall-off, broad low-dose bath over most of
+    the volume) and an evaluation dose shifted by ~1 mm, scaled by 1 % with smooth noise."""
     rng = np.random.default_rng(seed)
     g = np.meshgrid(*[np.linspace(-1, 1, n)] * 3, indexing="ij")
     r = np.sqrt(g[0] ** 2 + (g[1] / 0.8) ** 2 + (g[2] / 0.9) ** 2)
-    ref = 2.0 / (1 + np.exp((r - 0.35) / 0.04)) + 0.5 * np.exp(-(r**2) / 0.3) * (1 + 0.3 * g[1])
+    ref = 2.0 / (1 + np.exp((r - 0.35) / 0.04)) + 0.9 * np.exp(-(r**2) / 0.6) * (1 + 0.3 * g[1])
     ev = ndimage.shift(ref, (0.6, -0.4, 0.3), order=1, mode="nearest") * 1.01
-    ev += ndimage.gaussian_filter(rng.normal(0, 0.08, ref.shape), 1.5)
+    ev += ndimage.gaussian_filter(rng.normal(0, 0.15, ref.shape), 1.5)
     return ref, ev
 
 

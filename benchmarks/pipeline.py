@@ -146,6 +146,7 @@ def main() -> None:
               f"{r['platform_mean']:6.3f} s/case")
         print(f"           per case: {parts}")
     harness.truncate_all()
+    harness.flush_redis(env)  # the direct calls above enqueued follow-ups nobody consumed
     for batch in (1, args.batch):
         e2e = end_to_end(env, args.image, args.cases, batch, args.concurrency)
         print(f"end-to-end {args.cases}-case phase, batch {batch:<2}, {args.concurrency} worker "

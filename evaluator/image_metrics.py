@@ -115,9 +115,9 @@ def _box7_into(t: torch.Tensor, dim: int, csum: torch.Tensor, out: torch.Tensor)
     return out
 
 
-# A formula turns the (C, y, x) stack of local means into the SSIM-type map, in place, using
-# three scratch planes of the map's shape, and returns the map. C = 4: [ux, uy, mean(x^2 +
-# y^2), uxy] (enough for SSIM); C = 5: [ux, uy, uxx, uyy, uxy].
+# A formula turns the (C, y, x) stack of local 7x7x7 sums into the SSIM-type map, in place,
+# using three scratch planes of the map's shape, and returns the map. C = 4: [Sx, Sy,
+# S(x^2 + y^2), Sxy] (enough for SSIM); C = 5: [Sx, Sy, Sxx, Syy, Sxy].
 Formula = Callable[[torch.Tensor, list[torch.Tensor]], torch.Tensor]
 # fill(z, out): write the C channels of input slice z into out (C, y, x).
 SliceFill = Callable[[int, torch.Tensor], None]
@@ -192,56 +192,63 @@ def _masked_map_sum(
         if count == 0:
             continue
         plane = _box7_into(zsum, 1, *ybufs)
-        means = _box7_into(plane, 2, *xbufs).mul_(1.0 / WIN**3)
-        ssim_map = formula(means, scratch)
+        sums = _box7_into(plane, 2, *xbufs)
+        ssim_map = formula(sums, scratch)
         total += ssim_map.masked_fill_(outside[i], 0.0).sum(dtype=torch.float64)
     return float(total), count
 
 
+# The formulas take 7x7x7 box *sums* S (not means u = S / N, N = 343) and the constants
+# scaled to match: with Vx = N Sxx - Sx^2 = (N^2 / cov) vx (cov = N / (N - 1), the sample
+# covariance factor) every SSIM term is a ratio whose numerator and denominator are both
+# multiplied by N^2 (luminance) or N^2 / cov (contrast, structure, SSIM's second factor), so
+# the values are the published ones, without dividing five planes by N.
+_N = WIN**3
+_COV = _N / (_N - 1)
+
+
 def _ssim_2023_formula(data_range: float) -> Formula:
     """scikit-image ``structural_similarity`` map (uniform window, sample covariance)."""
-    c1 = (K1 * data_range) ** 2
-    c2 = (K2 * data_range) ** 2
-    cov_norm = WIN**3 / (WIN**3 - 1)
+    c1 = (K1 * data_range) ** 2 * _N**2
+    c2 = (K2 * data_range) ** 2 * _N**2 / _COV
 
     def f(u: torch.Tensor, scratch: list[torch.Tensor]) -> torch.Tensor:
-        ux, uy, uss, uxy = u.unbind(0)  # uss = mean(x^2 + y^2)
+        sx, sy, sss, sxy = u.unbind(0)  # sss = sum(x^2 + y^2)
         p, _, _ = scratch
-        torch.mul(ux, uy, out=p)
-        uxy.sub_(p).mul_(2 * cov_norm).add_(c2)  # A2 = 2 vxy + C2
-        ux.mul_(ux)
-        uy.mul_(uy)
-        uss.sub_(ux).sub_(uy).mul_(cov_norm).add_(c2)  # B2 = vx + vy + C2
-        ux.add_(uy).add_(c1)  # B1 = ux^2 + uy^2 + C1
-        p.mul_(2).add_(c1)  # A1 = 2 ux uy + C1
-        p.mul_(uxy)
-        ux.mul_(uss)
-        return p.div_(ux)
+        torch.mul(sx, sy, out=p)
+        sxy.mul_(_N).sub_(p).mul_(2).add_(c2)  # A2 = 2 vxy + C2   (x N^2 / cov)
+        sx.mul_(sx)
+        sy.mul_(sy)
+        sss.mul_(_N).sub_(sx).sub_(sy).add_(c2)  # B2 = vx + vy + C2   (x N^2 / cov)
+        sx.add_(sy).add_(c1)  # B1 = ux^2 + uy^2 + C1   (x N^2)
+        p.mul_(2).add_(c1)  # A1 = 2 ux uy + C1   (x N^2)
+        p.mul_(sxy)
+        sx.mul_(sss)
+        return p.div_(sx)
 
     return f
 
 
 def _ssim_2025_formula(data_range: float, weight: float) -> Formula:
     """SynthRAD2025 ``structural_similarity_at_scale``: clipped l, c, s each ** weight."""
-    c1 = (K1 * data_range) ** 2
-    c2 = (K2 * data_range) ** 2
+    c1 = (K1 * data_range) ** 2 * _N**2
+    c2 = (K2 * data_range) ** 2 * _N**2 / _COV
     c3 = c2 / 2
-    cov_norm = WIN**3 / (WIN**3 - 1)
 
     def f(u: torch.Tensor, scratch: list[torch.Tensor]) -> torch.Tensor:
-        ux, uy, vx, vy, vxy = u.unbind(0)
+        sx, sy, vx, vy, vxy = u.unbind(0)
         p, q, r = scratch
-        torch.mul(ux, uy, out=p)
-        vxy.sub_(p).mul_(cov_norm)
-        torch.mul(ux, ux, out=q)
-        vx.sub_(q).mul_(cov_norm)
-        torch.mul(uy, uy, out=r)
-        vy.sub_(r).mul_(cov_norm)
+        torch.mul(sx, sy, out=p)
+        vxy.mul_(_N).sub_(p)  # (N^2 / cov) vxy
+        torch.mul(sx, sx, out=q)
+        vx.mul_(_N).sub_(q)  # (N^2 / cov) vx
+        torch.mul(sy, sy, out=r)
+        vy.mul_(_N).sub_(r)
         q.add_(r).add_(c1)
         p.mul_(2).add_(c1).div_(q).clamp_(min=0)  # luminance
         torch.clamp(vx, min=0, out=q).sqrt_()
         torch.clamp(vy, min=0, out=r).sqrt_()
-        q.mul_(r)  # sqrt(vx) sqrt(vy)
+        q.mul_(r)  # (N^2 / cov) sqrt(vx) sqrt(vy)
         vx.add_(vy).add_(c2)
         torch.mul(q, 2, out=r).add_(c2).div_(vx).clamp_(min=0)  # contrast
         q.add_(c3)

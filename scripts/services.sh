@@ -30,6 +30,7 @@ install_system() {
     need_pkg redis-server redis-server
     need_pkg debootstrap debootstrap
     need_pkg docker-compose docker-compose
+    need_pkg gcc gcc libc6-dev  # static binaries of the example algorithms (gcc -static)
     if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
         need_pkg /usr/lib/postgresql/15/bin/initdb postgresql-15
     fi

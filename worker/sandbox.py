@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -336,6 +336,8 @@ def _wait(
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
             if should_stop is not None and should_stop():
                 return None, True
+        except docker.errors.NotFound:
+            return None, True  # removed under us (a cancel or a reaper): treat as stopped
 
 
 def _kill(container: Container) -> None:
@@ -368,20 +370,28 @@ def _remove(container: Container) -> None:
             time.sleep(0.5 * (attempt + 1))
 
 
-def _managed(filters: Mapping[str, str]) -> Iterator[Container]:
+def _managed(filters: Mapping[str, str]) -> list[dict[str, Any]]:
+    """This platform's containers as the engine lists them (id, labels, state), without a
+    per-container inspect that would race with containers being removed meanwhile."""
     labels = [f"{LABEL_MANAGED}=true"] + [f"{k}={v}" for k, v in filters.items()]
-    yield from client().containers.list(all=True, filters={"label": labels})
+    rows: list[dict[str, Any]] = client().api.containers(all=True, filters={"label": labels})
+    return rows
+
+
+def _remove_id(container_id: str) -> None:
+    _remove(client().containers.prepare_model({"Id": container_id}))
 
 
 def remove_containers(**label_filters: str) -> int:
     """Kill and remove this platform's containers matching the labels; returns how many.
 
     Used for cancel (by submission), on worker start (this worker's leftovers) and by the
-    periodic reaper (containers older than any limit).
+    periodic reaper (containers older than any limit). Pass a filter: without one it removes
+    every SynthArena container on the engine, other workers' running ones included.
     """
     n = 0
-    for container in _managed(label_filters):
-        _remove(container)
+    for row in _managed(label_filters):
+        _remove_id(row["Id"])
         n += 1
     return n
 
@@ -389,14 +399,15 @@ def remove_containers(**label_filters: str) -> int:
 def remove_containers_older_than(age_s: float) -> int:
     n = 0
     now = time.time()
-    for container in _managed({}):
-        started = float(container.labels.get(LABEL_STARTED, "0") or 0)
+    for row in _managed({}):
+        started = float((row.get("Labels") or {}).get(LABEL_STARTED, "0") or 0)
         if now - started > age_s:
-            _remove(container)
+            _remove_id(row["Id"])
             n += 1
     return n
 
 
 def running_labels() -> list[dict[str, str]]:
     """Labels of this platform's live containers (the reaper's view of what is running)."""
-    return [dict(c.labels) for c in _managed({}) if c.status in {"created", "running"}]
+    return [dict(row.get("Labels") or {}) for row in _managed({})
+            if row.get("State") in {"created", "running"}]

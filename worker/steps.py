@@ -15,7 +15,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,8 +172,8 @@ def run_cases(
             assert case is not None
             if phase.gpu_required and gpu is None:
                 state.finish_case_run(s, rid, R.FAILED, error_message=(
-                    "This phase requires a GPU but no GPU worker is available; the organisers "
-                    "have been notified by this message."))
+                    "This phase requires a GPU, but the worker that took this case has none. "
+                    "The organisers need to run a GPU worker (queue 'gpu') and re-evaluate."))
                 continue
             run = state.start_case_run(s, rid)
             claimed[rid] = (run.attempts, _case_input(case))
@@ -208,7 +208,7 @@ def run_cases(
             result = sandbox.run_container(
                 image_ref, input_dir=run_dir / "input", output_dir=run_dir / "output",
                 limits=limits, labels=labels,
-                should_stop=lambda: _is_cancelled(submission_id),
+                should_stop=_cancel_check(submission_id),
             )
         except sandbox.SandboxError as exc:
             for rid in claimed:
@@ -247,6 +247,20 @@ def run_cases(
     timings["record"] = time.perf_counter() - t3
     timings["algorithm"] = result.duration_s if result else 0.0
     return timings
+
+
+def _cancel_check(submission_id: int, every_s: float = 2.0) -> Callable[[], bool]:
+    """A should_stop for the sandbox that asks the database at most every ``every_s``."""
+    last = [time.monotonic()]
+
+    def check() -> bool:
+        now = time.monotonic()
+        if now - last[0] < every_s:
+            return False
+        last[0] = now
+        return _is_cancelled(submission_id)
+
+    return check
 
 
 def _is_cancelled(submission_id: int) -> bool:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from celery import current_task
 
+from backend.errors import NotFoundError
 from worker import steps
 from worker.celery_app import (
     CASE_RUN_MAX_S,
@@ -17,26 +22,41 @@ from worker.celery_app import (
 )
 from worker.reaper import reap
 
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _gone_is_done() -> Iterator[None]:
+    """A row deleted since the message was sent (e.g. a removed submission): nothing to do."""
+    try:
+        yield
+    except NotFoundError as exc:
+        log.info("skipped: %s", exc.message)
+
 
 @task("submissions.start", queue=QUEUE_IMAGES, time_limit_s=IMAGE_LOAD_LIMIT_S)
 def start_submission(submission_id: int) -> None:
-    steps.start_submission(submission_id)
+    with _gone_is_done():
+        steps.start_submission(submission_id)
 
 
 @task("cases.run", queue=QUEUE_GPU, time_limit_s=CASE_RUN_MAX_S)
 def run_cases(submission_id: int, case_run_ids: list[int]) -> None:
     worker_name = str(getattr(current_task.request, "hostname", None) or "local")
-    steps.run_cases(submission_id, case_run_ids, worker_name=worker_name, gpu=child_gpu())
+    with _gone_is_done():
+        steps.run_cases(submission_id, case_run_ids, worker_name=worker_name, gpu=child_gpu())
 
 
 @task("cases.evaluate", queue=QUEUE_EVAL, time_limit_s=EVAL_LIMIT_S)
 def evaluate_case(case_run_id: int) -> None:
-    steps.evaluate_case(case_run_id)
+    with _gone_is_done():
+        steps.evaluate_case(case_run_id)
 
 
 @task("submissions.finalize", queue=QUEUE_EVAL, time_limit_s=EVAL_LIMIT_S)
 def finalize_submission(submission_id: int) -> None:
-    steps.finalize_submission(submission_id)
+    with _gone_is_done():
+        steps.finalize_submission(submission_id)
 
 
 @task("submissions.reap", queue=QUEUE_EVAL, time_limit_s=EVAL_LIMIT_S)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F  # noqa: N812
 
 # Points x shell-offsets per gather chunk; bounds memory to a few hundred MB.
 _CHUNK = 1 << 22
@@ -96,63 +97,85 @@ def _grid_offsets(spacing: Sequence[float], radius: float) -> np.ndarray:
     return np.asarray(grid[keep][order])
 
 
+_FAR = 1e30  # evaluation dose outside the grid: never within any dose criterion
+
+
 class _Evaluator:
-    """Interpolated evaluation-dose lookups at (reference voxel + offset) for many points."""
+    """Interpolated evaluation-dose lookups at (reference voxel + offset) for many points.
+
+    The evaluation dose is padded with a huge value, so a shell point whose interpolation
+    touches a voxel outside the grid with a non-zero weight can never match (pymedphys treats
+    points outside the grid as infinitely far in dose); no bounds checks are needed.
+    """
 
     def __init__(self, dose_eval: torch.Tensor) -> None:
-        self.shape = dose_eval.shape
-        self.flat = dose_eval.reshape(-1)
-        strides = [1] * len(self.shape)
-        for k in range(len(self.shape) - 2, -1, -1):
-            strides[k] = strides[k + 1] * self.shape[k + 1]
-        self.strides = strides
+        self.dose = dose_eval
         self.device = dose_eval.device
+        self.pad = -1
+        self.flat = dose_eval.reshape(-1)
+        self.strides: list[int] = []
+        self._ensure_pad(2)
+
+    def _ensure_pad(self, pad: int) -> None:
+        if pad <= self.pad:
+            return
+        self.pad = max(pad, 2 * self.pad)
+        padded = F.pad(self.dose, [self.pad] * (2 * self.dose.ndim), value=_FAR)
+        self.flat = padded.reshape(-1)
+        shape = padded.shape
+        strides = [1] * len(shape)
+        for k in range(len(shape) - 2, -1, -1):
+            strides[k] = strides[k + 1] * shape[k + 1]
+        self.strides = strides
 
     def min_abs_diff(
-        self,
-        idx: torch.Tensor,
-        flat_idx: torch.Tensor,
-        ref: torch.Tensor,
-        offsets_vox: np.ndarray,
+        self, idx: torch.Tensor, ref: torch.Tensor, offsets_vox: np.ndarray,
         norm: torch.Tensor | float,
     ) -> torch.Tensor:
-        """min over offsets of |E(idx + offset) - ref| / norm (inf where out of the grid)."""
-        ndim = len(self.shape)
-        base = np.floor(offsets_vox + 1e-12)
-        frac = np.clip(offsets_vox - base, 0.0, 1.0)
-        off_t = torch.as_tensor(offsets_vox, dtype=torch.float64, device=self.device)
-        corners = [
-            tuple((c >> (ndim - 1 - k)) & 1 for k in range(ndim)) for c in range(1 << ndim)
-        ]
+        """min over offsets of |E(idx + offset) - ref| / norm (huge where off the grid)."""
+        ndim = idx.shape[1]
+        self._ensure_pad(math.ceil(float(np.abs(offsets_vox).max(initial=0.0))) + 2)
+        base = np.floor(offsets_vox + 1e-9)
+        frac = offsets_vox - base
+        frac[frac < 1e-9] = 0.0
+        flat_idx = sum((idx[:, k] + self.pad) * self.strides[k] for k in range(ndim))
+        assert isinstance(flat_idx, torch.Tensor)
         corner_flat: list[torch.Tensor] = []
         corner_w: list[torch.Tensor] = []
-        for corner in corners:
+        for c in range(1 << ndim):
+            corner = [(c >> (ndim - 1 - k)) & 1 for k in range(ndim)]
             wn = np.ones(len(offsets_vox))
             sh = np.zeros(len(offsets_vox), dtype=np.int64)
-            for k, c in enumerate(corner):
-                wn = wn * (frac[:, k] if c else 1.0 - frac[:, k])
-                sh = sh + (base[:, k].astype(np.int64) + c) * self.strides[k]
+            for k, bit in enumerate(corner):
+                wn = wn * (frac[:, k] if bit else 1.0 - frac[:, k])
+                sh = sh + (base[:, k].astype(np.int64) + bit) * self.strides[k]
             if not np.any(wn > 0):
                 continue
             corner_flat.append(torch.as_tensor(sh, device=self.device))
             corner_w.append(torch.as_tensor(wn, dtype=self.flat.dtype, device=self.device))
-        n_total = self.flat.numel()
         best = torch.full((idx.shape[0],), math.inf, dtype=self.flat.dtype, device=self.device)
         per = max(1, _CHUNK // max(1, idx.shape[0]))
-        limits = torch.as_tensor(self.shape, dtype=torch.float64, device=self.device) - 1
-        idx_f = idx.to(torch.float64)
         for start in range(0, len(offsets_vox), per):
             sl = slice(start, start + per)
-            pos = idx_f[:, None, :] + off_t[None, sl, :]
-            inside = ((pos >= -1e-9) & (pos <= limits + 1e-9)).all(dim=-1)
-            value = torch.zeros(inside.shape, dtype=self.flat.dtype, device=self.device)
+            value = torch.zeros((idx.shape[0], len(offsets_vox[sl])), dtype=self.flat.dtype,
+                                device=self.device)
             for shift, w in zip(corner_flat, corner_w, strict=True):
-                gather = (flat_idx[:, None] + shift[None, sl]).clamp_(0, n_total - 1)
-                value += self.flat[gather] * w[None, sl]
-            diff = (value - ref[:, None]).abs_()
-            diff = torch.where(inside, diff, torch.full_like(diff, math.inf))
-            best = torch.minimum(best, diff.min(dim=1).values)
+                value.addcmul_(self.flat[flat_idx[:, None] + shift[None, sl]], w[None, sl])
+            best = torch.minimum(best, (value - ref[:, None]).abs_().amin(dim=1))
         return best / norm
+
+
+def _neighbourhood_range(
+    dose: torch.Tensor, spacing: np.ndarray, radius_mm: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min and max of ``dose`` over the voxels any interpolation within ``radius_mm`` uses."""
+    reach = [math.ceil(radius_mm / sp - 1e-9) + 1 for sp in spacing]
+    kernel = [2 * r + 1 for r in reach]
+    pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[dose.ndim]
+    x = dose[None, None]
+    hi = pool(x, kernel, stride=1, padding=reach)[0, 0]
+    lo = -pool(-x, kernel, stride=1, padding=reach)[0, 0]
+    return lo, hi
 
 
 def gamma_index(
@@ -190,21 +213,26 @@ def gamma_index(
     current = torch.full((to_calc.numel(),), math.inf, dtype=torch.float64, device=device)
     if to_calc.numel() == 0:
         return gamma.reshape(ref.shape).cpu().numpy()
-    strides = torch.as_tensor(_Evaluator(ev).strides, device=device)
-    all_idx = torch.stack(
-        [(to_calc // strides[k]) % ref.shape[k] for k in range(ref.ndim)], dim=1
-    )
+    all_idx = torch.stack(torch.unravel_index(to_calc, ref.shape), dim=1)
     evaluator = _Evaluator(ev)
     delta = s.dose_pct / 100.0
     active = torch.arange(to_calc.numel(), device=device)
     spacing_arr = np.asarray(spacing, dtype=np.float64)
+    if skip_once_passed and max_gamma <= 1.0:
+        # a point can only pass where some evaluation value within the DTA lies within the
+        # dose criterion: drop the others at once (exact; they fail at every distance)
+        lo, hi = _neighbourhood_range(ev, spacing_arr, s.dta_mm * max_gamma)
+        r = flat_ref[to_calc]
+        tol = delta * (r if s.local else norm_global)
+        hopeful = (r >= lo.reshape(-1)[to_calc] - tol) & (r <= hi.reshape(-1)[to_calc] + tol)
+        current[~hopeful] = math.nextafter(max_gamma, math.inf)  # fails: gamma > max_gamma
+        active = active[hopeful]
 
     def update(offsets_mm: np.ndarray, distance_ratio: torch.Tensor | float) -> None:
         nonlocal active
-        flat_idx = to_calc[active]
-        r = flat_ref[flat_idx]
+        r = flat_ref[to_calc[active]]
         norm: torch.Tensor | float = r if s.local else norm_global
-        diff = evaluator.min_abs_diff(all_idx[active], flat_idx, r, offsets_mm / spacing_arr, norm)
+        diff = evaluator.min_abs_diff(all_idx[active], r, offsets_mm / spacing_arr, norm)
         g = torch.sqrt((diff / delta) ** 2 + distance_ratio**2)
         current[active] = torch.minimum(current[active], g)
 

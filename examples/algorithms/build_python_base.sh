@@ -18,8 +18,13 @@ debootstrap --variant=minbase --include=python3,python3-numpy bookworm "$ROOTFS"
 # registry access); manylinux wheels only, so the host's Python version does not matter.
 SITE="$ROOTFS/usr/local/lib/python3.11/dist-packages"
 mkdir -p "$SITE"
-PIP="${PIP:-pip3}"
-command -v "$PIP" >/dev/null || PIP="python3 -m pip"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV_PIP="$HERE/../../.venv/bin/pip"  # the project's virtualenv (scripts/services.sh makes it)
+if [ -z "${PIP:-}" ]; then
+    if [ -x "$VENV_PIP" ]; then PIP="$VENV_PIP"
+    elif command -v pip3 >/dev/null; then PIP=pip3
+    else PIP="python3 -m pip"; fi
+fi
 $PIP install -q --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
     --platform manylinux2014_x86_64 --target "$SITE" "SimpleITK>=2.4,<3"
 # Slim: drop apt lists, docs and caches (the image is what participants upload).

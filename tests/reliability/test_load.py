@@ -39,7 +39,8 @@ LATENCY_CONNECTIONS = 8
 LATENCY_MAX_REQUESTS = 4000
 
 
-def _seed(env: ReliabilityEnv, image_id: str) -> tuple[str, list[str], list[tuple[str, int]]]:
+def _seed(env: ReliabilityEnv, image_id: str
+          ) -> tuple[str, list[str], list[tuple[str, int]], list[int]]:
     """Phases (1 tiny case, 1 submission per user), 50 registered users with tokens and a
     valid image each. Returns (challenge slug, phase slugs, [(token, image id)])."""
     tarball = EXAMPLES_OUT / "static-c.tar.gz"
@@ -53,7 +54,7 @@ def _seed(env: ReliabilityEnv, image_id: str) -> tuple[str, list[str], list[tupl
 
         challenge = s.get(Challenge, challenge_id)
         assert challenge is not None
-        users = []
+        users, user_ids = [], []
         for i in range(USERS):
             u = harness.user(s, f"load-user{i:02d}")
             s.add(ChallengeMember(challenge_id=challenge_id, user_id=u.id,
@@ -70,7 +71,8 @@ def _seed(env: ReliabilityEnv, image_id: str) -> tuple[str, list[str], list[tupl
             s.flush()
             _, token = create_token(s, u, "load", None)
             users.append((token, img.id))
-        return challenge.slug, [p.slug for p in phases], users
+            user_ids.append(u.id)
+        return challenge.slug, [p.slug for p in phases], users, user_ids
 
 
 async def _submit_all(url: str, slug: str, phases: list[str],
@@ -87,8 +89,9 @@ async def _submit_all(url: str, slug: str, phases: list[str],
         return await asyncio.gather(*jobs)
 
 
-async def _measure(url: str, slug: str, phases: list[str], token: str, sub_ids: list[int],
-                   stop: asyncio.Event) -> dict[str, list[float]]:
+async def _measure(url: str, slug: str, phases: list[str], token: str,
+                   owned: list[tuple[int, str]], stop: asyncio.Event) -> dict[str, list[float]]:
+    """Leaderboards (as one participant) and submission status (each as its owner)."""
     lat: dict[str, list[float]] = {"leaderboard": [], "status": []}
     count = 0
     async with httpx.AsyncClient(base_url=url, timeout=60,
@@ -103,9 +106,11 @@ async def _measure(url: str, slug: str, phases: list[str], token: str, sub_ids: 
                     path, kind = f"/api/challenges/{slug}/phases/{phases[i % len(phases)]}" \
                                  "/leaderboard", "leaderboard"
                 else:
-                    path, kind = f"/api/submissions/{sub_ids[i % len(sub_ids)]}", "status"
+                    sub_id, owner = owned[i % len(owned)]
+                    path, kind = f"/api/submissions/{sub_id}", "status"
                 t0 = time.perf_counter()
-                r = await c.get(path)
+                r = await c.get(path, headers=None if kind == "leaderboard" else
+                                {"Authorization": f"Bearer {owner}"})
                 lat[kind].append(time.perf_counter() - t0)
                 assert r.status_code == 200, (path, r.status_code, r.text[:200])
         await asyncio.gather(*(loop(k) for k in range(LATENCY_CONNECTIONS)))
@@ -125,7 +130,9 @@ def test_200_submissions_from_50_users(private_stack: Any) -> None:
     harness.truncate_all()
     harness.flush_redis(env)
     image_id = sandbox.client().images.get("syntharena-example/static-c:latest").id
-    slug, phases, users = _seed(env, str(image_id))
+    t_seed = time.monotonic()
+    slug, phases, users, user_ids = _seed(env, str(image_id))
+    print(f"seeded in {time.monotonic() - t_seed:.1f} s")
     api = stack.ApiServer(env, workers=2)
     api.start()
     worker = stack.start_worker(env, "rel-load", concurrency=4)
@@ -133,17 +140,22 @@ def test_200_submissions_from_50_users(private_stack: Any) -> None:
     try:
         answers = asyncio.run(_submit_all(api.url, slug, phases, users))
         t_submit = time.monotonic() - t0
+        print(f"400 submission requests answered in {t_submit:.1f} s")
         accepted = [a for a in answers if a[0] == 201]
         refused = [a for a in answers if a[0] != 201]
         with session_scope() as s:
             ids = list(s.scalars(select(Submission.id)))
+            owners = dict(s.execute(select(Submission.id, Submission.user_id)).all())
+        tokens = dict(zip(user_ids, (t for t, _ in users), strict=True))
+        owned = [(i, tokens[owners[i]]) for i in ids]
+        with session_scope() as s:
             per_pair = s.execute(select(Submission.user_id, Submission.phase_id, func.count())
                                  .group_by(Submission.user_id, Submission.phase_id)).all()
 
         async def measure_until_drained() -> dict[str, list[float]]:
             stop = asyncio.Event()
             task = asyncio.create_task(
-                _measure(api.url, slug, phases, users[0][0], ids, stop))
+                _measure(api.url, slug, phases, users[0][0], owned, stop))
             deadline = time.monotonic() + 420
             while time.monotonic() < deadline:
                 with session_scope() as s:

@@ -57,4 +57,8 @@ def clean_pipeline(pipeline_env):
     harness.truncate_all()
     harness.flush_redis(pipeline_env)
     yield pipeline_env
-    sandbox.remove_containers()
+    # Only this suite's containers: other suites may be running on the same engine.
+    for labels in sandbox.running_labels():
+        worker = labels.get(sandbox.LABEL_WORKER, "")
+        if worker == "pytest" or worker.startswith(("e2e@", "victim@")):
+            sandbox.remove_containers(**{sandbox.LABEL_WORKER: worker})

@@ -37,12 +37,12 @@ PHOTON_SAD_MM = 1000.0
 PROTON_SAD_MM = 10000.0
 # photon model: fitted (least squares) to pyRadPlan's Generic 6 MV single-field doses in water
 # with a bone slab (64^3 at 3 mm); see README
-BUILDUP_MM = 3.80
-MU_PER_MM = 0.00368
-SIGMA_PRIMARY_MM = 2.95
-SIGMA_SCATTER_MM = 19.3
-SCATTER_FRACTION = 0.31
-SCATTER_BUILDUP_MM = 27.1
+BUILDUP_MM = 3.57
+MU_PER_MM = 0.00363
+SIGMA_PRIMARY_MM = 2.47
+SIGMA_SCATTER_MM = 18.4
+SCATTER_FRACTION = 0.282
+SCATTER_BUILDUP_MM = 36.4
 # proton model: spot size, scattering, nuclear loss and straggling fitted like the photons to
 # pyRadPlan's Generic proton machine (one field, 1474 spots)
 RANGE_ALPHA = 0.0022 * 10.0  # mm / MeV^p (R = a E^p, water)
@@ -54,7 +54,7 @@ STRAGGLING_FACTOR = 0.30
 LAYER_SPACING_MM = 3.0
 # absolute calibration: our dose per unit weight = pyRadPlan's (Generic machines), so stored
 # weights and the reference engine's weights mean the same thing
-PHOTON_GY_PER_WEIGHT = 1.247
+PHOTON_GY_PER_WEIGHT = 1.167
 PROTON_GY_PER_WEIGHT = 0.1709
 
 

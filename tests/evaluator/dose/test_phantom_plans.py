@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk  # noqa: N813
+
+from evaluator.dose.phantom_plans import (
+    make_phantom_plans,
+    make_phantom_structures,
+    write_phantom_plans,
+)
+from evaluator.dose.plan import load_plan
+from evaluator.phantoms import make_case
+
+
+@pytest.mark.parametrize("anatomy", ["brain", "pelvis"])
+def test_structures_and_plans(anatomy: str) -> None:
+    case = make_case(anatomy, "small", np.random.default_rng(0))
+    structures, names = make_phantom_structures(case["labels"], anatomy)
+    assert names["BODY"] == 1 and names["PTV"] == 2
+    for name, value in names.items():
+        assert (structures == value).sum() > 0, name
+    assert not (structures[case["labels"] == 0]).any()  # nothing outside the body
+    plans = make_phantom_plans(case["labels"], case["spacing"], anatomy)
+    assert set(plans) == {"photon", "proton"}
+    for plan in plans.values():
+        assert 2 <= len(plan.oars) <= 4
+        plan.check_structures(structures)
+
+
+def test_write_phantom_plans(tmp_path: Path) -> None:
+    case = make_case("brain", "small", np.random.default_rng(1))
+    labels = case["labels"][::2, ::2, ::2]  # keep the test fast
+    spacing = tuple(2 * s for s in case["spacing"])
+    ct = case["ct"][::2, ::2, ::2].astype(np.float32)
+    written = write_phantom_plans(tmp_path, labels, spacing, "brain", ct_hu=ct)
+    assert sorted(p.name for p in written.values()) == ["plan_photon.json", "plan_proton.json"]
+    img = sitk.ReadImage(str(tmp_path / "structures.mha"))
+    assert img.GetSpacing() == pytest.approx(spacing)
+    for path in written.values():
+        plan = load_plan(path)
+        assert len(plan.weights["torch_pb"]) > 0
