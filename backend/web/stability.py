@@ -1,34 +1,31 @@
 """Bootstrap rank stability for the leaderboard page.
 
-Cases are resampled with replacement; each resample re-aggregates every ranked submission
-(mean over the drawn cases) and re-ranks them with the backend's own ``rank_rows``, so the
-rules (ties share a rank, missing values never rank above numbers) are the leaderboard's.
-The interval is the 2.5th–97.5th percentile of the ranks seen. Results are cached per set of
-(submission, aggregate time) so a busy leaderboard does not recompute on every view.
+A cached adapter over ``evaluator.ranking.bootstrap_rank_stability`` (the one
+implementation of the resampling), fed with the phase's ranked columns and method. Results
+are cached per set of (submission, aggregate time) so a busy leaderboard does not recompute
+on every view.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
-import numpy as np
-
-from backend.leaderboards.ranking import Column, rank_rows
+from backend.leaderboards.ranking import METHOD_NAMES, Column
 from backend.models import RankingMethod
+from evaluator.ranking import bootstrap_rank_stability
 
 Interval = tuple[float, float]
 _cache: OrderedDict[tuple[object, ...], dict[int, Interval]] = OrderedDict()
 _lock = threading.Lock()
 
 
-def _num(v: object) -> float:
+def _num(v: object) -> float | None:
     if isinstance(v, bool) or not isinstance(v, int | float):
-        return math.nan
-    return float(v) if math.isfinite(v) else math.nan
+        return None
+    return float(v) if math.isfinite(v) else None
 
 
 def rank_intervals(
@@ -46,38 +43,20 @@ def rank_intervals(
             if cache_key in _cache:
                 _cache.move_to_end(cache_key)
                 return _cache[cache_key]
-    subs = list(per_case)
-    cases = sorted({c for m in per_case.values() for c in m})
-    if len(subs) < 2 or len(cases) < 2:
+    cases = {c for m in per_case.values() for c in m}
+    if len(per_case) < 2 or len(cases) < 2 or not columns:
         return {}
-    # values[s, c, m]; NaN where a case has no value.
-    values = np.array(
-        [[[_num(per_case[s].get(c, {}).get(col.metric)) for col in columns] for c in cases]
-         for s in subs],
-        dtype=float,
+    ranked = columns[:1] if method is RankingMethod.ABSOLUTE else columns
+    values = {
+        str(s): {str(c): {col.metric: _num(m.get(col.metric)) for col in ranked}
+                 for c, m in by_case.items()}
+        for s, by_case in per_case.items()
+    }
+    stability = bootstrap_rank_stability(
+        values, {c.metric: c.higher_is_better for c in ranked}, METHOD_NAMES[method],
+        ranked[0].metric, n=samples, seed=seed,
     )
-    rng = np.random.default_rng(seed)
-    ranks = np.full((samples, len(subs)), np.nan)
-    for b in range(samples):
-        idx = rng.integers(0, len(cases), len(cases))
-        drawn = values[:, idx, :]
-        with warnings.catch_warnings():
-            # An all-NaN slice (no value for a metric) is an expected "missing" here.
-            warnings.simplefilter("ignore", category=RuntimeWarning)
-            means = np.nanmean(drawn, axis=1)  # (subs, metrics)
-        rows: list[dict[str, object]] = [
-            {col.metric: (None if math.isnan(means[i, j]) else float(means[i, j]))
-             for j, col in enumerate(columns)}
-            for i in range(len(subs))
-        ]
-        for i, r in enumerate(rank_rows(rows, columns, method)):
-            if r.rank is not None:
-                ranks[b, i] = r.rank
-    out: dict[int, Interval] = {}
-    for i, s in enumerate(subs):
-        seen = ranks[:, i][~np.isnan(ranks[:, i])]
-        if seen.size:
-            out[s] = (float(np.percentile(seen, 2.5)), float(np.percentile(seen, 97.5)))
+    out = {int(s): (r.ci_low, r.ci_high) for s, r in stability.items()}
     if cache_key is not None:
         with _lock:
             _cache[cache_key] = out

@@ -218,23 +218,42 @@ def gamma_index(
     delta = s.dose_pct / 100.0
     active = torch.arange(to_calc.numel(), device=device)
     spacing_arr = np.asarray(spacing, dtype=np.float64)
-    if skip_once_passed and max_gamma <= 1.0:
-        # a point can only pass where some evaluation value within the DTA lies within the
-        # dose criterion: drop the others at once (exact; they fail at every distance)
-        lo, hi = _neighbourhood_range(ev, spacing_arr, s.dta_mm * max_gamma)
-        r = flat_ref[to_calc]
-        tol = delta * (r if s.local else norm_global)
-        hopeful = (r >= lo.reshape(-1)[to_calc] - tol) & (r <= hi.reshape(-1)[to_calc] + tol)
-        current[~hopeful] = math.nextafter(max_gamma, math.inf)  # fails: gamma > max_gamma
+    pass_mode = skip_once_passed and max_gamma <= 1.0
+    ranges: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def could_pass(candidates: torch.Tensor, distance: float) -> torch.Tensor:
+        """Points that could reach gamma <= 1 at ``distance``: some evaluation value the
+        shell's interpolation uses lies within the remaining dose tolerance (exact bound)."""
+        reach = max(math.ceil(distance / sp - 1e-9) for sp in spacing_arr)
+        key = float(reach)
+        if key not in ranges:
+            lo_, hi_ = _neighbourhood_range(ev, spacing_arr, distance)
+            ranges[key] = (lo_.reshape(-1), hi_.reshape(-1))
+        lo, hi = ranges[key]
+        flat = to_calc[candidates]
+        r = flat_ref[flat]
+        slack = max(0.0, 1.0 - (distance / s.dta_mm) ** 2) ** 0.5
+        tol = delta * slack * (r if s.local else norm_global)
+        ok: torch.Tensor = (r >= lo[flat] - tol) & (r <= hi[flat] + tol)
+        return ok
+
+    if pass_mode:
+        # points that cannot pass even at the DTA fail at once (gamma > max_gamma)
+        hopeful = could_pass(active, s.dta_mm * max_gamma * (1 - 1e-12))
+        current[~hopeful] = math.nextafter(max_gamma, math.inf)
         active = active[hopeful]
 
-    def update(offsets_mm: np.ndarray, distance_ratio: torch.Tensor | float) -> None:
-        nonlocal active
-        r = flat_ref[to_calc[active]]
+    def update(offsets_mm: np.ndarray, distance: float) -> None:
+        points = active
+        if pass_mode and distance > 0:
+            points = active[could_pass(active, distance)]
+            if points.numel() == 0:
+                return
+        r = flat_ref[to_calc[points]]
         norm: torch.Tensor | float = r if s.local else norm_global
-        diff = evaluator.min_abs_diff(all_idx[active], r, offsets_mm / spacing_arr, norm)
-        g = torch.sqrt((diff / delta) ** 2 + distance_ratio**2)
-        current[active] = torch.minimum(current[active], g)
+        diff = evaluator.min_abs_diff(all_idx[points], r, offsets_mm / spacing_arr, norm)
+        g = torch.sqrt((diff / delta) ** 2 + (distance / s.dta_mm) ** 2)
+        current[points] = torch.minimum(current[points], g)
 
     if s.interp_fraction == 0:
         radius = s.dta_mm * (max_gamma if math.isfinite(max_gamma) else 2.0)
@@ -243,7 +262,7 @@ def gamma_index(
         dists = np.sqrt(((offsets * spacing_arr) ** 2).sum(axis=1))
         for d in np.unique(dists):
             group = offsets[dists == d]
-            update(group * spacing_arr, float(d / s.dta_mm))
+            update(group * spacing_arr, float(d))
             keep = current[active] > d / s.dta_mm
             if skip_once_passed:
                 keep &= current[active] >= 1
@@ -252,7 +271,7 @@ def gamma_index(
                 break
     else:
         for distance, step in _search_distances(s.dta_mm, s.interp_fraction, max_gamma):
-            update(_shell_offsets(distance, ref.ndim, step), distance / s.dta_mm)
+            update(_shell_offsets(distance, ref.ndim, step), distance)
             keep = current[active] > distance / s.dta_mm
             if skip_once_passed:
                 keep &= current[active] >= 1
