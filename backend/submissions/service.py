@@ -132,13 +132,14 @@ def _require_organizer(session: Session, user: User, phase: Phase) -> None:
 
 
 def cancel(session: Session, user: User, submission_id: int) -> Submission:
-    sub, phase, _ = get_for_viewer(session, user, submission_id)
-    _require_organizer(session, user, phase)
+    """Organisers cancel any submission of their challenge; participants their own."""
+    sub, _, organizer = get_for_viewer(session, user, submission_id)
     sub = state.lock_submission(session, sub.id)
     if sub.status not in ACTIVE_STATUSES:
         raise ConflictError(f"Submission #{sub.id} is {sub.status.value}; nothing to cancel.")
     sub = state.transition(session, sub.id, sub.status, SubmissionStatus.CANCELLED,
-                           current_step="cancelled by an organiser")
+                           current_step="cancelled by an organiser" if organizer
+                           else "cancelled by its owner")
     session.execute(
         update(CaseRun)
         .where(CaseRun.submission_id == sub.id,

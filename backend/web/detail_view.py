@@ -197,7 +197,8 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
         "image": image,
         "status": submission_status(session, sub),
         "is_organizer": organizer,
-        "can_cancel": organizer and sub.status.value in ("pending", "running", "evaluating"),
+        "can_cancel": (organizer or sub.user_id == user.id)
+        and sub.status.value in ("pending", "running", "evaluating"),
         "columns": columns,
         "aggregate": aggregate,
         "spreads": spreads,

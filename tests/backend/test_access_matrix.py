@@ -40,6 +40,7 @@ LOGGED_IN = lambda c: _codes(401, c, c, c, c, c)  # noqa: E731
 ORGANIZERS = lambda c: _codes(401, 403, 403, 403, c, c)  # noqa: E731
 OWNER = lambda c: _codes(401, 404, c, 404, 404, 404)  # noqa: E731
 SUB_ORG = lambda c: _codes(401, 404, 403, 404, c, c)  # noqa: E731
+SUB_OWNER_OR_ORG = lambda c: _codes(401, 404, c, 404, c, c)  # noqa: E731
 
 Body = Callable[[World], dict[str, Any] | None]
 MATRIX: list[tuple[str, str, Body, dict[str, int]]] = [
@@ -92,7 +93,7 @@ MATRIX: list[tuple[str, str, Body, dict[str, int]]] = [
     ("GET", "/api/submissions/{sub}", lambda w: None, _codes(401, 404, 200, 404, 200, 200)),
     ("PATCH", "/api/submissions/{sub}", lambda w: {"is_hidden": True}, SUB_ORG(200)),
     ("GET", "/api/submissions/{sub}/cases", lambda w: None, SUB_ORG(200)),
-    ("POST", "/api/submissions/{active_sub}/cancel", lambda w: None, SUB_ORG(200)),
+    ("POST", "/api/submissions/{active_sub}/cancel", lambda w: None, SUB_OWNER_OR_ORG(200)),
     ("POST", "/api/submissions/{sub}/reevaluate", lambda w: None, SUB_ORG(200)),
     ("GET", "/api/challenges/{slug}/phases/{phase}/leaderboard", lambda w: None,
      _codes(403, 403, 403, 403, 200, 200)),

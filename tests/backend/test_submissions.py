@@ -107,14 +107,25 @@ def test_window_and_registration(client: TestClient, db_session: Session,
     assert r.status_code == 403 and "Register" in r.json()["detail"]
 
 
+def test_owner_cancels_own_submission(
+    client: TestClient, db_session: Session, task_queue: TaskQueue
+) -> None:
+    _org, _ch, phase, user = _setup(db_session)
+    sub = f.make_submission(db_session, phase, user, status=S.RUNNING)
+    r = client.post(f"/api/submissions/{sub.id}/cancel", headers=f.auth(db_session, user))
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert r.json()["current_step"] == "cancelled by its owner"
+
+
 def test_organizer_actions(client: TestClient, db_session: Session, task_queue: TaskQueue) -> None:
     org, _ch, phase, user = _setup(db_session)
     oh, uh = f.auth(db_session, org), f.auth(db_session, user)
     sub = f.make_submission(db_session, phase, user, status=S.RUNNING, metrics={"mae": 1.0})
-    assert client.post(f"/api/submissions/{sub.id}/cancel", headers=uh).status_code == 403
     r = client.post(f"/api/submissions/{sub.id}/cancel", headers=oh)
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert "organiser" in r.json()["current_step"]
     assert client.post(f"/api/submissions/{sub.id}/cancel", headers=oh).status_code == 409
+    assert client.post(f"/api/submissions/{sub.id}/reevaluate", headers=uh).status_code == 403
     r = client.post(f"/api/submissions/{sub.id}/reevaluate", headers=oh)
     assert r.json()["status"] == "pending" and r.json()["metrics"] is None
     assert task_queue.task_names() == ["submissions.start"]

@@ -358,3 +358,25 @@ def test_organizer_datasets_members_and_challenge(
     login(web, other)
     assert web.get("/manage/challenges/task-1", headers=HTML).status_code == 200
     assert web.get("/manage/challenges/new", headers=HTML).status_code == 403
+
+
+def test_owner_cancels_running_submission_from_its_page(
+    web: TestClient, db_session: Session
+) -> None:
+    org = make_user(db_session)
+    ch = make_challenge(db_session, org)
+    ph = make_phase(db_session, ch, make_dataset_version(db_session, ch, cases=2))
+    user, other = make_user(db_session), make_user(db_session)
+    sub = make_submission(db_session, ph, user, status=SubmissionStatus.RUNNING)
+    login(web, other)
+    assert web.get(f"/submissions/{sub.id}", headers=HTML).status_code == 404
+    login(web, user)
+    page = web.get(f"/submissions/{sub.id}", headers=HTML)
+    assert f'action="/manage/submissions/{sub.id}/cancel"' in page.text
+    r = web.post(f"/manage/submissions/{sub.id}/cancel",
+                 data={"csrf_token": csrf_token(web), "next": f"/submissions/{sub.id}"})
+    assert r.status_code == 303 and r.headers["location"] == f"/submissions/{sub.id}"
+    db_session.refresh(sub)
+    assert sub.status is SubmissionStatus.CANCELLED
+    page = web.get(f"/submissions/{sub.id}", headers=HTML)
+    assert f'action="/manage/submissions/{sub.id}/cancel"' not in page.text
