@@ -219,27 +219,29 @@ def gamma_index(
     active = torch.arange(to_calc.numel(), device=device)
     spacing_arr = np.asarray(spacing, dtype=np.float64)
     pass_mode = skip_once_passed and max_gamma <= 1.0
-    ranges: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
+    ranges: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}  # per search radius
 
-    def could_pass(candidates: torch.Tensor, distance: float) -> torch.Tensor:
+    def could_pass(
+        candidates: torch.Tensor, distance: float, slack: float | None = None
+    ) -> torch.Tensor:
         """Points that could reach gamma <= 1 at ``distance``: some evaluation value the
         shell's interpolation uses lies within the remaining dose tolerance (exact bound)."""
-        reach = max(math.ceil(distance / sp - 1e-9) for sp in spacing_arr)
-        key = float(reach)
+        key = distance
         if key not in ranges:
             lo_, hi_ = _neighbourhood_range(ev, spacing_arr, distance)
             ranges[key] = (lo_.reshape(-1), hi_.reshape(-1))
         lo, hi = ranges[key]
         flat = to_calc[candidates]
         r = flat_ref[flat]
-        slack = max(0.0, 1.0 - (distance / s.dta_mm) ** 2) ** 0.5
+        if slack is None:
+            slack = max(0.0, 1.0 - (distance / s.dta_mm) ** 2) ** 0.5
         tol = delta * slack * (r if s.local else norm_global)
         ok: torch.Tensor = (r >= lo[flat] - tol) & (r <= hi[flat] + tol)
         return ok
 
     if pass_mode:
         # points that cannot pass even at the DTA fail at once (gamma > max_gamma)
-        hopeful = could_pass(active, s.dta_mm * max_gamma * (1 - 1e-12))
+        hopeful = could_pass(active, s.dta_mm * max_gamma, slack=1.0)
         current[~hopeful] = math.nextafter(max_gamma, math.inf)
         active = active[hopeful]
 
