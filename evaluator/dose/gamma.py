@@ -165,16 +165,20 @@ class _Evaluator:
         return best / norm
 
 
+def _reach(spacing: np.ndarray, radius_mm: float) -> tuple[int, ...]:
+    """Voxels per axis that any interpolation within ``radius_mm`` can touch."""
+    return tuple(math.ceil(radius_mm / sp - 1e-9) + 1 for sp in spacing)
+
+
 def _neighbourhood_range(
-    dose: torch.Tensor, spacing: np.ndarray, radius_mm: float
+    dose: torch.Tensor, reach: tuple[int, ...]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Min and max of ``dose`` over the voxels any interpolation within ``radius_mm`` uses."""
-    reach = [math.ceil(radius_mm / sp - 1e-9) + 1 for sp in spacing]
+    """Min and max of ``dose`` over the box of +-``reach`` voxels around every voxel."""
     kernel = [2 * r + 1 for r in reach]
     pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[dose.ndim]
     x = dose[None, None]
-    hi = pool(x, kernel, stride=1, padding=reach)[0, 0]
-    lo = -pool(-x, kernel, stride=1, padding=reach)[0, 0]
+    hi = pool(x, kernel, stride=1, padding=list(reach))[0, 0]
+    lo = -pool(-x, kernel, stride=1, padding=list(reach))[0, 0]
     return lo, hi
 
 
@@ -219,16 +223,16 @@ def gamma_index(
     active = torch.arange(to_calc.numel(), device=device)
     spacing_arr = np.asarray(spacing, dtype=np.float64)
     pass_mode = skip_once_passed and max_gamma <= 1.0
-    ranges: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}  # per search radius
+    ranges: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}  # per box size
 
     def could_pass(
         candidates: torch.Tensor, distance: float, slack: float | None = None
     ) -> torch.Tensor:
         """Points that could reach gamma <= 1 at ``distance``: some evaluation value the
         shell's interpolation uses lies within the remaining dose tolerance (exact bound)."""
-        key = distance
+        key = _reach(spacing_arr, distance)
         if key not in ranges:
-            lo_, hi_ = _neighbourhood_range(ev, spacing_arr, distance)
+            lo_, hi_ = _neighbourhood_range(ev, key)
             ranges[key] = (lo_.reshape(-1), hi_.reshape(-1))
         lo, hi = ranges[key]
         flat = to_calc[candidates]
