@@ -115,7 +115,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         server.wait(timeout=20)
         harness.stop_worker(worker)
         log.close()
-        sandbox.remove_containers()
+        # Only this test's worker's containers: other tests may share the engine.
+        sandbox.remove_containers(**{sandbox.LABEL_WORKER: f"browser@{socket.gethostname()}"})
         (settings.database_url, settings.redis_url, settings.data_dir,
          settings.reaper_grace_s, _) = saved
         celery_app.conf.update(broker_url=saved[4])
