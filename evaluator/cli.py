@@ -126,6 +126,8 @@ def _phantom_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", default="small", choices=["small", "realistic"])
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--plans", action="store_true",
+                   help="also write photon/proton plans for the dose metrics")
 
 
 def _phantom_run(args: argparse.Namespace) -> int:
@@ -133,7 +135,8 @@ def _phantom_run(args: argparse.Namespace) -> int:
 
     if args.cases < 1:
         raise EvaluationInputError("--cases must be at least 1")
-    dirs = generate_dataset(args.out, args.anatomy, args.cases, args.seed, args.size)
+    dirs = generate_dataset(args.out, args.anatomy, args.cases, args.seed, args.size,
+                            plans=args.plans)
     print(dumps({"cases": [str(d) for d in dirs]}))
     return 0
 

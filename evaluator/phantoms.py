@@ -192,9 +192,14 @@ def case_id(anatomy: str, index: int) -> str:
 
 
 def generate_dataset(
-    out_dir: str | Path, anatomy: str, cases: int, seed: int = 0, size: str = "small"
+    out_dir: str | Path, anatomy: str, cases: int, seed: int = 0, size: str = "small",
+    plans: bool = False,
 ) -> list[Path]:
-    """Write ``cases`` phantom cases under ``out_dir``; returns the case directories."""
+    """Write ``cases`` phantom cases under ``out_dir``; returns the case directories.
+
+    With ``plans`` each case also gets ``structures.mha`` and ``plan_{photon,proton}.json``
+    (weights optimised on its CT) for the dose metrics (:mod:`evaluator.dose`).
+    """
     if cases < 1:
         raise ValueError("cases must be at least 1")
     out = Path(out_dir)
@@ -210,5 +215,10 @@ def generate_dataset(
             write_volume(case_dir / f"{name}.mha", arrays[name], spacing=spacing,
                          origin=origin)
         (case_dir / "region.json").write_text(json.dumps(REGIONS[anatomy]) + "\n")
+        if plans:
+            from evaluator.dose.phantom_plans import write_phantom_plans
+
+            write_phantom_plans(case_dir, arrays["labels"], spacing, anatomy, origin=origin,
+                                ct_hu=arrays["ct"].astype(np.float32))
         written.append(case_dir)
     return written

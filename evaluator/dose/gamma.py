@@ -130,9 +130,13 @@ class _Evaluator:
 
     def min_abs_diff(
         self, idx: torch.Tensor, ref: torch.Tensor, offsets_vox: np.ndarray,
-        norm: torch.Tensor | float,
+        norm: torch.Tensor | float, good_enough: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """min over offsets of |E(idx + offset) - ref| / norm (huge where off the grid)."""
+        """min over offsets of |E(idx + offset) - ref| / norm (huge where off the grid).
+
+        With ``good_enough`` (absolute differences per point) a point is no longer followed
+        once its minimum is at or below it: the result is then only known to be <= it.
+        """
         ndim = idx.shape[1]
         self._ensure_pad(math.ceil(float(np.abs(offsets_vox).max(initial=0.0))) + 2)
         base = np.floor(offsets_vox + 1e-9)
@@ -154,20 +158,27 @@ class _Evaluator:
             corner_flat.append(torch.as_tensor(sh, device=self.device))
             corner_w.append(torch.as_tensor(wn, dtype=self.flat.dtype, device=self.device))
         best = torch.full((idx.shape[0],), math.inf, dtype=self.flat.dtype, device=self.device)
-        per = max(1, _CHUNK // max(1, idx.shape[0]))
+        live = torch.arange(idx.shape[0], device=self.device)
+        per = max(16, _CHUNK // max(1, idx.shape[0]))
         for start in range(0, len(offsets_vox), per):
             sl = slice(start, start + per)
-            value = torch.zeros((idx.shape[0], len(offsets_vox[sl])), dtype=self.flat.dtype,
+            f_live = flat_idx[live]
+            value = torch.zeros((live.numel(), len(offsets_vox[sl])), dtype=self.flat.dtype,
                                 device=self.device)
             for shift, w in zip(corner_flat, corner_w, strict=True):
-                value.addcmul_(self.flat[flat_idx[:, None] + shift[None, sl]], w[None, sl])
-            best = torch.minimum(best, (value - ref[:, None]).abs_().amin(dim=1))
+                value.addcmul_(self.flat[f_live[:, None] + shift[None, sl]], w[None, sl])
+            best[live] = torch.minimum(best[live],
+                                       (value - ref[live, None]).abs_().amin(dim=1))
+            if good_enough is not None:
+                live = live[best[live] > good_enough[live]]
+                if live.numel() == 0:
+                    break
         return best / norm
 
 
 def _reach(spacing: np.ndarray, radius_mm: float) -> tuple[int, ...]:
     """Voxels per axis that any interpolation within ``radius_mm`` can touch."""
-    return tuple(math.ceil(radius_mm / sp - 1e-9) + 1 for sp in spacing)
+    return tuple(max(0, math.ceil(radius_mm / sp - 1e-9)) for sp in spacing)
 
 
 def _neighbourhood_range(
@@ -257,7 +268,12 @@ def gamma_index(
                 return
         r = flat_ref[to_calc[points]]
         norm: torch.Tensor | float = r if s.local else norm_global
-        diff = evaluator.min_abs_diff(all_idx[points], r, offsets_mm / spacing_arr, norm)
+        good_enough = None
+        if pass_mode:  # below this a point passes at this distance: stop following it
+            slack = max(0.0, 1.0 - (distance / s.dta_mm) ** 2) ** 0.5
+            good_enough = delta * slack * (r if s.local else torch.full_like(r, norm_global))
+        diff = evaluator.min_abs_diff(all_idx[points], r, offsets_mm / spacing_arr, norm,
+                                      good_enough)
         g = torch.sqrt((diff / delta) ** 2 + (distance / s.dta_mm) ** 2)
         current[points] = torch.minimum(current[points], g)
 

@@ -102,6 +102,32 @@ def test_synthrad2025_matches_published_definition(shape, center, radii):
     assert got["psnr"] == pytest.approx(psnr, rel=REL)
 
 
+@pytest.mark.parametrize(
+    ("shape", "center", "radii"),
+    [
+        ((98, 100, 104), (0, 0, 0), (1.3, 1.3, 1.3)),  # mask touches every border
+        ((100, 97, 101), (-0.3, 0.1, 0.3), (0.75, 1.2, 0.75)),  # first slice, far x border
+    ],
+)
+def test_synthrad2025_fused_path_border_mask_float32_uint8(shape, center, radii):
+    # >= 97 voxels per axis: level 0 is scored, prepared and down-sampled slice by slice
+    # (odd/even box starts and ends at the image border) with a uint8 0/255 mask.
+    ct, sct, mask = make_pair(shape, seed=11, center=center, radii=radii)
+    ct32, sct32 = ct.astype(np.float32), sct.astype(np.float32)
+    want = reference_2025(ct32, sct32, mask)
+    assert np.isfinite(want["ms_ssim"])
+    got = compute_image_metrics(ct32, sct32, mask.astype(np.uint8) * 255, "synthrad2025")
+    assert_close(got, want)
+
+
+def test_signed_mask_is_binarised_as_greater_than_zero():
+    ct, sct, mask = make_pair((98, 98, 98), seed=12)
+    signed = np.where(mask, 3, -1).astype(np.int16)  # negative values are outside
+    for profile in ("synthrad2023", "synthrad2025"):
+        assert compute_image_metrics(ct, sct, signed, profile) == compute_image_metrics(
+            ct, sct, mask, profile)
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_synthrad2025_mask_vanishing_at_a_coarse_level_gives_nan_like_published_code():
     # At the coarsest level the mask lies within the 3 cropped border voxels: no voxel left.

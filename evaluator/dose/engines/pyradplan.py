@@ -49,6 +49,8 @@ class PyRadPlanEngine:
             raise DoseComputationError(
                 "the pyradplan engine needs the optional extra: pip install 'syntharena[dose]'"
             )
+        # its defaults (generator, engine, solver fallback) are announced as warnings
+        logging.getLogger("pyRadPlan").setLevel(logging.ERROR)
 
     @staticmethod
     def isocenter(plan: Plan, labels: np.ndarray, spacing: Sequence[float]) -> list[float]:

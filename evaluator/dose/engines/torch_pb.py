@@ -43,19 +43,19 @@ SIGMA_PRIMARY_MM = 2.47
 SIGMA_SCATTER_MM = 18.4
 SCATTER_FRACTION = 0.282
 SCATTER_BUILDUP_MM = 36.4
-# proton model: spot size, scattering, nuclear loss and straggling fitted like the photons to
-# pyRadPlan's Generic proton machine (one field, 1474 spots)
+# proton model: spot size, scattering and nuclear loss fitted like the photons to pyRadPlan's
+# Generic proton machine (one field, 1474 spots); Bortfeld range straggling (factor 1)
 RANGE_ALPHA = 0.0022 * 10.0  # mm / MeV^p (R = a E^p, water)
 RANGE_P = 1.77
 NUCLEAR_LOSS_PER_MM = 0.00132
 SPOT_SIGMA_MM = 5.68
 MCS_FRACTION = 0.0366
-STRAGGLING_FACTOR = 0.30
+STRAGGLING_FACTOR = 1.0
 LAYER_SPACING_MM = 3.0
 # absolute calibration: our dose per unit weight = pyRadPlan's (Generic machines), so stored
 # weights and the reference engine's weights mean the same thing
 PHOTON_GY_PER_WEIGHT = 1.167
-PROTON_GY_PER_WEIGHT = 0.1709
+PROTON_GY_PER_WEIGHT = 0.1593
 
 
 @dataclass

@@ -42,3 +42,13 @@ def test_write_phantom_plans(tmp_path: Path) -> None:
     for path in written.values():
         plan = load_plan(path)
         assert len(plan.weights["torch_pb"]) > 0
+
+
+def test_phantom_dataset_with_plans_end_to_end(tmp_path: Path) -> None:
+    from evaluator.dose import dose_metrics_for_case
+    from evaluator.phantoms import generate_dataset
+
+    (case,) = generate_dataset(tmp_path, "pelvis", 1, seed=3, plans=True)
+    assert (case / "plan_photon.json").is_file() and (case / "structures.mha").is_file()
+    metrics = dose_metrics_for_case(case, case / "ct.mha")
+    assert metrics["gamma_photon"] == 100.0 and metrics["mae_target_proton"] == 0.0
