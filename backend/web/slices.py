@@ -130,7 +130,8 @@ def _stretch_rows(img: npt.NDArray[np.uint8], aspect: float) -> npt.NDArray[np.u
 
 def to_gray(slice2d: FloatArray, lo: float, hi: float) -> ByteArray:
     scaled = (np.nan_to_num(slice2d, nan=lo) - lo) / max(hi - lo, 1e-6)
-    return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    gray: ByteArray = (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return gray
 
 
 def to_diverging(diff: FloatArray, limit: float = DIFF_RANGE) -> ByteArray:
