@@ -13,13 +13,18 @@ Two profiles reproduce the published evaluation code exactly (up to float64 roun
   the luminance term raised to every level's weight, the 2x2x2 down-sampling filter applied
   with ``fftconvolve(mode="same")`` (zero padding before the first voxel of each axis).
 
-Speed comes from (1) 7-voxel box sums done as a running sum along z (a ring of 7 product
-planes) and separable valid-mode running sums along y and x, on planes that stay in cache,
-(2) loading, scoring MAE/PSNR, clipping and masking slice by slice inside that loop, and (3)
-restricting the work to the mask's bounding box plus the margin each definition needs --
-outside the mask both images are constant, so the result is unchanged (the tests pin this
-against the references). The published code computes in float32 when its inputs are
-float32 (differences ~1e-5); we always compute in float64, which is what the tests compare.
+Speed comes from (1) 7-voxel box sums done as a running sum along z (a ring of the last 7
+prepared (x, y) slices; the products are added and subtracted with ``addcmul``, never
+stored), then a 7-term sum along y and a running sum along x, plane by plane; (2) loading,
+scoring MAE/PSNR, clipping, masking and (MS-SSIM) down-sampling to the next level slice by
+slice inside that loop; (3) restricting the work to the mask's bounding box plus the margin
+each definition needs, and the y/x sums and the SSIM formula of each plane to the rectangle
+holding that plane's mask voxels -- outside the mask both images are constant and the map
+is only averaged over mask voxels, so the result is unchanged (the tests pin this against
+the references); (4) SSIM formulas with one division per voxel (the terms' ratios
+multiplied out), one square root, and ``exp(w log v)`` for the MS-SSIM power. The
+published code computes in float32 when its inputs are float32 (differences ~1e-5); we
+always compute in float64, which is what the tests compare.
 """
 
 from __future__ import annotations
@@ -128,37 +133,47 @@ def _box7_into(t: torch.Tensor, dim: int, csum: torch.Tensor, out: torch.Tensor)
 # using three scratch planes of the map's shape, and returns the map. C = 4: [Sx, Sy,
 # S(x^2 + y^2), Sxy] (enough for SSIM); C = 5: [Sx, Sy, Sxx, Syy, Sxy].
 Formula = Callable[[torch.Tensor, list[torch.Tensor]], torch.Tensor]
-# fill(z, out): write the C channels of input slice z into out (C, y, x).
-SliceFill = Callable[[int, torch.Tensor], None]
-Product = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
+# fill(z, out): the prepared slices x, y of input slice z as one (2, y, x) tensor: ``out``,
+# written, or a view of where they already are.
+SliceFill = Callable[[int, torch.Tensor], torch.Tensor]
 
 
-def _product_channels(channels: int) -> Product:
-    """Writes [x, y, x^2 + y^2, xy] (C=4) or [x, y, x^2, y^2, xy] (C=5) for one slice."""
+def _product_fill(xy: torch.Tensor) -> SliceFill:
+    """Slice fill from already prepared images (2, z, y, x): views, no copy."""
 
-    def product(xs: torch.Tensor, ys: torch.Tensor, out: torch.Tensor) -> None:
-        if out[0].data_ptr() != xs.data_ptr():
-            out[0].copy_(xs)
-            out[1].copy_(ys)
-        if channels == 4:
-            torch.mul(xs, xs, out=out[2]).addcmul_(ys, ys)
-            torch.mul(xs, ys, out=out[3])
-        else:
-            torch.mul(xs, xs, out=out[2])
-            torch.mul(ys, ys, out=out[3])
-            torch.mul(xs, ys, out=out[4])
-
-    return product
-
-
-def _product_fill(x: torch.Tensor, y: torch.Tensor, channels: int) -> SliceFill:
-    """Slice fill from already prepared images."""
-    product = _product_channels(channels)
-
-    def fill(z: int, out: torch.Tensor) -> None:
-        product(x[z], y[z], out)
+    def fill(z: int, out: torch.Tensor) -> torch.Tensor:
+        return xy[:, z]
 
     return fill
+
+
+def _accumulator(zsum: torch.Tensor) -> Callable[[torch.Tensor, float], None]:
+    """acc(s, sign): zsum += sign * [x, y, x^2 + y^2, xy] (C=4) or [x, y, x^2, y^2, xy]
+    (C=5) of the stacked slice s = (x, y).
+
+    The products are never stored: adding and later subtracting a slice recompute them
+    identically (add/addcmul evaluate alpha * b and value * t1 * t2 exactly alike for
+    +-1), so the ring only keeps the two prepared slices.
+    """
+    first2 = zsum[0:2]
+    if zsum.shape[0] == 4:
+        sss, sxy = zsum[2], zsum[3]
+
+        def acc4(s: torch.Tensor, sign: float) -> None:
+            xs, ys = s.unbind(0)
+            first2.add_(s, alpha=sign)
+            sss.addcmul_(xs, xs, value=sign).addcmul_(ys, ys, value=sign)
+            sxy.addcmul_(xs, ys, value=sign)
+
+        return acc4
+    squares, sxy = zsum[2:4], zsum[4]
+
+    def acc5(s: torch.Tensor, sign: float) -> None:
+        first2.add_(s, alpha=sign)
+        squares.addcmul_(s, s, value=sign)
+        sxy.addcmul_(s[0], s[1], value=sign)
+
+    return acc5
 
 
 def _plane_boxes(inside: torch.Tensor) -> list[tuple[int, int, int, int] | None]:
@@ -189,30 +204,32 @@ def _masked_map_sum(
     nz, ny, nx = mask.shape
     if min(nz, ny, nx) < WIN:
         return 0.0, 0
-    outside = ~mask[PAD : nz - PAD, PAD : ny - PAD, PAD : nx - PAD]
-    count = outside.numel() - _count(outside)
-    boxes = _plane_boxes(~outside) if count else []
+    inside = mask[PAD : nz - PAD, PAD : ny - PAD, PAD : nx - PAD]
+    count = _count(inside)
+    boxes = _plane_boxes(inside) if count else []
 
     def buf(*shape: int) -> torch.Tensor:
         return torch.empty(shape, dtype=torch.float64, device=mask.device)
 
     c, my, mx = channels, ny - WIN + 1, nx - WIN + 1
-    ring = buf(WIN, c, ny, nx)
-    zsum = buf(c, ny, nx)
+    ring = buf(WIN, 2, ny, nx)  # the last 7 prepared (x, y) slices
+    held: list[torch.Tensor] = []
+    zsum = torch.zeros((c, ny, nx), dtype=torch.float64, device=mask.device)
+    acc = _accumulator(zsum)
     # flat buffers: each plane's rectangle gets contiguous views of their first elements
     ybuf, xcsum, xbuf = buf(c * my * nx), buf(c * my * nx), buf(c * my * mx)
     scratch = [buf(my * mx) for _ in range(3)]
     total = torch.zeros((), dtype=torch.float64, device=mask.device)
 
     for z in range(WIN):
-        fill(z, ring[z])
-    torch.sum(ring, dim=0, out=zsum)
+        held.append(fill(z, ring[z]))
+        acc(held[z], 1.0)
     for i in range(nz - WIN + 1):
         if i > 0:  # slide the window: slice i-1 leaves, slice i+6 enters (same ring slot)
-            slot = ring[(i - 1) % WIN]
-            zsum.sub_(slot)
-            fill(i + WIN - 1, slot)
-            zsum.add_(slot)
+            slot = (i - 1) % WIN
+            acc(held[slot], -1.0)
+            held[slot] = fill(i + WIN - 1, ring[slot])
+            acc(held[slot], 1.0)
         if not boxes or (box := boxes[i]) is None:
             continue
         y0, y1, x0, x1 = box
@@ -224,7 +241,7 @@ def _masked_map_sum(
         sums = _box7_into(plane, 2, xcsum[: plane.numel()].view(plane.shape),
                           xbuf[: c * h * w].view(c, h, w))
         ssim_map = formula(sums, [s[: h * w].view(h, w) for s in scratch])
-        total += ssim_map.masked_fill_(outside[i, y0:y1, x0:x1], 0.0).sum(dtype=torch.float64)
+        total += ssim_map.mul_(inside[i, y0:y1, x0:x1]).sum()  # the map is finite
     return float(total), count
 
 
@@ -323,46 +340,46 @@ def _count(mask: torch.Tensor) -> int:
 
 def _scored_fill(
     ct: torch.Tensor, sct: torch.Tensor, outside: torch.Tensor, spec: ProfileSpec,
-    channels: int, sums: torch.Tensor, keep: tuple[torch.Tensor, torch.Tensor] | None = None,
-    down: tuple[torch.Tensor, torch.Tensor] | None = None,
+    sums: torch.Tensor, keep: torch.Tensor | None = None, down: torch.Tensor | None = None,
 ) -> SliceFill:
     """Slice fill straight from the raw images, one slice at a time while it is in cache.
 
     Loads a slice (any dtype -> float64), adds |ct - sct| and, after preparing (clip, mask,
     shift), (x - y)^2 over the mask into ``sums``, optionally keeps the prepared slice in
-    ``keep`` or adds its 2x2x2 pair sums into ``down`` (MS-SSIM's next level, see
-    :func:`_down2`; the caller scales it by 1/8), and writes the channels.
+    ``keep`` (2, z, y, x) or adds its 2x2x2 pair sums into ``down`` (2, z', y', x'):
+    MS-SSIM's next level, see :func:`_down2`; the caller scales it by 1/8. Returns the
+    prepared (2, y, x) slice.
     """
-    diff = torch.empty(outside.shape[1:], dtype=torch.float64, device=outside.device)
-    product = _product_channels(channels)
-    n_down = down[0].shape[0] if down is not None else 0
     ny, nx = outside.shape[1:]
-    half_x = torch.empty((ny, (nx + 1) // 2), dtype=torch.float64, device=outside.device)
-    quarter = torch.empty(((ny + 1) // 2, (nx + 1) // 2), dtype=torch.float64,
-                          device=outside.device)
 
-    def fill(z: int, out: torch.Tensor) -> None:
-        xs, ys = (out[0], out[1]) if keep is None else (keep[0][z], keep[1][z])
+    def buf(*shape: int) -> torch.Tensor:
+        return torch.empty(shape, dtype=torch.float64, device=outside.device)
+
+    diff = buf(ny, nx)
+    n_down = down.shape[1] if down is not None else 0
+    half_x, quarter = buf(2, ny, (nx + 1) // 2), buf(2, (ny + 1) // 2, (nx + 1) // 2)
+
+    def fill(z: int, out: torch.Tensor) -> torch.Tensor:
+        xy = out if keep is None else keep[:, z]
+        xs, ys = xy.unbind(0)
         off = outside[z]
         xs.copy_(ct[z])
         ys.copy_(sct[z])
         # sum |ct - sct| over the mask: zero the difference outside (whatever it holds there)
         torch.sub(xs, ys, out=diff).masked_fill_(off, 0.0)
         sums[0] += diff.abs_().sum()
-        _prepare_(xs, off, spec)
-        _prepare_(ys, off, spec)
+        _prepare_(xy, off, spec)
         flat = torch.sub(xs, ys, out=diff).view(-1)
         sums[1] += torch.dot(flat, flat)
-        product(xs, ys, out)
         if down is not None and (k := (z + 1) // 2) < n_down:
             # down-sampled slice k pairs slices 2k - 1 and 2k (slice 0 alone), in the order
             # of _down2: x, then y, then z
-            for img, dst in ((xs, down[0]), (ys, down[1])):
-                _pair_sum(img, 1, half_x)
-                if z % 2 or z == 0:
-                    _pair_sum(half_x, 0, dst[k])
-                else:
-                    dst[k].add_(_pair_sum(half_x, 0, quarter))
+            _pair_sum(xy, 2, half_x)
+            if z % 2 or z == 0:
+                _pair_sum(half_x, 1, down[:, k])
+            else:
+                down[:, k].add_(_pair_sum(half_x, 1, quarter))
+        return xy
 
     return fill
 
@@ -372,7 +389,7 @@ def _run_level(fill: SliceFill, mask: torch.Tensor, formula: Formula,
     """``_masked_map_sum``, but still calls ``fill`` on every slice when the volume is too
     small for the window (no map voxel: NaN (M)S-SSIM as published; MAE/PSNR still count)."""
     if min(mask.shape) < WIN:
-        tmp = torch.empty((channels, *mask.shape[1:]), dtype=torch.float64, device=mask.device)
+        tmp = torch.empty((2, *mask.shape[1:]), dtype=torch.float64, device=mask.device)
         for z in range(mask.shape[0]):
             fill(z, tmp)
         return 0.0, 0
@@ -398,7 +415,7 @@ def _profile_2023(
     m = _binary(mask[crop].to(device))
     n = _count(m)
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # |ct - sct|, (x - y)^2
-    fill = _scored_fill(ct[crop], sct[crop], ~m, spec, 4, sums)
+    fill = _scored_fill(ct[crop], sct[crop], ~m, spec, sums)
     total, count = _run_level(fill, m, _ssim_2023_formula(spec.data_range), 4)
     mae = float(sums[0]) / n
     psnr = _psnr(float(sums[1]), n, spec)
@@ -406,13 +423,16 @@ def _profile_2023(
 
 
 def _edge_pad_to(t: torch.Tensor, size: int) -> torch.Tensor:
+    """Edge-pads the last three axes to at least ``size`` (half before, half after)."""
     pads: list[int] = []
-    for n in reversed(t.shape):  # F.pad wants the last axis first
+    for n in reversed(t.shape[-3:]):  # F.pad wants the last axis first
         extra = max(0, size - n)
         pads += [extra // 2, extra - extra // 2]
     if not any(pads):
         return t
-    return torch.nn.functional.pad(t[None, None], pads, mode="replicate")[0, 0]
+    t5 = t.reshape(1, -1, *t.shape[-3:])
+    out = torch.nn.functional.pad(t5, pads, mode="replicate")
+    return out.reshape(*t.shape[:-3], *out.shape[-3:])
 
 
 def _pair_sum(t: torch.Tensor, dim: int, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -432,17 +452,19 @@ def _pair_sum(t: torch.Tensor, dim: int, out: torch.Tensor | None = None) -> tor
 
 
 def _down2(t: torch.Tensor) -> torch.Tensor:
-    """``fftconvolve(t, ones((2, 2, 2)) / 8, mode="same")[::2, ::2, ::2]``.
+    """``fftconvolve(t, ones((2, 2, 2)) / 8, mode="same")[::2, ::2, ::2]`` (last 3 axes).
 
     Output voxel j along an axis averages input voxels 2j-1 and 2j, with a zero before the
     first voxel (that is what ``mode="same"`` does with an even-sized kernel).
     """
-    return _pair_sum(_pair_sum(_pair_sum(t, 2), 1), 0).mul_(0.125)
+    d = t.ndim
+    return _pair_sum(_pair_sum(_pair_sum(t, d - 1), d - 2), d - 3).mul_(0.125)
 
 
 @dataclass
 class _Sparse:
-    """A prepared image that is 0 outside ``data``, which sits at ``offset`` in ``shape``."""
+    """Prepared images (x, y) that are 0 outside ``data`` (2, z, y, x), which sits at
+    ``offset`` in ``shape`` (z, y, x)."""
 
     data: torch.Tensor
     offset: tuple[int, ...]
@@ -452,32 +474,31 @@ class _Sparse:
         """The image over ``box`` (a view when ``box`` lies inside ``data``)."""
         inner = []
         pads: list[int] = []
-        for sl, off, n in zip(box, self.offset, self.data.shape, strict=True):
+        for sl, off, n in zip(box, self.offset, self.data.shape[1:], strict=True):
             lo, hi = sl.start - off, sl.stop - off
             inner.append(slice(max(0, lo), min(n, hi)))
             pads = [max(0, -lo), max(0, hi - n), *pads]  # F.pad order: last axis first
-        view = self.data[tuple(inner)]
+        view = self.data[(slice(None), *inner)]
         if not any(pads):
             return view
-        return torch.nn.functional.pad(view[None, None], pads)[0, 0]
+        return torch.nn.functional.pad(view, pads)
 
     def down2(self) -> _Sparse:
         """The next MS-SSIM level: ``_down2`` of the whole (implicit) image."""
         pads: list[int] = []
         starts = []
-        for off, n, full in zip(self.offset, self.data.shape, self.shape, strict=True):
+        for off, n, full in zip(self.offset, self.data.shape[1:], self.shape, strict=True):
             front = off % 2  # start on an even index so the pairs line up with the image's
             # an odd last index pairs with the (zero) voxel after the data, if the image has it
             back = 1 if (off + n - 1) % 2 == 1 and off + n < full else 0
             pads = [front, back, *pads]
             starts.append((off - front) // 2)
-        data = torch.nn.functional.pad(self.data[None, None], pads)[0, 0] if any(pads) \
-            else self.data
+        data = torch.nn.functional.pad(self.data, pads) if any(pads) else self.data
         shape = tuple((n + 1) // 2 for n in self.shape)
         down = _down2(data)
         keep = tuple(slice(0, min(k, full - st))
-                     for k, full, st in zip(down.shape, shape, starts, strict=True))
-        return _Sparse(down[keep], tuple(starts), shape)
+                     for k, full, st in zip(down.shape[1:], shape, starts, strict=True))
+        return _Sparse(down[(slice(None), *keep)], tuple(starts), shape)
 
 
 def _pair_aligned_box(lo: int, hi: int, n: int) -> slice:
@@ -486,6 +507,14 @@ def _pair_aligned_box(lo: int, hi: int, n: int) -> slice:
     start = max(0, lo - PAD)
     start -= start % 2
     stop = min(n, hi + 1 + PAD)
+    if stop < n and (stop - start) % 2 == 0:
+        stop += 1
+    return slice(start, stop)
+
+
+def _aligned(start: int, stop: int, n: int) -> slice:
+    """[start, stop) grown to an even start and an odd length unless it ends at n."""
+    start -= start % 2
     if stop < n and (stop - start) % 2 == 0:
         stop += 1
     return slice(start, stop)
@@ -527,31 +556,38 @@ def _profile_2025(
     first: SliceFill | None = None
     if min(ct.shape) < MS_SSIM_MIN_SIZE:
         # Small volume: score and prepare it whole, then edge-pad as published.
-        x, y = _load(ct, box0, device), _load(sct, box0, device)
-        score = _scored_fill(x, y, ~m, spec, 5, sums, keep=(x, y))
-        scratch = torch.empty((5, *x.shape[1:]), dtype=torch.float64, device=device)
-        for z in range(x.shape[0]):
-            score(z, scratch)
-        full_x = torch.zeros(ct.shape, dtype=torch.float64, device=device)
-        full_y = torch.zeros(ct.shape, dtype=torch.float64, device=device)
-        full_x[box0], full_y[box0] = x, y
-        x = _edge_pad_to(full_x, MS_SSIM_MIN_SIZE)
-        y = _edge_pad_to(full_y, MS_SSIM_MIN_SIZE)
+        xy = torch.stack([_load(ct, box0, device), _load(sct, box0, device)])
+        score = _scored_fill(xy[0], xy[1], ~m, spec, sums, keep=xy)
+        for z in range(xy.shape[1]):
+            score(z, xy[:, z])
+        full = torch.zeros((2, *ct.shape), dtype=torch.float64, device=device)
+        full[(slice(None), *box0)] = xy
+        full = _edge_pad_to(full, MS_SSIM_MIN_SIZE)
         m_full = _edge_pad_to(_binary(mask).to(device=device, dtype=torch.float64),
                               MS_SSIM_MIN_SIZE) > 0
         bbox_full = _bbox(m_full)
-        origin: tuple[int, ...] = (0, 0, 0)
-        xs, ys = _Sparse(x, origin, tuple(x.shape)), _Sparse(y, origin, tuple(y.shape))
+        images = _Sparse(full, (0, 0, 0), tuple(full.shape[1:]))
     else:
         # Level 0 is loaded, scored and prepared slice by slice by the first map pass,
         # which also down-samples it into level 1 (box0 is pair-aligned: no padding needed).
-        shape1 = tuple((n + 1) // 2 for n in m.shape)
-        x = torch.empty(shape1, dtype=torch.float64, device=device)
-        y = torch.empty(shape1, dtype=torch.float64, device=device)
-        first = _scored_fill(ct[box0], sct[box0], ~m, spec, 5, sums, down=(x, y))
-        origin = tuple(sl.start // 2 for sl in box0)
-        shape_l1 = tuple((n + 1) // 2 for n in ct.shape)
-        down1 = (_Sparse(x, origin, shape_l1), _Sparse(y, origin, shape_l1))
+        # Level 1 is held on a box that also covers the level-1 map's box (no padding
+        # copy) and is pair-aligned in turn (level 2 needs none either); the part that
+        # level 0 does not write is zero.
+        shape1 = tuple((n + 1) // 2 for n in ct.shape)
+        inner = [slice(sl.start // 2, sl.start // 2 + (sl.stop - sl.start + 1) // 2)
+                 for sl in box0]
+        box1 = _level_box(bbox, shape1, 2) or tuple(inner)
+        held = [_aligned(min(a.start, b.start), max(a.stop, b.stop), n)
+                for a, b, n in zip(inner, box1, shape1, strict=True)]
+        level1 = torch.empty((2, *(sl.stop - sl.start for sl in held)), dtype=torch.float64,
+                             device=device)
+        interior = level1[(slice(None), *(slice(a.start - h.start, a.stop - h.start)
+                                          for a, h in zip(inner, held, strict=True)))]
+        for axis, (a, h) in enumerate(zip(inner, held, strict=True), start=1):
+            level1.narrow(axis, 0, a.start - h.start).zero_()
+            level1.narrow(axis, a.stop - h.start, h.stop - a.stop).zero_()
+        first = _scored_fill(ct[box0], sct[box0], ~m, spec, sums, down=interior)
+        images = _Sparse(level1, tuple(sl.start for sl in held), shape1)
         m_full, bbox_full = mask.to(device), bbox
     levels = len(MS_SSIM_WEIGHTS)
     product = 1.0
@@ -564,16 +600,14 @@ def _profile_2025(
         elif (box_l := _level_box(bbox_full, m_level.shape, step)) is None:
             total, count = 0.0, 0
         else:
-            fill = _product_fill(xs.region(box_l), ys.region(box_l), 5)
+            fill = _product_fill(images.region(box_l))
             total, count = _run_level(fill, _binary(m_level[box_l]), formula, 5)
         value = total / count if count else float("nan")
         product *= min(max(value, 0.0), 1.0) if value == value else value
         if level == 0 and first is not None:
-            x.mul_(0.125)
-            y.mul_(0.125)
-            xs, ys = down1
+            interior.mul_(0.125)  # level 1, summed during the level-0 pass
         elif level < levels - 1:
-            xs, ys = xs.down2(), ys.down2()
+            images = images.down2()
     mae = float(sums[0]) / n  # outside-mask voxels are -1024 in both images: no effect
     psnr = _psnr(float(sums[1]), n, spec)
     return {"mae": mae, "psnr": psnr, "ms_ssim": product}

@@ -55,7 +55,7 @@ LAYER_SPACING_MM = 3.0
 # absolute calibration: our dose per unit weight = pyRadPlan's (Generic machines), so stored
 # weights and the reference engine's weights mean the same thing
 PHOTON_GY_PER_WEIGHT = 1.167
-PROTON_GY_PER_WEIGHT = 0.1593
+PROTON_GY_PER_WEIGHT = 0.1688
 
 
 @dataclass

@@ -44,6 +44,7 @@ def test_write_phantom_plans(tmp_path: Path) -> None:
         assert len(plan.weights["torch_pb"]) > 0
 
 
+@pytest.mark.slow
 def test_phantom_dataset_with_plans_end_to_end(tmp_path: Path) -> None:
     from evaluator.dose import dose_metrics_for_case
     from evaluator.phantoms import generate_dataset

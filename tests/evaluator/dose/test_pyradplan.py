@@ -13,7 +13,7 @@ from evaluator.dose.plan import Plan
 from .conftest import SPACING, make_plan, phantom
 
 pytest.importorskip("pyRadPlan")
-from evaluator.dose.engines.pyradplan import PyRadPlanEngine  # noqa: E402
+from evaluator.dose.engines.pyradplan import PyRadPlanEngine
 
 pytestmark = pytest.mark.slow
 
