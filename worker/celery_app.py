@@ -61,9 +61,10 @@ def task(name: str, *, queue: str, time_limit_s: int) -> Callable[[F], Task[Any,
         raise ValueError(f"task names are 'domain.verb', got {name!r}")
 
     def wrap(fn: F) -> Task[Any, Any]:
+        # Routing by name (a task's own ``queue`` attribute is deprecated in Celery 5).
+        app.conf.task_routes = {**(app.conf.task_routes or {}), name: {"queue": queue}}
         registered: Task[Any, Any] = app.task(
             name=name,
-            queue=queue,
             acks_late=True,
             reject_on_worker_lost=True,
             time_limit=time_limit_s,
