@@ -100,8 +100,11 @@ def _bbox(mask: torch.Tensor) -> list[tuple[int, int]] | None:
 
 
 def _binary(mask: torch.Tensor) -> torch.Tensor:
-    """``mask > 0`` as bool (no copy when it already is)."""
-    return mask if mask.dtype == torch.bool else mask > 0
+    """``mask > 0`` as bool (no copy when it already is; for uint8 that is ``!= 0``, which
+    the bool conversion does faster)."""
+    if mask.dtype == torch.bool:
+        return mask
+    return mask.to(torch.bool) if mask.dtype == torch.uint8 else mask > 0
 
 
 def _load(t: torch.Tensor, crop: tuple[slice, ...], device: torch.device) -> torch.Tensor:
@@ -339,7 +342,7 @@ def _count(mask: torch.Tensor) -> int:
 
 
 def _scored_fill(
-    ct: torch.Tensor, sct: torch.Tensor, outside: torch.Tensor, spec: ProfileSpec,
+    ct: torch.Tensor, sct: torch.Tensor, inside: torch.Tensor, spec: ProfileSpec,
     sums: torch.Tensor, keep: torch.Tensor | None = None, down: torch.Tensor | None = None,
 ) -> SliceFill:
     """Slice fill straight from the raw images, one slice at a time while it is in cache.
@@ -350,10 +353,12 @@ def _scored_fill(
     MS-SSIM's next level, see :func:`_down2`; the caller scales it by 1/8. Returns the
     prepared (2, y, x) slice.
     """
-    ny, nx = outside.shape[1:]
+    ny, nx = inside.shape[1:]
 
     def buf(*shape: int) -> torch.Tensor:
-        return torch.empty(shape, dtype=torch.float64, device=outside.device)
+        return torch.empty(shape, dtype=torch.float64, device=inside.device)
+
+    off_buf = torch.empty((ny, nx), dtype=torch.bool, device=inside.device)
 
     diff = buf(ny, nx)
     n_down = down.shape[1] if down is not None else 0
@@ -362,7 +367,7 @@ def _scored_fill(
     def fill(z: int, out: torch.Tensor) -> torch.Tensor:
         xy = out if keep is None else keep[:, z]
         xs, ys = xy.unbind(0)
-        off = outside[z]
+        off = torch.logical_not(inside[z], out=off_buf)  # per slice, while in cache
         xs.copy_(ct[z])
         ys.copy_(sct[z])
         # sum |ct - sct| over the mask: zero the difference outside (whatever it holds there)
@@ -415,7 +420,7 @@ def _profile_2023(
     m = _binary(mask[crop].to(device))
     n = _count(m)
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # |ct - sct|, (x - y)^2
-    fill = _scored_fill(ct[crop], sct[crop], ~m, spec, sums)
+    fill = _scored_fill(ct[crop], sct[crop], m, spec, sums)
     total, count = _run_level(fill, m, _ssim_2023_formula(spec.data_range), 4)
     mae = float(sums[0]) / n
     psnr = _psnr(float(sums[1]), n, spec)
@@ -557,7 +562,7 @@ def _profile_2025(
     if min(ct.shape) < MS_SSIM_MIN_SIZE:
         # Small volume: score and prepare it whole, then edge-pad as published.
         xy = torch.stack([_load(ct, box0, device), _load(sct, box0, device)])
-        score = _scored_fill(xy[0], xy[1], ~m, spec, sums, keep=xy)
+        score = _scored_fill(xy[0], xy[1], m, spec, sums, keep=xy)
         for z in range(xy.shape[1]):
             score(z, xy[:, z])
         full = torch.zeros((2, *ct.shape), dtype=torch.float64, device=device)
@@ -586,7 +591,7 @@ def _profile_2025(
         for axis, (a, h) in enumerate(zip(inner, held, strict=True), start=1):
             level1.narrow(axis, 0, a.start - h.start).zero_()
             level1.narrow(axis, a.stop - h.start, h.stop - a.stop).zero_()
-        first = _scored_fill(ct[box0], sct[box0], ~m, spec, sums, down=interior)
+        first = _scored_fill(ct[box0], sct[box0], m, spec, sums, down=interior)
         images = _Sparse(level1, tuple(sl.start for sl in held), shape1)
         m_full, bbox_full = mask.to(device), bbox
     levels = len(MS_SSIM_WEIGHTS)

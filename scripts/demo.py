@@ -52,14 +52,20 @@ def setup_challenge(org: httpx.Client, slug: str, cases: int, size: str) -> None
         ok(org.post("/api/datasets", json={"slug": ds, "title": f"Phantom {anatomy}",
                                            "challenge": slug}))
         say(f"generating {cases} phantom {anatomy} cases ({size})")
+        # The brain cases carry photon and proton plans: dose metrics on the leaderboard.
+        dose = anatomy == "brain"
         ok(org.post(f"/api/datasets/{ds}/versions", json={
-            "source": "phantom", "anatomy": anatomy, "cases": cases, "size": size, "seed": 1}))
+            "source": "phantom", "anatomy": anatomy, "cases": cases, "size": size, "seed": 1,
+            "plans": dose}))
         ok(org.post(f"/api/challenges/{slug}/phases", json={
             "slug": anatomy, "title": title, "kind": "test", "dataset": ds, "is_open": True,
             "case_time_limit_s": 120, "memory_mb": 2048, "cpus": 1.0,
             "batch_size": 1 if anatomy == "brain" else 3,
             "extra_columns": [{"metric": "psnr", "higher_is_better": True},
-                              {"metric": "ssim", "higher_is_better": True}],
+                              {"metric": "ssim", "higher_is_better": True},
+                              *([{"metric": "gamma_photon", "higher_is_better": True},
+                                 {"metric": "mae_target_proton", "higher_is_better": False}]
+                                if dose else [])],
             "submissions_per_period": 100, "show_case_logs": True, "show_case_results": True}))
 
 

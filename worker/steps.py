@@ -356,7 +356,9 @@ def _score(case: Case, prediction: Path, profile: str) -> dict[str, Any]:
             return metrics
         plan = settings.data_dir / case.plan_path
         try:
-            metrics.update(dose_metrics_for_case(plan.parent, prediction))
+            # The CT dose is computed once per case and cached beside the predictions.
+            metrics.update(dose_metrics_for_case(
+                plan.parent, prediction, cache_dir=settings.data_dir / "cache" / "dose"))
         except Exception as exc:  # dose is best-effort: never lose the image metrics
             log.warning("dose metrics failed for %s: %s", case.name, exc)
             metrics["dose_error"] = str(exc)[:500]

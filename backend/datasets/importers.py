@@ -2,9 +2,10 @@
 
 2023: ``Task1/brain/1BA001/{mr,ct,mask}.nii.gz`` (Task2: ``cbct``); 2025: the same with
 ``.mha``. A case folder is any folder holding ``ct``, ``mask`` and ``mr`` or ``cbct``; the
-region is its parent folder's name. Optional ``labels``/``segmentation`` images and a
-``plan.json`` or ``plan/`` go with the ground truth. Inputs are written as ``.mha`` (the
-container contract); ground truth is copied as is.
+region is its parent folder's name. Optional ``labels``/``segmentation`` images and
+treatment plans (``plan_photon.json``/``plan_proton.json`` with the structure maps they name,
+as ``evaluator.dose`` reads them; or a legacy ``plan.json``/``plan/``) go with the ground
+truth. Inputs are written as ``.mha`` (the container contract); ground truth is copied as is.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class FoundCase:
     ct: Path
     labels: Path | None
     plan: Path | None
+    # Files the plans need beside them (e.g. the structure map a plan names), same names.
+    plan_extras: tuple[Path, ...] = ()
 
 
 def _stem(path: Path) -> str | None:
@@ -64,6 +67,34 @@ def region_name(folder_name: str) -> str:
     return REGION_NAMES.get(folder_name.lower(), folder_name)
 
 
+PLAN_FILES = ("plan_photon.json", "plan_proton.json", "plan.json", "plan")
+
+
+def _plans_in(folder: Path) -> tuple[Path | None, tuple[Path, ...]]:
+    """The case's main plan file and the other plan files and structure maps to copy with it."""
+    plans = [folder / n for n in PLAN_FILES if (folder / n).exists()]
+    if not plans:
+        return None, ()
+    extras: list[Path] = list(plans[1:])
+    for plan in plans:
+        if not plan.is_file():
+            continue
+        try:
+            spec = json.loads(plan.read_text())
+        except (OSError, ValueError) as exc:
+            raise BadRequestError(f"{plan} is not valid JSON: {exc}") from exc
+        name = spec.get("structure_file") if isinstance(spec, dict) else None
+        if isinstance(name, str) and name:
+            ref = (folder / name).resolve()
+            if ref.parent != folder.resolve() or not ref.is_file():
+                raise BadRequestError(
+                    f"{plan} names the structure map '{name}', which is not a file beside it."
+                )
+            if ref not in extras and _stem(ref) not in ("ct", "labels"):
+                extras.append(ref)
+    return plans[0], tuple(extras)
+
+
 def find_cases(root: Path) -> list[FoundCase]:
     if not root.is_dir():
         raise BadRequestError(f"{root} is not a folder on the server.")
@@ -79,9 +110,7 @@ def find_cases(root: Path) -> list[FoundCase]:
             if region_file.is_file()
             else region_name(folder.parent.name)
         )
-        plan = next(
-            (p for p in (folder / "plan.json", folder / "plan") if p.exists()), None
-        )
+        plan, plan_extras = _plans_in(folder)
         cases.append(
             FoundCase(
                 name=folder.name,
@@ -92,6 +121,7 @@ def find_cases(root: Path) -> list[FoundCase]:
                 ct=images["ct"],
                 labels=images.get("labels") or images.get("segmentation"),
                 plan=plan,
+                plan_extras=plan_extras,
             )
         )
     names = [c.name for c in cases]

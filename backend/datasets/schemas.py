@@ -46,6 +46,10 @@ class ImportIn(BaseModel):
     size: Literal["small", "realistic"] = Field(
         default="small", description="phantom: volume size (small for tests, realistic for demos)"
     )
+    plans: bool = Field(
+        default=False,
+        description="phantom: also write photon and proton treatment plans (dose metrics)",
+    )
     note: str = ""
 
 

@@ -85,7 +85,8 @@ def import_version(session: Session, user: User, dataset: Dataset, data: ImportI
         else:
             root = Path(tmp) / "phantoms"
             _generate_phantoms(root, data)
-            source = f"phantom:{data.anatomy}:cases={data.cases}:seed={data.seed}:size={data.size}"
+            source = (f"phantom:{data.anatomy}:cases={data.cases}:seed={data.seed}"
+                      f":size={data.size}" + (":plans" if data.plans else ""))
         found = importers.find_cases(root)
         version = DatasetVersion(
             dataset_id=dataset.id, version=number, source=source, note=data.note,
@@ -122,7 +123,10 @@ def _store_case(
     (in_dir / "region.json").write_text(json.dumps(case.region))
     ct = importers.copy_ground_truth(case.ct, gt_dir, "ct")
     labels = importers.copy_ground_truth(case.labels, gt_dir, "labels") if case.labels else None
-    plan = importers.copy_ground_truth(case.plan, gt_dir, "plan") if case.plan else None
+    plan = (importers.copy_ground_truth(case.plan, gt_dir, _plain_stem(case.plan))
+            if case.plan else None)
+    for extra in case.plan_extras:  # other plans and the structure maps the plans name
+        importers.copy_ground_truth(extra, gt_dir, _plain_stem(extra))
 
     def r(p: Path | None) -> str | None:
         return str(p.relative_to(settings.data_dir)) if p is not None else None
@@ -140,6 +144,11 @@ def _store_case(
     )
 
 
+def _plain_stem(path: Path) -> str:
+    """``plan_photon.json`` -> ``plan_photon``; ``structures.nii.gz`` -> ``structures``."""
+    return path.name.split(".", 1)[0]
+
+
 def _generate_phantoms(out_dir: Path, data: ImportIn) -> None:
     try:
         from evaluator.phantoms import generate_dataset
@@ -148,7 +157,7 @@ def _generate_phantoms(out_dir: Path, data: ImportIn) -> None:
             "The phantom generator (evaluator.phantoms) is not installed on this server."
         ) from exc
     out_dir.mkdir(parents=True)
-    generate_dataset(out_dir, data.anatomy, data.cases, data.seed, data.size)
+    generate_dataset(out_dir, data.anatomy, data.cases, data.seed, data.size, plans=data.plans)
 
 
 def cases_of(session: Session, user: User, dataset: Dataset, number: int) -> Sequence[Case]:

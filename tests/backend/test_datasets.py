@@ -100,6 +100,39 @@ def test_import_phantoms(client: TestClient, db_session: Session) -> None:
     assert len(cases) == 2 and all(c["labels_path"] for c in cases)
 
 
+def test_import_phantoms_with_plans_keeps_them_with_the_ground_truth(
+    client: TestClient, db_session: Session
+) -> None:
+    pytest.importorskip("evaluator.dose")
+    h, slug = _setup(client, db_session)
+    r = client.post(f"/api/datasets/{slug}/versions", headers=h, json={
+        "source": "phantom", "anatomy": "brain", "cases": 1, "seed": 2, "plans": True})
+    assert r.status_code == 201, r.text
+    [case] = client.get(f"/api/datasets/{slug}/versions/1/cases", headers=h).json()
+    plan = settings.data_dir / case["plan_path"]
+    assert plan.name == "plan_photon.json" and plan.parent.is_relative_to(settings.groundtruth_dir)
+    # Everything evaluator.dose reads sits beside the plan, nothing on the input side.
+    names = {p.name for p in plan.parent.iterdir()}
+    assert {"ct.mha", "plan_photon.json", "plan_proton.json", "structures.mha"} <= names
+    inputs = {p.name for p in (settings.data_dir / case["input_image_path"]).parent.iterdir()}
+    assert not inputs & {"ct.mha", "plan_photon.json", "plan_proton.json", "structures.mha"}
+
+
+def test_plan_naming_a_missing_structure_map_is_refused(
+    client: TestClient, db_session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from evaluator.phantoms import generate_dataset
+
+    h, slug = _setup(client, db_session)
+    [case] = generate_dataset(tmp_path / "brain", "brain", 1, seed=3)
+    (case / "plan_photon.json").write_text('{"structure_file": "../../etc/passwd"}')
+    monkeypatch.setattr(settings, "dataset_import_roots", [tmp_path])
+    r = client.post(f"/api/datasets/{slug}/versions", headers=h,
+                    json={"source": "synthrad", "path": str(tmp_path / "brain")})
+    assert r.status_code == 400
+    assert "names the structure map '../../etc/passwd'" in r.json()["detail"]
+
+
 def test_participants_cannot_reach_datasets(client: TestClient, db_session: Session) -> None:
     _h, slug = _setup(client, db_session)
     other = f.auth(db_session, f.make_user(db_session))

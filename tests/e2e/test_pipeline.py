@@ -98,3 +98,44 @@ def test_failures_reach_the_participant(clean_pipeline, worker_proc) -> None:  #
     (crash,) = _runs(ids["fail-crash"])
     assert "model weights not found" in crash.stderr and crash.exit_code == 3
     assert not sandbox.running_labels()
+
+
+def test_dose_metrics_reach_the_results(clean_pipeline, worker_proc) -> None:  # noqa: F811
+    """A case with photon and proton plans gets its dose recomputed on the sCT."""
+    import shutil
+
+    pytest.importorskip("evaluator.dose")
+    from backend.models import Case, Modality
+    from evaluator.phantoms import generate_dataset
+
+    data_dir = clean_pipeline.data_dir
+    [src] = generate_dataset(data_dir / "phantom-src", "brain", 1, seed=5, plans=True)
+    with session_scope() as s:
+        phase = harness.seed_phase(s, data_dir, slug="dose", n_cases=0)
+        inputs, gt = (data_dir / root / "ds-dose" / src.name for root in ("inputs", "groundtruth"))
+        inputs.mkdir(parents=True)
+        gt.mkdir(parents=True)
+        for name in ("mr.mha", "mask.mha"):
+            shutil.copy(src / name, inputs / name)
+        for name in ("ct.mha", "labels.mha", "structures.mha", "plan_photon.json",
+                     "plan_proton.json"):
+            shutil.copy(src / name, gt / name)
+        rel = lambda p: str(p.relative_to(data_dir))  # noqa: E731
+        s.add(Case(dataset_version_id=phase.dataset_version_id, name=src.name,
+                   modality=Modality.MRI, region="Brain", input_image_path=rel(inputs / "mr.mha"),
+                   mask_path=rel(inputs / "mask.mha"), ground_truth_path=rel(gt / "ct.mha"),
+                   labels_path=rel(gt / "labels.mha"), plan_path=rel(gt / "plan_photon.json")))
+        s.flush()
+        sub_id = harness.submit(s, phase, "dora", "static-c").id
+    sub = harness.wait_done([sub_id], timeout_s=240)[sub_id]
+    assert sub.status is SubmissionStatus.SUCCEEDED, (sub.error_message, _runs(sub_id))
+    with session_scope() as s:
+        (result,) = s.scalars(select(Result).where(Result.submission_id == sub_id)).all()
+        metrics = result.metrics
+    assert "dose_error" not in metrics, metrics.get("dose_error")
+    for modality in ("photon", "proton"):
+        assert 0.0 <= metrics[f"gamma_{modality}"] <= 100.0
+        assert metrics[f"mae_target_{modality}"] >= 0.0
+        assert metrics[f"dvh_{modality}"] >= 0.0
+    # The CT dose was computed once and cached for the next submission.
+    assert list((data_dir / "cache" / "dose").glob("*.npy"))

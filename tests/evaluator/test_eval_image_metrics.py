@@ -120,6 +120,21 @@ def test_synthrad2025_fused_path_border_mask_float32_uint8(shape, center, radii)
     assert_close(got, want)
 
 
+@pytest.mark.parametrize("shape", [(30, 40, 44), (100, 98, 99)])
+def test_disjoint_mask_with_empty_planes_between(shape):
+    # Two blobs separated along z: planes whose cropped mask is empty are skipped, and the
+    # per-plane rectangles differ from the volume's bounding box.
+    ct, sct, centre = make_pair(shape, seed=13, center=(0, 0, 0), radii=(0.25, 0.5, 0.4))
+    _, _, corner = make_pair(shape, seed=13, center=(0.7, 0.6, -0.6), radii=(0.2, 0.3, 0.3))
+    mask = centre | corner
+    assert not mask[int(shape[0] * 0.72)].any()  # a gap between the blobs
+    assert_close(compute_image_metrics(ct, sct, mask, "synthrad2023"),
+                 skimage_2023(ct, sct, mask))
+    want = reference_2025(ct, sct, mask)  # edge-padded to 97 for the small shape
+    assert np.isfinite(want["ms_ssim"])
+    assert_close(compute_image_metrics(ct, sct, mask, "synthrad2025"), want)
+
+
 def test_signed_mask_is_binarised_as_greater_than_zero():
     ct, sct, mask = make_pair((98, 98, 98), seed=12)
     signed = np.where(mask, 3, -1).astype(np.int16)  # negative values are outside
