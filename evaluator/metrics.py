@@ -41,11 +41,30 @@ METRICS: dict[str, MetricSpec] = _specs(
 )
 
 
+# Per-structure segmentation metrics are reported as ``dice_<structure>``/``hd95_<structure>``.
+PER_STRUCTURE = ("dice", "hd95")
+
+
+def spec_for(name: str) -> MetricSpec | None:
+    """The spec of ``name``, including per-structure names such as ``dice_bone``."""
+    if name in METRICS:
+        return METRICS[name]
+    for base in PER_STRUCTURE:
+        prefix = base + "_"
+        if name.startswith(prefix) and len(name) > len(prefix):
+            parent = METRICS[base]
+            structure = name[len(prefix):].replace("_", " ")
+            return MetricSpec(name, f"{parent.label} ({structure})", parent.unit,
+                              parent.higher_is_better, f"{parent.label} of the {structure} label")
+    return None
+
+
 def directions(names: Iterable[str]) -> dict[str, bool]:
     """``{name: higher_is_better}`` for known metric names (KeyError names the unknown one)."""
     out = {}
     for name in names:
-        if name not in METRICS:
+        spec = spec_for(name)
+        if spec is None:
             raise KeyError(f"unknown metric {name!r} (known: {', '.join(METRICS)})")
-        out[name] = METRICS[name].higher_is_better
+        out[name] = spec.higher_is_better
     return out

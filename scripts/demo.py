@@ -112,6 +112,7 @@ def main() -> None:
             subs[int(sub["id"])] = f"{user:<6} {example:<9} {phase:<7}"
     say(f"submitted {len(subs)} submissions; progress:")
     done: set[int] = set()
+    last: dict[int, str] = {}
     while len(done) < len(subs):
         time.sleep(1.0)
         for sid, label in subs.items():
@@ -124,15 +125,18 @@ def main() -> None:
                 done.add(sid)
                 if s["error_message"]:
                     line += f"  ({s['error_message']})"
-            print(line, flush=True)
+            if last.get(sid) != line:  # print changes only
+                last[sid] = line
+                print(line, flush=True)
     for phase, (title, _) in PHASES.items():
         board = ok(org.get(f"/api/challenges/{args.slug}/phases/{phase}/leaderboard"))
         cols = [c["metric"] for c in board["columns"]]
         print(f"\nLeaderboard - {title} ({board['ranking_method']})")
-        print(f"  {'rank':<5}{'user':<10}" + "".join(f"{m:>12}" for m in cols))
+        width = {m: max(10, len(m)) + 2 for m in cols}
+        print(f"  {'rank':<5}{'user':<10}" + "".join(f"{m:>{width[m]}}" for m in cols))
         for row in board["rows"]:
-            vals = "".join(f"{row['values'][m]:>12.3f}" if row["values"][m] is not None
-                           else f"{'-':>12}" for m in cols)
+            vals = "".join(f"{row['values'][m]:>{width[m]}.3f}" if row["values"][m] is not None
+                           else f"{'-':>{width[m]}}" for m in cols)
             print(f"  {row['rank'] if row['rank'] is not None else '-':<5}"
                   f"{row['username']:<10}{vals}")
 

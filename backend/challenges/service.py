@@ -18,6 +18,7 @@ from backend.config import settings
 from backend.errors import BadRequestError, ConflictError, ForbiddenError, NotFoundError
 from backend.models import Challenge, ChallengeMember, ChallengeRole, Phase, User, utcnow
 from backend.models.challenges import DEFAULT_SUBMISSION_PERIOD_S
+from evaluator.metrics import METRICS, spec_for
 
 
 def create_challenge(session: Session, user: User, data: ChallengeIn) -> Challenge:
@@ -134,14 +135,11 @@ def _validate(phase: Phase) -> None:
         raise BadRequestError(f"memory_mb is at most {settings.max_memory_mb}.")
     if phase.cpus > settings.max_cpus:
         raise BadRequestError(f"cpus is at most {settings.max_cpus}.")
-    try:
-        from evaluator.metrics import METRICS
-    except ImportError:  # the evaluator is optional at this layer
-        return
     for name in [phase.primary_metric, *(c["metric"] for c in phase.extra_columns)]:
-        if name not in METRICS:
+        if spec_for(name) is None:
             raise BadRequestError(
-                f"Unknown metric '{name}'. Known metrics: {', '.join(sorted(METRICS))}."
+                f"Unknown metric '{name}'. Known metrics: {', '.join(sorted(METRICS))} "
+                "(and dice_<structure>, hd95_<structure>)."
             )
 
 

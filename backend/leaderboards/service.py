@@ -20,6 +20,7 @@ from backend.models import (
     SubmissionSelection,
     User,
 )
+from evaluator.metrics import spec_for
 
 
 def columns_of(phase: Phase) -> list[Column]:
@@ -31,12 +32,8 @@ def columns_of(phase: Phase) -> list[Column]:
 
 
 def _label(metric: str) -> str:
-    try:
-        from evaluator.metrics import METRICS
-    except ImportError:
-        return metric
-    spec = METRICS.get(metric)
-    return str(getattr(spec, "label", metric)) if spec is not None else metric
+    spec = spec_for(metric)
+    return spec.label if spec is not None else metric
 
 
 def _value(agg: AggregateResult, metric: str) -> float | None:

@@ -138,3 +138,17 @@ def test_metric_registry():
         assert spec.higher_is_better == (key not in lower), key
     with pytest.raises(KeyError, match="unknown metric"):
         directions(["nope"])
+
+
+def test_per_structure_metrics_inherit_the_direction_of_their_family() -> None:
+    from evaluator.metrics import spec_for
+
+    dice_bone, hd95_soft = spec_for("dice_bone"), spec_for("hd95_soft_tissue")
+    assert dice_bone is not None and dice_bone.higher_is_better
+    assert dice_bone.label == "Dice (bone)"
+    assert hd95_soft is not None and not hd95_soft.higher_is_better
+    assert hd95_soft.unit == "mm" and hd95_soft.label == "HD95 (soft tissue)"
+    assert spec_for("dice_") is None and spec_for("nonsense") is None
+    assert directions(["dice_air", "hd95_bone"]) == {"dice_air": True, "hd95_bone": False}
+    with pytest.raises(KeyError, match="unknown metric 'dicey'"):
+        directions(["dicey"])
