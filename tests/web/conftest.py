@@ -5,38 +5,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from backend import storage, tasks_client
 from backend.config import settings
 from backend.main import create_app
 from backend.models import User
 from backend.security import make_session_cookie
 
-TEST_REDIS_DB = 15
-
-
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    saved = settings.data_dir
-    settings.data_dir = tmp_path / "data"
-    storage.get_storage.cache_clear()
-    yield settings.data_dir
-    settings.data_dir = saved
-    storage.get_storage.cache_clear()
-
-
-@pytest.fixture(scope="session")
-def broker_url() -> Iterator[str]:
-    base = settings.redis_url.rsplit("/", 1)[0]
-    url = f"{base}/{TEST_REDIS_DB}"
-    tasks_client.configure(url)
-    yield url
-    tasks_client.configure(None)
+# The same temporary data folder (autouse) and test broker as the API tests.
+from tests.backend.conftest import broker_url, data_dir  # noqa: F401
 
 
 def _with_pages(app_routes: list[object]) -> bool:
@@ -44,7 +24,7 @@ def _with_pages(app_routes: list[object]) -> bool:
 
 
 @pytest.fixture
-def web(db_session: Session, broker_url: str) -> Iterator[TestClient]:
+def web(db_session: Session, broker_url: str) -> Iterator[TestClient]:  # noqa: F811
     app = create_app()
     if not _with_pages(list(app.routes)):  # until backend.main mounts the pages itself
         from backend.web.router import mount_web
