@@ -19,17 +19,10 @@ from backend.security import make_session_cookie
 from tests.backend.conftest import broker_url, data_dir  # noqa: F401
 
 
-def _with_pages(app_routes: list[object]) -> bool:
-    return any(getattr(r, "path", None) == "/static" for r in app_routes)
-
-
 @pytest.fixture
 def web(db_session: Session, broker_url: str) -> Iterator[TestClient]:  # noqa: F811
     app = create_app()
-    if not _with_pages(list(app.routes)):  # until backend.main mounts the pages itself
-        from backend.web.router import mount_web
-
-        mount_web(app)
+    assert any(getattr(r, "path", None) == "/static" for r in app.routes), "pages not mounted"
     with TestClient(app, follow_redirects=False) as client:
         yield client
 
