@@ -21,6 +21,10 @@ class Settings(BaseSettings):
     # Empty -> an SQLite file under data_dir (the embedded single-machine default).
     database_url: str = ""
     database_echo: bool = False
+    # Pool size + overflow >= the request thread pool (40 in Starlette), so a request never
+    # waits for a connection while another request holds a row lock it needs.
+    database_pool_size: int = 10
+    database_max_overflow: int = 30
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Celery queue that receives ``submissions.start``.
     submissions_queue: str = "images"

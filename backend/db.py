@@ -19,7 +19,8 @@ def make_engine(url: str, echo: bool = False) -> Engine:
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
-        kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        kwargs.update(pool_pre_ping=True, pool_size=settings.database_pool_size,
+                      max_overflow=settings.database_max_overflow)
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         if url.startswith("sqlite:///"):

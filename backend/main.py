@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 
 from backend.auth.router import router as auth_router
 from backend.challenges.router import router as challenges_router
@@ -12,6 +15,8 @@ from backend.errors import AppError
 from backend.images.router import router as images_router
 from backend.leaderboards.router import router as leaderboards_router
 from backend.submissions.router import router as submissions_router
+
+log = logging.getLogger(__name__)
 
 API_ROUTERS = (
     auth_router,
@@ -28,6 +33,18 @@ async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """Overload (no pooled connection in time) or a database outage: a retryable 503, not a
+    500. Nothing was committed: the request's unit of work rolled back."""
+    log.warning("database unavailable for %s %s: %s", request.method, request.url.path,
+                type(exc).__name__)
+    return JSONResponse(
+        {"detail": "The service is busy or its database is unreachable; nothing was saved. "
+                   "Please retry in a few seconds."},
+        status_code=503, headers={"Retry-After": "5"},
+    )
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
         title="SynthArena",
@@ -36,6 +53,8 @@ def create_app() -> FastAPI:
         "submit it to a phase, get ranked on hidden cases.",
     )
     app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(sa_exc.TimeoutError, _database_unavailable)
+    app.add_exception_handler(sa_exc.OperationalError, _database_unavailable)
     for router in API_ROUTERS:
         app.include_router(router)
 

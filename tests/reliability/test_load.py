@@ -208,15 +208,10 @@ def test_200_submissions_from_50_users(private_stack: Any) -> None:
                        f"{k}_{name}": round(v, 1) for k, vals in lat.items()
                        for name, v in (("p50_ms", _pct(vals, 50)), ("p99_ms", _pct(vals, 99)),
                                        ("requests", float(len(vals))))})
+    # Overload may answer a retryable 503 ("nothing was saved"); a 500 is a bug.
+    assert not [a for a in answers if a[0] == 500], [a for a in answers if a[0] == 500][:3]
     server_errors = [a for a in answers if a[0] >= 500]
-    if server_errors:
-        # Known defect (docs/RELIABILITY.md): under this burst some requests wait 30 s for a
-        # database connection and get a 500. Recorded in the figures; the invariants below
-        # (no ghost, lost or duplicated submission, limits exact) must hold regardless.
-        import warnings
-
-        warnings.warn(f"{len(server_errors)} of {len(answers)} submission requests got a 5xx",
-                      stacklevel=1)
+    assert all(code == 503 and "nothing was saved" in text for code, text in server_errors)
     limited = [a for a in refused if a[0] < 500]
     assert all(code in (409, 429) and "submission" in text for code, text in limited), limited[:3]
     # Every pair got exactly one submission unless both of its requests hit a server error;
