@@ -23,7 +23,7 @@ from backend.errors import (
 )
 from backend.images import repository as repo
 from backend.images.schemas import UploadIn
-from backend.images.validation import ImageInvalidError, validate_tarball
+from backend.images.validation import ImageInvalidError, human_size, validate_tarball
 from backend.models import AlgorithmImage, ImageStatus, ImageUpload, UploadStatus, User, utcnow
 from backend.storage import get_storage
 
@@ -40,10 +40,6 @@ def part_path(upload_id: str) -> Path:
     return settings.uploads_dir / f"{upload_id}.part"
 
 
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB"
-
-
 def expire_uploads(session: Session, owner_id: int) -> None:
     """Abort this user's uploads idle for longer than ``upload_expiry_s`` (frees quota)."""
     cutoff = utcnow() - timedelta(seconds=settings.upload_expiry_s)
@@ -58,14 +54,15 @@ def create_upload(session: Session, user: User, data: UploadIn) -> ImageUpload:
     expire_uploads(session, user.id)
     if data.size_bytes > settings.max_image_bytes:
         raise PayloadTooLargeError(
-            f"The image is {_gb(data.size_bytes)}; the limit is {_gb(settings.max_image_bytes)}."
+            f"The image is {human_size(data.size_bytes)}; the limit is "
+            f"{human_size(settings.max_image_bytes)}."
             " Use a slimmer base image or compress it (gzip or xz)."
         )
     used = repo.bytes_in_use(session, user.id)
     if used + data.size_bytes > settings.user_image_quota_bytes:
         raise PayloadTooLargeError(
-            f"This upload would exceed your storage quota ({_gb(used)} used of "
-            f"{_gb(settings.user_image_quota_bytes)}). Delete images you no longer need."
+            f"This upload would exceed your storage quota ({human_size(used)} used of "
+            f"{human_size(settings.user_image_quota_bytes)}). Delete images you no longer need."
         )
     upload = ImageUpload(
         id=uuid.uuid4().hex,

@@ -25,6 +25,14 @@ FIX_USER = (
 HOW_TO_SAVE = "Create it with `docker save IMAGE:TAG | gzip > image.tar.gz`."
 
 
+def human_size(n: int) -> str:
+    """Bytes for people: '1.50 GB', '64 MB', '512 kB'."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}" if unit == "GB" else f"{n / scale:.0f} {unit}"
+    return f"{n} bytes"
+
+
 class ImageInvalidError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -113,7 +121,7 @@ def validate_tarball(
                     total += m.size
                     if total > max_uncompressed_bytes:
                         raise ImageInvalidError(
-                            f"The image is larger than {max_uncompressed_bytes / 1e9:.1f} GB "
+                            f"The image is larger than {human_size(max_uncompressed_bytes)} "
                             "unpacked; make it smaller (slimmer base image, fewer layers' "
                             "leftovers)."
                         )

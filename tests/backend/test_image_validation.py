@@ -73,5 +73,13 @@ def test_not_a_tarball_and_bzip2(tmp_path: Path) -> None:
 
 def test_uncompressed_size_limit(tmp_path: Path) -> None:
     path = make_image_tar(tmp_path / "i.tar", compression="gz", payload=b"0" * 200_000)
-    with pytest.raises(ImageInvalidError, match="larger than"):
+    with pytest.raises(ImageInvalidError, match="larger than 100 kB unpacked"):
         validate_tarball(path, max_uncompressed_bytes=100_000)
+
+
+def test_sizes_read_as_people_write_them() -> None:
+    from backend.images.validation import human_size
+
+    assert human_size(3_500_000_000) == "3.50 GB"
+    assert human_size(64_000_000) == "64 MB"
+    assert human_size(512) == "512 bytes"
