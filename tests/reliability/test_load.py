@@ -190,6 +190,9 @@ def test_200_submissions_from_50_users(private_stack: Any) -> None:
     finally:
         harness.stop_worker(worker)
         api.stop()
+        api_log = (env.data_dir / "api.log").read_text(errors="replace")
+        print("API log (warnings and errors, last 40 lines):",
+              *api_log.splitlines()[-40:], sep="\n")
         sandbox.remove_containers(**{sandbox.LABEL_WORKER: f"rel-load@{os.uname().nodename}"})
 
     succeeded = [i for i, x in subs.items() if x.status is SubmissionStatus.SUCCEEDED]

@@ -21,9 +21,10 @@ from evaluator.dose.optimize import OAR_MAX_FRACTION, OAR_PENALTY, TARGET_PENALT
 from evaluator.dose.plan import Plan
 
 log = logging.getLogger(__name__)
-# Our proton model's range R (end of the residual-range law) lies this far beyond the
-# Bragg-peak position that pyRadPlan's Generic machine tabulates per energy (fitted).
-PEAK_TO_RANGE_MM = 1.03
+# Our proton model's range R (end of the residual-range law) lies beyond the Bragg-peak
+# position P that pyRadPlan's Generic machine tabulates per energy: R = P * (1 + k) + c (fitted).
+PEAK_TO_RANGE_MM = 1.948
+PEAK_TO_RANGE_SLOPE = 0.00468
 
 
 def available() -> bool:
@@ -170,7 +171,7 @@ class PyRadPlanEngine:
         machine: Any = load_from_name("protons", "Generic")
         peak = np.interp(energies, np.asarray(machine.energies),
                          np.asarray(machine.peak_positions))
-        return np.asarray(peak + PEAK_TO_RANGE_MM)
+        return np.asarray(peak * (1 + PEAK_TO_RANGE_SLOPE) + PEAK_TO_RANGE_MM)
 
     def spots(
         self, planning_ct: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray

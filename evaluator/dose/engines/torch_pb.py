@@ -11,7 +11,8 @@ Gaussian kernels in the isocentre plane:
   R = a E^p (stopping power ~ residual range^(1/p - 1)), with nuclear fluence loss and
   range straggling; spots on the same lattice, energy layers every ``LAYER_SPACING_MM`` of
   water-equivalent range covering the target along each ray of the planning CT; lateral
-  sigma = initial spot size (+) multiple Coulomb scattering (~2.2 % of the range).
+  sigma = initial spot size (+) multiple Coulomb scattering, both fitted to pyRadPlan's
+  Generic proton machine (see the constants).
 
 Doses are linear in the beamlet weights, so optimisation differentiates through them.
 """
@@ -43,19 +44,34 @@ SIGMA_PRIMARY_MM = 2.47
 SIGMA_SCATTER_MM = 18.4
 SCATTER_FRACTION = 0.282
 SCATTER_BUILDUP_MM = 36.4
-# proton model: spot size, scattering and nuclear loss fitted like the photons to pyRadPlan's
-# Generic proton machine (one field, 1474 spots); Bortfeld range straggling (factor 1)
+# proton model: spot size and scattering fitted like the photons to pyRadPlan's Generic proton
+# machine (one field, 1474 spots).  Depth dose fitted globally (least squares, every 7th energy,
+# up to 1.1x the peak depth; RMS 1.2 % of the peak) to the machine's tabulated integral depth
+# doses: range-energy exponent p, Bortfeld range straggling plus a constant 2.2 mm (energy
+# spread) in quadrature, linear fluence loss, an entrance build-up (secondaries) of depth
+# PROTON_BUILDUP_DEPTH_MM and relative size PROTON_BUILDUP_PER_MM * R, and a gain a + b R; MeV/mm per proton
+# (the machine's MeV cm^2/g / 10)
 RANGE_ALPHA = 0.0022 * 10.0  # mm / MeV^p (R = a E^p, water)
-RANGE_P = 1.77
-NUCLEAR_LOSS_PER_MM = 0.00132
-SPOT_SIGMA_MM = 5.68
-MCS_FRACTION = 0.0366
+RANGE_P = 1.694
+NUCLEAR_LOSS_PER_MM = 0.001173
+ENERGY_SPREAD_SIGMA_MM = 2.202
+PROTON_BUILDUP_PER_MM = 0.000535
+PROTON_BUILDUP_DEPTH_MM = 14.79
+IDD_GAIN = (0.8074, 0.000381)  # gain = a + b * R (R in mm)
+# lateral: pyRadPlan's Generic machine gives sigma^2 = sigma_ini(E)^2 + sigma_mcs(E, depth)^2;
+# fitted: sigma_ini at ~9.9 m from the source = A - B ln R (max error 1.3 mm) and sigma_mcs at
+# 0.9x the peak depth = MCS_A R^MCS_EXP (max error 0.8 mm; one sigma per layer)
+SPOT_SIGMA_A_MM = 14.50
+SPOT_SIGMA_B_MM = 1.858
+MCS_A = 0.1649
+MCS_EXP = 0.6263
 STRAGGLING_FACTOR = 1.0
 LAYER_SPACING_MM = 3.0
 # absolute calibration: our dose per unit weight = pyRadPlan's (Generic machines), so stored
 # weights and the reference engine's weights mean the same thing
 PHOTON_GY_PER_WEIGHT = 1.167
-PROTON_GY_PER_WEIGHT = 0.1688
+# protons: matRad's 1.602e-2 Gy mm^2 per (MeV cm^2/g), x 10 for our MeV/mm
+PROTON_GY_PER_WEIGHT = 0.16022
 
 
 @dataclass
@@ -108,6 +124,14 @@ def _blur2d(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
     return bu @ image @ bv.T
 
 
+def proton_spot_sigma_mm(range_mm: float) -> float:
+    """Lateral sigma of one energy layer: initial spot size (+) multiple Coulomb scattering."""
+    r = max(range_mm, 1.0)
+    sigma_ini = max(SPOT_SIGMA_A_MM - SPOT_SIGMA_B_MM * math.log(r), 1.0)
+    sigma_mcs = MCS_A * r**MCS_EXP
+    return math.sqrt(sigma_ini**2 + sigma_mcs**2)
+
+
 def proton_idd_table(ranges_mm: np.ndarray, dz: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Integral depth dose (MeV/mm per proton) on a depth grid for each range."""
     zmax = float(ranges_mm.max()) * 1.15 + 20.0
@@ -121,12 +145,16 @@ def proton_idd_table(ranges_mm: np.ndarray, dz: float = 0.5) -> tuple[np.ndarray
         # cell average of the stopping power over the residual-range interval [lo, hi]
         energy = coef * (hi**q - lo**q) / q
         fluence = np.clip(1.0 - NUCLEAR_LOSS_PER_MM * z, 0.0, None)
-        deposit = energy / dz * fluence
-        straggle = 0.012 * 10.0 * (r_full / 10.0) ** 0.951 * STRAGGLING_FACTOR
+        buildup = 1.0 - PROTON_BUILDUP_PER_MM * r_full * np.exp(-z / PROTON_BUILDUP_DEPTH_MM)
+        deposit = energy / dz * fluence * buildup * (IDD_GAIN[0] + IDD_GAIN[1] * r_full)
+        bortfeld = 0.012 * 10.0 * (r_full / 10.0) ** 0.951
+        straggle = math.sqrt(bortfeld**2 + ENERGY_SPREAD_SIGMA_MM**2) * STRAGGLING_FACTOR
         half = math.ceil(4 * straggle / dz)
         kz = np.arange(-half, half + 1) * dz
         kernel = np.exp(-0.5 * (kz / straggle) ** 2)
-        out[i] = np.convolve(deposit, kernel / kernel.sum(), mode="same")
+        # extend the entrance value upstream so the convolution does not dent the entrance
+        padded = np.concatenate([np.full(half, deposit[0]), deposit, np.zeros(half)])
+        out[i] = np.convolve(padded, kernel / kernel.sum(), mode="valid")
     return z, out
 
 
@@ -324,7 +352,7 @@ class TorchPencilBeamEngine:
         pv = torch.as_tensor(s.spot_pixels[bix_idx, 1], device=self.device)
         spots = spots.index_put((li, pu, pv), w, accumulate=True)
         fluence = torch.stack([
-            _blur2d(spots[k], math.sqrt(SPOT_SIGMA_MM**2 + (MCS_FRACTION * r) ** 2 * 0.9**3) / h)
+            _blur2d(spots[k], proton_spot_sigma_mm(float(r)) / h)
             for k, r in enumerate(s.layer_ranges)
         ]) / (h * h)
         lat = self._lateral_sample(fluence, s.grid, coords)  # (K, M)

@@ -1,0 +1,30 @@
+"""Our analytic proton depth dose against pyRadPlan's Generic machine tables (if installed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evaluator.dose.engines.torch_pb import PROTON_GY_PER_WEIGHT, proton_idd_table
+
+pytest.importorskip("pyRadPlan")
+from pyRadPlan.machines import load_from_name
+
+from evaluator.dose.engines.pyradplan import PyRadPlanEngine
+
+
+@pytest.mark.parametrize("index", [30, 50, 70, 90])
+def test_idd_matches_generic_machine(index: int) -> None:
+    machine = load_from_name("protons", "Generic")
+    energy = float(np.asarray(machine.energies)[index])
+    kernel = machine.get_kernel_by_index(index)
+    depths = np.asarray(kernel.depths)
+    ref = np.asarray(kernel.idd) * 1.6021766208e-02  # Gy mm^2 per 1e6 protons (matRad)
+    r = PyRadPlanEngine.ranges_mm(np.array([energy]))
+    z, idd = proton_idd_table(r)
+    ours = np.interp(depths, z, idd[0]) * PROTON_GY_PER_WEIGHT
+    peak = float(np.asarray(machine.peak_positions)[index])
+    assert abs(depths[np.argmax(ours)] - peak) < 1.5
+    proximal = depths < peak
+    assert np.abs(ours - ref)[proximal].max() < 0.2 * ref.max()
+    assert np.abs(ours - ref)[depths < peak + 15].max() < 0.06 * ref.max()
