@@ -77,8 +77,10 @@ def _ct_dose(
     spacing: Sequence[float], structures: np.ndarray, cache_dir: Path | None, device: str,
 ) -> tuple[np.ndarray, bool]:
     """The plan's dose on the real CT, from the cache when it is there."""
+    engine = get_engine(engine_name, device)
     key = _digest(
-        engine_name.encode(), json.dumps(plan.to_dict(), sort_keys=True).encode(),
+        engine_name.encode(), engine.model_version.encode(),
+        json.dumps(plan.to_dict(), sort_keys=True).encode(),
         np.ascontiguousarray(ct).tobytes(), np.asarray(spacing).tobytes(),
     )
     cache_file = None
@@ -86,7 +88,7 @@ def _ct_dose(
         cache_file = cache_dir / f"{plan_path.parent.name}_{plan.modality}_{engine_name}_{key}.npy"
         if cache_file.is_file():
             return np.load(cache_file), True
-    dose = get_engine(engine_name, device).compute(ct, spacing, plan, structures, ct)
+    dose = engine.compute(ct, spacing, plan, structures, ct)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(".tmp.npy")

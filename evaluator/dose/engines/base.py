@@ -25,6 +25,9 @@ class DoseEngine(Protocol):
     """
 
     name: str
+    # Bumped whenever the engine's physics changes: cached CT doses of an older model are
+    # never compared with sCT doses of a newer one.
+    model_version: str
 
     def compute(
         self,

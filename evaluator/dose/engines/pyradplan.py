@@ -44,6 +44,7 @@ def _quiet() -> Iterator[None]:
 
 class PyRadPlanEngine:
     name = "pyradplan"
+    model_version = "1"
 
     def __init__(self) -> None:
         if not available():

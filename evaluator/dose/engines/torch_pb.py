@@ -49,8 +49,8 @@ SCATTER_BUILDUP_MM = 36.4
 # up to 1.1x the peak depth; RMS 1.2 % of the peak) to the machine's tabulated integral depth
 # doses: range-energy exponent p, Bortfeld range straggling plus a constant 2.2 mm (energy
 # spread) in quadrature, linear fluence loss, an entrance build-up (secondaries) of depth
-# PROTON_BUILDUP_DEPTH_MM and relative size PROTON_BUILDUP_PER_MM * R, and a gain a + b R; MeV/mm per proton
-# (the machine's MeV cm^2/g / 10)
+# PROTON_BUILDUP_DEPTH_MM and relative size PROTON_BUILDUP_PER_MM * R, and a gain a + b R;
+# MeV/mm per proton (the machine's MeV cm^2/g / 10)
 RANGE_ALPHA = 0.0022 * 10.0  # mm / MeV^p (R = a E^p, water)
 RANGE_P = 1.694
 NUCLEAR_LOSS_PER_MM = 0.001173
@@ -162,6 +162,7 @@ class TorchPencilBeamEngine:
     """Fast own engine; ``device`` is a torch device string ("cpu", "cuda")."""
 
     name = "torch_pb"
+    model_version = "2"  # 2: proton depth dose and spot sigma fitted to the Generic machine
 
     def __init__(self, device: str = "cpu", lateral_step_mm: float | None = None) -> None:
         self.device = torch.device(device)

@@ -39,6 +39,20 @@ def test_metrics_and_cache(case_dir: Path, tmp_path: Path) -> None:
     assert 0 <= m["gamma_proton"] <= 100
 
 
+def test_cached_ct_dose_of_an_older_engine_model_is_not_reused(
+    case_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from evaluator.dose.engines.torch_pb import TorchPencilBeamEngine
+
+    sct = write_sct(case_dir, 40.0)
+    cache = tmp_path / "cache"
+    assert dose_metrics_report(case_dir, sct, cache_dir=cache).cached["photon"] is False
+    assert dose_metrics_report(case_dir, sct, cache_dir=cache).cached["photon"] is True
+    monkeypatch.setattr(TorchPencilBeamEngine, "model_version", "next")
+    assert dose_metrics_report(case_dir, sct, cache_dir=cache).cached == {
+        "photon": False, "proton": False}
+
+
 def test_perfect_sct(case_dir: Path) -> None:
     m = dose_metrics_for_case(case_dir, case_dir / "ct.mha")
     assert m["gamma_photon"] == 100.0 and m["mae_target_proton"] == 0.0

@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluator.dose.engines.torch_pb import PROTON_GY_PER_WEIGHT, proton_idd_table
+from evaluator.dose.engines.torch_pb import (
+    PROTON_GY_PER_WEIGHT,
+    proton_idd_table,
+    proton_spot_sigma_mm,
+)
 
 pytest.importorskip("pyRadPlan")
 from pyRadPlan.machines import load_from_name
@@ -28,3 +32,16 @@ def test_idd_matches_generic_machine(index: int) -> None:
     proximal = depths < peak
     assert np.abs(ours - ref)[proximal].max() < 0.2 * ref.max()
     assert np.abs(ours - ref)[depths < peak + 15].max() < 0.06 * ref.max()
+
+
+@pytest.mark.parametrize("index", [10, 40, 70, 100])
+def test_spot_sigma_matches_generic_machine(index: int) -> None:
+    machine = load_from_name("protons", "Generic")
+    energy = float(np.asarray(machine.energies)[index])
+    kernel = machine.get_kernel_by_index(index)
+    focus = machine.get_foci_by_index(index)[0]
+    peak = float(np.asarray(machine.peak_positions)[index])
+    sigma_ini = np.interp(9900.0, np.asarray(focus.dist), np.asarray(focus.sigma))
+    sigma_mcs = np.interp(0.9 * peak, np.asarray(kernel.depths), np.asarray(kernel.sigma))
+    r = float(PyRadPlanEngine.ranges_mm(np.array([energy]))[0])
+    assert proton_spot_sigma_mm(r) == pytest.approx(np.hypot(sigma_ini, sigma_mcs), abs=1.0)

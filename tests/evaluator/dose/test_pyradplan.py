@@ -49,6 +49,10 @@ def test_reference_dose_and_agreement(reference_plans: dict[str, Plan], modality
     assert ours[labels == 2].mean() == pytest.approx(2.0, rel=0.05)
     rate = gamma_pass_rate(d_ref, ours, SPACING[::-1], GammaSettings(3, 3, 10, 10))
     assert rate >= 0.95
+    if modality == "proton":  # depth dose and spot size fitted to the Generic machine
+        assert ours[labels == 2].mean() == pytest.approx(2.0, rel=0.01)
+        rate = gamma_pass_rate(d_ref, ours, SPACING[::-1], GammaSettings(2, 2, 10, 10))
+        assert rate >= 0.98
 
 
 def test_stale_weights_are_reported() -> None:
