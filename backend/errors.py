@@ -44,3 +44,9 @@ class UnprocessableError(AppError):
 
 class TooManyRequestsError(AppError):
     status_code = 429
+
+
+class InsufficientStorageError(AppError):
+    """The server's disk is full (ENOSPC): nothing of the failed request was kept."""
+
+    status_code = 507

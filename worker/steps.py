@@ -10,6 +10,7 @@ safe to run twice: a status check or a unique constraint turns a repeat into a n
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import shutil
@@ -288,9 +289,19 @@ def _collect(
         except OutputError as exc:
             outcomes[rid] = (R.FAILED, str(exc), None)
             continue
-        target_dir.mkdir(parents=True, exist_ok=True)
         target = target_dir / f"{case.name}{''.join(sct.suffixes) or '.mha'}"
-        shutil.copyfile(sct, target)
+        try:
+            target_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(sct, target)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            target.unlink(missing_ok=True)  # no partial prediction is left behind
+            outcomes[rid] = (R.FAILED, (
+                "The server's storage is full: the prediction could not be stored. This is "
+                "not a fault of the algorithm; the organisers need to free space and "
+                "re-evaluate."), None)
+            continue
         outcomes[rid] = (R.SUCCEEDED, "", str(target.relative_to(settings.data_dir)))
     return outcomes
 

@@ -51,26 +51,50 @@ async def put_chunk(
         await run_in_threadpool(service.check_chunk, user.id, upload_id, start, total)
         writer = await run_in_threadpool(service.ChunkWriter, upload_id, start)
         limit = end - start + 1
+        received = 0
         buf = bytearray()
         too_long = False
+        full: OSError | None = None  # the disk filled up: the rest of the body is drained
+
+        async def flush() -> None:
+            nonlocal full
+            if buf and full is None:
+                try:
+                    await run_in_threadpool(writer.write, bytes(buf))
+                except OSError as exc:
+                    if not service.is_disk_full(exc):
+                        raise
+                    full = exc
+            buf.clear()
+
         try:
             async for piece in request.stream():
-                if writer.offset - start + len(buf) + len(piece) > limit:
+                received += len(piece)
+                if received > limit:
                     too_long = True
                     break
-                buf += piece
-                if len(buf) >= WRITE_BLOCK:
-                    await run_in_threadpool(writer.write, bytes(buf))
-                    buf.clear()
+                if full is None:
+                    buf += piece
+                    if len(buf) >= WRITE_BLOCK:
+                        await flush()
         except ClientDisconnect:
             pass  # keep what arrived: it is a valid prefix the client can resume after
         finally:
-            if buf:
-                await run_in_threadpool(writer.write, bytes(buf))
-            await run_in_threadpool(writer.close)
+            await flush()
+            if full is None:
+                try:
+                    await run_in_threadpool(writer.close)
+                except OSError as exc:
+                    if not service.is_disk_full(exc):
+                        raise
+                    full = exc
+            if full is not None:
+                await run_in_threadpool(writer.discard)  # the offset stays at ``start``
             upload = await run_in_threadpool(
                 service.record_chunk, upload_id, start, writer.offset - start
             )
+        if full is not None:
+            raise service.storage_full_error(start) from full
         if too_long:
             raise BadRequestError("The body is longer than its Content-Range.")
     return _upload_out(upload)

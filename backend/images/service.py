@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import re
 import threading
@@ -18,6 +20,7 @@ from backend.db import session_scope
 from backend.errors import (
     BadRequestError,
     ConflictError,
+    InsufficientStorageError,
     NotFoundError,
     PayloadTooLargeError,
 )
@@ -153,6 +156,7 @@ class ChunkWriter:
 
     def __init__(self, upload_id: str, start: int) -> None:
         self.upload_id = upload_id
+        self.start = start
         self.offset = start
         self.hasher = _hasher_at(upload_id, start)
         self.file: BinaryIO = part_path(upload_id).open("r+b")
@@ -167,6 +171,27 @@ class ChunkWriter:
     def close(self) -> None:
         self.file.close()
         _hashers[self.upload_id] = (self.offset, self.hasher)
+
+    def discard(self) -> None:
+        """Drop this whole chunk (the disk filled up): the part file is cut back to ``start``,
+        which stays the upload's offset, and the running hash is recomputed on resume."""
+        with contextlib.suppress(OSError):
+            self.file.close()  # its flush fails again on a full disk; the file still closes
+        _hashers.pop(self.upload_id, None)
+        with part_path(self.upload_id).open("r+b") as f:
+            f.truncate(self.start)  # frees space; needs none
+        self.offset = self.start
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def storage_full_error(start: int) -> InsufficientStorageError:
+    return InsufficientStorageError(
+        "The server's storage is full: this chunk was not saved. The upload keeps its first "
+        f"{start} bytes; resume from byte {start} later (GET the upload for its offset)."
+    )
 
 
 def record_chunk(upload_id: str, start: int, written: int) -> ImageUpload:
