@@ -75,55 +75,43 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
     ensure_example("static-c")
     ensure_example("fail-no-output")
-    from backend import db, storage, tasks_client
-    from backend.config import settings
-    from worker.celery_app import app as celery_app
+    with harness.settings_restored():
+        data_dir = tmp_path_factory.mktemp("browser-data")
+        env = harness.setup("syntharena_browser_test", data_dir, redis_db=12)
+        from backend.db import session_scope
 
-    saved = (settings.database_url, settings.redis_url, settings.data_dir,
-             settings.reaper_grace_s, celery_app.conf.broker_url)
-    data_dir = tmp_path_factory.mktemp("browser-data")
-    env = harness.setup("syntharena_browser_test", data_dir, redis_db=12)
-    from backend.db import session_scope
-
-    with session_scope() as s:
-        phase = harness.seed_phase(s, data_dir, slug="validation", n_cases=3,
-                                   shape=(24, 48, 48), show_case_results=True,
-                                   show_case_logs=True, submissions_per_period=5)
-        phase.title = "Validation"
-        # Another team already on the board, so there is something to compare with.
-        harness.submit(s, phase, "rival-team", "static-c")
-        # And one whose container writes nothing: its failure must say what to fix.
-        harness.submit(s, phase, "broken-team", "fail-no-output")
-    ARTIFACTS.mkdir(exist_ok=True)
-    worker = harness.start_worker(env, "browser", concurrency=1,
-                                  log_path=ARTIFACTS / "browser-worker.log")
-    port = _free_port()
-    server_env = {**env.env(), "SYNTHARENA_ADMIN_EMAILS": f'["{ORGANIZER_EMAIL}"]',
-                  "SYNTHARENA_SECRET_KEY": "browser-test-secret"}
-    log = open(ARTIFACTS / "browser-uvicorn.log", "ab")  # noqa: SIM115
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/api/health", server)
+        with session_scope() as s:
+            phase = harness.seed_phase(s, data_dir, slug="validation", n_cases=3,
+                                       shape=(24, 48, 48), show_case_results=True,
+                                       show_case_logs=True, submissions_per_period=5)
+            phase.title = "Validation"
+            # Another team already on the board, so there is something to compare with.
+            harness.submit(s, phase, "rival-team", "static-c")
+            # And one whose container writes nothing: its failure must say what to fix.
+            harness.submit(s, phase, "broken-team", "fail-no-output")
         ARTIFACTS.mkdir(exist_ok=True)
-        yield Stack(f"http://127.0.0.1:{port}", env, EXAMPLES_OUT / "static-c.tar.gz")
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
-        harness.stop_worker(worker)
-        log.close()
-        # Only this test's worker's containers: other tests may share the engine.
-        sandbox.remove_containers(**{sandbox.LABEL_WORKER: f"browser@{socket.gethostname()}"})
-        (settings.database_url, settings.redis_url, settings.data_dir,
-         settings.reaper_grace_s, _) = saved
-        celery_app.conf.update(broker_url=saved[4])
-        db.get_engine.cache_clear()
-        db.get_sessionmaker.cache_clear()
-        storage.get_storage.cache_clear()
-        tasks_client.configure(None)
+        worker = harness.start_worker(env, "browser", concurrency=1,
+                                      log_path=ARTIFACTS / "browser-worker.log")
+        port = _free_port()
+        server_env = {**env.env(), "SYNTHARENA_ADMIN_EMAILS": f'["{ORGANIZER_EMAIL}"]',
+                      "SYNTHARENA_SECRET_KEY": "browser-test-secret"}
+        log = open(ARTIFACTS / "browser-uvicorn.log", "ab")  # noqa: SIM115
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", "127.0.0.1",
+             "--port", str(port), "--log-level", "warning"],
+            cwd=ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            _wait_http(f"http://127.0.0.1:{port}/api/health", server)
+            ARTIFACTS.mkdir(exist_ok=True)
+            yield Stack(f"http://127.0.0.1:{port}", env, EXAMPLES_OUT / "static-c.tar.gz")
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+            harness.stop_worker(worker)
+            log.close()
+            # Only this test's worker's containers: other tests may share the engine.
+            sandbox.remove_containers(**{sandbox.LABEL_WORKER: f"browser@{socket.gethostname()}"})
 
 
 @pytest.fixture(scope="module")

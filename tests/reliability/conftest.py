@@ -65,22 +65,10 @@ def example_images(docker_engine: None) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def reliability_env(tmp_path_factory: pytest.TempPathFactory, hostile_images: dict[str, Path],
                     example_images: dict[str, str]) -> Iterator[ReliabilityEnv]:
-    from backend import db, storage, tasks_client
-    from backend.config import settings
-    from worker.celery_app import app
-
-    saved = (settings.database_url, settings.redis_url, settings.data_dir,
-             settings.reaper_grace_s, app.conf.broker_url)
-    base = harness.setup("syntharena_reliability", tmp_path_factory.mktemp("data"), redis_db=12)
-    env = ReliabilityEnv(base.database_url, base.redis_url, base.data_dir)
-    yield env
-    (settings.database_url, settings.redis_url, settings.data_dir,
-     settings.reaper_grace_s, _) = saved
-    app.conf.update(broker_url=saved[4])
-    db.get_engine.cache_clear()
-    db.get_sessionmaker.cache_clear()
-    storage.get_storage.cache_clear()
-    tasks_client.configure(saved[1])
+    with harness.settings_restored():
+        base = harness.setup("syntharena_reliability", tmp_path_factory.mktemp("data"),
+                             redis_db=12)
+        yield ReliabilityEnv(base.database_url, base.redis_url, base.data_dir)
 
 
 @pytest.fixture

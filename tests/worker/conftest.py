@@ -30,24 +30,11 @@ def python_image(docker_engine: None) -> str:
 @pytest.fixture(scope="session")
 def pipeline_env(tmp_path_factory: pytest.TempPathFactory, static_images: dict[str, str]):
     """Dedicated PostgreSQL + Redis databases and data dir for pipeline tests (restored after)."""
-    from backend import db, tasks_client
-    from backend.config import settings
     from tests.worker import harness
-    from worker.celery_app import app
 
-    saved = (settings.database_url, settings.redis_url, settings.data_dir,
-             settings.reaper_grace_s, app.conf.broker_url)
-    env = harness.setup("syntharena_worker_test", tmp_path_factory.mktemp("data"), redis_db=7)
-    yield env
-    (settings.database_url, settings.redis_url, settings.data_dir,
-     settings.reaper_grace_s, _) = saved
-    app.conf.update(broker_url=saved[4])
-    db.get_engine.cache_clear()
-    db.get_sessionmaker.cache_clear()
-    from backend import storage
-
-    storage.get_storage.cache_clear()
-    tasks_client.configure(saved[1])
+    with harness.settings_restored():
+        yield harness.setup("syntharena_worker_test", tmp_path_factory.mktemp("data"),
+                            redis_db=7)
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,27 @@ def configure(env: PipelineEnv) -> None:
 
     app.conf.update(broker_url=env.redis_url)
     app.close()  # drop connections to the previous broker
+
+
+@contextmanager
+def settings_restored() -> Iterator[None]:
+    """Put the app's settings, cached engine/storage and broker back as they were afterwards
+    (pipeline environments repoint them at dedicated databases)."""
+    from backend import storage
+    from worker.celery_app import app
+
+    saved = (settings.database_url, settings.redis_url, settings.data_dir,
+             settings.reaper_grace_s, app.conf.broker_url)
+    try:
+        yield
+    finally:
+        (settings.database_url, settings.redis_url, settings.data_dir,
+         settings.reaper_grace_s, _) = saved
+        app.conf.update(broker_url=saved[4])
+        db.get_engine.cache_clear()
+        db.get_sessionmaker.cache_clear()
+        storage.get_storage.cache_clear()
+        tasks_client.configure(saved[1])
 
 
 def setup(name: str, data_dir: Path, redis_db: int) -> PipelineEnv:
