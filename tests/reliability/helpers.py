@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend import tasks_client
-from backend.config import settings
 from backend.db import session_scope
 from backend.models import (
     AlgorithmImage,
     CaseRun,
-    ImageStatus,
     Phase,
     Submission,
     SubmissionStatus,
@@ -25,22 +20,7 @@ from tests.worker import harness
 
 
 def register_tarball(s: Session, username: str, name: str, tarball: Path) -> AlgorithmImage:
-    owner = harness.user(s, username)
-    key = f"{owner.id}/{name}.tar.gz"
-    dest = settings.images_dir / key
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if not dest.exists():
-        try:
-            os.link(tarball, dest)
-        except OSError:
-            shutil.copyfile(tarball, dest)
-    digest = hashlib.sha256(f"{name}-{owner.id}".encode()).hexdigest()
-    image = AlgorithmImage(owner_id=owner.id, name=name, sha256=digest,
-                           size_bytes=tarball.stat().st_size, status=ImageStatus.VALID,
-                           storage_key=key, docker_image_id=None, compression="gzip")
-    s.add(image)
-    s.flush()
-    return image
+    return harness.register_tarball(s, harness.user(s, username), name, tarball)
 
 
 def submit_tarball(s: Session, phase: Phase, username: str, name: str, tarball: Path) -> int:

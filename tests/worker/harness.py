@@ -7,6 +7,7 @@ that is migrated once and emptied between tests instead of rolled back.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -217,17 +218,22 @@ def user(s: Session, name: str) -> User:
 
 def register_image(s: Session, owner: User, example: str) -> AlgorithmImage:
     """An uploaded-and-validated image row whose tarball is the example's build output."""
-    src = EXAMPLES_OUT / f"{example}.tar.gz"
-    key = f"{owner.id}/{example}.tar.gz"
+    return register_tarball(s, owner, example, EXAMPLES_OUT / f"{example}.tar.gz")
+
+
+def register_tarball(s: Session, owner: User, name: str, tarball: Path) -> AlgorithmImage:
+    """An uploaded-and-validated image row for ``tarball`` (linked into image storage)."""
+    key = f"{owner.id}/{name}.tar.gz"
     dest = settings.images_dir / key
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not dest.exists():
         try:
-            os.link(src, dest)
+            os.link(tarball, dest)
         except OSError:
-            shutil.copyfile(src, dest)
-    image = AlgorithmImage(owner_id=owner.id, name=example, sha256=f"{example}-{owner.id}",
-                           size_bytes=src.stat().st_size, status=ImageStatus.VALID,
+            shutil.copyfile(tarball, dest)
+    digest = hashlib.sha256(f"{name}-{owner.id}".encode()).hexdigest()
+    image = AlgorithmImage(owner_id=owner.id, name=name, sha256=digest,
+                           size_bytes=tarball.stat().st_size, status=ImageStatus.VALID,
                            storage_key=key, docker_image_id=None, compression="gzip")
     s.add(image)
     s.flush()
