@@ -7,11 +7,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, make_url, text
-from sqlalchemy.orm import Session
+
+# Database libraries are imported inside the fixtures, so the evaluator's tests also run on a
+# machine that has only torch/scipy (the GPU machine used for the CUDA checks).
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy import Connection, Engine
+    from sqlalchemy.orm import Session
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TEST_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/syntharena_test"
@@ -24,6 +29,8 @@ def database_url_for_tests() -> str:
 
 def ensure_database(url: str) -> None:
     """Create the PostgreSQL database named in ``url`` if it does not exist."""
+    from sqlalchemy import create_engine, make_url, text
+
     u = make_url(url)
     admin = create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -35,6 +42,8 @@ def ensure_database(url: str) -> None:
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "migrations"))
     if connection is not None:
@@ -44,6 +53,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def migrate(engine: Engine) -> None:
     from alembic import command
+    from sqlalchemy import text
 
     with engine.connect() as conn:
         conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
@@ -58,6 +68,8 @@ def migrate(engine: Engine) -> None:
 
 @pytest.fixture(scope="session")
 def db_engine() -> Iterator[Engine]:
+    from sqlalchemy import create_engine
+
     url = database_url_for_tests()
     ensure_database(url)
     engine = create_engine(url, pool_size=20, max_overflow=20)
@@ -79,6 +91,8 @@ def db_connection(db_engine: Engine) -> Iterator[Connection]:
 def db_session(db_connection: Connection) -> Iterator[Session]:
     """The test's session; ``backend.db.session_scope`` (and so every request) gets sessions
     joined to the same rolled-back transaction."""
+    from sqlalchemy.orm import Session
+
     from backend import db
 
     def factory() -> Session:
