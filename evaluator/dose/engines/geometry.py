@@ -85,6 +85,17 @@ class BevGrid:
         )
 
 
+def bev_coords(grid: BevGrid, points: torch.Tensor) -> torch.Tensor:
+    """(u, v, t) of patient points (M, 3) (x, y, z mm) in ``grid``'s beam, on their device."""
+    def vec(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=points.dtype, device=points.device)
+
+    rel = points - vec(grid.source)
+    t = rel @ vec(grid.direction)
+    scale = grid.sad / t.clamp(min=1e-6)
+    return torch.stack([(rel @ vec(grid.eu)) * scale, (rel @ vec(grid.ev)) * scale, t], dim=-1)
+
+
 def make_bev_grid(
     shape: Sequence[int],
     spacing: Sequence[float],

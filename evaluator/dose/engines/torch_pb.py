@@ -4,9 +4,11 @@ Both trace diverging rays through the CT in a beam's-eye-view grid, accumulate r
 (water-equivalent) depth along each ray, and spread the beamlet fluence laterally with
 Gaussian kernels in the isocentre plane:
 
-* photons: depth dose ``(1 - exp(-d/b)) exp(-mu d)`` (6 MV-like build-up and attenuation)
-  times the inverse square law, lateral kernel = primary Gaussian + broad scatter Gaussian;
-  beamlets are square bixels of ``plan.bixel_width_mm`` on a lattice through the isocentre.
+* photons: matRad's/pyRadPlan's three-component pencil beam (Generic 6 MV machine): depth
+  components ``b_c/(b_c - m) (exp(-m d) - exp(-b_c d))`` times lateral profiles, inverse square
+  law; each lateral profile is a sum of Gaussian-blurred squares fitted to the machine's
+  kernels (``photon_kernel.json``, ``scripts/fit_photon_kernel.py``), evaluated exactly (erf)
+  for square bixels of ``plan.bixel_width_mm`` on a lattice through the isocentre.
 * protons: an integral depth dose per energy layer computed from the range-energy law
   R = a E^p (stopping power ~ residual range^(1/p - 1)), with nuclear fluence loss and
   range straggling; spots on the same lattice, energy layers every ``LAYER_SPACING_MM`` of
@@ -14,36 +16,42 @@ Gaussian kernels in the isocentre plane:
   sigma = initial spot size (+) multiple Coulomb scattering, both fitted to pyRadPlan's
   Generic proton machine (see the constants).
 
-Doses are linear in the beamlet weights, so optimisation differentiates through them.
+Like matRad, the dose is computed on the plan's dose grid (``plan.dose_grid_mm``, placed as
+pyRadPlan places it) and interpolated trilinearly onto the CT grid.  Doses are linear in the
+beamlet weights, so optimisation differentiates through them.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
 from evaluator.dose.engines.base import DoseComputationError
-from evaluator.dose.engines.geometry import BevGrid, bev_to_ct, make_bev_grid, sample_volume
+from evaluator.dose.engines.geometry import (
+    BevGrid,
+    bev_coords,
+    bev_to_ct,
+    make_bev_grid,
+    sample_volume,
+)
 from evaluator.dose.engines.hlut import hu_to_density_torch
 from evaluator.dose.plan import Plan
 
 PHOTON_SAD_MM = 1000.0
 PROTON_SAD_MM = 10000.0
-# photon model: fitted (least squares) to pyRadPlan's Generic 6 MV single-field doses in water
-# with a bone slab (64^3 at 3 mm); see README
-BUILDUP_MM = 3.57
-MU_PER_MM = 0.00363
-SIGMA_PRIMARY_MM = 2.47
-SIGMA_SCATTER_MM = 18.4
-SCATTER_FRACTION = 0.282
-SCATTER_BUILDUP_MM = 36.4
+# photon model: see photon_kernel.json (machine constants and the fitted lateral profiles)
+PHOTON_KERNEL_FILE = Path(__file__).with_name("photon_kernel.json")
+PHOTON_MAP_STEP_MM = 0.5  # lateral profile maps (analytic, sampled bilinearly)
+SSD_DENSITY_THRESHOLD = 0.05  # first density above this on the central ray = skin
 # proton model: spot size and scattering fitted like the photons to pyRadPlan's Generic proton
 # machine (one field, 1474 spots).  Depth dose fitted globally (least squares, every 7th energy,
 # up to 1.1x the peak depth; RMS 1.2 % of the peak) to the machine's tabulated integral depth
@@ -68,10 +76,49 @@ MCS_EXP = 0.6263
 STRAGGLING_FACTOR = 1.0
 LAYER_SPACING_MM = 3.0
 # absolute calibration: our dose per unit weight = pyRadPlan's (Generic machines), so stored
-# weights and the reference engine's weights mean the same thing
-PHOTON_GY_PER_WEIGHT = 1.167
-# protons: matRad's 1.602e-2 Gy mm^2 per (MeV cm^2/g), x 10 for our MeV/mm
+# weights and the reference engine's weights mean the same thing.  Protons: matRad's
+# 1.602e-2 Gy mm^2 per (MeV cm^2/g), x 10 for our MeV/mm
 PROTON_GY_PER_WEIGHT = 0.16022
+
+
+@dataclass(frozen=True)
+class PhotonKernel:
+    """The photon machine: depth components and fitted lateral profiles per SSD."""
+
+    sad_mm: float
+    m_per_mm: float
+    betas_per_mm: tuple[float, ...]
+    penumbra_sigma_mm: float
+    lateral_cutoff_mm: float
+    scales_mm: tuple[float, ...]
+    ssds_mm: np.ndarray  # (n_ssd,)
+    coefficients: np.ndarray  # (n_ssd, n_components, n_scales)
+
+    def at_ssd(self, ssd_mm: float) -> np.ndarray:
+        """(n_components, n_scales) coefficients, linear in SSD (clamped to the table)."""
+        ssd = float(np.clip(ssd_mm, self.ssds_mm[0], self.ssds_mm[-1]))
+        k = int(np.clip(np.searchsorted(self.ssds_mm, ssd) - 1, 0, len(self.ssds_mm) - 2))
+        f = (ssd - self.ssds_mm[k]) / (self.ssds_mm[k + 1] - self.ssds_mm[k])
+        return np.asarray((1 - f) * self.coefficients[k] + f * self.coefficients[k + 1])
+
+
+@functools.cache
+def photon_kernel() -> PhotonKernel:
+    data = json.loads(PHOTON_KERNEL_FILE.read_text())
+    return PhotonKernel(
+        float(data["sad_mm"]), float(data["m_per_mm"]), tuple(data["betas_per_mm"]),
+        float(data["penumbra_sigma_mm"]), float(data["lateral_cutoff_mm"]),
+        tuple(data["scales_mm"]), np.asarray(data["ssds_mm"], dtype=np.float64),
+        np.asarray(data["coefficients"], dtype=np.float64),
+    )
+
+
+def blurred_square(x: torch.Tensor, width: float, sigma: float) -> torch.Tensor:
+    """A width-``width`` square (centred at 0) convolved with a Gaussian of ``sigma``."""
+    if sigma <= 0:
+        return (x.abs() <= width / 2).to(x.dtype)
+    s = math.sqrt(2.0) * sigma
+    return 0.5 * (torch.erf((x + width / 2) / s) - torch.erf((x - width / 2) / s))
 
 
 @dataclass
@@ -82,6 +129,8 @@ class _BeamSetup:
     spot_pixels: np.ndarray  # (n_bixels, 2) BEV pixel index of each bixel centre
     layer_ranges: np.ndarray  # protons: (n_layers,) ranges in mm WET
     active: np.ndarray  # protons: (n_layers, n_bixels) bool
+    cells: np.ndarray  # (n_bixels, 2) lattice indices (u, v) of the bixel centres (x bixel)
+    ssd_mm: float  # source to skin along the central ray (planning CT)
 
 
 @dataclass
@@ -96,10 +145,48 @@ class SpotList:
 
 @dataclass
 class _VoxelGeometry:
-    """Where the dose is evaluated: selected CT voxels and their BEV coordinates per beam."""
+    """Where the dose is evaluated: points (patient mm) and their BEV coordinates per beam."""
 
-    index: torch.Tensor  # (M,) flat CT indices
+    points: torch.Tensor  # (M, 3) x, y, z mm
     bev: list[torch.Tensor]  # per beam (M, 3): u, v, t
+
+
+@dataclass
+class _DoseGrid:
+    """pyRadPlan's dose grid: covers the CT, centred, ``res`` mm (origin = first voxel centre,
+    in CT coordinates)."""
+
+    shape: tuple[int, int, int]  # (nz, ny, nx)
+    origin: np.ndarray  # (x, y, z) mm
+    res: float
+
+    @classmethod
+    def for_ct(cls, ct_shape: Sequence[int], spacing: Sequence[float], res: float) -> _DoseGrid:
+        n = np.array(ct_shape[::-1], dtype=np.float64)  # x, y, z
+        s = np.asarray(spacing, dtype=np.float64)
+        dims = np.ceil(n * s / res - 1e-9).astype(int)
+        origin = -(dims * res - n * s) / 2.0
+        return cls((int(dims[2]), int(dims[1]), int(dims[0])), origin, float(res))
+
+    def interpolation(self, axis: int, n_ct: int, spacing: float, device: torch.device,
+                      dtype: torch.dtype) -> torch.Tensor:
+        """(n_ct, n_dose) linear interpolation matrix along ``axis`` (0 x, 1 y, 2 z); CT
+        positions beyond the outer dose voxel centres take the edge value."""
+        n_dose = self.shape[2 - axis]
+        q = (np.arange(n_ct) * spacing - self.origin[axis]) / self.res
+        q = np.clip(q, 0.0, n_dose - 1.0)
+        lo = np.minimum(np.floor(q).astype(int), max(n_dose - 2, 0))
+        f = q - lo
+        m = np.zeros((n_ct, n_dose))
+        m[np.arange(n_ct), lo] += 1 - f
+        if n_dose > 1:
+            m[np.arange(n_ct), lo + 1] += f
+        return torch.as_tensor(m, dtype=dtype, device=device)
+
+    def points(self, index: np.ndarray) -> np.ndarray:
+        """(M, 3) patient coordinates (x, y, z mm) of flat dose-grid indices."""
+        k, j, i = np.unravel_index(index, self.shape)
+        return np.asarray(np.stack([i, j, k], axis=1) * self.res + self.origin)
 
 
 @functools.lru_cache(maxsize=256)
@@ -162,7 +249,7 @@ class TorchPencilBeamEngine:
     """Fast own engine; ``device`` is a torch device string ("cpu", "cuda")."""
 
     name = "torch_pb"
-    model_version = "2"  # 2: proton depth dose and spot sigma fitted to the Generic machine
+    model_version = "3"  # 3: matRad photon kernel model, dose grid; 2: proton IDD/sigma refit
 
     def __init__(self, device: str = "cpu", lateral_step_mm: float | None = None) -> None:
         self.device = torch.device(device)
@@ -190,7 +277,9 @@ class TorchPencilBeamEngine:
         step = self.lateral_step_mm or b / n_sub
         photon = plan.modality == "photon"
         sad = PHOTON_SAD_MM if photon else PROTON_SAD_MM
-        margin = 3.0 * SIGMA_SCATTER_MM if photon else 2 * b + 12.0
+        kernel = photon_kernel()
+        margin = (kernel.lateral_cutoff_mm + 4 * kernel.penumbra_sigma_mm + b if photon
+                  else 2 * b + 12.0)
         depth_step = min(spacing) / 2.0
         density = hu_to_density_torch(
             torch.as_tensor(planning_ct, dtype=self.dtype, device=self.device)
@@ -258,9 +347,18 @@ class TorchPencilBeamEngine:
                 )
             setups.append(
                 _BeamSetup(grid, torch.as_tensor(p2b, device=self.device), len(cells),
-                           centres, ranges, active)
+                           centres, ranges, active,
+                           np.array(cells, dtype=np.int64).reshape(-1, 2),
+                           self._ssd(density, grid, spacing))
             )
         return setups
+
+    def _ssd(self, density: torch.Tensor, grid: BevGrid, spacing: Sequence[float]) -> float:
+        """Source-to-skin distance along the central ray (first density above threshold)."""
+        pts = grid.source[None, :] + grid.t[:, None] * grid.direction[None, :]
+        rho = sample_volume(density, pts, spacing, fill=0.0).cpu().numpy()
+        hit = np.flatnonzero(rho > SSD_DENSITY_THRESHOLD)
+        return float(grid.t[hit[0]]) if len(hit) else float(grid.sad)
 
     def _wet(self, density: torch.Tensor, grid: BevGrid, spacing: Sequence[float]) -> torch.Tensor:
         """Water-equivalent depth (mm) at every BEV sample, mid-step."""
@@ -275,22 +373,15 @@ class TorchPencilBeamEngine:
         return int(sum(s.active.sum() for s in setups))
 
     # ---------- forward dose ----------
-    def _voxels(
-        self, shape: Sequence[int], spacing: Sequence[float], setups: list[_BeamSetup],
-        mask: np.ndarray,
-    ) -> _VoxelGeometry:
-        flat = np.flatnonzero(mask)
-        coords_all = [s.grid.ct_to_bev_coords(shape, spacing).reshape(-1, 3)[flat] for s in setups]
-        return _VoxelGeometry(
-            torch.as_tensor(flat, device=self.device),
-            [torch.as_tensor(c, dtype=self.dtype, device=self.device) for c in coords_all],
-        )
+    def _voxels(self, points: np.ndarray, setups: list[_BeamSetup]) -> _VoxelGeometry:
+        pts = torch.as_tensor(points, dtype=self.dtype, device=self.device)
+        return _VoxelGeometry(pts, [bev_coords(s.grid, pts) for s in setups])
 
     def _voxel_wet(
         self, ct_hu: np.ndarray, spacing: Sequence[float], setups: list[_BeamSetup],
         vox: _VoxelGeometry,
     ) -> list[torch.Tensor]:
-        """Water-equivalent depth of every selected voxel along each beam."""
+        """Water-equivalent depth of every evaluation point along each beam."""
         density = hu_to_density_torch(torch.as_tensor(ct_hu, dtype=self.dtype, device=self.device))
         return [
             bev_to_ct(self._wet(density, s.grid, spacing), s.grid, c)
@@ -298,24 +389,75 @@ class TorchPencilBeamEngine:
         ]
 
     @staticmethod
-    def _lateral_sample(maps: torch.Tensor, grid: BevGrid, uv: torch.Tensor) -> torch.Tensor:
-        """Bilinear samples of (K, nu, nv) maps at voxels' (u, v): (K, M)."""
+    def _lateral_sample(
+        maps: torch.Tensor, u_axis: np.ndarray, v_axis: np.ndarray, uv: torch.Tensor
+    ) -> torch.Tensor:
+        """Bilinear samples of (K, nu, nv) maps at points' (u, v): (K, M); 0 outside."""
 
         def norm(values: torch.Tensor, axis: np.ndarray) -> torch.Tensor:
             step = float(axis[1] - axis[0]) if len(axis) > 1 else 1.0
             return 2 * (values - float(axis[0])) / (step * max(len(axis) - 1, 1)) - 1
 
-        g = torch.stack([norm(uv[:, 1], grid.v), norm(uv[:, 0], grid.u)], dim=-1)
+        g = torch.stack([norm(uv[:, 1], v_axis), norm(uv[:, 0], u_axis)], dim=-1)
         out = F.grid_sample(maps[:, None], g.view(1, 1, -1, 2).expand(maps.shape[0], 1, -1, 2),
                             mode="bilinear", padding_mode="zeros", align_corners=True)
         return out[:, 0, 0, :]
+
+    def _photon_maps(
+        self, s: _BeamSetup, w: torch.Tensor, b: float
+    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """Lateral profile maps (n_components, nu, nv) of one beam's bixel weights ``w`` on
+        a fine isocentre-plane grid, and its u and v axes."""
+        k = photon_kernel()
+        coef = torch.as_tensor(k.at_ssd(s.ssd_mm), dtype=self.dtype, device=self.device)
+        cu, cv = s.cells[:, 0], s.cells[:, 1]
+        lo_u, lo_v = int(cu.min()), int(cv.min())
+        lattice = torch.zeros((int(cu.max()) - lo_u + 1, int(cv.max()) - lo_v + 1),
+                              dtype=self.dtype, device=self.device)
+        lattice = lattice.index_put(
+            (torch.as_tensor(cu - lo_u, device=self.device),
+             torch.as_tensor(cv - lo_v, device=self.device)), w, accumulate=True)
+        reach = k.lateral_cutoff_mm + 4 * k.penumbra_sigma_mm + b
+        step = PHOTON_MAP_STEP_MM
+
+        def axis(lo: int, hi: int) -> np.ndarray:
+            return np.arange(lo * b - reach, hi * b + reach + step / 2, step)
+
+        u_axis, v_axis = axis(lo_u, int(cu.max())), axis(lo_v, int(cv.max()))
+        du = (torch.as_tensor(u_axis, dtype=self.dtype, device=self.device)[:, None]
+              - b * torch.arange(lo_u, int(cu.max()) + 1, device=self.device)[None, :])
+        dv = (torch.as_tensor(v_axis, dtype=self.dtype, device=self.device)[:, None]
+              - b * torch.arange(lo_v, int(cv.max()) + 1, device=self.device)[None, :])
+        maps = []
+        for scale in k.scales_mm:
+            sigma = math.hypot(k.penumbra_sigma_mm, scale)
+            maps.append(blurred_square(du, b, sigma) @ lattice @ blurred_square(dv, b, sigma).T)
+        lateral = torch.einsum("ck,kuv->cuv", coef, torch.stack(maps))
+        return lateral, u_axis, v_axis
+
+    def _photon_dose(
+        self, s: _BeamSetup, coords: torch.Tensor, wet: torch.Tensor, w: torch.Tensor, b: float
+    ) -> torch.Tensor:
+        k = photon_kernel()
+        maps, u_axis, v_axis = self._photon_maps(s, w, b)
+        lat = self._lateral_sample(maps, u_axis, v_axis, coords)  # (C, M)
+        m = k.m_per_mm
+        d = wet.clamp(min=0.0)
+        depth = torch.stack([
+            beta / (beta - m) * (torch.exp(-m * d) - torch.exp(-beta * d))
+            for beta in k.betas_per_mm
+        ])
+        sad = s.grid.sad
+        r2 = coords[:, 0] ** 2 + coords[:, 1] ** 2
+        geo = coords[:, 2].clamp(min=1.0) * torch.sqrt(1 + r2 / sad**2)
+        return (lat * depth).sum(dim=0) * (sad / geo) ** 2
 
     def _dose(
         self, plan: Plan, setups: list[_BeamSetup], vox: _VoxelGeometry,
         wet: list[torch.Tensor], weights: torch.Tensor,
     ) -> torch.Tensor:
-        """Dose at the selected voxels (M,) for ``weights``."""
-        dose = torch.zeros(vox.index.shape[0], dtype=self.dtype, device=self.device)
+        """Dose at the evaluation points (M,) for ``weights``."""
+        dose = torch.zeros(vox.points.shape[0], dtype=self.dtype, device=self.device)
         offset = 0
         for s, coords, d in zip(setups, vox.bev, wet, strict=True):
             grid = s.grid
@@ -323,17 +465,7 @@ class TorchPencilBeamEngine:
             if plan.modality == "photon":
                 w = weights[offset: offset + s.n_bixels]
                 offset += s.n_bixels
-                padded = torch.cat([torch.zeros(1, dtype=self.dtype, device=self.device), w])
-                fluence = padded[s.pixel_to_bixel + 1]
-                maps = torch.stack([_blur2d(fluence, SIGMA_PRIMARY_MM / h),
-                                    _blur2d(fluence, SIGMA_SCATTER_MM / h)])
-                prim, scat = self._lateral_sample(maps, grid, coords)
-                atten = torch.exp(-MU_PER_MM * d)
-                f_scat = SCATTER_FRACTION * (1 - torch.exp(-d / SCATTER_BUILDUP_MM))
-                depth = (1 - torch.exp(-d / BUILDUP_MM)) * atten
-                t = coords[:, 2].clamp(min=1.0)
-                lat = (1 - f_scat) * prim + f_scat * scat
-                dose = dose + PHOTON_GY_PER_WEIGHT * lat * depth * (grid.sad / t) ** 2
+                dose = dose + self._photon_dose(s, coords, d, w, plan.bixel_width_mm)
             else:
                 n_active = int(s.active.sum())
                 w = weights[offset: offset + n_active]
@@ -356,7 +488,7 @@ class TorchPencilBeamEngine:
             _blur2d(spots[k], proton_spot_sigma_mm(float(r)) / h)
             for k, r in enumerate(s.layer_ranges)
         ]) / (h * h)
-        lat = self._lateral_sample(fluence, s.grid, coords)  # (K, M)
+        lat = self._lateral_sample(fluence, s.grid.u, s.grid.v, coords)  # (K, M)
         z, idd = proton_idd_table(s.layer_ranges)
         idd_t = torch.as_tensor(idd, dtype=self.dtype, device=self.device)
         dz = float(z[1] - z[0])
@@ -367,6 +499,38 @@ class TorchPencilBeamEngine:
         return (lat * depth).sum(dim=0)
 
     # ---------- public API ----------
+    def _on_ct_grid(
+        self, ct_hu: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray,
+        setups: list[_BeamSetup], weights: torch.Tensor,
+    ) -> np.ndarray:
+        """Dose on the plan's dose grid, interpolated (trilinear) onto the CT grid; like
+        matRad, reported only inside the plan's structures (body included)."""
+        inside = np.asarray(labels) > 0
+        grid = _DoseGrid.for_ct(ct_hu.shape, spacing, plan.dose_grid_mm)
+        mats = [grid.interpolation(a, ct_hu.shape[2 - a], float(spacing[a]), self.device,
+                                   self.dtype) for a in range(3)]  # x, y, z
+        # dose-grid voxels that any inside CT voxel interpolates from
+        m = torch.as_tensor(inside, dtype=self.dtype, device=self.device)
+        m = torch.einsum("zyx,xi->zyi", m, (mats[0] > 0).to(self.dtype))
+        m = torch.einsum("zyi,yj->zji", m, (mats[1] > 0).to(self.dtype))
+        m = torch.einsum("zji,zk->kji", m, (mats[2] > 0).to(self.dtype))
+        needed = np.flatnonzero(m.cpu().numpy().reshape(-1) > 0)
+        with torch.no_grad():
+            vox = self._voxels(grid.points(needed), setups)
+            wet = self._voxel_wet(ct_hu, spacing, setups, vox)
+            values = self._dose(plan, setups, vox, wet, weights)
+            coarse = torch.zeros(int(np.prod(grid.shape)), dtype=self.dtype, device=self.device)
+            coarse[torch.as_tensor(needed, device=self.device)] = values
+            d = coarse.view(grid.shape)
+            d = torch.einsum("kji,xi->kjx", d, mats[0])
+            d = torch.einsum("kjx,yj->kyx", d, mats[1])
+            d = torch.einsum("kyx,zk->zyx", d, mats[2])
+        out = d.cpu().numpy().astype(np.float32)
+        out[~inside] = 0.0
+        if not np.all(np.isfinite(out)):
+            raise DoseComputationError("dose computation produced non-finite values")
+        return out
+
     def compute(
         self, ct_hu: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray,
         planning_ct_hu: np.ndarray | None = None,
@@ -385,17 +549,7 @@ class TorchPencilBeamEngine:
                 "re-optimise the plan"
             )
         w = torch.as_tensor(stored, dtype=self.dtype, device=self.device)
-        # like matRad, dose is reported only inside the plan's structures (body included)
-        inside = np.asarray(labels) > 0
-        with torch.no_grad():
-            vox = self._voxels(ct_hu.shape, spacing, setups, inside)
-            wet = self._voxel_wet(ct_hu, spacing, setups, vox)
-            values = self._dose(plan, setups, vox, wet, w)
-        out = np.zeros(ct_hu.size, dtype=np.float32)
-        out[vox.index.cpu().numpy()] = values.cpu().numpy()
-        if not np.all(np.isfinite(out)):
-            raise DoseComputationError("dose computation produced non-finite values")
-        return out.reshape(ct_hu.shape)
+        return self._on_ct_grid(ct_hu, spacing, plan, labels, setups, w)
 
     def compute_spots(
         self, ct_hu: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray,
@@ -406,11 +560,7 @@ class TorchPencilBeamEngine:
         b = plan.bixel_width_mm
         flat: list[float] = []
         for s, given, w in zip(setups, spots, weights, strict=True):
-            cells = {}
-            for i in range(s.n_bixels):
-                cu = round(float(s.grid.u[s.spot_pixels[i, 0]]) / b)
-                cv = round(float(s.grid.v[s.spot_pixels[i, 1]]) / b)
-                cells[(cu, cv)] = i
+            cells = {(int(cu), int(cv)): i for i, (cu, cv) in enumerate(s.cells)}
             if plan.modality == "photon":
                 vec = np.zeros(s.n_bixels)
                 for u, v, x in zip(given.u_mm, given.v_mm, w, strict=True):
@@ -422,20 +572,14 @@ class TorchPencilBeamEngine:
                     k = int(np.searchsorted(s.layer_ranges, round(r, 3)))
                     grid_w[k, cells[(round(u / b), round(v / b))]] += x
                 flat.extend(grid_w[s.active].tolist())
-        inside = np.asarray(labels) > 0
-        with torch.no_grad():
-            vox = self._voxels(ct_hu.shape, spacing, setups, inside)
-            wet = self._voxel_wet(ct_hu, spacing, setups, vox)
-            values = self._dose(plan, setups, vox, wet, torch.as_tensor(
-                flat, dtype=self.dtype, device=self.device))
-        out = np.zeros(ct_hu.size, dtype=np.float32)
-        out[vox.index.cpu().numpy()] = values.cpu().numpy()
-        return out.reshape(ct_hu.shape)
+        w_t = torch.as_tensor(flat, dtype=self.dtype, device=self.device)
+        return self._on_ct_grid(ct_hu, spacing, plan, labels, setups, w_t)
 
     def optimize(
         self, ct_hu: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray,
         iterations: int = 150,
     ) -> list[float]:
+        """Weights optimised on the target and OAR voxels of the CT (point doses)."""
         from evaluator.dose.optimize import optimize_weights
 
         setups = self._setup(ct_hu, spacing, plan, labels)
@@ -443,10 +587,12 @@ class TorchPencilBeamEngine:
         sel = np.zeros(labels.shape, dtype=bool)
         for name in [plan.target, *plan.oars]:
             sel |= plan.mask(labels, name)
+        k, j, i = np.nonzero(sel)
+        points = np.stack([i, j, k], axis=1) * np.asarray(spacing, dtype=np.float64)
         with torch.no_grad():
-            vox = self._voxels(ct_hu.shape, spacing, setups, sel)
+            vox = self._voxels(points, setups)
             wet = self._voxel_wet(ct_hu, spacing, setups, vox)
-        sub_labels = np.asarray(labels).reshape(-1)[vox.index.cpu().numpy()]
+        sub_labels = np.asarray(labels)[sel]
 
         def dose_fn(w: torch.Tensor) -> torch.Tensor:
             return self._dose(plan, setups, vox, wet, w)

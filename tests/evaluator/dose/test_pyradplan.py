@@ -46,13 +46,12 @@ def test_reference_dose_and_agreement(reference_plans: dict[str, Plan], modality
         weights.append(plan.weights["pyradplan"][offset: offset + n])
         offset += n
     ours = TorchPencilBeamEngine().compute_spots(hu, SPACING, plan, labels, spots, weights)
-    assert ours[labels == 2].mean() == pytest.approx(2.0, rel=0.05)
-    rate = gamma_pass_rate(d_ref, ours, SPACING[::-1], GammaSettings(3, 3, 10, 10))
-    assert rate >= 0.95
-    if modality == "proton":  # depth dose and spot size fitted to the Generic machine
-        assert ours[labels == 2].mean() == pytest.approx(2.0, rel=0.01)
-        rate = gamma_pass_rate(d_ref, ours, SPACING[::-1], GammaSettings(2, 2, 10, 10))
-        assert rate >= 0.98
+    # photons: the machine's kernel model; protons: depth dose and spot size fitted to the
+    # Generic machine; both on the plan's dose grid like pyRadPlan
+    assert ours[labels == 2].mean() == pytest.approx(d_ref[labels == 2].mean(), rel=0.01)
+    rate = gamma_pass_rate(d_ref, ours, SPACING[::-1], GammaSettings(2, 2, 10, 10))
+    print(modality, "gamma 2%/2mm ours vs pyRadPlan", rate)
+    assert rate >= 0.99
 
 
 def test_stale_weights_are_reported() -> None:
