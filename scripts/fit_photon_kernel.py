@@ -38,9 +38,9 @@ RES = 0.25
 
 def blurred_square(x: np.ndarray, width: float, sigma: float) -> np.ndarray:
     if sigma <= 0:
-        return (np.abs(x) <= width / 2).astype(float)
+        return np.asarray((np.abs(x) <= width / 2).astype(float))
     s = math.sqrt(2.0) * sigma
-    return 0.5 * (erf((x + width / 2) / s) - erf((x - width / 2) / s))
+    return np.asarray(0.5 * (erf((x + width / 2) / s) - erf((x - width / 2) / s)))
 
 
 def main() -> None:
