@@ -64,6 +64,24 @@ class BevGrid:
             self.source[None, None, None, :] + ray[:, :, None, :] * scale[None, None, :, None]
         )
 
+    def points_t(
+        self, device: torch.device, dtype: torch.dtype = torch.float32,
+        scale_xyz: Sequence[float] = (1.0, 1.0, 1.0), shift_xyz: Sequence[float] = (0.0, 0.0, 0.0),
+    ) -> torch.Tensor:
+        """``points()`` computed with torch on ``device``, optionally mapped by an affine
+        ``p * scale + shift`` per axis (applied before broadcasting: cheap)."""
+        def vec(a: np.ndarray | Sequence[float]) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)
+
+        k, c = vec(scale_xyz), vec(shift_xyz)
+        iso = vec(self.source + self.sad * self.direction)
+        plane = (iso[None, None, :] + vec(self.u)[:, None, None] * vec(self.eu)[None, None, :]
+                 + vec(self.v)[None, :, None] * vec(self.ev)[None, None, :])
+        ray = ((plane - vec(self.source)[None, None, :]) * k).to(dtype)
+        scale = (vec(self.t) / self.sad).to(dtype)
+        src = (vec(self.source) * k + c).to(dtype)
+        return src + ray[:, :, None, :] * scale[None, None, :, None]
+
     def step_lengths(self) -> np.ndarray:
         """(nu, nv) path length (mm) of one t-step along each diverging ray."""
         dt = self.t[1] - self.t[0]
@@ -136,7 +154,8 @@ def make_bev_grid(
 
 
 def sample_volume(
-    volume: torch.Tensor, points: np.ndarray, spacing: Sequence[float], fill: float = 0.0
+    volume: torch.Tensor, points: np.ndarray | torch.Tensor, spacing: Sequence[float],
+    fill: float = 0.0,
 ) -> torch.Tensor:
     """Trilinear samples of a (z, y, x) volume at patient points (..., 3); ``fill`` outside."""
     nz, ny, nx = volume.shape
@@ -157,6 +176,21 @@ def sample_volume(
         align_corners=True,
     )
     return sampled.reshape(out_shape) + fill
+
+
+def sample_volume_on_grid(
+    volume: torch.Tensor, grid: BevGrid, spacing: Sequence[float], fill: float = 0.0
+) -> torch.Tensor:
+    """``sample_volume`` at every sample of a BEV grid, (nu, nv, nt); the normalisation to
+    grid_sample's [-1, 1] coordinates is folded into the point construction."""
+    nz, ny, nx = volume.shape
+    scale = [2.0 / (s * max(n - 1, 1)) for s, n in zip(spacing, (nx, ny, nz), strict=True)]
+    norm = grid.points_t(volume.device, volume.dtype, scale, (-1.0, -1.0, -1.0))
+    sampled = F.grid_sample(
+        (volume - fill)[None, None], norm.reshape(1, -1, 1, 1, 3), mode="bilinear",
+        padding_mode="zeros", align_corners=True,
+    )
+    return sampled.reshape(norm.shape[:-1]) + fill
 
 
 def bev_to_ct(

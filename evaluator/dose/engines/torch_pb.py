@@ -42,6 +42,7 @@ from evaluator.dose.engines.geometry import (
     bev_to_ct,
     make_bev_grid,
     sample_volume,
+    sample_volume_on_grid,
 )
 from evaluator.dose.engines.hlut import hu_to_density_torch
 from evaluator.dose.plan import Plan
@@ -291,8 +292,7 @@ class TorchPencilBeamEngine:
                 planning_ct.shape, spacing, iso, beam.gantry_deg, beam.couch_deg, sad, target,
                 margin, step, depth_step, b,
             )
-            pts = grid.points()
-            in_target = sample_volume(target_t, pts, spacing) > 0.5
+            in_target = sample_volume_on_grid(target_t, grid, spacing) > 0.5
             hit = in_target.any(dim=2).cpu().numpy()
             # lattice of bixels (centres at integer multiples of b) whose square sees target
             nu, nv = hit.shape
@@ -362,7 +362,7 @@ class TorchPencilBeamEngine:
 
     def _wet(self, density: torch.Tensor, grid: BevGrid, spacing: Sequence[float]) -> torch.Tensor:
         """Water-equivalent depth (mm) at every BEV sample, mid-step."""
-        rho = sample_volume(density, grid.points(), spacing, fill=0.0).clamp_(min=0.0)
+        rho = sample_volume_on_grid(density, grid, spacing, fill=0.0).clamp_(min=0.0)
         steps = torch.as_tensor(grid.step_lengths(), dtype=self.dtype, device=self.device)
         seg = rho * steps[:, :, None]
         return torch.cumsum(seg, dim=2) - 0.5 * seg
