@@ -250,7 +250,7 @@ class TorchPencilBeamEngine:
     """Fast own engine; ``device`` is a torch device string ("cpu", "cuda")."""
 
     name = "torch_pb"
-    model_version = "3"  # 3: matRad photon kernel model, dose grid; 2: proton IDD/sigma refit
+    model_version = "3"  # 3: matRad photon kernels, dose grid, proton divergence; 2: IDD refit
 
     def __init__(self, device: str = "cpu", lateral_step_mm: float | None = None) -> None:
         self.device = torch.device(device)
@@ -470,7 +470,11 @@ class TorchPencilBeamEngine:
                 n_active = int(s.active.sum())
                 w = weights[offset: offset + n_active]
                 offset += n_active
-                dose = dose + PROTON_GY_PER_WEIGHT * self._proton_dose(s, coords, d, w, h)
+                # lateral Gaussians live in the isocentre plane; like matRad, spot profiles
+                # are normalised per physical area at the voxel's depth: (SAD / t)^2
+                divergence = (grid.sad / coords[:, 2].clamp(min=1.0)) ** 2
+                dose = dose + PROTON_GY_PER_WEIGHT * divergence * self._proton_dose(
+                    s, coords, d, w, h)
         return dose
 
     def _proton_dose(
