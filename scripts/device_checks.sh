@@ -18,11 +18,13 @@ export PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())'
   nproc; } 2>&1 | tee "$out/machine.txt"
-python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/evaluator -k "cuda" \
+python3 -m pytest -q -ra -p no:cacheprovider -o addopts="" tests/evaluator -k "cuda" \
   2>&1 | tee "$out/pytest_cuda.txt"
-python3 benchmarks/image_metrics.py --device cuda --repeat 3 2>&1 | tee "$out/image_metrics.txt"
-python3 benchmarks/image_metrics.py --device cpu --repeat 1 --no-reference 2>&1 \
-  | tee -a "$out/image_metrics.txt"
+if [ -z "${DOSE_ONLY:-}" ]; then  # DOSE_ONLY=1: skip the image-metric benchmark
+  python3 benchmarks/image_metrics.py --device cuda --repeat 3 2>&1 | tee "$out/image_metrics.txt"
+  python3 benchmarks/image_metrics.py --device cpu --repeat 1 --no-reference 2>&1 \
+    | tee -a "$out/image_metrics.txt"
+fi
 python3 benchmarks/dose.py --device cuda --skip-pyradplan --size realistic 2>&1 \
   | tee "$out/dose.txt"
 python3 benchmarks/dose.py --device cpu --skip-pymedphys --skip-pyradplan --size realistic \
