@@ -175,7 +175,7 @@ def main() -> None:
     p.add_argument("--pymedphys-default", action="store_true",
                    help="also time pymedphys's default call (full gamma search; minutes)")
     p.add_argument("--anatomy", default="brain", choices=["brain", "pelvis"])
-    p.add_argument("--size", default="small", choices=["small", "realistic"])
+    p.add_argument("--size", default="small", choices=["small", "medium", "realistic"])
     args = p.parse_args()
     if not args.skip_gamma:
         bench_gamma(args.device, args.skip_pymedphys, args.pymedphys_default)

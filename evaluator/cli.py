@@ -124,7 +124,7 @@ def _phantom_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--anatomy", required=True, choices=["brain", "pelvis"])
     p.add_argument("--cases", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", default="small", choices=["small", "realistic"])
+    p.add_argument("--size", default="small", choices=["small", "medium", "realistic"])
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--plans", action="store_true",
                    help="also write photon/proton plans for the dose metrics")

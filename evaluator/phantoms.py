@@ -32,8 +32,10 @@ ANATOMY_CODE = {"brain": "B", "pelvis": "P"}
 # (z, y, x) voxels and the physical field of view in mm (z, y, x).
 SHAPES: dict[tuple[str, str], tuple[int, int, int]] = {
     ("brain", "small"): (48, 64, 64),
+    ("brain", "medium"): (100, 128, 128),
     ("brain", "realistic"): (200, 256, 256),
     ("pelvis", "small"): (40, 64, 80),
+    ("pelvis", "medium"): (75, 128, 160),
     ("pelvis", "realistic"): (150, 512, 512),
 }
 FOV_MM: dict[str, tuple[float, float, float]] = {
@@ -147,7 +149,7 @@ def make_case(anatomy: str, size: str, rng: np.random.Generator) -> dict[str, An
     if anatomy not in REGIONS:
         raise ValueError(f"unknown anatomy {anatomy!r} (expected brain or pelvis)")
     if (anatomy, size) not in SHAPES:
-        raise ValueError(f"unknown size {size!r} (expected small or realistic)")
+        raise ValueError(f"unknown size {size!r} (expected small, medium or realistic)")
     shape = SHAPES[(anatomy, size)]
     tissue = _brain(shape, rng) if anatomy == "brain" else _pelvis(shape, rng)
     lut = {k: np.array([getattr(TISSUES[i], k) for i in range(len(TISSUES))], np.float32)

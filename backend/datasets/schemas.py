@@ -43,8 +43,9 @@ class ImportIn(BaseModel):
     )
     cases: int = Field(default=4, ge=1, le=1000, description="phantom: number of cases")
     seed: int = 0
-    size: Literal["small", "realistic"] = Field(
-        default="small", description="phantom: volume size (small for tests, realistic for demos)"
+    size: Literal["small", "medium", "realistic"] = Field(
+        default="small",
+        description="phantom: volume size (small for tests, medium, realistic for demos)",
     )
     plans: bool = Field(
         default=False,
