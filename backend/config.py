@@ -75,7 +75,9 @@ class Settings(BaseSettings):
     # /output caps (a container that writes more is stopped): bytes in all, and files.
     sandbox_output_mb: int = 4096
     sandbox_output_files: int = 1000
-    case_run_max_attempts: int = 3  # lost-worker retries before a case fails
+    case_run_max_attempts: int = 3  # lost-worker or Docker-engine retries before a case fails
+    # How long a run waits for a restarting Docker engine before it gives its case back.
+    sandbox_engine_wait_s: int = 60
     reaper_interval_s: int = 60
     reaper_grace_s: int = 120  # a running case with no live task this long is requeued
 

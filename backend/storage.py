@@ -5,12 +5,26 @@ The worker gets a local file with ``get_storage().local_copy(key, cache_dir)``.
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 from backend.config import settings
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC or EDQUOT: the filesystem (or the user's quota) has no room left."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes free for new files on the filesystem that holds (or will hold) ``path``."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
 
 
 class Storage(Protocol):
@@ -36,9 +50,24 @@ class LocalStorage:
         return path
 
     def put_file(self, src: Path, key: str) -> None:
+        """A rename on the same filesystem; else a copy to a temporary name, renamed when
+        complete. On failure (e.g. ENOSPC) no partial file is left and ``src`` is kept."""
         dest = self.path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(src, dest)
+        try:
+            os.replace(src, dest)
+            return
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+        part = dest.with_name(f".{dest.name}.part")
+        try:
+            shutil.copyfile(src, part)
+            os.replace(part, dest)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        src.unlink()
 
     def local_copy(self, key: str, cache_dir: Path) -> Path:
         return self.path(key)

@@ -14,6 +14,7 @@ input files are provisioned; ground truth never enters this directory.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -62,8 +63,19 @@ def uncompressed(path: Path, cache_dir: Path) -> Path:
     if not target.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(f".tmp{os.getpid()}.mha")
-        sitk.WriteImage(sitk.ReadImage(str(path)), str(tmp), useCompression=False)
-        tmp.replace(target)
+        image: Any = sitk.ReadImage(str(path))
+        try:
+            sitk.WriteImage(image, str(tmp), useCompression=False)
+            tmp.replace(target)
+        except (RuntimeError, OSError) as exc:
+            tmp.unlink(missing_ok=True)  # no partial file: a later run converts again
+            # SimpleITK says only that the write failed: name the cause when it is space.
+            needed = image.GetNumberOfPixels() * image.GetSizeOfPixelComponent() \
+                * image.GetNumberOfComponentsPerPixel()
+            if isinstance(exc, RuntimeError) and shutil.disk_usage(cache_dir).free < needed:
+                raise OSError(errno.ENOSPC, f"No space left on device for the {needed}-byte "
+                              f"uncompressed copy of {path.name}", str(cache_dir)) from exc
+            raise
     return target
 
 

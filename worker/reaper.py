@@ -113,7 +113,10 @@ def reap(grace_s: float | None = None) -> ReapReport:
             steps.advance(s, state.lock_submission(s, sub_id))
         _resend_stuck(s, now - grace, busy_subs, report)
 
-    report.containers_removed = sandbox.remove_containers_older_than(CASE_RUN_MAX_S + SLACK_S)
+    try:
+        report.containers_removed = sandbox.remove_containers_older_than(CASE_RUN_MAX_S + SLACK_S)
+    except sandbox.EngineError as exc:  # restarting: the next round removes them
+        log.warning("reaper: containers not checked: %s", exc)
     if report.requeued_runs or report.failed_runs or report.resent:
         log.warning("reaper: %s", report)
     return report

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 from docker.models.containers import Container
 from docker.types import DeviceRequest, LogConfig, Ulimit
 
@@ -37,6 +38,12 @@ ROOT_USERS = {"", "root", "0", "0:0", "root:root", "root:0", "0:root"}
 
 class SandboxError(Exception):
     """The sandbox could not run the container at all (bad image, engine error)."""
+
+
+class EngineError(SandboxError):
+    """The Docker engine could not be reached, or restarted or stopped answering while the
+    container ran (its exit is then not the algorithm's doing): an infrastructure fault that
+    the caller retries, not a verdict on the algorithm."""
 
 
 @dataclass(frozen=True)
@@ -74,16 +81,87 @@ class SandboxResult:
 
 
 @lru_cache(maxsize=1)
-def client() -> docker.DockerClient:
+def _client() -> docker.DockerClient:
     # Long default timeout: loading a multi-GB image tarball takes a while.
     return docker.from_env(timeout=900)
+
+
+def client() -> docker.DockerClient:
+    try:
+        return _client()
+    except docker.errors.DockerException as exc:  # the engine was down when first asked
+        if isinstance(exc, docker.errors.APIError):
+            raise
+        raise EngineError(f"The Docker engine could not be reached "
+                          f"({_reason(exc.__cause__ or exc)}).") from exc
+
+
+def _is_read_timeout(exc: BaseException) -> bool:
+    """docker-py reports a read time-out on a unix socket as a ConnectionError."""
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return True
+    return any(isinstance(a, urllib3.exceptions.ReadTimeoutError) for a in exc.args) \
+        or "Read timed out" in str(exc)
+
+
+def _lost(exc: BaseException) -> bool:
+    """The connection to the engine failed (refused, reset, socket gone), not a time-out."""
+    return isinstance(exc, requests.exceptions.ConnectionError
+                      | requests.exceptions.ChunkedEncodingError) and not _is_read_timeout(exc)
+
+
+@contextlib.contextmanager
+def _engine(doing: str) -> Iterator[None]:
+    """Turn a lost connection to the engine into an EngineError that says what was going on."""
+    try:
+        yield
+    except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+        if not _lost(exc):
+            raise
+        raise EngineError(f"The Docker engine could not be reached while {doing} "
+                          f"({_reason(exc)}).") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a connection error, e.g. 'Connection refused'."""
+    for arg in exc.args:
+        if isinstance(arg, BaseException):
+            return _reason(arg)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def ping() -> bool:
     try:
         return bool(client().ping())
+    except (docker.errors.DockerException, requests.exceptions.RequestException, EngineError):
+        return False
+
+
+def engine_answers_now() -> bool:
+    """Ping over a new connection. A daemon that is shutting down closes its socket at once but
+    still serves the connections already open, so the pooled client would not notice."""
+    try:
+        fresh = docker.from_env(version=client().api.api_version, timeout=5)
+    except (docker.errors.DockerException, EngineError):
+        return False
+    try:
+        return bool(fresh.ping())
     except (docker.errors.DockerException, requests.exceptions.RequestException):
         return False
+    finally:
+        fresh.close()
+
+
+def wait_for_engine(timeout_s: float, poll_s: float = 1.0) -> bool:
+    """Until the engine answers (True) or ``timeout_s`` passed (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not engine_answers_now():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
+    return True
 
 
 def _fmt_gb(n: int) -> str:
@@ -93,7 +171,8 @@ def _fmt_gb(n: int) -> str:
 
 def image_user(image_ref: str) -> str:
     try:
-        image = client().images.get(image_ref)
+        with _engine("reading the image's user"):
+            image = client().images.get(image_ref)
     except docker.errors.ImageNotFound as exc:
         raise SandboxError(f"Image {image_ref} is not loaded in the Docker engine.") from exc
     return str((image.attrs.get("Config") or {}).get("User") or "")
@@ -101,7 +180,8 @@ def image_user(image_ref: str) -> str:
 
 def has_image(image_ref: str) -> bool:
     try:
-        client().images.get(image_ref)
+        with _engine("looking up the image"):
+            client().images.get(image_ref)
     except docker.errors.ImageNotFound:
         return False
     return True
@@ -116,7 +196,7 @@ def load_image(tarball: Path, expected_id: str | None = None) -> str:
     if expected_id and has_image(expected_id):
         return expected_id
     try:
-        with tarball.open("rb") as fh:
+        with tarball.open("rb") as fh, _engine("loading the image"):
             images = client().images.load(fh)
     except docker.errors.APIError as exc:
         raise SandboxError(f"The image tarball could not be loaded: {exc.explanation}") from exc
@@ -152,11 +232,17 @@ def run_container(
     name: str | None = None,
     should_stop: Callable[[], bool] | None = None,
     poll_s: float = 2.0,
+    engine_wait_s: float = 60.0,
 ) -> SandboxResult:
     """Run ``image_ref`` on ``input_dir`` (read-only) writing ``output_dir``; always removed.
 
     ``should_stop`` is polled every ``poll_s`` seconds while the container runs (cancel: the
     worker that owns the container stops it, whichever host it is on).
+
+    Raises ``EngineError`` when the engine restarted or stopped answering while the container
+    ran and the container did not exit 0 (an engine that shuts down stops every container, so
+    that exit says nothing about the algorithm); the container is still removed, waiting up to
+    ``engine_wait_s`` for a restarting engine to come back.
     """
     t0 = time.perf_counter()
     user = image_user(image_ref)
@@ -201,14 +287,17 @@ def run_container(
         "ulimits": [Ulimit(name="fsize", soft=limits.output_bytes, hard=limits.output_bytes)],
     }
     try:
-        container: Container = client().containers.create(image_ref, **kwargs)
+        with _engine("creating the container"):
+            container: Container = client().containers.create(image_ref, **kwargs)
     except docker.errors.APIError as exc:
         raise SandboxError(f"The container could not be created: {exc.explanation}") from exc
     timings: dict[str, float] = {"create": time.perf_counter() - t0}
+    engine = _EngineWatch(engine_wait_s)
     try:
         t1 = time.perf_counter()
         try:
-            container.start()
+            with _engine("starting the container"):
+                container.start()
         except docker.errors.APIError as exc:
             raise SandboxError(f"The container could not start: {exc.explanation}") from exc
         t_started = time.perf_counter()
@@ -224,20 +313,30 @@ def run_container(
 
         # Polled often: between two polls a fast writer adds (disk speed x 0.25 s) at most.
         exit_code, stopped = _wait(container, t_started + limits.time_limit_s, stop_or_over_cap,
-                                   min(poll_s, 0.25))
+                                   min(poll_s, 0.25), engine)
         timed_out = exit_code is None and not stopped
         if exit_code is None:
-            _kill(container)
-            exit_code = _wait_exit(container)
+            _kill(container, engine)
+            exit_code = _wait_exit(container, engine)
+        elif exit_code != 0 and not engine.lost and not engine_answers_now():
+            # It exited on its own, but the engine is going down: it was stopped by the engine.
+            engine.lose("the engine stopped answering as the container exited")
         duration = time.perf_counter() - t_started
         t2 = time.perf_counter()
-        oom, stdout, stderr = _state_and_logs(container, limits)
+        oom, stdout, stderr = _state_and_logs(container, limits, engine)
         timings["collect"] = time.perf_counter() - t2
     finally:
         t3 = time.perf_counter()
-        _remove(container)
+        _remove(container, engine_wait_s)
         timings["remove"] = time.perf_counter() - t3
 
+    if engine.lost and exit_code != 0 and not stopped and not over_cap:
+        code = "no exit code" if exit_code is None else f"exit code {exit_code}"
+        raise EngineError(
+            f"The Docker engine restarted or stopped answering while the container ran "
+            f"({engine.lost}; the container ended with {code}, which is not the algorithm's "
+            "doing)."
+        )
     if not over_cap and not stopped:
         # A container that wrote past a cap and exited between two polls.
         late = output_over_cap(output_dir, limits)
@@ -274,13 +373,42 @@ def run_container(
     )
 
 
-def _state_and_logs(container: Container, limits: SandboxLimits) -> tuple[bool, str, str]:
+class _EngineWatch:
+    """Whether the engine was lost while a container ran (``lost`` says how), and since when
+    it has not answered; past ``wait_s`` of silence the run is given up."""
+
+    def __init__(self, wait_s: float) -> None:
+        self.wait_s = wait_s
+        self.lost = ""
+        self.down_since: float | None = None
+
+    def lose(self, reason: str) -> None:
+        self.lost = self.lost or reason
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+
+    def answered(self) -> None:
+        self.down_since = None
+
+    def check(self) -> None:
+        if self.down_since is not None and time.monotonic() - self.down_since > self.wait_s:
+            raise EngineError(f"The Docker engine stopped answering while the container ran "
+                              f"and was still unreachable after {self.wait_s:g} s "
+                              f"({self.lost}).")
+
+
+def _state_and_logs(container: Container, limits: SandboxLimits,
+                    engine: _EngineWatch) -> tuple[bool, str, str]:
     """(OOM killed, stdout tail, stderr tail); an engine that lost the container's state or
-    logs (e.g. removed meanwhile by a cancel) yields empty logs, never an exception."""
+    logs (e.g. removed meanwhile by a cancel, or the engine restarting) yields empty logs,
+    never an exception."""
     try:
         container.reload()
         oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
     except docker.errors.APIError:
+        oom = False
+    except requests.exceptions.RequestException as exc:
+        engine.lose(_reason(exc))
         oom = False
     logs = []
     for out, err in ((True, False), (False, True)):
@@ -288,6 +416,10 @@ def _state_and_logs(container: Container, limits: SandboxLimits) -> tuple[bool, 
             raw = container.logs(stdout=out, stderr=err, tail=limits.log_lines)
         except docker.errors.APIError as exc:
             raw = f"[the logs could not be read: {exc.explanation}]".encode()
+        except requests.exceptions.RequestException as exc:
+            engine.lose(_reason(exc))
+            raw = f"[the logs could not be read: the Docker engine is unreachable " \
+                  f"({_reason(exc)})]".encode()
         logs.append(_tail(raw, limits.log_lines, limits.log_bytes))
     return oom, logs[0], logs[1]
 
@@ -322,9 +454,13 @@ def output_over_cap(output_dir: Path, limits: SandboxLimits) -> str:
 
 
 def _wait(
-    container: Container, deadline: float, should_stop: Callable[[], bool] | None, poll_s: float
+    container: Container, deadline: float, should_stop: Callable[[], bool] | None, poll_s: float,
+    engine: _EngineWatch,
 ) -> tuple[int | None, bool]:
-    """(exit code or None, stopped on request); None without a stop request = timed out."""
+    """(exit code or None, stopped on request); None without a stop request = timed out.
+
+    A lost engine connection is noted in ``engine`` and waited out (a restarted engine still
+    knows the container; without live-restore it has stopped it) up to ``engine.wait_s``."""
     while True:
         left = deadline - time.perf_counter()
         if left <= 0:
@@ -332,29 +468,46 @@ def _wait(
         step = min(left, poll_s) if should_stop else left
         try:
             status = container.wait(timeout=max(step, 0.01))
+            engine.answered()
             return int(status.get("StatusCode", -1)), False
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+            if _lost(exc):
+                engine.lose(_reason(exc))
+                engine.check()
+                time.sleep(min(poll_s, max(left, 0.0)))  # refused at once: do not spin
+            else:
+                engine.answered()
             if should_stop is not None and should_stop():
                 return None, True
         except docker.errors.NotFound:
             return None, True  # removed under us (a cancel or a reaper): treat as stopped
 
 
-def _kill(container: Container) -> None:
-    with contextlib.suppress(docker.errors.APIError):  # already exited
+def _kill(container: Container, engine: _EngineWatch) -> None:
+    try:
         container.kill()
+    except docker.errors.APIError:
+        pass  # already exited
+    except requests.exceptions.RequestException as exc:
+        engine.lose(_reason(exc))
 
 
-def _wait_exit(container: Container) -> int | None:
+def _wait_exit(container: Container, engine: _EngineWatch) -> int | None:
     try:
         return int(container.wait(timeout=30).get("StatusCode", -1))
-    except (requests.exceptions.RequestException, docker.errors.APIError):
+    except docker.errors.APIError:
+        return None
+    except requests.exceptions.RequestException as exc:
+        if _lost(exc):
+            engine.lose(_reason(exc))
         return None
 
 
-def _remove(container: Container) -> None:
-    """Force-remove; transient engine errors (e.g. overlay "device busy") are retried, and a
-    container that still cannot be removed is left to the reaper rather than failing the run."""
+def _remove(container: Container, engine_wait_s: float = 0.0) -> None:
+    """Force-remove; transient engine errors (e.g. overlay "device busy") are retried, an
+    engine that is restarting is waited for (up to ``engine_wait_s``: the container outlives
+    the restart), and a container that still cannot be removed is left to the reaper rather
+    than failing the run."""
     for attempt in range(4):
         try:
             container.remove(force=True, v=True)
@@ -368,13 +521,19 @@ def _remove(container: Container) -> None:
                 log.warning("container %s not removed (reaper will): %s", container.id, exc)
                 return
             time.sleep(0.5 * (attempt + 1))
+        except requests.exceptions.RequestException as exc:
+            if attempt == 3 or not wait_for_engine(engine_wait_s):
+                log.warning("container %s not removed, the Docker engine is unreachable "
+                            "(removed when this worker restarts): %s", container.id, exc)
+                return
 
 
 def _managed(filters: Mapping[str, str]) -> list[dict[str, Any]]:
     """This platform's containers as the engine lists them (id, labels, state), without a
     per-container inspect that would race with containers being removed meanwhile."""
     labels = [f"{LABEL_MANAGED}=true"] + [f"{k}={v}" for k, v in filters.items()]
-    rows: list[dict[str, Any]] = client().api.containers(all=True, filters={"label": labels})
+    with _engine("listing containers"):
+        rows: list[dict[str, Any]] = client().api.containers(all=True, filters={"label": labels})
     return rows
 
 

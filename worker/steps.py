@@ -10,7 +10,6 @@ safe to run twice: a status check or a unique constraint turns a repeat into a n
 
 from __future__ import annotations
 
-import errno
 import importlib
 import logging
 import shutil
@@ -35,6 +34,7 @@ from backend.models import (
     Submission,
     SubmissionStatus,
 )
+from backend.storage import is_disk_full
 from backend.submissions import state
 from backend.tasks_client import enqueue_after_commit
 from worker import sandbox
@@ -82,10 +82,8 @@ def start_submission(submission_id: int) -> None:
         assert image is not None
         tarball, known_id = _image_tarball(image), image.docker_image_id
     # Step 2: load the image outside any transaction (minutes for big images).
-    try:
-        image_id = sandbox.load_image(tarball, expected_id=known_id)
-    except (sandbox.SandboxError, OSError) as exc:
-        _fail_submission(submission_id, f"The algorithm image could not be loaded: {exc}")
+    image_id = _load_image(submission_id, tarball, known_id)
+    if image_id is None:
         return
     # Step 3: case runs (idempotent: unique per submission and case) and their tasks.
     with session_scope() as s:
@@ -107,6 +105,28 @@ def start_submission(submission_id: int) -> None:
         for i in range(0, len(pending), phase.batch_size):
             enqueue_run(s, submission_id, pending[i : i + phase.batch_size], phase)
         advance(s, sub)
+
+
+def _load_image(submission_id: int, tarball: Path, known_id: str | None) -> str | None:
+    """The loaded image's id; a restarting Docker engine is waited for (bounded). None: the
+    submission was failed with the reason."""
+    for attempt in range(1, settings.case_run_max_attempts + 1):
+        try:
+            return sandbox.load_image(tarball, expected_id=known_id)
+        except sandbox.EngineError as exc:
+            if attempt == settings.case_run_max_attempts \
+                    or not sandbox.wait_for_engine(settings.sandbox_engine_wait_s):
+                _fail_submission(submission_id, (
+                    "The Docker engine on the worker could not be reached, so the algorithm "
+                    "image could not be loaded. This is not a fault of the algorithm: the "
+                    f"organisers need to check the worker's Docker engine and re-evaluate. {exc}"))
+                return None
+            log.warning("submission %s: Docker engine fault, loading again: %s",
+                        submission_id, exc)
+        except (sandbox.SandboxError, OSError) as exc:
+            _fail_submission(submission_id, f"The algorithm image could not be loaded: {exc}")
+            return None
+    return None
 
 
 def enqueue_run(session: Session, submission_id: int, run_ids: list[int], phase: Phase) -> None:
@@ -188,51 +208,74 @@ def run_cases(
         _now_step(s, sub, f"running {names}")
     timings["claim"] = time.perf_counter() - t0
 
-    work = settings.data_dir / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(tempfile.mkdtemp(prefix=f"sub{submission_id}-", dir=work))
     outcomes: dict[int, tuple[CaseRunStatus, str, str | None]] = {}
     result: sandbox.SandboxResult | None = None
+    engine_fault = ""  # the Docker engine failed under this run: the cases are given back
+    run_dir: Path | None = None
     try:
         t1 = time.perf_counter()
-        provision_inputs(run_dir / "input", [c for _, c in claimed.values()],
-                         settings.data_dir / "cache" / "uncompressed")
+        try:
+            run_dir = _provision(submission_id, [c for _, c in claimed.values()])
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            log.warning("submission %s: inputs not provisioned: %s", submission_id, exc)
+            outcomes = {rid: (R.FAILED, INPUTS_STORAGE_FULL, None) for rid in claimed}
         timings["provision"] = time.perf_counter() - t1
         labels = {
             sandbox.LABEL_WORKER: worker_name,
             sandbox.LABEL_SUBMISSION: str(submission_id),
             sandbox.LABEL_CASE_RUNS: ",".join(str(r) for r in claimed),
         }
-        try:
-            # This GPU host may not be the one that ran submissions.start: load if missing.
-            image_ref = sandbox.load_image(tarball, expected_id=image_ref or None)
-            result = sandbox.run_container(
-                image_ref, input_dir=run_dir / "input", output_dir=run_dir / "output",
-                limits=limits, labels=labels,
-                should_stop=_cancel_check(submission_id),
-            )
-        except sandbox.SandboxError as exc:
-            for rid in claimed:
-                outcomes[rid] = (R.FAILED, str(exc), None)
-        else:
-            timings.update({f"docker_{k}": v for k, v in result.timings.items()})
-            t2 = time.perf_counter()
-            outcomes = _collect(submission_id, claimed, result, run_dir / "output", batch)
-            timings["validate"] = time.perf_counter() - t2
+        if run_dir is not None:
+            try:
+                # This GPU host may not be the one that ran submissions.start: load if missing.
+                image_ref = sandbox.load_image(tarball, expected_id=image_ref or None)
+                result = sandbox.run_container(
+                    image_ref, input_dir=run_dir / "input", output_dir=run_dir / "output",
+                    limits=limits, labels=labels,
+                    should_stop=_cancel_check(submission_id),
+                    engine_wait_s=settings.sandbox_engine_wait_s,
+                )
+            except sandbox.EngineError as exc:
+                log.warning("submission %s: Docker engine fault: %s", submission_id, exc)
+                engine_fault = str(exc)
+            except sandbox.SandboxError as exc:
+                for rid in claimed:
+                    outcomes[rid] = (R.FAILED, str(exc), None)
+            else:
+                timings.update({f"docker_{k}": v for k, v in result.timings.items()})
+                t2 = time.perf_counter()
+                outcomes = _collect(submission_id, claimed, result, run_dir / "output", batch)
+                timings["validate"] = time.perf_counter() - t2
     finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        if run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    if engine_fault:
+        # Hand the cases out again only once the engine answers (bounded; attempts count).
+        sandbox.wait_for_engine(settings.sandbox_engine_wait_s)
 
     t3 = time.perf_counter()
     with session_scope() as s:
         sub = state.lock_submission(s, submission_id)
+        retry: list[int] = []
         for rid, (attempt, _) in claimed.items():
             run = state.lock_case_run(s, rid)
             # Requeued by the reaper meanwhile (another attempt owns it): drop our outcome.
             if run.status is not R.RUNNING or run.attempts != attempt:
                 continue
-            status, message, prediction = outcomes[rid]
             if sub.status is S.CANCELLED:
                 status, message, prediction = R.CANCELLED, "The submission was cancelled.", None
+            elif (engine_fault and sub.status is S.RUNNING
+                  and run.attempts < settings.case_run_max_attempts):
+                run.status = R.PENDING  # the next cases.run claims it (attempts + 1)
+                retry.append(rid)
+                continue
+            elif engine_fault:
+                status, message, prediction = R.FAILED, _engine_gave_up(run.attempts,
+                                                                        engine_fault), None
+            else:
+                status, message, prediction = outcomes[rid]
             state.finish_case_run(
                 s, rid, status,
                 exit_code=result.exit_code if result else None,
@@ -244,10 +287,38 @@ def run_cases(
             )
             if status is R.SUCCEEDED:
                 enqueue_after_commit(s, "cases.evaluate", [rid], queue=Q_EVAL)
+        if retry:
+            enqueue_run(s, submission_id, retry, phase)
         advance(s, sub)
     timings["record"] = time.perf_counter() - t3
     timings["algorithm"] = result.duration_s if result else 0.0
     return timings
+
+
+def _provision(submission_id: int, cases: list[CaseInput]) -> Path:
+    """A fresh run directory under ``data_dir/work`` with ``input/`` filled; nothing is left
+    behind when this fails (e.g. ENOSPC, raised as OSError)."""
+    work = settings.data_dir / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"sub{submission_id}-", dir=work))
+    try:
+        provision_inputs(run_dir / "input", cases, settings.data_dir / "cache" / "uncompressed")
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return run_dir
+
+
+INPUTS_STORAGE_FULL = (
+    "The server's storage is full: the inputs of this case could not be prepared. This is not "
+    "a fault of the algorithm; the organisers need to free space and re-evaluate."
+)
+
+
+def _engine_gave_up(attempts: int, fault: str) -> str:
+    return (f"The Docker engine failed while running this case, {attempts} times; the case was "
+            f"given up. This is not a fault of the algorithm: the organisers need to check the "
+            f"worker's Docker engine and re-evaluate. Last error: {fault}")
 
 
 def _cancel_check(submission_id: int, every_s: float = 2.0) -> Callable[[], bool]:
@@ -294,7 +365,7 @@ def _collect(
             target_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(sct, target)
         except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            if not is_disk_full(exc):
                 raise
             target.unlink(missing_ok=True)  # no partial prediction is left behind
             outcomes[rid] = (R.FAILED, (

@@ -13,6 +13,7 @@ from backend.errors import BadRequestError
 from backend.images import service
 from backend.images.schemas import ImageCreatedOut, ImageOut, UploadIn, UploadOut
 from backend.models import ImageUpload
+from backend.storage import is_disk_full
 
 router = APIRouter(prefix="/api/images", tags=["images"])
 WRITE_BLOCK = 4 * 1024 * 1024  # bytes gathered before one write+hash in a worker thread
@@ -62,7 +63,7 @@ async def put_chunk(
                 try:
                     await run_in_threadpool(writer.write, bytes(buf))
                 except OSError as exc:
-                    if not service.is_disk_full(exc):
+                    if not is_disk_full(exc):
                         raise
                     full = exc
             buf.clear()
@@ -85,7 +86,7 @@ async def put_chunk(
                 try:
                     await run_in_threadpool(writer.close)
                 except OSError as exc:
-                    if not service.is_disk_full(exc):
+                    if not is_disk_full(exc):
                         raise
                     full = exc
             if full is not None:

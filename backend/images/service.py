@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import re
 import threading
@@ -12,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,7 +28,7 @@ from backend.images import repository as repo
 from backend.images.schemas import UploadIn
 from backend.images.validation import ImageInvalidError, human_size, validate_tarball
 from backend.models import AlgorithmImage, ImageStatus, ImageUpload, UploadStatus, User, utcnow
-from backend.storage import get_storage
+from backend.storage import free_bytes, get_storage, is_disk_full
 
 HASH_READ = 1024 * 1024
 # Running sha256 per upload in this process, so the hash is computed as bytes arrive. After a
@@ -37,10 +37,29 @@ _hashers: dict[str, tuple[int, Any]] = {}
 _busy: set[str] = set()
 _busy_lock = threading.Lock()
 _RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+_UNLINK_KEY = "syntharena_unlink_after_commit"
 
 
 def part_path(upload_id: str) -> Path:
     return settings.uploads_dir / f"{upload_id}.part"
+
+
+def _unlink_after_commit(session: Session, path: Path) -> None:
+    """Delete ``path`` once the transaction commits: a request refused later (e.g. a 507)
+    rolls its rows back, and they must not be left pointing at deleted files."""
+    session.info.setdefault(_UNLINK_KEY, []).append(path)
+
+
+@event.listens_for(Session, "after_commit")
+def _unlink_committed(session: Session) -> None:
+    for path in session.info.pop(_UNLINK_KEY, []):
+        path.unlink(missing_ok=True)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _keep_on_rollback(session: Session, previous_transaction: Any) -> None:
+    if previous_transaction.parent is None:  # the outermost transaction rolled back
+        session.info.pop(_UNLINK_KEY, None)
 
 
 def expire_uploads(session: Session, owner_id: int) -> None:
@@ -48,7 +67,7 @@ def expire_uploads(session: Session, owner_id: int) -> None:
     cutoff = utcnow() - timedelta(seconds=settings.upload_expiry_s)
     for upload in repo.stale_uploads(session, owner_id, cutoff):
         upload.status = UploadStatus.ABORTED
-        part_path(upload.id).unlink(missing_ok=True)
+        _unlink_after_commit(session, part_path(upload.id))
         _hashers.pop(upload.id, None)
     session.flush()
 
@@ -67,6 +86,13 @@ def create_upload(session: Session, user: User, data: UploadIn) -> ImageUpload:
             f"This upload would exceed your storage quota ({human_size(used)} used of "
             f"{human_size(settings.user_image_quota_bytes)}). Delete images you no longer need."
         )
+    free = free_bytes(settings.uploads_dir)
+    if free < data.size_bytes:
+        raise InsufficientStorageError(
+            f"The server's storage has {human_size(free)} free, not enough for this "
+            f"{human_size(data.size_bytes)} upload. Nothing was created; try again later or "
+            "tell the organisers."
+        )
     upload = ImageUpload(
         id=uuid.uuid4().hex,
         owner_id=user.id,
@@ -76,8 +102,16 @@ def create_upload(session: Session, user: User, data: UploadIn) -> ImageUpload:
         status=UploadStatus.OPEN,
     )
     session.add(upload)
-    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-    part_path(upload.id).touch()
+    try:
+        settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+        part_path(upload.id).touch()
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise InsufficientStorageError(
+            "The server's storage is full: the upload could not be created. Nothing was "
+            "saved; try again later or tell the organisers."
+        ) from exc
     session.flush()
     return upload
 
@@ -183,10 +217,6 @@ class ChunkWriter:
         self.offset = self.start
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
 def storage_full_error(start: int) -> InsufficientStorageError:
     return InsufficientStorageError(
         "The server's storage is full: this chunk was not saved. The upload keeps its first "
@@ -272,7 +302,17 @@ def complete(session: Session, user: User, upload_id: str) -> tuple[AlgorithmIma
         upload.image_id = found.id
         return found, _duplicate_notice(found)
     if image.status is ImageStatus.VALID:
-        get_storage().put_file(path, image.storage_key)
+        try:
+            get_storage().put_file(path, image.storage_key)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            # The request rolls back (no image row); put_file kept the upload's bytes.
+            raise InsufficientStorageError(
+                "The server's storage is full: the image is valid but could not be stored. "
+                "Your upload is kept as it was: call complete again later, or delete the "
+                "upload."
+            ) from exc
     upload.status = UploadStatus.COMPLETE
     upload.image_id = image.id
     session.flush()

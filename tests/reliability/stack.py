@@ -4,6 +4,7 @@ services, Celery workers (with the periodic reaper) and the API server (uvicorn)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -111,6 +112,119 @@ class PrivateRedis:
         self.stop()
         time.sleep(down_s)
         self.start()
+
+
+class PrivateDocker:
+    """A Docker engine of the test's own (data root, exec root, socket and bridge), started the
+    way scripts/services.sh starts the shared one (``nohup dockerd >LOG 2>&1 &``, then wait
+    until ``docker info`` answers), so a test can kill and restart it without stopping the
+    containers of other suites on the shared engine.
+
+    Its bridge is one of its own: ``--bridge none`` would make dockerd delete the host's
+    ``docker0``, the shared engine's bridge. No iptables rules (they would clash with the
+    shared engine's); the sandbox uses ``--network none`` anyway."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="sa-dockerd-"))
+        self.sock = self.root / "docker.sock"
+        self.log = self.root / "dockerd.log"
+        n = os.getpid() % 250 + 1
+        self.bridge = f"sa-dkr{os.getpid() % 100000}"
+        subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"], check=True)
+        subprocess.run(["ip", "addr", "add", f"10.254.{n}.1/24", "dev", self.bridge], check=True)
+        subprocess.run(["ip", "link", "set", self.bridge, "up"], check=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def host(self) -> str:
+        """The DOCKER_HOST that points docker-py and the CLI at this engine."""
+        return f"unix://{self.sock}"
+
+    def docker(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["docker", "-H", self.host, *args], capture_output=True,
+                              text=True, timeout=120)
+
+    def answers(self) -> bool:
+        try:
+            return self.docker("info").returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
+
+    def start(self, timeout_s: float = 60) -> None:
+        log = open(self.log, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            ["dockerd", "--data-root", str(self.root / "data"), "--exec-root",
+             str(self.root / "exec"), "--pidfile", str(self.root / "docker.pid"),
+             "-H", self.host, "--bridge", self.bridge, "--iptables=false",
+             "--ip-masq=false", "--ip6tables=false"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while not self.answers():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"dockerd did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.5)
+
+    def _containerd_pid(self) -> int | None:
+        try:
+            pid = int((self.root / "exec" / "containerd" / "containerd.pid").read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        return pid if str(self.root).encode() in cmdline else None
+
+    def kill(self, sig: int = signal.SIGTERM, timeout_s: float = 60) -> None:
+        """Signal dockerd and wait until it and its containerd are gone (SIGTERM: it stops its
+        containers first; SIGKILL: the kernel kills its containerd too, and the new dockerd
+        must not find that one still unreaped and wait for it)."""
+        containerd = self._containerd_pid()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while containerd is not None and Path(f"/proc/{containerd}").exists() \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    def restart(self, sig: int = signal.SIGTERM, down_s: float = 1.0) -> float:
+        """Kill dockerd with ``sig`` and start it again; seconds until it answered again."""
+        t0 = time.monotonic()
+        self.kill(sig)
+        time.sleep(down_s)
+        self.start()
+        return time.monotonic() - t0
+
+    def managed_containers(self, *filters: str) -> list[str]:
+        """Ids of the platform's containers on this engine (``status=running``: live ones)."""
+        args = [a for f in filters for a in ("--filter", f)]
+        out = self.docker("ps", "-aq", "--filter", "label=org.syntharena.managed=true", *args)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    def destroy(self) -> None:
+        """Stop it (its containers with it) and remove its files, mounts and bridge."""
+        if not self.answers():  # started again, so that it removes its containers itself
+            with contextlib.suppress(RuntimeError):
+                self.start(timeout_s=30)
+        if self.answers():
+            ids = self.docker("ps", "-aq").stdout.split()
+            if ids:
+                self.docker("rm", "-f", *ids)
+        containerd = self._containerd_pid()
+        self.kill(signal.SIGTERM)
+        if containerd is not None and self._containerd_pid() == containerd:
+            with contextlib.suppress(ProcessLookupError):  # it outlived dockerd
+                os.kill(containerd, signal.SIGKILL)
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+                  if line.split()[1].startswith(str(self.root))]
+        for mnt in sorted(mounts, key=len, reverse=True):
+            subprocess.run(["umount", "-l", mnt], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
 
 
 def start_worker(env: harness.PipelineEnv, name: str, *, concurrency: int = 2,

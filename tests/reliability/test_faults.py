@@ -1,13 +1,16 @@
-"""Faults on a private stack (its own PostgreSQL and Redis, restartable without touching the
-shared services): SIGKILL the worker mid-case, restart Redis mid-run (its queue is lost: no
-persistence), restart PostgreSQL mid-run, the API restarted during an upload. Every submission
-ends exactly once with its results, never stuck, never duplicated."""
+"""Faults on a private stack (its own PostgreSQL, Redis and, for the engine faults, Docker
+engine, restartable without touching the shared services): SIGKILL the worker mid-case, restart
+Redis mid-run (its queue is lost: no persistence), restart PostgreSQL mid-run, restart or crash
+the Docker engine while cases run in containers, the API restarted during an upload. Every
+submission ends exactly once with its results, never stuck, never duplicated."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -19,6 +22,7 @@ from backend.models import (
     AggregateResult,
     CaseRun,
     CaseRunStatus,
+    Phase,
     Result,
     SubmissionStatus,
 )
@@ -136,6 +140,61 @@ def test_postgres_restarted_mid_run(env: ReliabilityEnv, private_stack: Any) -> 
         return "PostgreSQL stopped (fast) 2 s mid-run and restarted"
 
     _run_fault(env, "postgres-restart", fault)
+
+
+@dataclass(frozen=True)
+class EngineEnv(ReliabilityEnv):
+    """The private stack, with the worker's docker-py pointed at a private engine."""
+
+    docker_host: str = ""
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "DOCKER_HOST": self.docker_host}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starting a Docker engine needs root")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["restart", "crash"])
+def test_docker_engine_restarted_mid_case(env: ReliabilityEnv, sig: signal.Signals) -> None:
+    """dockerd is stopped (SIGTERM: it stops every container first, as `systemctl restart
+    docker` does) or killed (SIGKILL: the restarted engine stops the containers it finds)
+    while cases run, and started again. The interrupted cases are run again: every
+    submission succeeds exactly once, and the same worker serves the next submission."""
+    name = {signal.SIGTERM: "docker-restart", signal.SIGKILL: "docker-crash"}[sig]
+    engine = stack.PrivateDocker()  # the shared engine's containers are never touched
+    worker = None
+    try:
+        ids = _submit_slow(env, name)
+        worker = stack.start_worker(EngineEnv(env.database_url, env.redis_url, env.data_dir,
+                                              engine.host), f"rel-{name}", concurrency=2)
+        _wait_running(ids)
+        hit = engine.managed_containers("status=running")  # the fault lands on these
+        down_s = engine.restart(sig)
+        problems = exactly_once(ids)
+        attempts = sorted(r.attempts for i in ids for r in runs(i))
+        with session_scope() as s:  # the worker goes on: one more submission after the fault
+            phase = s.scalar(select(Phase).where(Phase.slug == name))
+            assert phase is not None
+            after = harness.submit(s, phase, f"{name}-after", "slow").id
+        problems += exactly_once([after])
+        alive = worker.poll() is None
+        left = engine.managed_containers()
+    finally:
+        if worker is not None:
+            harness.stop_worker(worker)
+        engine.destroy()
+    rerun = max(attempts) >= 2
+    figures.record("faults", name, survived=bool(hit) and not problems and rerun and alive
+                   and not left, submissions=len(ids) + 1,
+                   lost=sum("SUCCEEDED" not in p and "results" not in p for p in problems),
+                   detail=f"dockerd {sig.name} while {len(hit)} case containers ran, answering "
+                          f"again {down_s:.1f} s later; case attempts {attempts}; next "
+                          f"submission {'succeeded' if not problems else 'see problems'}; "
+                          f"containers left {len(left)}", problems=problems)
+    assert hit, "no container was running when the engine went down"
+    assert not problems, problems
+    assert rerun, f"no case was run again: {attempts}"
+    assert alive, "the worker died"
+    assert not left, left
 
 
 def test_api_restarted_during_upload(env: ReliabilityEnv) -> None:

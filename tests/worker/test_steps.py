@@ -106,3 +106,38 @@ def test_cancel_stops_the_running_container(clean_pipeline) -> None:
     t.join(30)
     assert time.monotonic() - t0 < 10
     assert _runs(sub_id)[0].status is CaseRunStatus.CANCELLED
+
+
+def test_unreachable_docker_engine_is_retried_then_fails_with_a_reason(
+        clean_pipeline, monkeypatch, tmp_path) -> None:
+    """An engine that does not answer (nothing listens on DOCKER_HOST) is an infrastructure
+    fault: the case goes back to PENDING, attempts counted, until case_run_max_attempts; then
+    it fails saying so, and the submission ends instead of waiting forever."""
+    from backend.config import settings
+    from worker import sandbox
+
+    sub_id = _submit(clean_pipeline, "static-c")
+    steps.start_submission(sub_id)  # the image is loaded on the real engine
+    runs = _runs(sub_id)
+    seen = []
+    monkeypatch.setattr(settings, "sandbox_engine_wait_s", 0)
+    with monkeypatch.context() as m:
+        m.setenv("DOCKER_HOST", f"unix://{tmp_path / 'no-engine.sock'}")
+        sandbox._client.cache_clear()
+        try:
+            assert not sandbox.ping()
+            for _ in range(settings.case_run_max_attempts):
+                for r in runs:
+                    steps.run_cases(sub_id, [r.id], worker_name="pytest", gpu=None)
+                seen.append([(r.status, r.attempts) for r in _runs(sub_id)])
+        finally:
+            sandbox._client.cache_clear()
+    assert sandbox.ping()  # the real engine again
+    pending, failed = CaseRunStatus.PENDING, CaseRunStatus.FAILED
+    assert seen == [[(pending, 1)] * 2, [(pending, 2)] * 2, [(failed, 3)] * 2], seen
+    message = _runs(sub_id)[0].error_message
+    assert "Docker engine failed while running this case, 3 times" in message, message
+    assert "not a fault of the algorithm" in message and "could not be reached" in message
+    steps.finalize_submission(sub_id)
+    sub = _sub(sub_id)
+    assert sub.status is SubmissionStatus.FAILED and "Docker engine" in sub.error_message
