@@ -74,7 +74,16 @@ SPOT_SIGMA_A_MM = 14.50
 SPOT_SIGMA_B_MM = 1.858
 MCS_A = 0.1649
 MCS_EXP = 0.6263
+# sigma_mcs grows with depth: sigma_mcs(d) = sigma_mcs(0.9 P) * g(d / R); g tabulated at
+# d/R = 0, 0.1, ..., 1.0 (median over the Generic machine's energies above 40 mm range)
+MCS_DEPTH_PROFILE = (0.0, 0.224, 0.307, 0.375, 0.436, 0.513, 0.613, 0.716, 0.849, 1.022, 1.11)
 STRAGGLING_FACTOR = 1.0
+POINT_CHUNK = 131072  # evaluation points per forward pass (bounds memory)
+# the machine's depth doses were measured with the nozzle 1000 mm before the isocentre; the
+# air between nozzle and skin adds 0.0011 mm water-equivalent per mm (matRad/pyRadPlan's
+# air offset correction): WEPL += 0.0011 * (SSD + 1000 - SAD)
+PROTON_NOZZLE_TO_ISO_MM = 1000.0
+AIR_WEPL_PER_MM = 0.0011
 LAYER_SPACING_MM = 3.0
 # absolute calibration: our dose per unit weight = pyRadPlan's (Generic machines), so stored
 # weights and the reference engine's weights mean the same thing.  Protons: matRad's
@@ -212,12 +221,32 @@ def _blur2d(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
     return bu @ image @ bv.T
 
 
-def proton_spot_sigma_mm(range_mm: float) -> float:
-    """Lateral sigma of one energy layer: initial spot size (+) multiple Coulomb scattering."""
+def proton_spot_sigmas_mm(range_mm: float) -> tuple[float, float]:
+    """Initial spot sigma and multiple-Coulomb-scattering sigma at 0.9x the peak depth."""
     r = max(range_mm, 1.0)
-    sigma_ini = max(SPOT_SIGMA_A_MM - SPOT_SIGMA_B_MM * math.log(r), 1.0)
-    sigma_mcs = MCS_A * r**MCS_EXP
-    return math.sqrt(sigma_ini**2 + sigma_mcs**2)
+    return max(SPOT_SIGMA_A_MM - SPOT_SIGMA_B_MM * math.log(r), 1.0), MCS_A * r**MCS_EXP
+
+
+def proton_spot_sigma_mm(range_mm: float) -> float:
+    """Lateral sigma of one energy layer at 0.9x the peak depth: initial (+) MCS."""
+    return math.hypot(*proton_spot_sigmas_mm(range_mm))
+
+
+def proton_air_offset_mm(ssd_mm: float, sad_mm: float = PROTON_SAD_MM) -> float:
+    """Water-equivalent thickness (mm) of the air between the nozzle and the skin."""
+    return AIR_WEPL_PER_MM * (ssd_mm + PROTON_NOZZLE_TO_ISO_MM - sad_mm)
+
+
+def proton_mcs_fraction(depth_over_range: torch.Tensor) -> torch.Tensor:
+    """g(d/R)^2 / g(1)^2: where between the entrance and the end-of-range spot variance a
+    point at depth d lies (variance is linear in it)."""
+    nodes = torch.as_tensor(MCS_DEPTH_PROFILE, dtype=depth_over_range.dtype,
+                            device=depth_over_range.device)
+    x = (depth_over_range.clamp(0.0, 1.0) * (len(nodes) - 1))
+    i0 = x.floor().long().clamp(max=len(nodes) - 2)
+    f = x - i0
+    g = nodes[i0] * (1 - f) + nodes[i0 + 1] * f
+    return (g / nodes[-1]) ** 2
 
 
 def proton_idd_table(ranges_mm: np.ndarray, dz: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -326,7 +355,8 @@ class TorchPencilBeamEngine:
                     active[np.searchsorted(ranges, round(r, 3)),
                            cell_index[(round(u / b), round(v / b))]] = True
             elif not photon and cells:
-                wet = self._wet(density, grid, spacing)  # (nu, nv, nt)
+                ssd = self._ssd(density, grid, spacing)
+                wet = self._wet(density, grid, spacing) + proton_air_offset_mm(ssd, sad)
                 tw = torch.where(in_target, wet, torch.full_like(wet, math.nan)).cpu().numpy()
                 ci, cj = centres[:, 0], centres[:, 1]
                 with warnings.catch_warnings():
@@ -480,6 +510,10 @@ class TorchPencilBeamEngine:
     def _proton_dose(
         self, s: _BeamSetup, coords: torch.Tensor, wet: torch.Tensor, w: torch.Tensor, h: float
     ) -> torch.Tensor:
+        """Sum over energy layers of IDD(WEPL) x lateral profile.  The spot variance grows
+        from sigma_ini^2 at the entrance to sigma_ini^2 + sigma_mcs(R)^2 at the end of range;
+        the profile at depth d mixes the two Gaussians with the weight that gives exactly
+        that depth's variance."""
         nu, nv = s.pixel_to_bixel.shape
         n_layers = len(s.layer_ranges)
         layer_idx, bix_idx = np.nonzero(s.active)
@@ -488,19 +522,26 @@ class TorchPencilBeamEngine:
         pu = torch.as_tensor(s.spot_pixels[bix_idx, 0], device=self.device)
         pv = torch.as_tensor(s.spot_pixels[bix_idx, 1], device=self.device)
         spots = spots.index_put((li, pu, pv), w, accumulate=True)
-        fluence = torch.stack([
-            _blur2d(spots[k], proton_spot_sigma_mm(float(r)) / h)
-            for k, r in enumerate(s.layer_ranges)
-        ]) / (h * h)
-        lat = self._lateral_sample(fluence, s.grid.u, s.grid.v, coords)  # (K, M)
+        lo, hi = [], []
+        for k, r in enumerate(s.layer_ranges):
+            sigma_ini, sigma_mcs = proton_spot_sigmas_mm(float(r))
+            lo.append(_blur2d(spots[k], sigma_ini / h))
+            hi.append(_blur2d(spots[k], math.hypot(sigma_ini, sigma_mcs * MCS_DEPTH_PROFILE[-1])
+                              / h))
+        maps = torch.cat([torch.stack(lo), torch.stack(hi)]) / (h * h)
+        lat = self._lateral_sample(maps, s.grid.u, s.grid.v, coords)  # (2K, M)
         z, idd = proton_idd_table(s.layer_ranges)
         idd_t = torch.as_tensor(idd, dtype=self.dtype, device=self.device)
         dz = float(z[1] - z[0])
+        wet = wet + proton_air_offset_mm(s.ssd_mm, s.grid.sad)
+        ranges = torch.as_tensor(s.layer_ranges, dtype=self.dtype, device=self.device)
+        mix = proton_mcs_fraction(wet[None, :] / ranges[:, None])  # (K, M)
+        lateral = lat[:n_layers] * (1 - mix) + lat[n_layers:] * mix
         pos = (wet / dz).clamp(0, len(z) - 1.001)
         i0 = pos.floor().long()
         frac = pos - i0
         depth = idd_t[:, i0] * (1 - frac) + idd_t[:, (i0 + 1).clamp(max=len(z) - 1)] * frac
-        return (lat * depth).sum(dim=0)
+        return (lateral * depth).sum(dim=0)
 
     # ---------- public API ----------
     def _on_ct_grid(
@@ -520,11 +561,18 @@ class TorchPencilBeamEngine:
         m = torch.einsum("zji,zk->kji", m, (mats[2] > 0).to(self.dtype))
         needed = np.flatnonzero(m.cpu().numpy().reshape(-1) > 0)
         with torch.no_grad():
-            vox = self._voxels(grid.points(needed), setups)
-            wet = self._voxel_wet(ct_hu, spacing, setups, vox)
-            values = self._dose(plan, setups, vox, wet, weights)
+            density = hu_to_density_torch(
+                torch.as_tensor(ct_hu, dtype=self.dtype, device=self.device))
+            wet_bev = [self._wet(density, s.grid, spacing) for s in setups]
+            del density
             coarse = torch.zeros(int(np.prod(grid.shape)), dtype=self.dtype, device=self.device)
-            coarse[torch.as_tensor(needed, device=self.device)] = values
+            for start in range(0, len(needed), POINT_CHUNK):
+                part = needed[start: start + POINT_CHUNK]
+                vox = self._voxels(grid.points(part), setups)
+                wet = [bev_to_ct(wb, s.grid, c)
+                       for wb, s, c in zip(wet_bev, setups, vox.bev, strict=True)]
+                coarse[torch.as_tensor(part, device=self.device)] = self._dose(
+                    plan, setups, vox, wet, weights)
             d = coarse.view(grid.shape)
             d = torch.einsum("kji,xi->kjx", d, mats[0])
             d = torch.einsum("kjx,yj->kyx", d, mats[1])
