@@ -523,11 +523,16 @@ class TorchPencilBeamEngine:
         pv = torch.as_tensor(s.spot_pixels[bix_idx, 1], device=self.device)
         spots = spots.index_put((li, pu, pv), w, accumulate=True)
         lo, hi = [], []
+
+        def blur_px(sigma: float) -> float:
+            # bilinear sampling of the map adds a variance of h^2/6: take it off the blur
+            return math.sqrt(max(sigma**2 - h * h / 6.0, (0.5 * h) ** 2)) / h
+
         for k, r in enumerate(s.layer_ranges):
             sigma_ini, sigma_mcs = proton_spot_sigmas_mm(float(r))
-            lo.append(_blur2d(spots[k], sigma_ini / h))
-            hi.append(_blur2d(spots[k], math.hypot(sigma_ini, sigma_mcs * MCS_DEPTH_PROFILE[-1])
-                              / h))
+            lo.append(_blur2d(spots[k], blur_px(sigma_ini)))
+            hi.append(_blur2d(spots[k], blur_px(
+                math.hypot(sigma_ini, sigma_mcs * MCS_DEPTH_PROFILE[-1]))))
         maps = torch.cat([torch.stack(lo), torch.stack(hi)]) / (h * h)
         lat = self._lateral_sample(maps, s.grid.u, s.grid.v, coords)  # (2K, M)
         z, idd = proton_idd_table(s.layer_ranges)
