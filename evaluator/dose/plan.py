@@ -26,6 +26,12 @@ class PlanError(ValueError):
     """A plan file is missing, malformed, or references something that is not there."""
 
 
+# the dose grid the engines compute on (then interpolated to the CT grid): finer than 0.5 mm
+# only costs memory, coarser than 10 mm cannot resolve a dose fall-off
+MIN_DOSE_GRID_MM = 0.5
+MAX_DOSE_GRID_MM = 10.0
+
+
 @dataclass(frozen=True)
 class Beam:
     gantry_deg: float
@@ -130,8 +136,11 @@ def validate_plan(plan: Plan) -> None:
             raise PlanError(f"organ at risk {oar!r} is not among the structures")
     if plan.target in plan.oars:
         raise PlanError("the target cannot also be an organ at risk")
-    if plan.bixel_width_mm <= 0 or plan.dose_grid_mm <= 0 or plan.fractions < 1:
-        raise PlanError("bixel_width_mm and dose_grid_mm must be > 0 and fractions >= 1")
+    if plan.bixel_width_mm <= 0 or plan.fractions < 1:
+        raise PlanError("bixel_width_mm must be > 0 and fractions >= 1")
+    if not MIN_DOSE_GRID_MM <= plan.dose_grid_mm <= MAX_DOSE_GRID_MM:
+        raise PlanError(f"dose_grid_mm must be between {MIN_DOSE_GRID_MM} and "
+                        f"{MAX_DOSE_GRID_MM} mm (got {plan.dose_grid_mm})")
     if plan.version != PLAN_FORMAT_VERSION:
         raise PlanError(f"unsupported plan version {plan.version}")
 

@@ -30,6 +30,9 @@ def test_roundtrip(tmp_path: Path) -> None:
         ({"prescription_gy": -1}, "prescription_gy"),
         ({"beams": []}, "at least one beam"),
         ({"colour": "red"}, "unknown plan field"),
+        ({"dose_grid_mm": 0.05}, "dose_grid_mm must be between 0.5 and 10"),
+        ({"dose_grid_mm": 0.0}, "dose_grid_mm"),
+        ({"bixel_width_mm": 0}, "bixel_width_mm must be > 0"),
     ],
 )
 def test_validation(tmp_path: Path, change: dict[str, object], message: str) -> None:
