@@ -2,8 +2,10 @@
 
 Objective (same for every engine): squared deviation from the prescription in the target
 (penalty 1000), squared overdose above 50 % of the prescription in each organ at risk
-(penalty 100), both averaged over the structure's voxels.  Weights stay non-negative
-(projected Adam); the result is scaled so that the mean target dose equals the prescription.
+(penalty 100), both averaged over the structure's voxels.  Weights stay non-negative:
+L-BFGS-B (scipy) with bounds, gradients from torch autograd (the dose is linear in the
+weights, so each iteration costs one forward and one backward pass); the result is scaled so
+that the mean target dose equals the prescription.
 """
 
 from __future__ import annotations
@@ -44,22 +46,24 @@ def optimize_weights(
         raise ValueError("the plan has no beamlets (does the target lie inside the CT?)")
     target = torch.as_tensor(plan.mask(labels, plan.target), device=device)
     oars = [torch.as_tensor(plan.mask(labels, o), device=device) for o in plan.oars]
-    w = torch.ones(n_weights, dtype=torch.float32, device=device)
+    w0 = torch.ones(n_weights, dtype=torch.float32, device=device)
     with torch.no_grad():
-        scale = plan.prescription_gy / float(dose_fn(w)[target].mean().clamp(min=1e-12))
-    w = (w * scale).requires_grad_(True)
-    # projected Adam written out (torch.optim pulls in torch._dynamo: seconds of import)
-    lr, b1, b2, eps = 0.05 * scale, 0.9, 0.999, 1e-12
-    m = torch.zeros_like(w)
-    v = torch.zeros_like(w)
-    for it in range(1, iterations + 1):
-        loss = objective(dose_fn(w), plan, target, oars)
-        (grad,) = torch.autograd.grad(loss, w)
-        with torch.no_grad():
-            m.mul_(b1).add_(grad, alpha=1 - b1)
-            v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-            step = lr * (m / (1 - b1**it)) / ((v / (1 - b2**it)).sqrt() + eps)
-            w.sub_(step).clamp_(min=0.0)
+        scale = plan.prescription_gy / float(dose_fn(w0)[target].mean().clamp(min=1e-12))
+
+    def loss_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
+        # optimise x = w / scale (order 1) for a well-conditioned problem
+        xt = torch.as_tensor(x, dtype=torch.float32, device=device).requires_grad_(True)
+        loss = objective(dose_fn(xt * scale), plan, target, oars)
+        (grad,) = torch.autograd.grad(loss, xt)
+        return float(loss.detach()), grad.detach().cpu().numpy().astype(np.float64)
+
+    from scipy.optimize import minimize
+
+    result = minimize(loss_and_grad, np.ones(n_weights), jac=True, method="L-BFGS-B",
+                      bounds=[(0.0, None)] * n_weights,
+                      options={"maxiter": iterations, "maxfun": 2 * iterations})
+    w = torch.as_tensor(np.clip(result.x, 0.0, None) * scale, dtype=torch.float32,
+                        device=device)
     with torch.no_grad():
         final = dose_fn(w)
         w *= plan.prescription_gy / float(final[target].mean().clamp(min=1e-12))

@@ -85,6 +85,7 @@ POINT_CHUNK = 131072  # evaluation points per forward pass (bounds memory)
 PROTON_NOZZLE_TO_ISO_MM = 1000.0
 AIR_WEPL_PER_MM = 0.0011
 LAYER_SPACING_MM = 3.0
+PEAK_BEFORE_RANGE_MM = 2.0  # our depth dose peaks ~2 mm before R (R = P + 1.9 mm fitted)
 # absolute calibration: our dose per unit weight = pyRadPlan's (Generic machines), so stored
 # weights and the reference engine's weights mean the same thing.  Protons: matRad's
 # 1.602e-2 Gy mm^2 per (MeV cm^2/g), x 10 for our MeV/mm
@@ -279,7 +280,7 @@ class TorchPencilBeamEngine:
     """Fast own engine; ``device`` is a torch device string ("cpu", "cuda")."""
 
     name = "torch_pb"
-    model_version = "3"  # 3: matRad photon kernels, dose grid, proton divergence; 2: IDD refit
+    model_version = "3"  # 3: matRad photon kernels, dose grid, proton physics; 2: IDD refit
 
     def __init__(self, device: str = "cpu", lateral_step_mm: float | None = None) -> None:
         self.device = torch.device(device)
@@ -332,6 +333,13 @@ class TorchPencilBeamEngine:
                 for j in range(nv):
                     if hit[i, j]:
                         cell_hit[(ku[i], kv[j])] = True
+            if not photon:
+                # one ring of spots around the target's projection (matRad adds a lateral
+                # margin too): without it the edge spots must be hot to cover the edge
+                for cu, cv in list(cell_hit):
+                    for du in (-1, 0, 1):
+                        for dv in (-1, 0, 1):
+                            cell_hit[(cu + du, cv + dv)] = True
             cells = sorted(cell_hit)
             given = spots[n_beam] if spots is not None else None
             if given is not None:
@@ -367,13 +375,18 @@ class TorchPencilBeamEngine:
                 glo, ghi = np.nanmin(tw), np.nanmax(tw)
                 lo = np.where(np.isfinite(lo), lo, glo)
                 hi = np.where(np.isfinite(hi), hi, ghi)
+                # like matRad's steering: a layer is used on a spot when its Bragg peak
+                # (PEAK_BEFORE_RANGE_MM before our R) lies inside the target along the ray
+                half = LAYER_SPACING_MM / 2
                 ranges = np.arange(
-                    math.floor((glo - LAYER_SPACING_MM) / LAYER_SPACING_MM) * LAYER_SPACING_MM,
-                    ghi + 2 * LAYER_SPACING_MM, LAYER_SPACING_MM,
+                    math.floor((glo + PEAK_BEFORE_RANGE_MM) / LAYER_SPACING_MM)
+                    * LAYER_SPACING_MM, ghi + PEAK_BEFORE_RANGE_MM + LAYER_SPACING_MM,
+                    LAYER_SPACING_MM,
                 )
                 ranges = ranges[ranges > 5.0]
-                active = (ranges[:, None] >= lo[None, :] - LAYER_SPACING_MM) & (
-                    ranges[:, None] <= hi[None, :] + LAYER_SPACING_MM
+                peaks = ranges - PEAK_BEFORE_RANGE_MM
+                active = (peaks[:, None] >= lo[None, :] - half) & (
+                    peaks[:, None] <= hi[None, :] + half
                 )
             setups.append(
                 _BeamSetup(grid, torch.as_tensor(p2b, device=self.device), len(cells),
