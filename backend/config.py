@@ -21,10 +21,18 @@ class Settings(BaseSettings):
     # Empty -> an SQLite file under data_dir (the embedded single-machine default).
     database_url: str = ""
     database_echo: bool = False
-    # Pool size + overflow >= the request thread pool (40 in Starlette), so a request never
-    # waits for a connection while another request holds a row lock it needs.
+    # Connections per process (API process or worker child).
     database_pool_size: int = 10
     database_max_overflow: int = 30
+    # How long a request (or task) waits for a pooled connection, and an API request for its
+    # turn at the database (below), before it is answered with a retryable 503.
+    database_pool_timeout_s: float = 30
+    database_connect_timeout_s: int = 10  # a database host that does not answer is an outage
+    # API requests that hold a database session at once, per API process; the others wait
+    # their turn without holding a thread. Used as min(this, request threads - 1, pool size +
+    # overflow): a request that holds a connection (and row locks) always gets a thread for
+    # its next step, so a burst queues instead of dead-locking threads against connections.
+    api_db_requests: int = 30
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Celery queue that receives ``submissions.start``.
     submissions_queue: str = "images"

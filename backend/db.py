@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
+from anyio.lowlevel import RunVar
 from fastapi import Depends
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.config import settings
@@ -16,11 +20,16 @@ from backend.config import settings
 
 def make_engine(url: str, echo: bool = False) -> Engine:
     kwargs: dict[str, Any] = {"echo": echo, "future": True}
+    pool = {"pool_size": settings.database_pool_size,
+            "max_overflow": settings.database_max_overflow,
+            "pool_timeout": settings.database_pool_timeout_s}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        if ":memory:" not in url and url.removeprefix("sqlite://").removeprefix("/"):
+            kwargs.update(pool)  # a file database has a QueuePool: size it like PostgreSQL's
     else:
-        kwargs.update(pool_pre_ping=True, pool_size=settings.database_pool_size,
-                      max_overflow=settings.database_max_overflow)
+        kwargs.update(pool, pool_pre_ping=True,
+                      connect_args={"connect_timeout": settings.database_connect_timeout_s})
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         if url.startswith("sqlite:///"):
@@ -73,10 +82,68 @@ def session_scope() -> Iterator[Session]:
         session.close()
 
 
-def get_session() -> Iterator[Session]:
-    """FastAPI dependency: one session per request, committed before the response is sent."""
-    with session_scope() as session:
-        yield session
+# Per event loop (API process): the requests that may hold a database session at once.
+_request_slots: RunVar[tuple[anyio.Semaphore, int]] = RunVar("syntharena_db_request_slots")
+
+
+def request_slot_count() -> int:
+    """``api_db_requests``, kept below the request thread pool and within the connection pool.
+
+    FastAPI runs each sync dependency, the endpoint and the response validation as separate
+    thread-pool calls, and a request keeps its connection (and its row locks, e.g. the user
+    lock of a submission) from its first query until the commit after the response is built.
+    Without a bound, a burst fills the threads with requests waiting for a connection (or for
+    a row lock) while the requests holding them wait for a thread; nothing moves until the
+    pool times out (a 503). With fewer sessions than threads, a request that holds one always
+    gets a thread, and with no more sessions than connections it never waits for the pool."""
+    threads = int(anyio.to_thread.current_default_thread_limiter().total_tokens)
+    pool = settings.database_pool_size + settings.database_max_overflow
+    return max(1, min(settings.api_db_requests, threads - 1, pool))
+
+
+def _slots() -> tuple[anyio.Semaphore, int]:
+    try:
+        return _request_slots.get()
+    except LookupError:
+        n = request_slot_count()
+        _request_slots.set((anyio.Semaphore(n), n))
+        return _request_slots.get()
+
+
+async def _off_loop(fn: Callable[[], object]) -> None:
+    """Commit, roll back or close in a thread, to the end even if the request is cancelled
+    (else the connection would leak). Its own limiter: ending a request must never wait for a
+    thread of the request pool."""
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(fn, limiter=anyio.CapacityLimiter(1))
+
+
+async def get_session() -> AsyncIterator[Session]:
+    """FastAPI dependency: one session per request, committed before the response is sent.
+
+    The request first waits (without a thread or a connection) for one of the process's
+    database slots, up to ``database_pool_timeout_s``; then a 503 says nothing was saved."""
+    slots, n = _slots()
+    try:
+        with anyio.fail_after(settings.database_pool_timeout_s):
+            await slots.acquire()
+    except TimeoutError:
+        raise sa_exc.TimeoutError(
+            f"no database slot free within {settings.database_pool_timeout_s:g} s "
+            f"({n} requests at a time per API process)"
+        ) from None
+    try:
+        session = new_session()
+        try:
+            yield session
+            await _off_loop(session.commit)
+        except BaseException:
+            await _off_loop(session.rollback)
+            raise
+        finally:
+            await _off_loop(session.close)
+    finally:
+        slots.release()
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]

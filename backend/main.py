@@ -36,8 +36,8 @@ async def _app_error(request: Request, exc: Exception) -> JSONResponse:
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """Overload (no pooled connection in time) or a database outage: a retryable 503, not a
     500. Nothing was committed: the request's unit of work rolled back."""
-    log.warning("database unavailable for %s %s: %s", request.method, request.url.path,
-                type(exc).__name__)
+    log.warning("database unavailable for %s %s: %s: %s", request.method, request.url.path,
+                type(exc).__name__, str(exc).splitlines()[0][:300] if str(exc) else "")
     return JSONResponse(
         {"detail": "The service is busy or its database is unreachable; nothing was saved. "
                    "Please retry in a few seconds."},

@@ -29,7 +29,8 @@ def free_bytes(path: Path) -> int:
 
 class Storage(Protocol):
     def put_file(self, src: Path, key: str) -> None:
-        """Move/copy a finished local file under ``key``."""
+        """Store a finished local file under ``key``. ``src`` is kept: the caller deletes it
+        once its database rows are committed (a rolled-back request keeps its upload)."""
 
     def local_copy(self, key: str, cache_dir: Path) -> Path:
         """A local path with the object's bytes (the object itself when stored locally)."""
@@ -50,24 +51,27 @@ class LocalStorage:
         return path
 
     def put_file(self, src: Path, key: str) -> None:
-        """A rename on the same filesystem; else a copy to a temporary name, renamed when
-        complete. On failure (e.g. ENOSPC) no partial file is left and ``src`` is kept."""
+        """A hard link on the same filesystem (no copy, no space); else a copy. Either goes to
+        a temporary name, renamed when complete: on failure (e.g. ENOSPC) no partial file is
+        left. ``src`` is kept (see ``Storage.put_file``)."""
         dest = self.path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.replace(src, dest)
-            return
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
         part = dest.with_name(f".{dest.name}.part")
+        part.unlink(missing_ok=True)  # left by a crash mid-copy
         try:
-            shutil.copyfile(src, part)
+            try:
+                os.link(src, part)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                    raise
+                shutil.copyfile(src, part)
             os.replace(part, dest)
         except BaseException:
             part.unlink(missing_ok=True)
             raise
-        src.unlink()
+        # Stored before (a retried request): both names link the same file, and rename()
+        # then leaves ``part`` in place.
+        part.unlink(missing_ok=True)
 
     def local_copy(self, key: str, cache_dir: Path) -> Path:
         return self.path(key)
@@ -96,7 +100,6 @@ class S3Storage:
     def put_file(self, src: Path, key: str) -> None:
         # upload_file streams in multipart chunks: memory stays flat for multi-GB files.
         self.client.upload_file(str(src), self.bucket, self.prefix + key)
-        src.unlink(missing_ok=True)
 
     def local_copy(self, key: str, cache_dir: Path) -> Path:
         dest = cache_dir / key

@@ -60,6 +60,8 @@ def start_submission_after_commit(session: Session, submission_id: int) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _send_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a SAVEPOINT released: the outer one may roll back
+        return
     tasks: list[QueuedTask] = session.info.pop(_PENDING_KEY, [])
     for task in tasks:
         try:

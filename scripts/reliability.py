@@ -59,7 +59,7 @@ def table(d: dict[str, Any]) -> str:
         lines.append(f"| Load: succeeded / duplicated / left in queue | {load.get('succeeded')} "
                      f"/ {load.get('duplicated')} / {load.get('queue_left')} "
                      f"(drained in {load.get('drain_s')} s) |")
-        lines.append(f"| Load: HTTP 5xx answers to the submission burst (a 500 fails the test) | "
+        lines.append(f"| Load: HTTP 5xx answers to the submission burst (any fails the test) | "
                      f"{load.get('server_errors', 0)} of {load.get('attempts')} |")
     lines.append(f"| **Submissions lost** | **{lost}** |")
     if lat:

@@ -10,6 +10,7 @@ safe to run twice: a status check or a unique constraint turns a repeat into a n
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import shutil
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -210,17 +212,30 @@ def run_cases(
 
     outcomes: dict[int, tuple[CaseRunStatus, str, str | None]] = {}
     result: sandbox.SandboxResult | None = None
-    engine_fault = ""  # the Docker engine failed under this run: the cases are given back
+    # An infrastructure fault under this run (the Docker engine, or storage that may recover):
+    # the cases are given back (attempts counted) and fail with ``gave_up`` after the last.
+    fault, gave_up = "", _engine_gave_up
+    engine_fault = False
     run_dir: Path | None = None
     try:
         t1 = time.perf_counter()
         try:
             run_dir = _provision(submission_id, [c for _, c in claimed.values()])
-        except OSError as exc:
-            if not is_disk_full(exc):
-                raise
-            log.warning("submission %s: inputs not provisioned: %s", submission_id, exc)
-            outcomes = {rid: (R.FAILED, INPUTS_STORAGE_FULL, None) for rid in claimed}
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception as exc:
+            # Never left to the reaper: a full disk or a broken input fails the cases now with
+            # the reason; an I/O error that may pass is retried like an engine fault.
+            if is_disk_full(exc):
+                log.warning("submission %s: inputs not provisioned: %s", submission_id, exc)
+                outcomes = {rid: (R.FAILED, INPUTS_STORAGE_FULL, None) for rid in claimed}
+            elif is_transient_io_error(exc):
+                log.warning("submission %s: inputs not provisioned (will retry): %s",
+                            submission_id, exc)
+                fault, gave_up = describe_error(exc), _inputs_gave_up
+            else:
+                log.exception("submission %s: inputs not provisioned", submission_id)
+                outcomes = {rid: (R.FAILED, inputs_failed(exc), None) for rid in claimed}
         timings["provision"] = time.perf_counter() - t1
         labels = {
             sandbox.LABEL_WORKER: worker_name,
@@ -239,7 +254,7 @@ def run_cases(
                 )
             except sandbox.EngineError as exc:
                 log.warning("submission %s: Docker engine fault: %s", submission_id, exc)
-                engine_fault = str(exc)
+                fault, engine_fault = str(exc), True
             except sandbox.SandboxError as exc:
                 for rid in claimed:
                     outcomes[rid] = (R.FAILED, str(exc), None)
@@ -254,6 +269,8 @@ def run_cases(
     if engine_fault:
         # Hand the cases out again only once the engine answers (bounded; attempts count).
         sandbox.wait_for_engine(settings.sandbox_engine_wait_s)
+    elif fault:
+        time.sleep(PROVISION_RETRY_PAUSE_S)  # give a passing storage fault a moment
 
     t3 = time.perf_counter()
     with session_scope() as s:
@@ -266,14 +283,13 @@ def run_cases(
                 continue
             if sub.status is S.CANCELLED:
                 status, message, prediction = R.CANCELLED, "The submission was cancelled.", None
-            elif (engine_fault and sub.status is S.RUNNING
+            elif (fault and sub.status is S.RUNNING
                   and run.attempts < settings.case_run_max_attempts):
                 run.status = R.PENDING  # the next cases.run claims it (attempts + 1)
                 retry.append(rid)
                 continue
-            elif engine_fault:
-                status, message, prediction = R.FAILED, _engine_gave_up(run.attempts,
-                                                                        engine_fault), None
+            elif fault:
+                status, message, prediction = R.FAILED, gave_up(run.attempts, fault), None
             else:
                 status, message, prediction = outcomes[rid]
             state.finish_case_run(
@@ -313,6 +329,45 @@ INPUTS_STORAGE_FULL = (
     "The server's storage is full: the inputs of this case could not be prepared. This is not "
     "a fault of the algorithm; the organisers need to free space and re-evaluate."
 )
+
+
+# Errors of the storage under the data dir that may pass (a network filesystem's hiccup, a
+# process or system out of file handles or memory): the case is tried again, bounded.
+TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN,
+                              errno.EBUSY, errno.EINTR, errno.ENFILE, errno.EMFILE,
+                              errno.ENOMEM})
+PROVISION_RETRY_PAUSE_S = 5.0
+
+
+def is_transient_io_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a participant: what failed, with paths under the data dir shown relative
+    to it (other paths by file name only)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        if not exc.filename:
+            return str(exc.strerror)
+        path = Path(str(exc.filename))
+        inside = path.is_relative_to(settings.data_dir)
+        return f"{exc.strerror} ({path.relative_to(settings.data_dir) if inside else path.name})"
+    text = " ".join(str(exc).split())
+    text = text.split("sitk::ERROR: ", 1)[-1]  # SimpleITK prefixes its own source location
+    text = text.replace(f"{settings.data_dir}/", "")
+    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:300]
+
+
+def inputs_failed(exc: BaseException) -> str:
+    return (f"The inputs of this case could not be prepared: {describe_error(exc)}. This is "
+            "not a fault of the algorithm; the organisers need to check the dataset's files "
+            "(and the worker's storage) and re-evaluate.")
+
+
+def _inputs_gave_up(attempts: int, fault: str) -> str:
+    return (f"The inputs of this case could not be prepared, {attempts} times; the case was "
+            "given up. This is not a fault of the algorithm: the organisers need to check the "
+            f"worker's storage and re-evaluate. Last error: {fault}")
 
 
 def _engine_gave_up(attempts: int, fault: str) -> str:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import logging
 import re
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -38,22 +40,33 @@ _busy: set[str] = set()
 _busy_lock = threading.Lock()
 _RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 _UNLINK_KEY = "syntharena_unlink_after_commit"
+log = logging.getLogger(__name__)
 
 
 def part_path(upload_id: str) -> Path:
     return settings.uploads_dir / f"{upload_id}.part"
 
 
+def _after_commit(session: Session, what: str, delete: Callable[[], object]) -> None:
+    """Delete a file once the transaction commits: a request refused later (e.g. a 507) or
+    whose commit fails rolls its rows back, and they must not be left pointing at deleted
+    files. Every deletion of an upload's or an image's file goes through here."""
+    session.info.setdefault(_UNLINK_KEY, []).append((what, delete))
+
+
 def _unlink_after_commit(session: Session, path: Path) -> None:
-    """Delete ``path`` once the transaction commits: a request refused later (e.g. a 507)
-    rolls its rows back, and they must not be left pointing at deleted files."""
-    session.info.setdefault(_UNLINK_KEY, []).append(path)
+    _after_commit(session, str(path), functools.partial(path.unlink, missing_ok=True))
 
 
 @event.listens_for(Session, "after_commit")
 def _unlink_committed(session: Session) -> None:
-    for path in session.info.pop(_UNLINK_KEY, []):
-        path.unlink(missing_ok=True)
+    if session.in_nested_transaction():  # a SAVEPOINT released: the outer one may roll back
+        return
+    for what, delete in session.info.pop(_UNLINK_KEY, []):
+        try:
+            delete()
+        except Exception:  # the commit stands; a file left over only costs space
+            log.exception("could not delete %s after commit", what)
 
 
 @event.listens_for(Session, "after_soft_rollback")
@@ -259,7 +272,7 @@ def complete(session: Session, user: User, upload_id: str) -> tuple[AlgorithmIma
     _hashers.pop(upload_id, None)
     existing = repo.image_by_sha(session, user.id, sha)
     if existing is not None:
-        path.unlink(missing_ok=True)
+        _unlink_after_commit(session, path)
         upload.status = UploadStatus.COMPLETE
         upload.image_id = existing.id
         return existing, _duplicate_notice(existing)
@@ -280,7 +293,8 @@ def complete(session: Session, user: User, upload_id: str) -> tuple[AlgorithmIma
     except ImageInvalidError as exc:
         image.status = ImageStatus.INVALID
         image.validation_message = exc.message
-        path.unlink(missing_ok=True)  # invalid bytes are not kept (nor counted in the quota)
+        # Invalid bytes are not kept (nor counted in the quota).
+        _unlink_after_commit(session, path)
     else:
         image.status = ImageStatus.VALID
         image.docker_image_id = report.docker_image_id
@@ -294,7 +308,7 @@ def complete(session: Session, user: User, upload_id: str) -> tuple[AlgorithmIma
             session.flush()
     except IntegrityError:
         # The same bytes finished through another upload at the same moment.
-        path.unlink(missing_ok=True)
+        _unlink_after_commit(session, path)
         found = repo.image_by_sha(session, user.id, sha)
         if found is None:
             raise
@@ -303,16 +317,20 @@ def complete(session: Session, user: User, upload_id: str) -> tuple[AlgorithmIma
         return found, _duplicate_notice(found)
     if image.status is ImageStatus.VALID:
         try:
+            # The upload's file is kept until commit: if the request rolls back, the upload
+            # stays open with its bytes and ``complete`` can be called again (it stores the
+            # same bytes under the same key).
             get_storage().put_file(path, image.storage_key)
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
-            # The request rolls back (no image row); put_file kept the upload's bytes.
+            # The request rolls back (no image row); put_file left no partial file.
             raise InsufficientStorageError(
                 "The server's storage is full: the image is valid but could not be stored. "
                 "Your upload is kept as it was: call complete again later, or delete the "
                 "upload."
             ) from exc
+        _unlink_after_commit(session, path)
     upload.status = UploadStatus.COMPLETE
     upload.image_id = image.id
     session.flush()
@@ -330,7 +348,7 @@ def abort(session: Session, user: User, upload_id: str) -> None:
     upload = get_upload(session, user, upload_id, lock=True)
     if upload.status is UploadStatus.OPEN:
         upload.status = UploadStatus.ABORTED
-        part_path(upload_id).unlink(missing_ok=True)
+        _unlink_after_commit(session, part_path(upload_id))
         _hashers.pop(upload_id, None)
 
 
@@ -353,5 +371,7 @@ def delete_image(session: Session, user: User, image_id: int) -> None:
             f"Image #{image.id} is used by submissions and is kept for their record."
         )
     if image.status is ImageStatus.VALID:
-        get_storage().delete(image.storage_key)
+        storage = get_storage()
+        _after_commit(session, f"image {image.storage_key}",
+                      functools.partial(storage.delete, image.storage_key))
     session.delete(image)

@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+import hashlib
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, delete, select, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session, sessionmaker
 
 from backend.config import settings
 from backend.images import service
+from backend.models import AlgorithmImage, ImageStatus, ImageUpload, UploadStatus, User
 from tests.backend import factories as f
 from tests.backend.tarballs import make_image_tar
 
@@ -133,3 +140,152 @@ def test_idle_uploads_expire_and_free_quota(client: TestClient, db_session: Sess
     db_session.refresh(upload)
     assert upload.status is UploadStatus.ABORTED
     assert not service.part_path(first).exists()
+
+
+# Files are deleted only after the commit: each request below is made to fail at its commit
+# for real (its connection is terminated by the server just before COMMIT); its rows roll
+# back and must still find their files. The same request then succeeds.
+
+
+@dataclass
+class Committed:
+    engine: Engine
+    maker: sessionmaker[Session]
+    user_id: int
+
+
+@pytest.fixture
+def committed(db_engine: Engine) -> Iterator[Committed]:
+    """A user committed for real (requests here run in their own transactions)."""
+    maker = sessionmaker(bind=db_engine, expire_on_commit=False)
+    with maker.begin() as s:
+        user_id = f.make_user(s).id
+    yield Committed(db_engine, maker, user_id)
+    with maker.begin() as s:
+        s.execute(delete(User).where(User.id == user_id))  # uploads and images cascade
+
+
+def _request(c: Committed, action: Callable[[Session, User], object], *,
+             commit_fails: bool) -> None:
+    """One unit of work like a request's; with ``commit_fails`` the database connection is
+    terminated right before COMMIT, so the commit raises and everything rolls back."""
+    s = c.maker()
+    try:
+        user = s.get(User, c.user_id)
+        assert user is not None
+        action(s, user)
+        if commit_fails:
+            pid = s.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            with c.engine.connect() as admin:
+                admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+                admin.commit()
+            with pytest.raises(sa_exc.OperationalError):
+                s.commit()
+        else:
+            s.commit()
+    finally:
+        s.rollback()
+        s.close()
+
+
+def _open_upload(c: Committed, data: bytes) -> str:
+    """An upload with all its bytes received, as after the last chunk."""
+    upload_id = uuid.uuid4().hex
+    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    service.part_path(upload_id).write_bytes(data)
+    with c.maker.begin() as s:
+        s.add(ImageUpload(id=upload_id, owner_id=c.user_id, name="algo", total_bytes=len(data),
+                          received_bytes=len(data), status=UploadStatus.OPEN))
+    return upload_id
+
+
+def _upload_row(c: Committed, upload_id: str) -> tuple[str, int | None]:
+    with c.maker() as s:
+        upload = s.get(ImageUpload, upload_id)
+        assert upload is not None
+        return upload.status.value, upload.image_id
+
+
+def _images(c: Committed) -> list[tuple[str, str]]:
+    with c.maker() as s:
+        return [(i.status.value, i.sha256) for i in
+                s.scalars(select(AlgorithmImage).where(AlgorithmImage.owner_id == c.user_id))]
+
+
+def test_abort_keeps_the_file_when_the_commit_fails(committed: Committed) -> None:
+    upload_id = _open_upload(committed, b"x" * 1000)
+    part = service.part_path(upload_id)
+
+    def abort(s: Session, user: User) -> None:
+        service.abort(s, user, upload_id)
+
+    _request(committed, abort, commit_fails=True)
+    assert _upload_row(committed, upload_id) == ("open", None)
+    assert part.read_bytes() == b"x" * 1000  # the open upload still has its bytes
+    _request(committed, abort, commit_fails=False)
+    assert _upload_row(committed, upload_id) == ("aborted", None) and not part.exists()
+
+
+@pytest.mark.parametrize("kind", ["duplicate", "invalid", "valid"])
+def test_complete_keeps_the_file_when_the_commit_fails(committed: Committed, tmp_path: Path,
+                                                       kind: str) -> None:
+    data = make_image_tar(tmp_path / "i.tar", user="root" if kind == "invalid" else "1000",
+                          payload=uuid.uuid4().bytes).read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    existing = None
+    if kind == "duplicate":
+        with committed.maker.begin() as s:
+            image = AlgorithmImage(owner_id=committed.user_id, name="earlier", sha256=sha,
+                                   size_bytes=len(data), status=ImageStatus.VALID,
+                                   storage_key=f"{committed.user_id}/{sha}.tar",
+                                   validation_message="")
+            s.add(image)
+            s.flush()
+            existing = image.id
+    upload_id = _open_upload(committed, data)
+    part = service.part_path(upload_id)
+    images_before = _images(committed)
+
+    def complete(s: Session, user: User) -> None:
+        service.complete(s, user, upload_id)
+
+    _request(committed, complete, commit_fails=True)
+    assert _upload_row(committed, upload_id) == ("open", None)
+    assert _images(committed) == images_before
+    assert part.is_file() and part.read_bytes() == data  # complete can be called again
+    _request(committed, complete, commit_fails=False)
+    status, image_id = _upload_row(committed, upload_id)
+    assert status == "complete" and image_id is not None and not part.exists()
+    if kind == "duplicate":
+        assert image_id == existing and _images(committed) == images_before
+    else:
+        assert _images(committed) == [("invalid" if kind == "invalid" else "valid", sha)]
+    stored = list(settings.images_dir.rglob("*")) if settings.images_dir.exists() else []
+    stored_files = [p for p in stored if p.is_file()]
+    if kind == "valid":
+        assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in stored_files] == [sha]
+    else:
+        assert stored_files == []
+
+
+def test_deleting_an_image_keeps_its_file_when_the_commit_fails(committed: Committed,
+                                                                tmp_path: Path) -> None:
+    data = make_image_tar(tmp_path / "i.tar", payload=uuid.uuid4().bytes).read_bytes()
+    upload_id = _open_upload(committed, data)
+    _request(committed, lambda s, user: service.complete(s, user, upload_id),
+             commit_fails=False)
+    _, image_id = _upload_row(committed, upload_id)
+    assert image_id is not None
+    with committed.maker() as s:
+        image = s.get(AlgorithmImage, image_id)
+        assert image is not None
+        stored = settings.images_dir / image.storage_key
+
+    def delete_image(s: Session, user: User) -> None:
+        service.delete_image(s, user, image_id)
+
+    assert stored.is_file()
+    _request(committed, delete_image, commit_fails=True)
+    assert len(_images(committed)) == 1 and stored.is_file()
+    _request(committed, delete_image, commit_fails=False)
+    assert _images(committed) == [] and not stored.exists()

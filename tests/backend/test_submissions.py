@@ -226,3 +226,16 @@ def test_broker_outage_does_not_fail_the_request(client: TestClient, db_session:
     finally:
         tasks_client.configure(broker_url)
     assert r.status_code == 201 and r.json()["status"] == "pending"
+
+
+def test_tasks_wait_for_the_outermost_commit(db_session: Session, task_queue: TaskQueue) -> None:
+    """A SAVEPOINT released inside the unit of work is not its commit: the outer transaction
+    may still roll back, so nothing is sent until it commits."""
+    from backend.tasks_client import enqueue_after_commit
+
+    enqueue_after_commit(db_session, "submissions.start", [123456])
+    with db_session.begin_nested():
+        pass
+    assert task_queue.messages() == []
+    db_session.commit()
+    assert task_queue.task_names() == ["submissions.start"]

@@ -211,15 +211,15 @@ def test_200_submissions_from_50_users(private_stack: Any) -> None:
                        f"{k}_{name}": round(v, 1) for k, vals in lat.items()
                        for name, v in (("p50_ms", _pct(vals, 50)), ("p99_ms", _pct(vals, 99)),
                                        ("requests", float(len(vals))))})
-    # Overload may answer a retryable 503 ("nothing was saved"); a 500 is a bug.
-    assert not [a for a in answers if a[0] == 500], [a for a in answers if a[0] == 500][:3]
+    # A burst queues for the database instead of timing out: no 5xx at all (a 503 "nothing
+    # was saved" is for a real outage, or a wait past database_pool_timeout_s).
     server_errors = [a for a in answers if a[0] >= 500]
-    assert all(code == 503 and "nothing was saved" in text for code, text in server_errors)
-    limited = [a for a in refused if a[0] < 500]
-    assert all(code in (409, 429) and "submission" in text for code, text in limited), limited[:3]
-    # Every pair got exactly one submission unless both of its requests hit a server error;
-    # no submission exists that its user was not told about (no ghosts), none is doubled.
+    assert not server_errors, server_errors[:3]
+    assert all(code in (409, 429) and "submission" in text for code, text in refused), \
+        refused[:3]
+    # Every pair got exactly one submission: no submission exists that its user was not told
+    # about (no ghosts), none is doubled, none is missing.
     assert len(ids) == len(accepted) and all(n == 1 for *_, n in per_pair)
-    assert len(accepted) >= USERS * PHASES - len(server_errors) // 2
+    assert len(accepted) == USERS * PHASES
     assert lost == 0 and duplicated == 0 and queued == 0
     assert all(results.get(i) == 1 and aggs.get(i) == 1 for i in ids)

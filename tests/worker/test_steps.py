@@ -141,3 +141,97 @@ def test_unreachable_docker_engine_is_retried_then_fails_with_a_reason(
     steps.finalize_submission(sub_id)
     sub = _sub(sub_id)
     assert sub.status is SubmissionStatus.FAILED and "Docker engine" in sub.error_message
+
+
+def _case_files(sub_id: int) -> dict[int, tuple[str, str]]:
+    """Case run id -> (case name, input image path relative to the data dir)."""
+    from backend.models import Case
+
+    with session_scope() as s:
+        return {run.id: (case.name, case.input_image_path) for run, case in s.execute(
+            select(CaseRun, Case).join(Case, Case.id == CaseRun.case_id)
+            .where(CaseRun.submission_id == sub_id).order_by(CaseRun.id))}
+
+
+def _work_left(env) -> list[str]:
+    work = env.data_dir / "work"
+    return [p.name for p in work.iterdir()] if work.is_dir() else []
+
+
+def test_broken_inputs_fail_their_cases_at_once_with_a_reason(clean_pipeline) -> None:
+    """A case whose input file is gone (a real FileNotFoundError) and one whose compressed input
+    is not an image (SimpleITK cannot read it) fail when their run is tried, saying why; they
+    are not left RUNNING for the reaper, and no run directory is left behind."""
+    from backend.models import Case
+
+    sub_id = _submit(clean_pipeline, "static-c")
+    steps.start_submission(sub_id)
+    (missing_run, (_, missing_path)), (corrupt_run, (corrupt, _)) = \
+        _case_files(sub_id).items()
+    (clean_pipeline.data_dir / missing_path).unlink()
+    garbage = clean_pipeline.data_dir / "inputs" / "garbage" / f"{corrupt}.nii.gz"
+    garbage.parent.mkdir(parents=True)
+    garbage.write_bytes(b"\x1f\x8b not really gzip, and not an image")
+    with session_scope() as s:
+        run = s.get(CaseRun, corrupt_run)
+        assert run is not None
+        case = s.get(Case, run.case_id)
+        assert case is not None
+        case.input_image_path = str(garbage.relative_to(clean_pipeline.data_dir))
+    for rid in (missing_run, corrupt_run):
+        steps.run_cases(sub_id, [rid], worker_name="pytest", gpu=None)  # raises nothing
+    runs = {r.id: r for r in _runs(sub_id)}
+    assert [(r.status, r.attempts) for r in runs.values()] == [(CaseRunStatus.FAILED, 1)] * 2
+    gone = runs[missing_run].error_message
+    assert gone.startswith("The inputs of this case could not be prepared: No such file or "
+                           f"directory ({missing_path})"), gone
+    unreadable = runs[corrupt_run].error_message
+    assert unreadable.startswith("The inputs of this case could not be prepared: RuntimeError")
+    assert f"inputs/garbage/{corrupt}.nii.gz" in unreadable, unreadable
+    for message in (gone, unreadable):
+        assert "not a fault of the algorithm" in message and str(clean_pipeline.data_dir) \
+            not in message
+    assert _work_left(clean_pipeline) == []
+    assert _sub(sub_id).status is SubmissionStatus.EVALUATING
+    steps.finalize_submission(sub_id)
+    sub = _sub(sub_id)
+    assert sub.status is SubmissionStatus.FAILED and "could not be prepared" in sub.error_message
+
+
+def test_transient_input_errors_are_retried_then_fail_with_a_reason(clean_pipeline,
+                                                                    monkeypatch) -> None:
+    """An I/O error that may pass (EIO from the storage: cannot be caused for real here, so it
+    is injected where the inputs are provisioned) gives the case back like an engine fault:
+    PENDING with its attempt counted. A case whose storage recovers then succeeds; one whose
+    storage keeps failing fails after case_run_max_attempts, saying so."""
+    import errno
+
+    from backend.config import settings
+
+    sub_id = _submit(clean_pipeline, "static-c")
+    steps.start_submission(sub_id)
+    (recovers, (_, recovers_path)), (broken, (broken_name, _)) = _case_files(sub_id).items()
+    real = steps.provision_inputs
+    failures = {"recovers": 1}
+
+    def flaky(input_dir, cases, cache_dir):  # type: ignore[no-untyped-def]
+        if cases[0].name == broken_name or failures["recovers"] > 0:
+            failures["recovers"] -= cases[0].name != broken_name
+            raise OSError(errno.EIO, "Input/output error",
+                          str(clean_pipeline.data_dir / recovers_path))
+        return real(input_dir, cases, cache_dir)
+
+    monkeypatch.setattr(steps, "provision_inputs", flaky)
+    monkeypatch.setattr(steps, "PROVISION_RETRY_PAUSE_S", 0)
+    seen = []
+    for _ in range(settings.case_run_max_attempts):
+        for rid in (recovers, broken):
+            if next(r for r in _runs(sub_id) if r.id == rid).status is CaseRunStatus.PENDING:
+                steps.run_cases(sub_id, [rid], worker_name="pytest", gpu=None)
+        seen.append([(r.status.value, r.attempts) for r in _runs(sub_id)])
+    assert seen == [[("pending", 1), ("pending", 1)], [("succeeded", 2), ("pending", 2)],
+                    [("succeeded", 2), ("failed", 3)]], seen
+    message = next(r for r in _runs(sub_id) if r.id == broken).error_message
+    assert message.startswith("The inputs of this case could not be prepared, 3 times"), message
+    assert f"Last error: Input/output error ({recovers_path})" in message, message
+    assert _work_left(clean_pipeline) == []
