@@ -61,7 +61,7 @@ def optimize_weights(
 
     result = minimize(loss_and_grad, np.ones(n_weights), jac=True, method="L-BFGS-B",
                       bounds=[(0.0, None)] * n_weights,
-                      options={"maxiter": iterations, "maxfun": 2 * iterations})
+                      options={"maxiter": iterations, "maxfun": 2 * iterations, "ftol": 1e-6})
     w = torch.as_tensor(np.clip(result.x, 0.0, None) * scale, dtype=torch.float32,
                         device=device)
     with torch.no_grad():

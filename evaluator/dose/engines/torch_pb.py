@@ -51,7 +51,7 @@ PHOTON_SAD_MM = 1000.0
 PROTON_SAD_MM = 10000.0
 # photon model: see photon_kernel.json (machine constants and the fitted lateral profiles)
 PHOTON_KERNEL_FILE = Path(__file__).with_name("photon_kernel.json")
-PHOTON_MAP_STEP_MM = 0.5  # lateral profile maps (analytic, sampled bilinearly)
+PHOTON_MAP_STEP_MM = 1.0  # lateral profile maps (analytic, sampled bilinearly)
 SSD_DENSITY_THRESHOLD = 0.05  # first density above this on the central ray = skin
 # proton model: spot size and scattering fitted like the photons to pyRadPlan's Generic proton
 # machine (one field, 1474 spots).  Depth dose fitted globally (least squares, every 7th energy,
@@ -142,6 +142,9 @@ class _BeamSetup:
     active: np.ndarray  # protons: (n_layers, n_bixels) bool
     cells: np.ndarray  # (n_bixels, 2) lattice indices (u, v) of the bixel centres (x bixel)
     ssd_mm: float  # source to skin along the central ray (planning CT)
+    # weight-independent pieces of the photon profile maps, built on first use
+    photon_basis: tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray, np.ndarray] | None = (
+        None)
 
 
 @dataclass
@@ -451,31 +454,35 @@ class TorchPencilBeamEngine:
     ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         """Lateral profile maps (n_components, nu, nv) of one beam's bixel weights ``w`` on
         a fine isocentre-plane grid, and its u and v axes."""
-        k = photon_kernel()
-        coef = torch.as_tensor(k.at_ssd(s.ssd_mm), dtype=self.dtype, device=self.device)
         cu, cv = s.cells[:, 0], s.cells[:, 1]
         lo_u, lo_v = int(cu.min()), int(cv.min())
-        lattice = torch.zeros((int(cu.max()) - lo_u + 1, int(cv.max()) - lo_v + 1),
-                              dtype=self.dtype, device=self.device)
+        if s.photon_basis is None:
+            k = photon_kernel()
+            coef = torch.as_tensor(k.at_ssd(s.ssd_mm), dtype=self.dtype, device=self.device)
+            reach = k.lateral_cutoff_mm + 4 * k.penumbra_sigma_mm + b
+            step = PHOTON_MAP_STEP_MM
+
+            def axis(lo: int, hi: int) -> np.ndarray:
+                return np.arange(lo * b - reach, hi * b + reach + step / 2, step)
+
+            u_axis, v_axis = axis(lo_u, int(cu.max())), axis(lo_v, int(cv.max()))
+            du = (torch.as_tensor(u_axis, dtype=self.dtype, device=self.device)[:, None]
+                  - b * torch.arange(lo_u, int(cu.max()) + 1, device=self.device)[None, :])
+            dv = (torch.as_tensor(v_axis, dtype=self.dtype, device=self.device)[:, None]
+                  - b * torch.arange(lo_v, int(cv.max()) + 1, device=self.device)[None, :])
+            # bilinear sampling of the maps adds a variance of step^2/6: take it off
+            pen2 = k.penumbra_sigma_mm**2 - step * step / 6.0
+            sigmas = [math.sqrt(pen2 + scale**2) for scale in k.scales_mm]
+            su = torch.stack([blurred_square(du, b, sg) for sg in sigmas])  # (K, nu, ncu)
+            sv = torch.stack([blurred_square(dv, b, sg) for sg in sigmas])  # (K, nv, ncv)
+            s.photon_basis = (coef, su, sv, u_axis, v_axis)
+        coef, su, sv, u_axis, v_axis = s.photon_basis
+        lattice = torch.zeros((su.shape[2], sv.shape[2]), dtype=self.dtype, device=self.device)
         lattice = lattice.index_put(
             (torch.as_tensor(cu - lo_u, device=self.device),
              torch.as_tensor(cv - lo_v, device=self.device)), w, accumulate=True)
-        reach = k.lateral_cutoff_mm + 4 * k.penumbra_sigma_mm + b
-        step = PHOTON_MAP_STEP_MM
-
-        def axis(lo: int, hi: int) -> np.ndarray:
-            return np.arange(lo * b - reach, hi * b + reach + step / 2, step)
-
-        u_axis, v_axis = axis(lo_u, int(cu.max())), axis(lo_v, int(cv.max()))
-        du = (torch.as_tensor(u_axis, dtype=self.dtype, device=self.device)[:, None]
-              - b * torch.arange(lo_u, int(cu.max()) + 1, device=self.device)[None, :])
-        dv = (torch.as_tensor(v_axis, dtype=self.dtype, device=self.device)[:, None]
-              - b * torch.arange(lo_v, int(cv.max()) + 1, device=self.device)[None, :])
-        maps = []
-        for scale in k.scales_mm:
-            sigma = math.hypot(k.penumbra_sigma_mm, scale)
-            maps.append(blurred_square(du, b, sigma) @ lattice @ blurred_square(dv, b, sigma).T)
-        lateral = torch.einsum("ck,kuv->cuv", coef, torch.stack(maps))
+        maps = su @ lattice @ sv.transpose(1, 2)  # (K, nu, nv)
+        lateral = torch.einsum("ck,kuv->cuv", coef, maps)
         return lateral, u_axis, v_axis
 
     def _photon_dose(
