@@ -85,31 +85,20 @@ def private_stack(tmp_path_factory: pytest.TempPathFactory, example_images: dict
     them for the module and are restored after."""
     import psycopg
 
-    from backend import db, storage, tasks_client
-    from backend.config import settings
     from tests.reliability.stack import PrivatePostgres, PrivateRedis
-    from worker.celery_app import app
 
-    saved = (settings.database_url, settings.redis_url, settings.data_dir,
-             settings.reaper_grace_s, app.conf.broker_url)
-    root = tmp_path_factory.mktemp("stack")
-    pg = PrivatePostgres()
-    redis = PrivateRedis(root / "redis")
-    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg.port}/postgres",
-                         autocommit=True) as conn:
-        conn.execute('CREATE DATABASE "syntharena"')
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{pg.port}/syntharena"
-    harness.migrate(url)
-    env = ReliabilityEnv(url, redis.url, root / "data")
-    env.data_dir.mkdir()
-    harness.configure(env)
-    yield env, pg, redis
-    redis.stop()
-    pg.destroy()
-    (settings.database_url, settings.redis_url, settings.data_dir,
-     settings.reaper_grace_s, _) = saved
-    app.conf.update(broker_url=saved[4])
-    db.get_engine.cache_clear()
-    db.get_sessionmaker.cache_clear()
-    storage.get_storage.cache_clear()
-    tasks_client.configure(saved[1])
+    with harness.settings_restored():
+        root = tmp_path_factory.mktemp("stack")
+        pg = PrivatePostgres()
+        redis = PrivateRedis(root / "redis")
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg.port}/postgres",
+                             autocommit=True) as conn:
+            conn.execute('CREATE DATABASE "syntharena"')
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{pg.port}/syntharena"
+        harness.migrate(url)
+        env = ReliabilityEnv(url, redis.url, root / "data")
+        env.data_dir.mkdir()
+        harness.configure(env)
+        yield env, pg, redis
+        redis.stop()
+        pg.destroy()
