@@ -50,26 +50,13 @@ class BevGrid:
     def shape(self) -> tuple[int, int, int]:
         return (len(self.u), len(self.v), len(self.t))
 
-    def points(self) -> np.ndarray:
-        """(nu, nv, nt, 3) patient coordinates of the BEV samples."""
-        iso = self.source + self.sad * self.direction
-        plane = (
-            iso[None, None, :]
-            + self.u[:, None, None] * self.eu[None, None, :]
-            + self.v[None, :, None] * self.ev[None, None, :]
-        )
-        ray = plane - self.source[None, None, :]
-        scale = self.t / self.sad
-        return np.asarray(
-            self.source[None, None, None, :] + ray[:, :, None, :] * scale[None, None, :, None]
-        )
-
     def points_t(
         self, device: torch.device, dtype: torch.dtype = torch.float32,
         scale_xyz: Sequence[float] = (1.0, 1.0, 1.0), shift_xyz: Sequence[float] = (0.0, 0.0, 0.0),
     ) -> torch.Tensor:
-        """``points()`` computed with torch on ``device``, optionally mapped by an affine
-        ``p * scale + shift`` per axis (applied before broadcasting: cheap)."""
+        """(nu, nv, nt, 3) patient coordinates of the BEV samples, computed with torch on
+        ``device``, optionally mapped by an affine ``p * scale + shift`` per axis (applied
+        before broadcasting: cheap)."""
         def vec(a: np.ndarray | Sequence[float]) -> torch.Tensor:
             return torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)
 
@@ -87,20 +74,6 @@ class BevGrid:
         dt = self.t[1] - self.t[0]
         uu, vv = np.meshgrid(self.u, self.v, indexing="ij")
         return np.asarray(dt * np.sqrt(1.0 + (uu**2 + vv**2) / self.sad**2))
-
-    def ct_to_bev_coords(self, shape: Sequence[int], spacing: Sequence[float]) -> np.ndarray:
-        """(u, v, t) of every CT voxel, shape (nz, ny, nx, 3)."""
-        nz, ny, nx = shape
-        sx, sy, sz = spacing
-        zz, yy, xx = np.meshgrid(
-            np.arange(nz) * sz, np.arange(ny) * sy, np.arange(nx) * sx, indexing="ij"
-        )
-        rel = np.stack([xx, yy, zz], axis=-1) - self.source
-        t = rel @ self.direction
-        t_safe = np.where(t > 1e-6, t, 1e-6)
-        return np.stack(
-            [(rel @ self.eu) * self.sad / t_safe, (rel @ self.ev) * self.sad / t_safe, t], axis=-1
-        )
 
 
 def bev_coords(grid: BevGrid, points: torch.Tensor) -> torch.Tensor:

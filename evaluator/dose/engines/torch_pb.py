@@ -325,6 +325,7 @@ class TorchPencilBeamEngine:
                 planning_ct.shape, spacing, iso, beam.gantry_deg, beam.couch_deg, sad, target,
                 margin, step, depth_step, b,
             )
+            ssd = self._ssd(density, grid, spacing)
             in_target = sample_volume_on_grid(target_t, grid, spacing) > 0.5
             hit = in_target.any(dim=2).cpu().numpy()
             # lattice of bixels (centres at integer multiples of b) whose square sees target
@@ -366,7 +367,6 @@ class TorchPencilBeamEngine:
                     active[np.searchsorted(ranges, round(r, 3)),
                            cell_index[(round(u / b), round(v / b))]] = True
             elif not photon and cells:
-                ssd = self._ssd(density, grid, spacing)
                 wet = self._wet(density, grid, spacing) + proton_air_offset_mm(ssd, sad)
                 tw = torch.where(in_target, wet, torch.full_like(wet, math.nan)).cpu().numpy()
                 ci, cj = centres[:, 0], centres[:, 1]
@@ -394,8 +394,7 @@ class TorchPencilBeamEngine:
             setups.append(
                 _BeamSetup(grid, torch.as_tensor(p2b, device=self.device), len(cells),
                            centres, ranges, active,
-                           np.array(cells, dtype=np.int64).reshape(-1, 2),
-                           self._ssd(density, grid, spacing))
+                           np.array(cells, dtype=np.int64).reshape(-1, 2), ssd)
             )
         return setups
 
@@ -423,16 +422,19 @@ class TorchPencilBeamEngine:
         pts = torch.as_tensor(points, dtype=self.dtype, device=self.device)
         return _VoxelGeometry(pts, [bev_coords(s.grid, pts) for s in setups])
 
-    def _voxel_wet(
-        self, ct_hu: np.ndarray, spacing: Sequence[float], setups: list[_BeamSetup],
-        vox: _VoxelGeometry,
+    def _wet_volumes(
+        self, ct_hu: np.ndarray, spacing: Sequence[float], setups: list[_BeamSetup]
+    ) -> list[torch.Tensor]:
+        """Water-equivalent depth on each beam's BEV grid for this CT."""
+        density = hu_to_density_torch(torch.as_tensor(ct_hu, dtype=self.dtype, device=self.device))
+        return [self._wet(density, s.grid, spacing) for s in setups]
+
+    @staticmethod
+    def _point_wet(
+        wet_bev: list[torch.Tensor], setups: list[_BeamSetup], vox: _VoxelGeometry
     ) -> list[torch.Tensor]:
         """Water-equivalent depth of every evaluation point along each beam."""
-        density = hu_to_density_torch(torch.as_tensor(ct_hu, dtype=self.dtype, device=self.device))
-        return [
-            bev_to_ct(self._wet(density, s.grid, spacing), s.grid, c)
-            for s, c in zip(setups, vox.bev, strict=True)
-        ]
+        return [bev_to_ct(wb, s.grid, c) for wb, s, c in zip(wet_bev, setups, vox.bev, strict=True)]
 
     @staticmethod
     def _lateral_sample(
@@ -586,16 +588,12 @@ class TorchPencilBeamEngine:
         m = torch.einsum("zji,zk->kji", m, (mats[2] > 0).to(self.dtype))
         needed = np.flatnonzero(m.cpu().numpy().reshape(-1) > 0)
         with torch.no_grad():
-            density = hu_to_density_torch(
-                torch.as_tensor(ct_hu, dtype=self.dtype, device=self.device))
-            wet_bev = [self._wet(density, s.grid, spacing) for s in setups]
-            del density
+            wet_bev = self._wet_volumes(ct_hu, spacing, setups)
             coarse = torch.zeros(int(np.prod(grid.shape)), dtype=self.dtype, device=self.device)
             for start in range(0, len(needed), POINT_CHUNK):
                 part = needed[start: start + POINT_CHUNK]
                 vox = self._voxels(grid.points(part), setups)
-                wet = [bev_to_ct(wb, s.grid, c)
-                       for wb, s, c in zip(wet_bev, setups, vox.bev, strict=True)]
+                wet = self._point_wet(wet_bev, setups, vox)
                 coarse[torch.as_tensor(part, device=self.device)] = self._dose(
                     plan, setups, vox, wet, weights)
             d = coarse.view(grid.shape)
@@ -668,7 +666,7 @@ class TorchPencilBeamEngine:
         points = np.stack([i, j, k], axis=1) * np.asarray(spacing, dtype=np.float64)
         with torch.no_grad():
             vox = self._voxels(points, setups)
-            wet = self._voxel_wet(ct_hu, spacing, setups, vox)
+            wet = self._point_wet(self._wet_volumes(ct_hu, spacing, setups), setups, vox)
         sub_labels = np.asarray(labels)[sel]
 
         def dose_fn(w: torch.Tensor) -> torch.Tensor:
