@@ -128,6 +128,9 @@ def _phantom_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--plans", action="store_true",
                    help="also write photon/proton plans for the dose metrics")
+    p.add_argument("--planner", default="torch_pb", choices=["torch_pb", "pyradplan"],
+                   help="who steers and optimises the plans (pyradplan: optional extra; "
+                        "its beamlets are listed in the plan and recomputed by torch_pb)")
 
 
 def _phantom_run(args: argparse.Namespace) -> int:
@@ -135,8 +138,14 @@ def _phantom_run(args: argparse.Namespace) -> int:
 
     if args.cases < 1:
         raise EvaluationInputError("--cases must be at least 1")
+    if args.planner == "pyradplan":
+        from evaluator.dose.engines.pyradplan import available
+
+        if not available():
+            raise EvaluationInputError(
+                "--planner pyradplan needs the optional extra: pip install 'syntharena[dose]'")
     dirs = generate_dataset(args.out, args.anatomy, args.cases, args.seed, args.size,
-                            plans=args.plans)
+                            plans=args.plans, planner=args.planner)
     print(dumps({"cases": [str(d) for d in dirs]}))
     return 0
 

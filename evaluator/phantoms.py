@@ -195,12 +195,13 @@ def case_id(anatomy: str, index: int) -> str:
 
 def generate_dataset(
     out_dir: str | Path, anatomy: str, cases: int, seed: int = 0, size: str = "small",
-    plans: bool = False,
+    plans: bool = False, planner: str = "torch_pb",
 ) -> list[Path]:
     """Write ``cases`` phantom cases under ``out_dir``; returns the case directories.
 
     With ``plans`` each case also gets ``structures.mha`` and ``plan_{photon,proton}.json``
-    (weights optimised on its CT) for the dose metrics (:mod:`evaluator.dose`).
+    (weights optimised on its CT) for the dose metrics (:mod:`evaluator.dose`), steered and
+    optimised by ``planner`` (``torch_pb``, or ``pyradplan`` with the optional extra).
     """
     if cases < 1:
         raise ValueError("cases must be at least 1")
@@ -221,6 +222,6 @@ def generate_dataset(
             from evaluator.dose.phantom_plans import write_phantom_plans
 
             write_phantom_plans(case_dir, arrays["labels"], spacing, anatomy, origin=origin,
-                                ct_hu=arrays["ct"].astype(np.float32))
+                                ct_hu=arrays["ct"].astype(np.float32), planner=planner)
         written.append(case_dir)
     return written

@@ -63,6 +63,10 @@ def make_phantom_structures(labels: np.ndarray, anatomy: str) -> tuple[np.ndarra
     return out, names
 
 
+# who steers and optimises the phantom plans
+PLANNERS = ("torch_pb", "pyradplan")
+
+
 def make_phantom_plans(
     labels: np.ndarray, spacing: Sequence[float], anatomy: str
 ) -> dict[str, Plan]:
@@ -92,11 +96,19 @@ def write_phantom_plans(
     origin: Sequence[float] | None = None,
     ct_hu: np.ndarray | None = None,
     engines: Sequence[str] = ("torch_pb",),
+    planner: str = "torch_pb",
 ) -> dict[str, Path]:
     """Write ``structures.mha`` and ``plan_{photon,proton}.json`` into ``case_dir``.
 
     With ``ct_hu`` the plans' weights are optimised on it for each engine in ``engines``.
+    ``planner="pyradplan"`` (optional extra) steers and optimises the plans with pyRadPlan
+    instead and lists its beamlets in the plan, so torch_pb recomputes exactly pyRadPlan's
+    plan (``engines`` is then ignored: the plan carries weights for both engines).
     """
+    if planner not in PLANNERS:
+        raise ValueError(f"planner must be one of {PLANNERS}, not {planner!r}")
+    if planner == "pyradplan" and ct_hu is None:
+        raise ValueError("planning with pyradplan needs the CT")
     import SimpleITK as sitk  # noqa: N813
 
     from evaluator.dose.engines import get_engine
@@ -111,7 +123,11 @@ def write_phantom_plans(
     sitk.WriteImage(img, str(case_dir / STRUCTURE_FILE), True)
     written = {}
     for modality, plan in make_phantom_plans(labels, spacing, anatomy).items():
-        if ct_hu is not None:
+        if ct_hu is not None and planner == "pyradplan":
+            from evaluator.dose.engines.pyradplan import PyRadPlanEngine
+
+            plan = PyRadPlanEngine().plan_with_beamlets(ct_hu, spacing, plan, structures)
+        elif ct_hu is not None:
             for name in engines:
                 plan.weights[name] = get_engine(name).optimize(ct_hu, spacing, plan, structures)
         path = case_dir / PLAN_FILE[modality]

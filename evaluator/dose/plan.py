@@ -62,6 +62,14 @@ class Plan:
     structure_file: str = "labels.mha"
     # engine name -> flat beamlet weights optimised on the real CT
     weights: dict[str, list[float]] = field(default_factory=dict)
+    # optional explicit beamlets, one entry per beam (``u_mm``, ``v_mm``: isocentre-plane
+    # positions on the bixel lattice; protons also ``range_mm``, water-equivalent range in
+    # our depth-dose model, and ``energy_mev``, the machine energy it came from).  With them
+    # the torch_pb engine recomputes exactly these beamlets, weights["torch_pb"] listing one
+    # weight per beamlet in this order: a plan steered and optimised by another planning
+    # system (e.g. pyRadPlan) is recomputed as planned.
+    beamlets: list[dict[str, list[float]]] | None = None
+    beamlet_source: str | None = None  # who steered the beamlets (provenance, free text)
     version: int = PLAN_FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -117,6 +125,11 @@ class Plan:
                 str(k): [float(x) for x in v] for k, v in data.get("weights", {}).items()
             }
             kwargs["oars"] = [str(o) for o in data.get("oars", [])]
+            if data.get("beamlets") is not None:
+                kwargs["beamlets"] = [
+                    {str(k): [float(x) for x in v] for k, v in beam.items()}
+                    for beam in data["beamlets"]
+                ]
         except (TypeError, KeyError, AttributeError) as exc:
             raise PlanError(f"malformed plan field: {exc}") from exc
         return cls(**kwargs)
@@ -141,8 +154,57 @@ def validate_plan(plan: Plan) -> None:
     if not MIN_DOSE_GRID_MM <= plan.dose_grid_mm <= MAX_DOSE_GRID_MM:
         raise PlanError(f"dose_grid_mm must be between {MIN_DOSE_GRID_MM} and "
                         f"{MAX_DOSE_GRID_MM} mm (got {plan.dose_grid_mm})")
+    if plan.beamlets is not None:
+        _validate_beamlets(plan)
     if plan.version != PLAN_FORMAT_VERSION:
         raise PlanError(f"unsupported plan version {plan.version}")
+
+
+BEAMLET_KEYS = {"photon": {"u_mm", "v_mm"}, "proton": {"u_mm", "v_mm", "range_mm"}}
+BEAMLET_OPTIONAL_KEYS = {"energy_mev"}
+# beamlet positions must sit on the lattice of bixel_width_mm through the isocentre
+LATTICE_TOLERANCE = 1e-3
+
+
+def _validate_beamlets(plan: Plan) -> None:
+    assert plan.beamlets is not None
+    if len(plan.beamlets) != len(plan.beams):
+        raise PlanError(f"beamlets lists {len(plan.beamlets)} beam(s) but the plan has "
+                        f"{len(plan.beams)}")
+    need = BEAMLET_KEYS[plan.modality]
+    for n, beam in enumerate(plan.beamlets):
+        where = f"beamlets[{n}]"
+        if not isinstance(beam, dict):
+            raise PlanError(f"{where} must be an object with {sorted(need)}")
+        missing, unknown = need - set(beam), set(beam) - need - BEAMLET_OPTIONAL_KEYS
+        if missing or unknown:
+            raise PlanError(f"{where}: needs {sorted(need)} (optional "
+                            f"{sorted(BEAMLET_OPTIONAL_KEYS)}); missing {sorted(missing)}, "
+                            f"unknown {sorted(unknown)}")
+        lengths = {k: len(v) for k, v in beam.items()}
+        if len(set(lengths.values())) != 1 or not lengths["u_mm"]:
+            raise PlanError(f"{where}: all lists need the same, non-zero length (got {lengths})")
+        values = np.array([beam[k] for k in sorted(beam)], dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            raise PlanError(f"{where}: values must be finite numbers")
+        cells = np.stack([beam["u_mm"], beam["v_mm"]]) / plan.bixel_width_mm
+        if np.abs(cells - np.round(cells)).max() > LATTICE_TOLERANCE:
+            raise PlanError(f"{where}: beamlet positions must lie on the {plan.bixel_width_mm} "
+                            "mm bixel lattice through the isocentre")
+        keys = np.round(cells).astype(np.int64)
+        if plan.modality == "proton":
+            if min(beam["range_mm"]) <= 0:
+                raise PlanError(f"{where}: range_mm must be positive")
+            ident = {(int(u), int(v), round(r, 3))
+                     for u, v, r in zip(keys[0], keys[1], beam["range_mm"], strict=True)}
+        else:
+            ident = {(int(u), int(v), 0.0) for u, v in zip(keys[0], keys[1], strict=True)}
+        if len(ident) != lengths["u_mm"]:
+            raise PlanError(f"{where}: the same beamlet is listed twice")
+
+
+def beamlet_count(plan: Plan) -> int:
+    return sum(len(b["u_mm"]) for b in plan.beamlets or [])
 
 
 def load_plan(path: str | Path) -> Plan:

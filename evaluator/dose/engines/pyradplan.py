@@ -64,6 +64,15 @@ def available() -> bool:
     return True
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pyradplan")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """pyRadPlan writes progress bars; keep them out of the CLI's JSON output."""
@@ -164,6 +173,8 @@ class PyRadPlanEngine:
         stf = self.steering(
             planning_ct_hu if planning_ct_hu is not None else ct_hu, spacing, plan, labels
         )
+        if plan.beamlets is not None:
+            self._check_beamlets(stf, plan)
         if stf.total_number_of_bixels != len(w):
             raise DoseComputationError(
                 f"plan stores {len(w)} pyradplan weights but the steering has "
@@ -194,6 +205,59 @@ class PyRadPlanEngine:
         return [float(x) for x in w]
 
     @staticmethod
+    def _steered(stf: Any) -> list[dict[str, np.ndarray]]:
+        out = []
+        for beam in stf.beams:
+            pos, energy = [], []
+            for ray in beam.rays:
+                for beamlet in ray.beamlets:
+                    pos.append(np.asarray(ray.ray_pos_bev, dtype=np.float64))
+                    energy.append(float(beamlet.energy))
+            out.append({"pos_bev": np.array(pos).reshape(-1, 3), "energy": np.array(energy)})
+        return out
+
+    def _check_beamlets(self, stf: Any, plan: Plan) -> None:
+        """pyRadPlan regenerates its steering from the planning CT; a plan listing other
+        beamlets (edited, or steered elsewhere) cannot be recomputed here."""
+        assert plan.beamlets is not None
+        for n, (mine, listed) in enumerate(zip(self._steered(stf), plan.beamlets, strict=True)):
+            same = len(mine["energy"]) == len(listed["u_mm"]) and np.allclose(
+                mine["pos_bev"][:, 0], listed["u_mm"], atol=1e-3) and np.allclose(
+                mine["pos_bev"][:, 2], listed["v_mm"], atol=1e-3)
+            if same and plan.modality == "proton" and "energy_mev" in listed:
+                same = np.allclose(mine["energy"], listed["energy_mev"], atol=1e-3)
+            if not same:
+                raise DoseComputationError(
+                    f"beam {n}: the plan's listed beamlets are not the ones pyRadPlan steers "
+                    "on the planning CT; the pyradplan engine can only recompute its own "
+                    "steering"
+                )
+
+    def plan_with_beamlets(
+        self, ct_hu: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray
+    ) -> Plan:
+        """A copy of ``plan`` steered and optimised by pyRadPlan on ``ct_hu``, its beamlets
+        listed in the plan so the torch_pb engine recomputes exactly them with the same
+        weights (SynthRAD's procedure: plan once in the planning system, recompute sCTs)."""
+        import dataclasses
+
+        bare = dataclasses.replace(plan, beamlets=None, beamlet_source=None,
+                                   weights=dict(plan.weights))
+        w = self.optimize(ct_hu, spacing, bare, labels)
+        beamlets: list[dict[str, list[float]]] = []
+        for beam in self.spots(ct_hu, spacing, bare, labels):
+            entry = {"u_mm": beam["pos_bev"][:, 0].tolist(),
+                     "v_mm": beam["pos_bev"][:, 2].tolist()}
+            if plan.modality == "proton":
+                entry["range_mm"] = self.ranges_mm(beam["energy"]).tolist()
+                entry["energy_mev"] = beam["energy"].tolist()
+            beamlets.append(entry)
+        return dataclasses.replace(
+            bare, beamlets=beamlets, beamlet_source=f"pyradplan {_version()} steering",
+            weights={**plan.weights, self.name: w, "torch_pb": list(w)},
+        )
+
+    @staticmethod
     def ranges_mm(energies: np.ndarray) -> np.ndarray:
         """Water-equivalent ranges (mm, our model's R) of Generic-machine proton energies."""
         from pyRadPlan.machines import load_from_name
@@ -217,13 +281,4 @@ class PyRadPlanEngine:
         self, planning_ct: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray
     ) -> list[dict[str, np.ndarray]]:
         """Per beam: BEV ray positions (mm at the isocentre) and beamlet energies (MeV)."""
-        stf = self.steering(planning_ct, spacing, plan, labels)
-        out = []
-        for beam in stf.beams:
-            pos, energy = [], []
-            for ray in beam.rays:
-                for beamlet in ray.beamlets:
-                    pos.append(np.asarray(ray.ray_pos_bev, dtype=np.float64))
-                    energy.append(float(beamlet.energy))
-            out.append({"pos_bev": np.array(pos).reshape(-1, 3), "energy": np.array(energy)})
-        return out
+        return self._steered(self.steering(planning_ct, spacing, plan, labels))

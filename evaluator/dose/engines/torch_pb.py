@@ -45,7 +45,7 @@ from evaluator.dose.engines.geometry import (
     sample_volume_on_grid,
 )
 from evaluator.dose.engines.hlut import hu_to_density_torch
-from evaluator.dose.plan import Plan
+from evaluator.dose.plan import Plan, beamlet_count
 
 PHOTON_SAD_MM = 1000.0
 PROTON_SAD_MM = 10000.0
@@ -155,6 +155,44 @@ class SpotList:
     u_mm: np.ndarray
     v_mm: np.ndarray
     range_mm: np.ndarray
+
+
+def plan_spots(plan: Plan) -> list[SpotList] | None:
+    """The plan's explicit beamlets as SpotLists (None when the engine steers itself)."""
+    if plan.beamlets is None:
+        return None
+    out = []
+    for beam in plan.beamlets:
+        u = np.asarray(beam["u_mm"], dtype=np.float64)
+        rng = beam.get("range_mm")
+        out.append(SpotList(u, np.asarray(beam["v_mm"], dtype=np.float64),
+                            np.asarray(rng, dtype=np.float64) if rng is not None
+                            else np.full(len(u), np.nan)))
+    return out
+
+
+def _listed_to_layout(
+    setups: Sequence[_BeamSetup], plan: Plan, spots: Sequence[SpotList]
+) -> np.ndarray:
+    """For each listed beamlet (beam by beam), its index in the engine's flat weight layout
+    (photons: bixels of each beam; protons: active (layer, spot) pairs, layer-major)."""
+    b = plan.bixel_width_mm
+    out: list[int] = []
+    offset = 0
+    for s, given in zip(setups, spots, strict=True):
+        cells = {(int(cu), int(cv)): i for i, (cu, cv) in enumerate(s.cells)}
+        if plan.modality == "photon":
+            out.extend(offset + cells[(round(u / b), round(v / b))]
+                       for u, v in zip(given.u_mm, given.v_mm, strict=True))
+            offset += s.n_bixels
+        else:
+            flat = np.cumsum(s.active.ravel()) - 1  # layout position of each active pair
+            for u, v, r in zip(given.u_mm, given.v_mm, given.range_mm, strict=True):
+                k = int(np.searchsorted(s.layer_ranges, round(r, 3)))
+                out.append(offset + int(flat[k * s.active.shape[1]
+                                             + cells[(round(u / b), round(v / b))]]))
+            offset += int(s.active.sum())
+    return np.asarray(out, dtype=np.int64)
 
 
 @dataclass
@@ -615,16 +653,47 @@ class TorchPencilBeamEngine:
             raise DoseComputationError(
                 f"plan has no {self.name!r} weights; optimise it on the CT first"
             )
+        spots = plan_spots(plan)
         setups = self._setup(planning_ct_hu if planning_ct_hu is not None else ct_hu,
-                             spacing, plan, labels)
-        n = self.n_weights(setups, plan.modality == "photon")
+                             spacing, plan, labels, spots)
+        n = beamlet_count(plan) if spots is not None else self.n_weights(
+            setups, plan.modality == "photon")
         if n != len(stored):
             raise DoseComputationError(
-                f"plan stores {len(stored)} {self.name} weights but the layout has {n}; "
+                f"plan stores {len(stored)} {self.name} weights but the "
+                f"{'listed beamlets are' if spots is not None else 'layout has'} {n}; "
                 "re-optimise the plan"
             )
         w = torch.as_tensor(stored, dtype=self.dtype, device=self.device)
+        if spots is not None:
+            w = self._scatter(setups, plan, spots, w)
         return self._on_ct_grid(ct_hu, spacing, plan, labels, setups, w)
+
+    def beamlets(
+        self, planning_ct: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray
+    ) -> list[dict[str, list[float]]]:
+        """This engine's own steering on the planning CT, as the plan's ``beamlets`` list (in
+        the order of its flat weights): freezes the layout into the plan file."""
+        setups = self._setup(planning_ct, spacing, plan, labels)
+        b = plan.bixel_width_mm
+        out = []
+        for s in setups:
+            cu, cv = s.cells[:, 0] * b, s.cells[:, 1] * b
+            if plan.modality == "photon":
+                out.append({"u_mm": cu.tolist(), "v_mm": cv.tolist()})
+            else:
+                layer, spot = np.nonzero(s.active)  # layer-major, like the weights
+                out.append({"u_mm": cu[spot].tolist(), "v_mm": cv[spot].tolist(),
+                            "range_mm": s.layer_ranges[layer].tolist()})
+        return out
+
+    def _scatter(
+        self, setups: list[_BeamSetup], plan: Plan, spots: Sequence[SpotList], w: torch.Tensor
+    ) -> torch.Tensor:
+        """Weights listed per explicit beamlet (beam by beam) -> the engine's flat layout."""
+        index = torch.as_tensor(_listed_to_layout(setups, plan, spots), device=self.device)
+        n = self.n_weights(setups, plan.modality == "photon")
+        return torch.zeros(n, dtype=w.dtype, device=w.device).index_add(0, index, w)
 
     def compute_spots(
         self, ct_hu: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray,
@@ -632,22 +701,9 @@ class TorchPencilBeamEngine:
     ) -> np.ndarray:
         """Dose of explicitly given beamlets (per beam: SpotList and one weight per spot)."""
         setups = self._setup(ct_hu, spacing, plan, labels, spots)
-        b = plan.bixel_width_mm
-        flat: list[float] = []
-        for s, given, w in zip(setups, spots, weights, strict=True):
-            cells = {(int(cu), int(cv)): i for i, (cu, cv) in enumerate(s.cells)}
-            if plan.modality == "photon":
-                vec = np.zeros(s.n_bixels)
-                for u, v, x in zip(given.u_mm, given.v_mm, w, strict=True):
-                    vec[cells[(round(u / b), round(v / b))]] += x
-                flat.extend(vec.tolist())
-            else:
-                grid_w = np.zeros(s.active.shape)
-                for u, v, r, x in zip(given.u_mm, given.v_mm, given.range_mm, w, strict=True):
-                    k = int(np.searchsorted(s.layer_ranges, round(r, 3)))
-                    grid_w[k, cells[(round(u / b), round(v / b))]] += x
-                flat.extend(grid_w[s.active].tolist())
-        w_t = torch.as_tensor(flat, dtype=self.dtype, device=self.device)
+        flat = np.concatenate([np.asarray(w, dtype=np.float64) for w in weights])
+        w_t = self._scatter(setups, plan, spots,
+                            torch.as_tensor(flat, dtype=self.dtype, device=self.device))
         return self._on_ct_grid(ct_hu, spacing, plan, labels, setups, w_t)
 
     def optimize(
@@ -657,8 +713,13 @@ class TorchPencilBeamEngine:
         """Weights optimised on the target and OAR voxels of the CT (point doses)."""
         from evaluator.dose.optimize import optimize_weights
 
-        setups = self._setup(ct_hu, spacing, plan, labels)
+        spots = plan_spots(plan)
+        setups = self._setup(ct_hu, spacing, plan, labels, spots)
         n = self.n_weights(setups, plan.modality == "photon")
+        index = None
+        if spots is not None:  # optimise the weights of the listed beamlets
+            index = torch.as_tensor(_listed_to_layout(setups, plan, spots), device=self.device)
+            n_layout, n = n, beamlet_count(plan)
         sel = np.zeros(labels.shape, dtype=bool)
         for name in [plan.target, *plan.oars]:
             sel |= plan.mask(labels, name)
@@ -670,6 +731,8 @@ class TorchPencilBeamEngine:
         sub_labels = np.asarray(labels)[sel]
 
         def dose_fn(w: torch.Tensor) -> torch.Tensor:
+            if index is not None:
+                w = torch.zeros(n_layout, dtype=w.dtype, device=w.device).index_add(0, index, w)
             return self._dose(plan, setups, vox, wet, w)
 
         return optimize_weights(dose_fn, n, plan, sub_labels, self.device, iterations)

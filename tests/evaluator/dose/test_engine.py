@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -73,3 +75,59 @@ def test_cuda_matches_cpu(optimised_plans: dict[str, Plan]) -> None:
         cpu = TorchPencilBeamEngine("cpu").compute(hu, SPACING, plan, labels)
         gpu = TorchPencilBeamEngine("cuda").compute(hu, SPACING, plan, labels)
         assert np.abs(cpu - gpu).max() < 1e-3 * cpu.max()
+
+
+@pytest.mark.parametrize("modality", ["photon", "proton"])
+def test_listed_beamlets_recompute_the_same_plan(
+    optimised_plans: dict[str, Plan], modality: str
+) -> None:
+    """A plan that lists its beamlets (in any order, each with its weight) gives the same
+    dose as the engine's own steering with the same weights."""
+    hu, labels = phantom()
+    engine = TorchPencilBeamEngine()
+    plan = optimised_plans[modality]
+    own = engine.compute(hu, SPACING, plan, labels)
+    listed = engine.beamlets(hu, SPACING, plan, labels)
+    weights = np.asarray(plan.weights["torch_pb"])
+    assert sum(len(b["u_mm"]) for b in listed) == len(weights)
+    # shuffle the beamlets within each beam: the weights must follow them
+    rng = np.random.default_rng(3)
+    shuffled, shuffled_w, offset = [], [], 0
+    for beam in listed:
+        n = len(beam["u_mm"])
+        order = rng.permutation(n)
+        shuffled.append({k: [v[i] for i in order] for k, v in beam.items()})
+        shuffled_w.extend(weights[offset + order].tolist())
+        offset += n
+    frozen = dataclasses.replace(plan, beamlets=shuffled, weights={"torch_pb": shuffled_w})
+    dose = engine.compute(hu * 1.02, SPACING, frozen, labels, planning_ct_hu=hu)
+    reference = engine.compute(hu * 1.02, SPACING, plan, labels, planning_ct_hu=hu)
+    assert np.abs(dose - reference).max() < 1e-4 * reference.max()
+    assert np.abs(engine.compute(hu, SPACING, frozen, labels) - own).max() < 1e-4 * own.max()
+    # a wrong weight count names the listed beamlets
+    bad = dataclasses.replace(frozen, weights={"torch_pb": shuffled_w[:-1]})
+    with pytest.raises(DoseComputationError, match="listed beamlets"):
+        engine.compute(hu, SPACING, bad, labels)
+
+
+def test_optimise_listed_beamlets(optimised_plans: dict[str, Plan]) -> None:
+    """Optimising a plan whose beamlets are listed (shuffled) gives one weight per listed
+    beamlet and the same plan as optimising the engine's own layout."""
+    hu, labels = phantom()
+    engine = TorchPencilBeamEngine()
+    plan = dataclasses.replace(optimised_plans["proton"], weights={})
+    listed = engine.beamlets(hu, SPACING, plan, labels)
+    rng = np.random.default_rng(5)
+    shuffled = []
+    for beam in listed:
+        order = rng.permutation(len(beam["u_mm"]))
+        shuffled.append({k: [v[i] for i in order] for k, v in beam.items()})
+    frozen = dataclasses.replace(plan, beamlets=shuffled, weights={})
+    w = engine.optimize(hu, SPACING, frozen, labels, iterations=60)
+    assert len(w) == sum(len(b["u_mm"]) for b in shuffled)
+    frozen.weights["torch_pb"] = w
+    plan.weights["torch_pb"] = engine.optimize(hu, SPACING, plan, labels, iterations=60)
+    a = engine.compute(hu, SPACING, frozen, labels)
+    b = engine.compute(hu, SPACING, plan, labels)
+    assert a[labels == 2].mean() == pytest.approx(2.0, rel=0.01)
+    assert np.abs(a - b).max() < 0.01 * 2.0

@@ -53,3 +53,13 @@ def test_phantom_dataset_with_plans_end_to_end(tmp_path: Path) -> None:
     assert (case / "plan_photon.json").is_file() and (case / "structures.mha").is_file()
     metrics = dose_metrics_for_case(case, case / "ct.mha")
     assert metrics["gamma_photon"] == 100.0 and metrics["mae_target_proton"] == 0.0
+
+
+def test_planner_is_validated(tmp_path: Path) -> None:
+    case = make_case("brain", "small", np.random.default_rng(0))
+    with pytest.raises(ValueError, match="planner must be one of"):
+        write_phantom_plans(tmp_path, case["labels"], case["spacing"], "brain",
+                            ct_hu=case["ct"], planner="matlab")
+    with pytest.raises(ValueError, match="needs the CT"):
+        write_phantom_plans(tmp_path, case["labels"], case["spacing"], "brain",
+                            planner="pyradplan")

@@ -65,3 +65,46 @@ def test_missing_structure_in_map() -> None:
 def test_plan_is_validated_on_construction() -> None:
     with pytest.raises(PlanError):
         Plan(modality="photon", prescription_gy=2.0, target="PTV", structures={}, beams=[])
+
+
+def _beamlets(n_beams: int, proton: bool) -> list[dict[str, list[float]]]:
+    beam = {"u_mm": [0.0, 6.0, -6.0], "v_mm": [0.0, 0.0, 12.0]}
+    if proton:
+        beam["range_mm"] = [80.0, 80.0, 95.5]
+        beam["energy_mev"] = [100.0, 100.0, 110.0]
+    return [dict(beam) for _ in range(n_beams)]
+
+
+def test_beamlets_roundtrip(tmp_path: Path) -> None:
+    plan = make_plan("proton")
+    plan.beamlets = _beamlets(2, proton=True)
+    plan.beamlet_source = "test"
+    save_plan(plan, tmp_path / "p.json")
+    again = load_plan(tmp_path / "p.json")
+    assert again == plan and again.beamlets is not None
+    assert again.beamlets[1]["range_mm"] == [80.0, 80.0, 95.5]
+
+
+@pytest.mark.parametrize(
+    ("modality", "edit", "message"),
+    [
+        ("photon", lambda b: b[:1], "lists 1 beam"),
+        ("proton", lambda b: [{k: v for k, v in x.items() if k != "range_mm"} for x in b],
+         r"missing \['range_mm'\]"),
+        ("photon", lambda b: [{**x, "weight": [1.0, 1.0, 1.0]} for x in b],
+         r"unknown \['weight'\]"),
+        ("photon", lambda b: [{**x, "v_mm": [0.0, 0.0]} for x in b], "same, non-zero length"),
+        ("photon", lambda b: [{**x, "u_mm": [0.0, 6.0, -5.0]} for x in b], "bixel lattice"),
+        ("photon", lambda b: [{**x, "u_mm": [0.0, 0.0, -6.0], "v_mm": [0.0, 0.0, 12.0]}
+                              for x in b], "listed twice"),
+        ("photon", lambda b: [{**x, "u_mm": [0.0, float("nan"), -6.0]} for x in b], "finite"),
+        ("proton", lambda b: [{**x, "range_mm": [80.0, -1.0, 95.5]} for x in b], "positive"),
+    ],
+)
+def test_beamlet_validation(tmp_path: Path, modality: str, edit: object, message: str) -> None:
+    data = make_plan(modality).to_dict()
+    n = len(data["beams"])
+    data["beamlets"] = edit(_beamlets(n, proton=modality == "proton"))  # type: ignore[operator]
+    (tmp_path / "p.json").write_text(json.dumps(data))
+    with pytest.raises(PlanError, match=message):
+        load_plan(tmp_path / "p.json")

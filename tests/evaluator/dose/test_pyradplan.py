@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -60,3 +62,27 @@ def test_stale_weights_are_reported() -> None:
     plan.weights["pyradplan"] = [1.0]
     with pytest.raises(DoseComputationError, match="re-optimise"):
         PyRadPlanEngine().compute(hu, SPACING, plan, labels)
+
+
+def test_plan_steered_by_pyradplan_is_recomputed_by_torch_pb() -> None:
+    """A plan made by pyRadPlan lists its beamlets; torch_pb recomputes exactly that plan
+    (same weights) and agrees with pyRadPlan, on the CT and on a perturbed sCT."""
+    hu, labels = phantom()
+    ref = PyRadPlanEngine()
+    plan = ref.plan_with_beamlets(hu, SPACING, make_plan("proton"), labels)
+    assert plan.beamlets is not None and plan.beamlet_source is not None
+    assert plan.beamlet_source.startswith("pyradplan")
+    assert plan.weights["torch_pb"] == plan.weights["pyradplan"]
+    assert sum(len(b["u_mm"]) for b in plan.beamlets) == len(plan.weights["torch_pb"])
+    sct = np.where(hu > -500, hu * 1.03 + 15, hu).astype(np.float32)
+    ours = TorchPencilBeamEngine()
+    for image in (hu, sct):
+        d_ref = ref.compute(image, SPACING, plan, labels, planning_ct_hu=hu)
+        d_our = ours.compute(image, SPACING, plan, labels, planning_ct_hu=hu)
+        assert gamma_pass_rate(d_ref, d_our, SPACING[::-1], GammaSettings(2, 2, 10, 10)) >= 0.99
+    # beamlets pyRadPlan would not steer cannot be recomputed by it: a clear error
+    moved = [dict(b) for b in plan.beamlets]
+    moved[0] = {**moved[0], "u_mm": [u + plan.bixel_width_mm for u in moved[0]["u_mm"]]}
+    edited = dataclasses.replace(plan, beamlets=moved)
+    with pytest.raises(DoseComputationError, match="not the ones pyRadPlan steers"):
+        ref.compute(hu, SPACING, edited, labels)
