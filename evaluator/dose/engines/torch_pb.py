@@ -195,6 +195,19 @@ def _listed_to_layout(
     return np.asarray(out, dtype=np.int64)
 
 
+def steering_target(target: np.ndarray, spacing: Sequence[float], bixel_mm: float) -> np.ndarray:
+    """The target dilated by a box of ceil(max(voxel, bixel) / voxel) voxels per axis, the
+    volume matRad/pyRadPlan steer beamlets onto (``target`` is (z, y, x))."""
+    from scipy import ndimage
+
+    radius = [math.ceil(max(float(s), bixel_mm) / float(s) - 1e-9) for s in spacing]  # x, y, z
+    out = np.asarray(target, dtype=bool)
+    for axis, r in zip((2, 1, 0), radius, strict=True):
+        out = ndimage.maximum_filter1d(out.astype(np.uint8), size=2 * r + 1, axis=axis,
+                                       mode="constant").astype(bool)
+    return out
+
+
 @dataclass
 class _VoxelGeometry:
     """Where the dose is evaluated: points (patient mm) and their BEV coordinates per beam."""
@@ -321,7 +334,9 @@ class TorchPencilBeamEngine:
     """Fast own engine; ``device`` is a torch device string ("cpu", "cuda")."""
 
     name = "torch_pb"
-    model_version = "3"  # 3: matRad photon kernels, dose grid, proton physics; 2: IDD refit
+    # 4: matRad-like steering (dilated target); 3: matRad photon kernels, dose grid, proton
+    # physics; 2: IDD refit
+    model_version = "4"
 
     def __init__(self, device: str = "cpu", lateral_step_mm: float | None = None) -> None:
         self.device = torch.device(device)
@@ -356,37 +371,34 @@ class TorchPencilBeamEngine:
         density = hu_to_density_torch(
             torch.as_tensor(planning_ct, dtype=self.dtype, device=self.device)
         )
-        target_t = torch.as_tensor(target, dtype=self.dtype, device=self.device)
+        # like matRad/pyRadPlan, beamlets are steered onto the target dilated by a box of
+        # max(voxel, bixel width) in each direction (margin for dose fall-off and robustness)
+        steer = steering_target(target, spacing, b)
+        steer_t = torch.as_tensor(steer, dtype=self.dtype, device=self.device)
+        zi, yi, xi = np.nonzero(steer)
+        steer_pts = torch.as_tensor(
+            np.stack([xi, yi, zi], axis=1) * np.asarray(spacing, dtype=np.float64),
+            dtype=torch.float64, device=self.device)
         setups = []
         for n_beam, beam in enumerate(plan.beams):
             grid = make_bev_grid(
-                planning_ct.shape, spacing, iso, beam.gantry_deg, beam.couch_deg, sad, target,
+                planning_ct.shape, spacing, iso, beam.gantry_deg, beam.couch_deg, sad, steer,
                 margin, step, depth_step, b,
             )
             ssd = self._ssd(density, grid, spacing)
-            in_target = sample_volume_on_grid(target_t, grid, spacing) > 0.5
-            hit = in_target.any(dim=2).cpu().numpy()
-            # lattice of bixels (centres at integer multiples of b) whose square sees target
-            nu, nv = hit.shape
+            in_target = sample_volume_on_grid(steer_t, grid, spacing) > 0.5
+            nu, nv = len(grid.u), len(grid.v)
             ku = np.round(grid.u / b).astype(int)
             kv = np.round(grid.v / b).astype(int)
-            cell_hit: dict[tuple[int, int], bool] = {}
-            for i in range(nu):
-                for j in range(nv):
-                    if hit[i, j]:
-                        cell_hit[(ku[i], kv[j])] = True
-            if not photon:
-                # one ring of spots around the target's projection (matRad adds a lateral
-                # margin too): without it the edge spots must be hot to cover the edge
-                for cu, cv in list(cell_hit):
-                    for du in (-1, 0, 1):
-                        for dv in (-1, 0, 1):
-                            cell_hit[(cu + du, cv + dv)] = True
-            cells = sorted(cell_hit)
             given = spots[n_beam] if spots is not None else None
             if given is not None:
                 cells = sorted({(round(u / b), round(v / b)) for u, v in zip(
                     given.u_mm, given.v_mm, strict=True)})
+            else:
+                # the lattice points nearest to the (dilated) target voxels' projections onto
+                # the isocentre plane (matRad's ray positions)
+                uv = bev_coords(grid, steer_pts)[:, :2].cpu().numpy()
+                cells = sorted({(int(cu), int(cv)) for cu, cv in np.round(uv / b)})
             cell_index = {c: n for n, c in enumerate(cells)}
             p2b = np.full((nu, nv), -1, dtype=np.int64)
             for i in range(nu):
@@ -412,23 +424,19 @@ class TorchPencilBeamEngine:
                     warnings.simplefilter("ignore", RuntimeWarning)  # rays that miss: all-NaN
                     lo = np.nanmin(tw[ci, cj], axis=1)
                     hi = np.nanmax(tw[ci, cj], axis=1)
-                # a spot's central ray may miss the target at the edge: use the global span
-                glo, ghi = np.nanmin(tw), np.nanmax(tw)
-                lo = np.where(np.isfinite(lo), lo, glo)
-                hi = np.where(np.isfinite(hi), hi, ghi)
-                # like matRad's steering: a layer is used on a spot when its Bragg peak
-                # (PEAK_BEFORE_RANGE_MM before our R) lies inside the target along the ray
-                half = LAYER_SPACING_MM / 2
+                    glo, ghi = np.nanmin(tw), np.nanmax(tw)
+                # like matRad: a layer is used on a spot when its Bragg peak
+                # (PEAK_BEFORE_RANGE_MM before our R) lies between where the spot's central
+                # ray enters and leaves the (dilated) target; a ray that misses gets none
                 ranges = np.arange(
                     math.floor((glo + PEAK_BEFORE_RANGE_MM) / LAYER_SPACING_MM)
                     * LAYER_SPACING_MM, ghi + PEAK_BEFORE_RANGE_MM + LAYER_SPACING_MM,
                     LAYER_SPACING_MM,
-                )
+                ) if np.isfinite(glo) else np.zeros(0)
                 ranges = ranges[ranges > 5.0]
                 peaks = ranges - PEAK_BEFORE_RANGE_MM
-                active = (peaks[:, None] >= lo[None, :] - half) & (
-                    peaks[:, None] <= hi[None, :] + half
-                )
+                with np.errstate(invalid="ignore"):
+                    active = (peaks[:, None] >= lo[None, :]) & (peaks[:, None] <= hi[None, :])
             setups.append(
                 _BeamSetup(grid, torch.as_tensor(p2b, device=self.device), len(cells),
                            centres, ranges, active,
@@ -708,7 +716,7 @@ class TorchPencilBeamEngine:
 
     def optimize(
         self, ct_hu: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray,
-        iterations: int = 150,
+        iterations: int | None = None,
     ) -> list[float]:
         """Weights optimised on the target and OAR voxels of the CT (point doses)."""
         from evaluator.dose.optimize import optimize_weights
