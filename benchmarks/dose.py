@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/dose.py [--device cpu|cuda] [--skip-pymedphys]
         [--skip-pyradplan] [--skip-gamma] [--skip-engines] [--pymedphys-default]
         [--anatomy brain|pelvis] [--size small|medium|realistic] [--perturbation mild|synthrad]
+        [--dose-grids 4,3.5,3,2.5]
 
 1. Gamma 2 %/2 mm (cutoff 10 %, interp fraction 10) on a 100^3 plan-like dose at 2 mm, ours
    (pass-rate search, torch) vs ``pymedphys.gamma`` on the same doses: with max_gamma=1.1
@@ -13,13 +14,16 @@
 3. Agreement on the phantom plans: pyRadPlan optimises the plan and computes the CT dose; our
    engine recomputes exactly pyRadPlan's beamlets and weights.  Prints the gamma pass rate of
    ours vs reference, and the dose metrics (MAE target, DVH, gamma) of a perturbed sCT from
-   both engines with their relative differences.
+   both engines with their relative differences; with --dose-grids, the DVH metric of both
+   engines (same weights) at other dose grids, a numerics setting that moves the reference's
+   own DVH metric too.  Then each engine with the plan it optimised itself (own steering).
 Times are wall-clock on a shared machine; process CPU time is printed alongside.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from typing import Any
 
@@ -28,7 +32,7 @@ from scipy import ndimage
 
 from evaluator.dose.engines.torch_pb import SpotList, TorchPencilBeamEngine
 from evaluator.dose.gamma import GammaSettings, gamma_pass_rate
-from evaluator.dose.metrics import dose_metrics
+from evaluator.dose.metrics import dose_metrics, dvh_metric, mae_target
 from evaluator.dose.phantom_plans import make_phantom_plans, make_phantom_structures
 from evaluator.phantoms import make_case
 
@@ -112,7 +116,7 @@ def _metrics(plan: Any, d_ct: np.ndarray, d_sct: np.ndarray, case: dict[str, Any
 
 
 def bench_engines(anatomy: str, size: str, device: str, skip_pyradplan: bool,
-                  perturbation: str = "mild") -> None:
+                  perturbation: str = "mild", grids: tuple[float, ...] = ()) -> None:
     case = phantom(anatomy, size, perturbation)
     ct, sct, st, sp = case["ct"], case["sct"], case["structures"], case["spacing"]
     plans = make_phantom_plans(case["labels"], sp, anatomy)
@@ -174,6 +178,21 @@ def bench_engines(anatomy: str, size: str, device: str, skip_pyradplan: bool,
             rel = abs(m_our[key] - m_ref[key]) / max(abs(m_ref[key]), 1e-12)
             print(f"  {modality:6s} {key:20s} pyRadPlan {m_ref[key]:9.4f}  ours "
                   f"{m_our[key]:9.4f}  rel. diff {100 * rel:6.1f} %")
+        # the DVH metric's conditioning: both engines on the same weights at other dose grids
+        # (a numerics setting): how much does the reference itself move?
+        oars = {o: st == plan.structures[o] for o in plan.oars}
+        target = plan.mask(st, plan.target)
+        for g in grids:
+            p_g = dataclasses.replace(plan, dose_grid_mm=g)
+            r_ct, r_sct = ref.compute(ct, sp, p_g, st, ct), ref.compute(sct, sp, p_g, st, ct)
+            o_ct = ours.compute_spots(ct, sp, p_g, st, spots, weights)
+            o_sct = ours.compute_spots(sct, sp, p_g, st, spots, weights)
+            a = dvh_metric(r_ct, r_sct, target, oars, plan.prescription_gy)
+            b = dvh_metric(o_ct, o_sct, target, oars, plan.prescription_gy)
+            print(f"  {modality:6s} dose grid {g:4.1f} mm, same weights: dvh pyRadPlan {a:.4f} "
+                  f"ours {b:.4f} rel. diff {100 * abs(a - b) / a:5.1f} %; mae_target "
+                  f"pyRadPlan {mae_target(r_ct, r_sct, plan.prescription_gy):.4f} ours "
+                  f"{mae_target(o_ct, o_sct, plan.prescription_gy):.4f}")
         # the platform's pipeline: each engine scores with the plan it optimised on the CT
         m_own = _metrics(plan, ours.compute(ct, sp, plan, st, ct),
                          ours.compute(sct, sp, plan, st, ct), case, device)
@@ -196,12 +215,16 @@ def main() -> None:
     p.add_argument("--anatomy", default="brain", choices=["brain", "pelvis"])
     p.add_argument("--size", default="small", choices=["small", "medium", "realistic"])
     p.add_argument("--perturbation", default="mild", choices=list(PERTURBATIONS))
+    p.add_argument("--dose-grids", default="",
+                   help="comma-separated dose grids (mm): DVH metric of both engines on the "
+                        "same weights at each (the metric's sensitivity to numerics)")
     args = p.parse_args()
     if not args.skip_gamma:
         bench_gamma(args.device, args.skip_pymedphys, args.pymedphys_default)
     if not args.skip_engines:
+        grids = tuple(float(g) for g in args.dose_grids.split(",") if g.strip())
         bench_engines(args.anatomy, args.size, args.device, args.skip_pyradplan,
-                      args.perturbation)
+                      args.perturbation, grids)
 
 
 if __name__ == "__main__":

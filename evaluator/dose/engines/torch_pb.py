@@ -12,7 +12,8 @@ Gaussian kernels in the isocentre plane:
 * protons: an integral depth dose per energy layer computed from the range-energy law
   R = a E^p (stopping power ~ residual range^(1/p - 1)), with nuclear fluence loss and
   range straggling; spots on the same lattice, energy layers every ``LAYER_SPACING_MM`` of
-  water-equivalent range covering the target along each ray of the planning CT; lateral
+  water-equivalent range covering the (dilated, like matRad) target along each ray of the
+  planning CT; lateral
   sigma = initial spot size (+) multiple Coulomb scattering, both fitted to pyRadPlan's
   Generic proton machine (see the constants).
 

@@ -8,7 +8,11 @@ import torch
 
 from evaluator.dose.engines import DoseComputationError, get_engine
 from evaluator.dose.engines.hlut import hu_to_density, hu_to_density_torch
-from evaluator.dose.engines.torch_pb import TorchPencilBeamEngine, proton_idd_table
+from evaluator.dose.engines.torch_pb import (
+    TorchPencilBeamEngine,
+    proton_idd_table,
+    steering_target,
+)
 from evaluator.dose.metrics import mae_target
 from evaluator.dose.plan import Plan
 
@@ -131,3 +135,15 @@ def test_optimise_listed_beamlets(optimised_plans: dict[str, Plan]) -> None:
     b = engine.compute(hu, SPACING, plan, labels)
     assert a[labels == 2].mean() == pytest.approx(2.0, rel=0.01)
     assert np.abs(a - b).max() < 0.01 * 2.0
+
+
+def test_steering_target_is_dilated_like_matrad() -> None:
+    """The target is dilated by ceil(max(voxel, bixel) / voxel) voxels per axis (a box)."""
+    target = np.zeros((20, 20, 20), dtype=bool)
+    target[10, 10, 10] = True
+    out = steering_target(target, (4.0, 2.0, 6.0), bixel_mm=5.0)  # x, y, z spacing
+    z, y, x = np.nonzero(out)
+    assert (x.min(), x.max()) == (8, 12)  # ceil(5 / 4) = 2 voxels
+    assert (y.min(), y.max()) == (7, 13)  # ceil(5 / 2) = 3
+    assert (z.min(), z.max()) == (9, 11)  # max(6, 5) / 6 = 1
+    assert out.sum() == 5 * 7 * 3  # a full box
