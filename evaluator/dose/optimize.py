@@ -44,6 +44,7 @@ def optimize_weights(
     labels: np.ndarray,
     device: torch.device,
     iterations: int | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> list[float]:
     """Non-negative weights minimising :func:`objective` for a dose linear in the weights."""
     if n_weights == 0:
@@ -52,7 +53,7 @@ def optimize_weights(
     oars = [torch.as_tensor(plan.mask(labels, o), device=device) for o in plan.oars]
 
     def loss_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
-        xt = torch.as_tensor(x, dtype=torch.float32, device=device).requires_grad_(True)
+        xt = torch.as_tensor(x, dtype=dtype, device=device).requires_grad_(True)
         loss = objective(dose_fn(xt), plan, target, oars)
         (grad,) = torch.autograd.grad(loss, xt)
         return float(loss.detach()), grad.detach().cpu().numpy().astype(np.float64)
@@ -68,7 +69,7 @@ def optimize_weights(
                       bounds=[(0.0, None)] * n_weights,
                       options={"maxiter": iterations or MAX_ITERATIONS, "ftol": TOLERANCE,
                                "gtol": TOLERANCE})
-    w = torch.as_tensor(np.clip(result.x, 0.0, None), dtype=torch.float32, device=device)
+    w = torch.as_tensor(np.clip(result.x, 0.0, None), dtype=dtype, device=device)
     with torch.no_grad():
         final = dose_fn(w)
         mean = float(final[target].mean())

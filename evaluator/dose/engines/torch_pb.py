@@ -24,6 +24,7 @@ beamlet weights, so optimisation differentiates through them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -249,6 +250,21 @@ class _DoseGrid:
             m[np.arange(n_ct), lo + 1] += f
         return torch.as_tensor(m, dtype=dtype, device=device)
 
+    def nearest_labels(self, labels: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+        """The CT's label map (z, y, x) resampled nearest-neighbour onto this grid (0
+        outside the CT), as pyRadPlan resamples structures onto its dose grid."""
+        idx = []
+        for axis in range(3):  # x, y, z
+            q = np.rint((self.origin[axis] + np.arange(self.shape[2 - axis]) * self.res)
+                        / float(spacing[axis])).astype(np.int64)
+            idx.append(q)
+        n_ct = labels.shape[::-1]
+        ok = [(q >= 0) & (q < n) for q, n in zip(idx, n_ct, strict=True)]
+        clipped = [np.clip(q, 0, n - 1) for q, n in zip(idx, n_ct, strict=True)]
+        out = labels[np.ix_(clipped[2], clipped[1], clipped[0])]
+        inside = ok[2][:, None, None] & ok[1][None, :, None] & ok[0][None, None, :]
+        return np.where(inside, out, 0)
+
     def points(self, index: np.ndarray) -> np.ndarray:
         """(M, 3) patient coordinates (x, y, z mm) of flat dose-grid indices."""
         k, j, i = np.unravel_index(index, self.shape)
@@ -399,7 +415,15 @@ class TorchPencilBeamEngine:
                 # the lattice points nearest to the (dilated) target voxels' projections onto
                 # the isocentre plane (matRad's ray positions)
                 uv = bev_coords(grid, steer_pts)[:, :2].cpu().numpy()
-                cells = sorted({(int(cu), int(cv)) for cu, cv in np.round(uv / b)})
+                found = {(int(cu), int(cv)) for cu, cv in np.round(uv / b)}
+                # voxels coarser than the bixels leave lattice rows without a projected
+                # voxel centre: pad each ray with its neighbours (pyRadPlan's padding, whose
+                # offsets run from -floor(voxel / bixel) to floor(voxel / bixel) - 1)
+                reach = math.floor(max(float(x) for x in spacing) / b)
+                if reach >= 1:
+                    found |= {(cu + j, cv + k) for cu, cv in found
+                              for j in range(-reach, reach) for k in range(-reach, reach)}
+                cells = sorted(found)
             cell_index = {c: n for n, c in enumerate(cells)}
             p2b = np.full((nu, nv), -1, dtype=np.int64)
             for i in range(nu):
@@ -719,29 +743,50 @@ class TorchPencilBeamEngine:
         self, ct_hu: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray,
         iterations: int | None = None,
     ) -> list[float]:
-        """Weights optimised on the target and OAR voxels of the CT (point doses)."""
+        """Weights optimised, like pyRadPlan, on the dose-grid voxels of the target and the
+        OARs (structures resampled nearest-neighbour onto the dose grid); then scaled so the
+        mean target dose on the CT grid (the reported dose) is the prescription."""
         from evaluator.dose.optimize import optimize_weights
 
         spots = plan_spots(plan)
         setups = self._setup(ct_hu, spacing, plan, labels, spots)
-        n = self.n_weights(setups, plan.modality == "photon")
+        n = n_layout = self.n_weights(setups, plan.modality == "photon")
         index = None
         if spots is not None:  # optimise the weights of the listed beamlets
             index = torch.as_tensor(_listed_to_layout(setups, plan, spots), device=self.device)
-            n_layout, n = n, beamlet_count(plan)
-        sel = np.zeros(labels.shape, dtype=bool)
+            n = beamlet_count(plan)
         for name in [plan.target, *plan.oars]:
-            sel |= plan.mask(labels, name)
-        k, j, i = np.nonzero(sel)
-        points = np.stack([i, j, k], axis=1) * np.asarray(spacing, dtype=np.float64)
+            plan.mask(labels, name)  # a clear error for a missing structure
+        grid = _DoseGrid.for_ct(ct_hu.shape, spacing, plan.dose_grid_mm)
+        on_grid = grid.nearest_labels(np.asarray(labels), spacing)
+        wanted = [plan.structures[name] for name in [plan.target, *plan.oars]]
+        flat = np.flatnonzero(np.isin(on_grid, wanted))
         with torch.no_grad():
-            vox = self._voxels(points, setups)
+            vox = self._voxels(grid.points(flat), setups)
             wet = self._point_wet(self._wet_volumes(ct_hu, spacing, setups), setups, vox)
-        sub_labels = np.asarray(labels)[sel]
+        sub_labels = on_grid.reshape(-1)[flat]
+        present = set(np.unique(sub_labels).tolist())
+        if plan.structures[plan.target] not in present:
+            raise DoseComputationError(
+                f"the target {plan.target!r} has no voxel on the {plan.dose_grid_mm} mm dose "
+                "grid; use a finer dose_grid_mm")
+        # an OAR smaller than a dose-grid voxel cannot be constrained (pyRadPlan: the same)
+        objective_plan = dataclasses.replace(
+            plan, oars=[o for o in plan.oars if plan.structures[o] in present])
+
+        def layout(w: torch.Tensor) -> torch.Tensor:
+            if index is None:
+                return w
+            return torch.zeros(n_layout, dtype=w.dtype, device=w.device).index_add(0, index, w)
 
         def dose_fn(w: torch.Tensor) -> torch.Tensor:
-            if index is not None:
-                w = torch.zeros(n_layout, dtype=w.dtype, device=w.device).index_add(0, index, w)
-            return self._dose(plan, setups, vox, wet, w)
+            return self._dose(plan, setups, vox, wet, layout(w))
 
-        return optimize_weights(dose_fn, n, plan, sub_labels, self.device, iterations)
+        w = optimize_weights(dose_fn, n, objective_plan, sub_labels, self.device, iterations,
+                             self.dtype)
+        w_t = torch.as_tensor(w, dtype=self.dtype, device=self.device)
+        dose = self._on_ct_grid(ct_hu, spacing, plan, labels, setups, layout(w_t))
+        mean = float(dose[plan.mask(labels, plan.target)].mean())
+        if not mean > 0:
+            raise DoseComputationError("the optimised plan delivers no dose to the target")
+        return [x * plan.prescription_gy / mean for x in w]
