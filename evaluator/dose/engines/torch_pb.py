@@ -419,8 +419,9 @@ class TorchPencilBeamEngine:
                 # voxels coarser than the bixels leave lattice rows without a projected
                 # voxel centre: pad each ray with its neighbours (pyRadPlan's padding, whose
                 # offsets run from -floor(voxel / bixel) to floor(voxel / bixel) - 1)
-                reach = math.floor(max(float(x) for x in spacing) / b)
-                if reach >= 1:
+                coarsest = max(float(x) for x in spacing)
+                reach = math.floor(coarsest / b)
+                if b < coarsest:
                     found |= {(cu + j, cv + k) for cu, cv in found
                               for j in range(-reach, reach) for k in range(-reach, reach)}
                 cells = sorted(found)
