@@ -22,7 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from evaluator.dose.engines import DEFAULT_ENGINE, DoseComputationError, get_engine
+from evaluator.dose.engines import (
+    DEFAULT_ENGINE,
+    DoseComputationError,
+    StaleWeightsError,
+    get_engine,
+)
 from evaluator.dose.gamma import GammaSettings, gamma_pass_rate
 from evaluator.dose.metrics import dose_metrics
 from evaluator.dose.plan import MODALITIES, PLAN_FILE, Plan, PlanError, load_plan
@@ -134,8 +139,17 @@ def dose_metrics_report(
                 log.warning("%s has no %s weights: optimising on the CT now", plan_path, engine)
                 plan.weights[engine] = get_engine(engine, device).optimize(
                     ct.astype(np.float32), spacing, plan, structures)
-            d_ct, hit = _ct_dose(engine, plan, plan_path, ct.astype(np.float32), spacing,
-                                 structures, cache, device)
+            try:
+                d_ct, hit = _ct_dose(engine, plan, plan_path, ct.astype(np.float32), spacing,
+                                     structures, cache, device)
+            except StaleWeightsError as exc:
+                # optimised by an older engine version (other steering): re-optimise on the
+                # CT, deterministically, and say so; the CT-dose cache key covers the weights
+                log.warning("%s: %s; optimising on the CT now", plan_path, exc)
+                plan.weights[engine] = get_engine(engine, device).optimize(
+                    ct.astype(np.float32), spacing, plan, structures)
+                d_ct, hit = _ct_dose(engine, plan, plan_path, ct.astype(np.float32), spacing,
+                                     structures, cache, device)
             d_sct = get_engine(engine, device).compute(
                 sct.astype(np.float32), spacing, plan, structures, ct.astype(np.float32))
             if not np.all(np.isfinite(d_sct)):

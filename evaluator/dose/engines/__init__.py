@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evaluator.dose.engines.base import DoseComputationError, DoseEngine
+from evaluator.dose.engines.base import DoseComputationError, DoseEngine, StaleWeightsError
 from evaluator.dose.engines.torch_pb import TorchPencilBeamEngine
 
 ENGINES = ("torch_pb", "pyradplan")
@@ -19,4 +19,7 @@ def get_engine(name: str, device: str = "cpu") -> DoseEngine:
     raise DoseComputationError(f"unknown dose engine {name!r} (known: {', '.join(ENGINES)})")
 
 
-__all__ = ["DEFAULT_ENGINE", "ENGINES", "DoseComputationError", "DoseEngine", "get_engine"]
+__all__ = [
+    "DEFAULT_ENGINE", "ENGINES", "DoseComputationError", "DoseEngine", "StaleWeightsError",
+    "get_engine",
+]

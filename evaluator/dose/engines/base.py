@@ -14,6 +14,11 @@ class DoseComputationError(RuntimeError):
     """A dose could not be computed (bad input, engine failure, missing weights)."""
 
 
+class StaleWeightsError(DoseComputationError):
+    """The plan's stored weights do not fit the engine's beamlet layout (e.g. the plan was
+    optimised by an older engine version whose steering differed)."""
+
+
 class DoseEngine(Protocol):
     """Computes the physical dose (Gy) of ``plan`` on the CT grid.
 

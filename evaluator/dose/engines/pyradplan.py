@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluator.dose.engines.base import DoseComputationError
+from evaluator.dose.engines.base import DoseComputationError, StaleWeightsError
 from evaluator.dose.optimize import OAR_MAX_FRACTION, OAR_PENALTY, TARGET_PENALTY
 from evaluator.dose.plan import Plan
 
@@ -176,7 +176,7 @@ class PyRadPlanEngine:
         if plan.beamlets is not None:
             self._check_beamlets(stf, plan)
         if stf.total_number_of_bixels != len(w):
-            raise DoseComputationError(
+            raise StaleWeightsError(
                 f"plan stores {len(w)} pyradplan weights but the steering has "
                 f"{stf.total_number_of_bixels}; re-optimise the plan"
             )

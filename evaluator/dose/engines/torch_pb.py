@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from evaluator.dose.engines.base import DoseComputationError
+from evaluator.dose.engines.base import DoseComputationError, StaleWeightsError
 from evaluator.dose.engines.geometry import (
     BevGrid,
     bev_coords,
@@ -693,7 +693,7 @@ class TorchPencilBeamEngine:
         n = beamlet_count(plan) if spots is not None else self.n_weights(
             setups, plan.modality == "photon")
         if n != len(stored):
-            raise DoseComputationError(
+            raise StaleWeightsError(
                 f"plan stores {len(stored)} {self.name} weights but the "
                 f"{'listed beamlets are' if spots is not None else 'layout has'} {n}; "
                 "re-optimise the plan"
