@@ -63,3 +63,20 @@ def test_planner_is_validated(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="needs the CT"):
         write_phantom_plans(tmp_path, case["labels"], case["spacing"], "brain",
                             planner="pyradplan")
+
+
+def test_cli_planner_pyradplan_without_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without the optional extra (as in CI), --planner pyradplan is a clear input error and
+    writes nothing."""
+    from evaluator.cli import main
+    from evaluator.dose.engines import pyradplan
+
+    monkeypatch.setattr(pyradplan, "available", lambda: False)
+    out = tmp_path / "cases"
+    code = main(["phantom", "--anatomy", "brain", "--out", str(out), "--plans",
+                 "--planner", "pyradplan"])
+    assert code == 2
+    assert "pip install 'syntharena[dose]'" in capsys.readouterr().err
+    assert not out.exists()
