@@ -147,6 +147,9 @@ class _BeamSetup:
     # weight-independent pieces of the photon profile maps, built on first use
     photon_basis: tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray, np.ndarray] | None = (
         None)
+    # protons: stacked blur matrices (2 n_layers, n, n) along u and v, built on first use
+    proton_blur: tuple[torch.Tensor, torch.Tensor] | None = None
+    proton_idd: tuple[float, int, torch.Tensor] | None = None  # depth step, samples, table
 
 
 @dataclass
@@ -281,16 +284,6 @@ def _blur_matrix_np(n: int, sigma_px: float) -> np.ndarray:
     d = x[:, None] - x[None, :]
     m = np.exp(-0.5 * (d / sigma) ** 2) * (np.abs(d) <= radius)
     return np.asarray(m / full)
-
-
-def _blur2d(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    """Separable Gaussian blur of (..., nu, nv) maps as two small matrix products."""
-    nu, nv = image.shape[-2:]
-    bu = torch.as_tensor(_blur_matrix_np(nu, round(sigma_px, 4)), dtype=image.dtype,
-                         device=image.device)
-    bv = torch.as_tensor(_blur_matrix_np(nv, round(sigma_px, 4)), dtype=image.dtype,
-                         device=image.device)
-    return bu @ image @ bv.T
 
 
 def proton_spot_sigmas_mm(range_mm: float) -> tuple[float, float]:
@@ -616,30 +609,40 @@ class TorchPencilBeamEngine:
         pu = torch.as_tensor(s.spot_pixels[bix_idx, 0], device=self.device)
         pv = torch.as_tensor(s.spot_pixels[bix_idx, 1], device=self.device)
         spots = spots.index_put((li, pu, pv), w, accumulate=True)
-        lo, hi = [], []
+        if s.proton_blur is None:
+            def blur_px(sigma: float) -> float:
+                # bilinear sampling of the map adds a variance of h^2/6: take it off the blur
+                return math.sqrt(max(sigma**2 - h * h / 6.0, (0.5 * h) ** 2)) / h
 
-        def blur_px(sigma: float) -> float:
-            # bilinear sampling of the map adds a variance of h^2/6: take it off the blur
-            return math.sqrt(max(sigma**2 - h * h / 6.0, (0.5 * h) ** 2)) / h
+            lo, hi = [], []
+            for r in s.layer_ranges:
+                sigma_ini, sigma_mcs = proton_spot_sigmas_mm(float(r))
+                lo.append(blur_px(sigma_ini))
+                hi.append(blur_px(math.hypot(sigma_ini, sigma_mcs * MCS_DEPTH_PROFILE[-1])))
 
-        for k, r in enumerate(s.layer_ranges):
-            sigma_ini, sigma_mcs = proton_spot_sigmas_mm(float(r))
-            lo.append(_blur2d(spots[k], blur_px(sigma_ini)))
-            hi.append(_blur2d(spots[k], blur_px(
-                math.hypot(sigma_ini, sigma_mcs * MCS_DEPTH_PROFILE[-1]))))
-        maps = torch.cat([torch.stack(lo), torch.stack(hi)]) / (h * h)
+            def stack(n: int) -> torch.Tensor:
+                return torch.as_tensor(
+                    np.stack([_blur_matrix_np(n, round(x, 4)) for x in lo + hi]).reshape(-1, n, n),
+                    dtype=self.dtype, device=self.device)
+
+            s.proton_blur = (stack(nu), stack(nv))
+        bu, bv = s.proton_blur
+        # every layer's map blurred with its entrance (lo) and end-of-range (hi) sigma
+        maps = bu @ torch.cat([spots, spots]) @ bv.transpose(1, 2) / (h * h)
         lat = self._lateral_sample(maps, s.grid.u, s.grid.v, coords)  # (2K, M)
-        z, idd = proton_idd_table(s.layer_ranges)
-        idd_t = torch.as_tensor(idd, dtype=self.dtype, device=self.device)
-        dz = float(z[1] - z[0])
+        if s.proton_idd is None:
+            z, idd = proton_idd_table(s.layer_ranges)
+            s.proton_idd = (float(z[1] - z[0]), len(z),
+                            torch.as_tensor(idd, dtype=self.dtype, device=self.device))
+        dz, n_z, idd_t = s.proton_idd
         wet = wet + proton_air_offset_mm(s.ssd_mm, s.grid.sad)
         ranges = torch.as_tensor(s.layer_ranges, dtype=self.dtype, device=self.device)
         mix = proton_mcs_fraction(wet[None, :] / ranges[:, None])  # (K, M)
         lateral = lat[:n_layers] * (1 - mix) + lat[n_layers:] * mix
-        pos = (wet / dz).clamp(0, len(z) - 1.001)
+        pos = (wet / dz).clamp(0, n_z - 1.001)
         i0 = pos.floor().long()
         frac = pos - i0
-        depth = idd_t[:, i0] * (1 - frac) + idd_t[:, (i0 + 1).clamp(max=len(z) - 1)] * frac
+        depth = idd_t[:, i0] * (1 - frac) + idd_t[:, (i0 + 1).clamp(max=n_z - 1)] * frac
         return (lateral * depth).sum(dim=0)
 
     # ---------- public API ----------
