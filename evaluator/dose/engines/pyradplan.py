@@ -191,6 +191,12 @@ class PyRadPlanEngine:
     def optimize(
         self, ct_hu: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray
     ) -> list[float]:
+        return self._optimize(ct_hu, spacing, plan, labels)[0]
+
+    def _optimize(
+        self, ct_hu: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray
+    ) -> tuple[list[float], Any]:
+        """Optimised weights and the steering they belong to."""
         import SimpleITK as sitk  # noqa: N813
         from pyRadPlan import calc_dose_influence, fluence_optimization
 
@@ -202,7 +208,7 @@ class PyRadPlanEngine:
             dose = sitk.GetArrayFromImage(dij.compute_result_ct_grid(w)["physical_dose"])
         target = plan.mask(labels, plan.target)
         w *= plan.prescription_gy / max(float(dose[target].mean()), 1e-12)
-        return [float(x) for x in w]
+        return [float(x) for x in w], stf
 
     @staticmethod
     def _steered(stf: Any) -> list[dict[str, np.ndarray]]:
@@ -243,9 +249,9 @@ class PyRadPlanEngine:
 
         bare = dataclasses.replace(plan, beamlets=None, beamlet_source=None,
                                    weights=dict(plan.weights))
-        w = self.optimize(ct_hu, spacing, bare, labels)
+        w, stf = self._optimize(ct_hu, spacing, bare, labels)
         beamlets: list[dict[str, list[float]]] = []
-        for beam in self.spots(ct_hu, spacing, bare, labels):
+        for beam in self._steered(stf):
             entry = {"u_mm": beam["pos_bev"][:, 0].tolist(),
                      "v_mm": beam["pos_bev"][:, 2].tolist()}
             if plan.modality == "proton":

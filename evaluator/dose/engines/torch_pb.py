@@ -396,7 +396,6 @@ class TorchPencilBeamEngine:
                 margin, step, depth_step, b,
             )
             ssd = self._ssd(density, grid, spacing)
-            in_target = sample_volume_on_grid(steer_t, grid, spacing) > 0.5
             nu, nv = len(grid.u), len(grid.v)
             ku = np.round(grid.u / b).astype(int)
             kv = np.round(grid.v / b).astype(int)
@@ -436,6 +435,7 @@ class TorchPencilBeamEngine:
                     active[np.searchsorted(ranges, round(r, 3)),
                            cell_index[(round(u / b), round(v / b))]] = True
             elif not photon and cells:
+                in_target = sample_volume_on_grid(steer_t, grid, spacing) > 0.5
                 wet = self._wet(density, grid, spacing) + proton_air_offset_mm(ssd, sad)
                 tw = torch.where(in_target, wet, torch.full_like(wet, math.nan)).cpu().numpy()
                 ci, cj = centres[:, 0], centres[:, 1]
@@ -759,8 +759,7 @@ class TorchPencilBeamEngine:
         if spots is not None:  # optimise the weights of the listed beamlets
             index = torch.as_tensor(_listed_to_layout(setups, plan, spots), device=self.device)
             n = beamlet_count(plan)
-        for name in [plan.target, *plan.oars]:
-            plan.mask(labels, name)  # a clear error for a missing structure
+        plan.check_structures(labels)
         grid = _DoseGrid.for_ct(ct_hu.shape, spacing, plan.dose_grid_mm)
         on_grid = grid.nearest_labels(np.asarray(labels), spacing)
         wanted = [plan.structures[name] for name in [plan.target, *plan.oars]]
