@@ -5,7 +5,8 @@ Objective (same for every engine): squared deviation from the prescription in th
 (penalty 100), both averaged over the structure's voxels.  Weights stay non-negative:
 L-BFGS-B (scipy) with bounds from zero fluence, as pyRadPlan does, gradients from torch
 autograd (the dose is linear in the weights, so each iteration costs one forward and one
-backward pass); the result is scaled so that the mean target dose equals the prescription.
+backward pass); the engine then scales the result so that the mean target dose it reports
+equals the prescription.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from evaluator.dose.engines.base import DoseComputationError
 from evaluator.dose.plan import Plan
 
 TARGET_PENALTY = 1000.0
@@ -46,7 +46,8 @@ def optimize_weights(
     iterations: int | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> list[float]:
-    """Non-negative weights minimising :func:`objective` for a dose linear in the weights."""
+    """Non-negative weights minimising :func:`objective` for a dose linear in the weights
+    (unscaled: the engine scales them so the reported mean target dose is the prescription)."""
     if n_weights == 0:
         raise ValueError("the plan has no beamlets (does the target lie inside the CT?)")
     target = torch.as_tensor(plan.mask(labels, plan.target), device=device)
@@ -69,11 +70,4 @@ def optimize_weights(
                       bounds=[(0.0, None)] * n_weights,
                       options={"maxiter": iterations or MAX_ITERATIONS, "ftol": TOLERANCE,
                                "gtol": TOLERANCE})
-    w = torch.as_tensor(np.clip(result.x, 0.0, None), dtype=dtype, device=device)
-    with torch.no_grad():
-        final = dose_fn(w)
-        mean = float(final[target].mean())
-    if not mean > 0:
-        raise DoseComputationError("the optimised plan delivers no dose to the target")
-    w *= plan.prescription_gy / mean
-    return [float(x) for x in w.detach().cpu().numpy()]
+    return [float(x) for x in np.clip(result.x, 0.0, None)]
