@@ -1,0 +1,74 @@
+"""The explicit dose influence matrix the optimiser uses: it must be the engine's own model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import evaluator.dose.engines.torch_pb as torch_pb
+from evaluator.dose.engines.torch_pb import TorchPencilBeamEngine
+from evaluator.dose.plan import Plan
+from tests.evaluator.dose.conftest import SPACING, make_plan, phantom
+
+
+def _problem(engine: TorchPencilBeamEngine, modality: str) -> tuple[Plan, list, object, list]:
+    hu, labels = phantom()
+    plan = make_plan(modality)
+    setups = engine._setup(hu, SPACING, plan, labels)
+    z, y, x = np.nonzero(labels > 0)
+    points = np.stack([x, y, z], axis=1) * np.asarray(SPACING)
+    vox = engine._voxels(points[::3], setups)
+    wet = engine._point_wet(engine._wet_volumes(hu, SPACING, setups), setups, vox)
+    return plan, setups, vox, wet
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+@pytest.mark.parametrize("modality", ["photon", "proton"])
+def test_matrix_is_the_forward_model(modality: str, device: str) -> None:
+    engine = TorchPencilBeamEngine(device)
+    plan, setups, vox, wet = _problem(engine, modality)
+    n = engine.n_weights(setups, modality == "photon")
+    w = torch.as_tensor(np.random.default_rng(1).uniform(0, 1, n), dtype=torch.float32,
+                        device=engine.device)
+    forward = engine._dose(plan, setups, vox, wet, w)
+    exact = engine.influence_matrix(plan, setups, vox, wet, cutoff=0.0)
+    cut = engine.influence_matrix(plan, setups, vox, wet)
+    assert exact is not None and cut is not None
+    assert exact.shape == (vox.points.shape[0], n)
+    peak = float(forward.max())
+    assert float((exact @ w - forward).abs().max()) < 1e-5 * peak
+    # the per-beamlet cut-off drops entries below 1e-4 of each column's maximum
+    assert cut._nnz() < exact._nnz()
+    assert float((cut @ w - forward).abs().max()) < 1e-3 * peak
+    # columns in a given order (listed beamlets): a permutation of the layout's
+    order = torch.as_tensor(np.random.default_rng(2).permutation(n), device=engine.device)
+    permuted = engine.influence_matrix(plan, setups, vox, wet, order=order)
+    assert permuted is not None
+    assert torch.allclose(permuted @ w, cut @ w[order.argsort()], rtol=1e-5, atol=1e-6 * peak)
+    # over the size limit: no matrix (the optimiser then runs matrix-free)
+    assert engine.influence_matrix(plan, setups, vox, wet, max_nonzeros=10) is None
+
+
+@pytest.mark.parametrize("modality", ["photon", "proton"])
+def test_matrix_free_optimisation_gives_the_same_plan(
+    modality: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plans too large for the matrix are optimised matrix-free, on the same objective."""
+    hu, labels = phantom()
+    engine = TorchPencilBeamEngine()
+    plan = make_plan(modality)
+    with_matrix = dataclasses.replace(plan, weights={
+        "torch_pb": engine.optimize(hu, SPACING, plan, labels, iterations=80)})
+    monkeypatch.setattr(torch_pb, "INFLUENCE_MAX_NONZEROS", 0)
+    free = dataclasses.replace(plan, weights={
+        "torch_pb": engine.optimize(hu, SPACING, plan, labels, iterations=80)})
+    a = engine.compute(hu, SPACING, with_matrix, labels)
+    b = engine.compute(hu, SPACING, free, labels)
+    target = labels == 2
+    assert a[target].mean() == pytest.approx(2.0, rel=1e-3)
+    assert b[target].mean() == pytest.approx(2.0, rel=1e-3)
+    assert np.abs(a - b).max() < 0.02 * 2.0
