@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,6 +27,41 @@ OAR_MAX_FRACTION = 0.5
 # pyRadPlan's scipy defaults: L-BFGS-B, up to 500 iterations, objective/gradient tolerance 1e-5
 MAX_ITERATIONS = 500
 TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class Influence:
+    """A dose influence matrix: the dose at the optimisation points per unit weight of each
+    beamlet, ``matrix`` (points x weights) and its ``transposed``: dense, or both sparse CSR
+    (torch multiplies fast with CSR only, so the gradient needs the transpose as a matrix of
+    its own)."""
+
+    matrix: torch.Tensor
+    transposed: torch.Tensor
+
+    @classmethod
+    def from_dense(cls, matrix: torch.Tensor) -> Influence:
+        return cls(matrix, matrix.T)
+
+    @classmethod
+    def from_entries(
+        cls, points: torch.Tensor, weights: torch.Tensor, values: torch.Tensor,
+        shape: tuple[int, int],
+    ) -> Influence:
+        """From its non-zero entries (each (point, weight) at most once, any order)."""
+        n_points, n_weights = shape
+
+        def csr(row: torch.Tensor, col: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor:
+            by_row = torch.argsort(row * n_cols + col)  # unique keys: rows, then columns
+            crow = torch.zeros(n_rows + 1, dtype=torch.long, device=row.device)
+            crow[1:] = torch.cumsum(torch.bincount(row, minlength=n_rows), 0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "sparse CSR is in beta"
+                return torch.sparse_csr_tensor(crow, col[by_row], values[by_row],
+                                               (n_rows, n_cols))
+
+        return cls(csr(points, weights, n_points, n_weights),
+                   csr(weights, points, n_weights, n_points))
 
 
 def objective(
@@ -49,12 +85,12 @@ def optimize_weights(
     device: torch.device,
     iterations: int | None = None,
     dtype: torch.dtype = torch.float32,
-    matrix: torch.Tensor | None = None,
+    influence: Influence | None = None,
 ) -> list[float]:
     """Non-negative weights minimising :func:`objective` for a dose linear in the weights
     (unscaled: the engine scales them so the reported mean target dose is the prescription).
-    With ``matrix`` (sparse, points x weights: ``dose_fn(w) == matrix @ w``) each iteration
-    uses it instead of ``dose_fn``."""
+    With ``influence`` (``dose_fn(w) == influence.matrix @ w``) each iteration uses it
+    instead of ``dose_fn``."""
     if n_weights == 0:
         raise ValueError("the plan has no beamlets (does the target lie inside the CT?)")
     # voxel indices rather than boolean masks: indexing with them costs no search per call
@@ -69,10 +105,8 @@ def optimize_weights(
         return float(loss.detach()), grad.detach().cpu().numpy().astype(np.float64)
 
     loss_and_grad = matrix_free
-    if matrix is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-            transposed = matrix.to_sparse_coo().t().coalesce().to_sparse_csr()  # type: ignore[no-untyped-call]
+    if influence is not None:
+        matrix, transposed = influence.matrix, influence.transposed
 
         def with_matrix(x: np.ndarray) -> tuple[float, np.ndarray]:
             # the dose is matrix @ w, so the gradient is matrix^T @ d(objective)/d(dose)

@@ -47,6 +47,7 @@ from evaluator.dose.engines.geometry import (
     sample_volume_on_grid,
 )
 from evaluator.dose.engines.hlut import hu_to_density_torch
+from evaluator.dose.optimize import Influence
 from evaluator.dose.plan import Plan, beamlet_count
 
 PHOTON_SAD_MM = 1000.0
@@ -81,14 +82,16 @@ MCS_EXP = 0.6263
 MCS_DEPTH_PROFILE = (0.0, 0.224, 0.307, 0.375, 0.436, 0.513, 0.613, 0.716, 0.849, 1.022, 1.11)
 STRAGGLING_FACTOR = 1.0
 POINT_CHUNK = 131072  # evaluation points per forward pass (bounds memory)
-# optimisation: explicit dose influence matrix, built in blocks of this many entries; each
-# beamlet's column keeps the entries above INFLUENCE_CUTOFF x its largest (photon scatter
-# tails are long: at 1e-4 the dropped tails of all bixels add up to 0.3 % of the maximum
-# dose, at 1e-5 to 0.02 %; protons at 1e-4: 0.01 %); beyond INFLUENCE_MAX_NONZEROS entries
-# (~12 bytes each, twice) the optimiser runs matrix-free
+# optimisation: explicit dose influence matrix, built in blocks of INFLUENCE_BLOCK entries.
+# Photon scatter reaches most optimisation points (60 % of the entries above 1e-5 of each
+# bixel's largest), so photons get a dense matrix, exact; protons a sparse one whose beamlet
+# columns keep the entries above INFLUENCE_CUTOFF x their largest (0.01 % of the maximum
+# dose dropped).  Larger than INFLUENCE_MAX_BYTES (dense: 4 bytes per entry; sparse: ~20
+# bytes per kept entry while built) the optimiser runs matrix-free.
 INFLUENCE_BLOCK = 1 << 24
-INFLUENCE_CUTOFF = {"photon": 1e-5, "proton": 1e-4}
-INFLUENCE_MAX_NONZEROS = 60_000_000
+INFLUENCE_CUTOFF = 1e-4
+INFLUENCE_MAX_BYTES = 1_500_000_000
+INFLUENCE_SIGMAS = 5.0  # protons: points beyond 5 sigma of a layer's spots get none of it
 # the machine's depth doses were measured with the nozzle 1000 mm before the isocentre; the
 # air between nozzle and skin adds 0.0011 mm water-equivalent per mm (matRad/pyRadPlan's
 # air offset correction): WEPL += 0.0011 * (SSD + 1000 - SAD)
@@ -698,11 +701,11 @@ class TorchPencilBeamEngine:
 
     def _beam_columns(
         self, plan: Plan, s: _BeamSetup, coords: torch.Tensor, wet: torch.Tensor,
-    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor | None, torch.Tensor]]:
         """One beam's influence columns (dose per unit weight at the points, exactly the model
-        of :meth:`_dose`), as (weight indices within the beam, (M, n) block) pairs."""
-        m = coords.shape[0]
-        chunk = max(1, INFLUENCE_BLOCK // max(m, 1))
+        of :meth:`_dose`) in blocks: (weight indices within the beam, the indices of the
+        points the block covers or None for all, (points, weights) block).  Points a block
+        leaves out get nothing from its beamlets."""
         if plan.modality == "photon":
             k = photon_kernel()
             b = plan.bixel_width_mm
@@ -719,11 +722,13 @@ class TorchPencilBeamEngine:
             cv = torch.as_tensor(s.cells[:, 1] - int(s.cells[:, 1].min()), device=self.device)
             rows = [(self._sample_rows(su[i], u_axis, coords[:, 0]),
                      self._sample_rows(sv[i], v_axis, coords[:, 1])) for i in range(len(su))]
+            chunk = max(1, INFLUENCE_BLOCK // max(coords.shape[0], 1))
             for start in range(0, s.n_bixels, chunk):
                 j = slice(start, min(start + chunk, s.n_bixels))
-                block = sum(factor[i][:, None] * ru[:, cu[j]] * rv[:, cv[j]]
-                            for i, (ru, rv) in enumerate(rows))
-                yield np.arange(j.start, j.stop), torch.as_tensor(block)
+                block = factor[0][:, None] * rows[0][0][:, cu[j]] * rows[0][1][:, cv[j]]
+                for i in range(1, len(rows)):
+                    block += factor[i][:, None] * rows[i][0][:, cu[j]] * rows[i][1][:, cv[j]]
+                yield np.arange(j.start, j.stop), None, block
             return
         h = float(s.grid.u[1] - s.grid.u[0]) if len(s.grid.u) > 1 else 1.0
         bu, bv, dz, n_z, idd_t = self._proton_tables(s, h)
@@ -735,63 +740,85 @@ class TorchPencilBeamEngine:
             mine = np.flatnonzero(layer_idx == layer)
             if len(mine) == 0:
                 continue
-            pu = torch.as_tensor(s.spot_pixels[bix_idx[mine], 0], device=self.device)
-            pv = torch.as_tensor(s.spot_pixels[bix_idx[mine], 1], device=self.device)
-            lo_u, hi_u = (self._sample_rows(bu[i], s.grid.u, coords[:, 0])
+            spot_px = s.spot_pixels[bix_idx[mine]]
+            # the layer reaches the points before the end of its depth dose and within
+            # INFLUENCE_SIGMAS of its widest (end-of-range) Gaussian around its spots
+            sigma_ini, sigma_mcs = proton_spot_sigmas_mm(float(s.layer_ranges[layer]))
+            reach = INFLUENCE_SIGMAS * math.hypot(sigma_ini, sigma_mcs * MCS_DEPTH_PROFILE[-1]) + h
+            u_spot, v_spot = s.grid.u[spot_px[:, 0]], s.grid.v[spot_px[:, 1]]
+            near = ((depth[layer] > 0)
+                    & (coords[:, 0] >= float(u_spot.min()) - reach)
+                    & (coords[:, 0] <= float(u_spot.max()) + reach)
+                    & (coords[:, 1] >= float(v_spot.min()) - reach)
+                    & (coords[:, 1] <= float(v_spot.max()) + reach))
+            points = torch.nonzero(near).squeeze(1)
+            if points.numel() == 0:
+                continue
+            uv = coords[points]
+            pu = torch.as_tensor(spot_px[:, 0], device=self.device)
+            pv = torch.as_tensor(spot_px[:, 1], device=self.device)
+            lo_u, hi_u = (self._sample_rows(bu[i], s.grid.u, uv[:, 0])
                           for i in (layer, layer + n_layers))
-            lo_v, hi_v = (self._sample_rows(bv[i], s.grid.v, coords[:, 1])
+            lo_v, hi_v = (self._sample_rows(bv[i], s.grid.v, uv[:, 1])
                           for i in (layer, layer + n_layers))
-            c_lo = (scale * depth[layer] * (1 - mix[layer]))[:, None]
-            c_hi = (scale * depth[layer] * mix[layer])[:, None]
+            c = scale[points] * depth[layer, points]
+            c_hi = (c * mix[layer, points])[:, None]
+            c_lo = c[:, None] - c_hi
+            chunk = max(1, INFLUENCE_BLOCK // int(points.numel()))
             for start in range(0, len(mine), chunk):
                 j = slice(start, min(start + chunk, len(mine)))
                 block = (c_lo * lo_u[:, pu[j]] * lo_v[:, pv[j]]
                          + c_hi * hi_u[:, pu[j]] * hi_v[:, pv[j]])
-                yield mine[j], block
+                yield mine[j], points, block
 
     def influence_matrix(
         self, plan: Plan, setups: list[_BeamSetup], vox: _VoxelGeometry, wet: list[torch.Tensor],
-        order: torch.Tensor | None = None, cutoff: float | None = None,
-        max_nonzeros: int | None = None,
-    ) -> torch.Tensor | None:
-        """The dose at the points per unit weight of every beamlet, (M, n) sparse CSR, in the
+        order: torch.Tensor | None = None, cutoff: float = INFLUENCE_CUTOFF,
+        max_bytes: int | None = None,
+    ) -> Influence | None:
+        """The dose at the points per unit weight of every beamlet (points x weights), in the
         engine's weight layout (``_dose(w) == matrix @ w``) or, with ``order`` (the layout
-        index of each column, a permutation), in that order.  Each beamlet's column keeps the
-        entries above ``cutoff`` x its largest magnitude (like the lateral cut-off of matRad's dose
-        influence matrix; default ``INFLUENCE_CUTOFF``).  None when it would hold more than
-        ``max_nonzeros`` entries (default ``INFLUENCE_MAX_NONZEROS``)."""
-        limit = INFLUENCE_MAX_NONZEROS if max_nonzeros is None else max_nonzeros
-        if cutoff is None:
-            cutoff = INFLUENCE_CUTOFF[plan.modality]
-        rows, cols, vals = [], [], []
-        nnz, offset = 0, 0
+        index of each column, a permutation), in that order.  Photons: dense and exact;
+        protons: sparse, each beamlet's column keeping the entries above ``cutoff`` x its
+        largest (like the lateral cut-off of matRad's dose influence matrix).  None when it
+        would take more than ``max_bytes`` (default ``INFLUENCE_MAX_BYTES``)."""
+        budget = INFLUENCE_MAX_BYTES if max_bytes is None else max_bytes
+        photon = plan.modality == "photon"
+        n_points = vox.points.shape[0]
+        n = self.n_weights(setups, photon)
+        offsets = np.cumsum([0] + [s.n_bixels if photon else int(s.active.sum())
+                                   for s in setups])
         with torch.no_grad():
-            for s, coords, d in zip(setups, vox.bev, wet, strict=True):
-                for index, block in self._beam_columns(plan, s, coords, d):
-                    size = block.abs()  # photon kernels have small negative tails
-                    keep = size > cutoff * size.amax(dim=0, keepdim=True)
+            if photon:
+                if 4 * n_points * n > budget:
+                    return None
+                dense = torch.zeros((n_points, n), dtype=self.dtype, device=self.device)
+                for s, coords, d, offset in zip(setups, vox.bev, wet, offsets, strict=False):
+                    for index, _, block in self._beam_columns(plan, s, coords, d):
+                        dense[:, int(offset) + index[0]: int(offset) + index[-1] + 1] = block
+                return Influence.from_dense(dense if order is None else dense[:, order])
+            point_idx, weight_idx, vals = [], [], []
+            nnz = 0
+            for s, coords, d, offset in zip(setups, vox.bev, wet, offsets, strict=False):
+                for index, points, block in self._beam_columns(plan, s, coords, d):
+                    keep = block > cutoff * block.amax(dim=0, keepdim=True)
                     r, c = torch.nonzero(keep, as_tuple=True)
                     nnz += int(r.numel())
-                    if nnz > limit:
+                    if 20 * nnz > budget:
                         return None
-                    rows.append(r)
-                    cols.append(torch.as_tensor(offset + index, device=self.device)[c])
+                    point_idx.append(r if points is None else points[r])
+                    weight_idx.append(torch.as_tensor(int(offset) + index, device=self.device)[c])
                     vals.append(block[r, c])
-                offset += s.n_bixels if plan.modality == "photon" else int(s.active.sum())
-        shape = (vox.points.shape[0], offset)
-        if order is not None and rows:
-            column = torch.empty(offset, dtype=torch.long, device=self.device)
-            column[order] = torch.arange(offset, device=self.device)
-            cols = [column[c] for c in cols]
-        if not rows:
-            empty = torch.zeros(0, dtype=torch.long, device=self.device)
-            rows, cols = [empty], [empty]
-            vals = [torch.zeros(0, dtype=self.dtype, device=self.device)]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-            return torch.sparse_coo_tensor(
-                torch.stack([torch.cat(rows), torch.cat(cols)]), torch.cat(vals), shape,
-            ).coalesce().to_sparse_csr()
+            weights = torch.cat(weight_idx) if weight_idx else torch.zeros(
+                0, dtype=torch.long, device=self.device)
+            if order is not None:
+                column = torch.empty(n, dtype=torch.long, device=self.device)
+                column[order] = torch.arange(n, device=self.device)
+                weights = column[weights]
+            return Influence.from_entries(
+                torch.cat(point_idx) if point_idx else torch.zeros_like(weights), weights,
+                torch.cat(vals) if vals else torch.zeros(0, dtype=self.dtype, device=self.device),
+                (n_points, n))
 
     # ---------- public API ----------
     def _on_ct_grid(
@@ -939,9 +966,9 @@ class TorchPencilBeamEngine:
 
         # like pyRadPlan: the dose influence matrix of the optimisation voxels, once (each
         # iteration is then two sparse products); matrix-free when it would be too large
-        matrix = self.influence_matrix(plan, setups, vox, wet, order=index)
+        influence = self.influence_matrix(plan, setups, vox, wet, order=index)
         w = optimize_weights(dose_fn, n, objective_plan, sub_labels, self.device, iterations,
-                             self.dtype, matrix=matrix)
+                             self.dtype, influence=influence)
         w_t = torch.as_tensor(w, dtype=self.dtype, device=self.device)
         dose = self._on_ct_grid(ct_hu, spacing, plan, labels, setups, layout(w_t), wet_bev)
         mean = float(dose[plan.mask(labels, plan.target)].mean())

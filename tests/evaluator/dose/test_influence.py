@@ -38,19 +38,30 @@ def test_matrix_is_the_forward_model(modality: str, device: str) -> None:
     exact = engine.influence_matrix(plan, setups, vox, wet, cutoff=0.0)
     cut = engine.influence_matrix(plan, setups, vox, wet)
     assert exact is not None and cut is not None
-    assert exact.shape == (vox.points.shape[0], n)
+    assert exact.matrix.shape == (vox.points.shape[0], n)
     peak = float(forward.max())
-    assert float((exact @ w - forward).abs().max()) < 1e-5 * peak
-    # the per-beamlet cut-off drops entries below 1e-4 of each column's maximum
-    assert cut._nnz() < exact._nnz()
-    assert float((cut @ w - forward).abs().max()) < 1e-3 * peak
+    assert float((exact.matrix @ w - forward).abs().max()) < 1e-5 * peak
+    if modality == "photon":  # dense and exact (scatter reaches most points)
+        assert cut.matrix.layout == torch.strided
+        assert float((cut.matrix @ w - forward).abs().max()) < 1e-5 * peak
+    else:  # sparse: each spot keeps the entries above 1e-4 of its largest
+        assert cut.matrix.layout == torch.sparse_csr
+        assert cut.matrix._nnz() < exact.matrix._nnz() < 0.5 * vox.points.shape[0] * n
+        assert float((cut.matrix @ w - forward).abs().max()) < 1e-3 * peak
+    dense = cut.matrix.to_dense() if cut.matrix.layout == torch.sparse_csr else cut.matrix
+    # the transpose holds the same entries
+    g = torch.as_tensor(np.random.default_rng(4).uniform(0, 1, vox.points.shape[0]),
+                        dtype=torch.float32, device=engine.device)
+    assert torch.allclose(cut.transposed @ g, dense.T @ g, rtol=1e-4)
     # columns in a given order (listed beamlets): a permutation of the layout's
     order = torch.as_tensor(np.random.default_rng(2).permutation(n), device=engine.device)
     permuted = engine.influence_matrix(plan, setups, vox, wet, order=order)
     assert permuted is not None
-    assert torch.allclose(permuted @ w, cut @ w[order.argsort()], rtol=1e-5, atol=1e-6 * peak)
+    assert torch.allclose(permuted.matrix @ w, cut.matrix @ w[order.argsort()], rtol=1e-5,
+                          atol=1e-6 * peak)
+    assert torch.allclose(permuted.transposed @ g, (cut.transposed @ g)[order], rtol=1e-5)
     # over the size limit: no matrix (the optimiser then runs matrix-free)
-    assert engine.influence_matrix(plan, setups, vox, wet, max_nonzeros=10) is None
+    assert engine.influence_matrix(plan, setups, vox, wet, max_bytes=1000) is None
 
 
 @pytest.mark.parametrize("modality", ["photon", "proton"])
@@ -63,7 +74,7 @@ def test_matrix_free_optimisation_gives_the_same_plan(
     plan = make_plan(modality)
     with_matrix = dataclasses.replace(plan, weights={
         "torch_pb": engine.optimize(hu, SPACING, plan, labels, iterations=80)})
-    monkeypatch.setattr(torch_pb, "INFLUENCE_MAX_NONZEROS", 0)
+    monkeypatch.setattr(torch_pb, "INFLUENCE_MAX_BYTES", 0)
     free = dataclasses.replace(plan, weights={
         "torch_pb": engine.optimize(hu, SPACING, plan, labels, iterations=80)})
     a = engine.compute(hu, SPACING, with_matrix, labels)
