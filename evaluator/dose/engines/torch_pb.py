@@ -412,31 +412,47 @@ class TorchPencilBeamEngine:
             kv = np.round(grid.v / b).astype(int)
             given = spots[n_beam] if spots is not None else None
             if given is not None:
-                cells = sorted({(round(u / b), round(v / b)) for u, v in zip(
-                    given.u_mm, given.v_mm, strict=True)})
+                found = np.round(np.stack([given.u_mm, given.v_mm], axis=1) / b)
             else:
                 # the lattice points nearest to the (dilated) target voxels' projections onto
                 # the isocentre plane (matRad's ray positions)
-                uv = bev_coords(grid, steer_pts)[:, :2].cpu().numpy()
-                found = {(int(cu), int(cv)) for cu, cv in np.round(uv / b)}
+                rays = torch.round(bev_coords(grid, steer_pts)[:, :2] / b).long()
+                low = rays.min(dim=0).values if len(rays) else torch.zeros(2, dtype=torch.long)
+                span = int((rays[:, 1] - low[1]).max()) + 1 if len(rays) else 1
+                key = torch.unique((rays[:, 0] - low[0]) * span + (rays[:, 1] - low[1]))
+                found = (torch.stack([key // span, key % span], dim=1) + low.to(key.device)
+                         ).cpu().numpy()
                 # voxels coarser than the bixels leave lattice rows without a projected
                 # voxel centre: pad each ray with its neighbours (pyRadPlan's padding, whose
                 # offsets run from -floor(voxel / bixel) to floor(voxel / bixel) - 1)
                 coarsest = max(float(x) for x in spacing)
                 reach = math.floor(coarsest / b)
                 if b < coarsest:
-                    found |= {(cu + j, cv + k) for cu, cv in found
-                              for j in range(-reach, reach) for k in range(-reach, reach)}
-                cells = sorted(found)
+                    shifts = np.stack(np.meshgrid(np.arange(-reach, reach),
+                                                  np.arange(-reach, reach), indexing="ij"),
+                                      axis=-1).reshape(-1, 2)
+                    found = (found[:, None, :] + shifts[None, :, :]).reshape(-1, 2)
+            # sorted (u, then v) lattice cells, one per ray
+            cells_arr = np.unique(found.astype(np.int64).reshape(-1, 2), axis=0)
+            cells = [(int(cu), int(cv)) for cu, cv in cells_arr]
             cell_index = {c: n for n, c in enumerate(cells)}
+            # BEV pixel -> its bixel (-1 outside every bixel), via a table over the lattice
             p2b = np.full((nu, nv), -1, dtype=np.int64)
-            for i in range(nu):
-                for j in range(nv):
-                    p2b[i, j] = cell_index.get((ku[i], kv[j]), -1)
-            centres = np.array(
-                [[int(np.argmin(np.abs(grid.u - cu * b))), int(np.argmin(np.abs(grid.v - cv * b)))]
-                 for cu, cv in cells]
-            ).reshape(-1, 2)
+            if len(cells):
+                first = cells_arr.min(axis=0)
+                table = np.full(tuple(cells_arr.max(axis=0) - first + 1), -1, dtype=np.int64)
+                table[cells_arr[:, 0] - first[0], cells_arr[:, 1] - first[1]] = np.arange(
+                    len(cells))
+                iu, iv = ku - first[0], kv - first[1]
+                ok_u = (iu >= 0) & (iu < table.shape[0])
+                ok_v = (iv >= 0) & (iv < table.shape[1])
+                sub = table[np.clip(iu, 0, table.shape[0] - 1)][
+                    :, np.clip(iv, 0, table.shape[1] - 1)]
+                p2b = np.where(ok_u[:, None] & ok_v[None, :], sub, -1)
+            centres = np.stack([
+                np.argmin(np.abs(grid.u[None, :] - cells_arr[:, :1] * b), axis=1),
+                np.argmin(np.abs(grid.v[None, :] - cells_arr[:, 1:] * b), axis=1),
+            ], axis=1).reshape(-1, 2) if len(cells) else np.zeros((0, 2), dtype=np.int64)
             ranges = np.zeros(0)
             active = np.zeros((0, len(cells)), dtype=bool)
             if not photon and given is not None:
@@ -470,7 +486,7 @@ class TorchPencilBeamEngine:
             setups.append(
                 _BeamSetup(grid, torch.as_tensor(p2b, device=self.device), len(cells),
                            centres, ranges, active,
-                           np.array(cells, dtype=np.int64).reshape(-1, 2), ssd)
+                           cells_arr, ssd)
             )
         return setups
 
