@@ -94,19 +94,19 @@ def make_bev_grid(
     gantry_deg: float,
     couch_deg: float,
     sad: float,
-    target: np.ndarray,
+    target_points: np.ndarray,
     margin_mm: float,
     lateral_step: float,
     depth_step: float,
     snap: float,
 ) -> BevGrid:
-    """BEV grid covering the target's projection plus ``margin_mm``, snapped to ``snap``."""
+    """BEV grid covering the projection of the target (its voxel centres, (N, 3) x, y, z mm)
+    plus ``margin_mm``, snapped to ``snap``."""
     direction, eu, ev = beam_axes(gantry_deg, couch_deg)
     source = iso - sad * direction
     nz, ny, nx = shape
     sx, sy, sz = spacing
-    zi, yi, xi = np.nonzero(target)
-    pts = np.stack([xi * sx, yi * sy, zi * sz], axis=1) - source
+    pts = np.asarray(target_points, dtype=np.float64) - source
     t = pts @ direction
     pu = (pts @ eu) * sad / t
     pv = (pts @ ev) * sad / t

@@ -216,12 +216,28 @@ def steering_target(target: np.ndarray, spacing: Sequence[float], bixel_mm: floa
     volume matRad/pyRadPlan steer beamlets onto (``target`` is (z, y, x))."""
     from scipy import ndimage
 
-    radius = [math.ceil(max(float(s), bixel_mm) / float(s) - 1e-9) for s in spacing]  # x, y, z
     out = np.asarray(target, dtype=bool)
-    for axis, r in zip((2, 1, 0), radius, strict=True):
+    for axis, r in zip((2, 1, 0), _steering_radius(spacing, bixel_mm), strict=True):
         out = ndimage.maximum_filter1d(out.astype(np.uint8), size=2 * r + 1, axis=axis,
                                        mode="constant").astype(bool)
     return out
+
+
+def _steering_radius(spacing: Sequence[float], bixel_mm: float) -> list[int]:
+    return [math.ceil(max(float(s), bixel_mm) / float(s) - 1e-9) for s in spacing]  # x, y, z
+
+
+def steering_target_t(target: torch.Tensor, spacing: Sequence[float], bixel_mm: float
+                      ) -> torch.Tensor:
+    """:func:`steering_target` on a torch device (separable max pooling; float 0/1 out)."""
+    out = target.to(torch.float32)[None, None]
+    for axis, r in zip((4, 3, 2), _steering_radius(spacing, bixel_mm), strict=True):
+        size = [1, 1, 1]
+        size[axis - 2] = 2 * r + 1
+        pad = [0, 0, 0]
+        pad[axis - 2] = r
+        out = F.max_pool3d(out, kernel_size=tuple(size), stride=1, padding=tuple(pad))
+    return out[0, 0]
 
 
 @dataclass
@@ -394,16 +410,18 @@ class TorchPencilBeamEngine:
         )
         # like matRad/pyRadPlan, beamlets are steered onto the target dilated by a box of
         # max(voxel, bixel width) in each direction (margin for dose fall-off and robustness)
-        steer = steering_target(target, spacing, b)
-        steer_t = torch.as_tensor(steer, dtype=self.dtype, device=self.device)
-        zi, yi, xi = np.nonzero(steer)
-        steer_pts = torch.as_tensor(
-            np.stack([xi, yi, zi], axis=1) * np.asarray(spacing, dtype=np.float64),
-            dtype=torch.float64, device=self.device)
+        if self.device.type == "cpu":  # scipy's filter is O(1) per voxel, pooling O(radius)
+            steer_t = torch.as_tensor(steering_target(target, spacing, b), dtype=self.dtype)
+        else:
+            steer_t = steering_target_t(torch.as_tensor(target, device=self.device), spacing,
+                                        b).to(self.dtype)
+        steer_pts = torch.nonzero(steer_t > 0.5).flip(1).to(torch.float64) * torch.as_tensor(
+            spacing, dtype=torch.float64, device=self.device)  # x, y, z mm
+        steer_np = steer_pts.cpu().numpy()
         setups = []
         for n_beam, beam in enumerate(plan.beams):
             grid = make_bev_grid(
-                planning_ct.shape, spacing, iso, beam.gantry_deg, beam.couch_deg, sad, steer,
+                planning_ct.shape, spacing, iso, beam.gantry_deg, beam.couch_deg, sad, steer_np,
                 margin, step, depth_step, b,
             )
             ssd = self._ssd(density, grid, spacing)

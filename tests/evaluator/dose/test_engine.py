@@ -12,6 +12,7 @@ from evaluator.dose.engines.torch_pb import (
     TorchPencilBeamEngine,
     proton_idd_table,
     steering_target,
+    steering_target_t,
 )
 from evaluator.dose.metrics import mae_target
 from evaluator.dose.plan import Plan
@@ -147,3 +148,16 @@ def test_steering_target_is_dilated_like_matrad() -> None:
     assert (y.min(), y.max()) == (7, 13)  # ceil(5 / 2) = 3
     assert (z.min(), z.max()) == (9, 11)  # max(6, 5) / 6 = 1
     assert out.sum() == 5 * 7 * 3  # a full box
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_steering_target_on_a_device_equals_scipys(device: str) -> None:
+    """The pooling version (used on GPUs) dilates exactly like the scipy filter, edges too."""
+    rng = np.random.default_rng(7)
+    target = rng.uniform(size=(17, 23, 19)) > 0.97
+    target[0, 5, 5] = target[16, 22, 18] = True
+    for spacing in [(4.0, 2.0, 6.0), (1.0, 1.0, 2.5)]:
+        expected = steering_target(target, spacing, bixel_mm=5.0)
+        got = steering_target_t(torch.as_tensor(target, device=device), spacing, 5.0) > 0.5
+        assert np.array_equal(got.cpu().numpy(), expected)
