@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     case_run_max_attempts: int = 3  # lost-worker or Docker-engine retries before a case fails
     # How long a run waits for a restarting Docker engine before it gives its case back.
     sandbox_engine_wait_s: int = 60
+    # Where the eval workers compute image and dose metrics: "cpu", "cuda", or "auto" (CUDA
+    # when this worker sees a GPU).  Keep "cpu" where eval workers share GPUs with running
+    # submissions.
+    eval_device: Literal["cpu", "cuda", "auto"] = "cpu"
     reaper_interval_s: int = 60
     reaper_grace_s: int = 120  # a running case with no live task this long is requeued
 

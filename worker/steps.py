@@ -476,15 +476,26 @@ def advance(s: Session, sub: Submission) -> None:
 # ---------------------------------------------------------------- cases.evaluate
 
 
+def eval_device() -> str:
+    """The torch device the metrics run on (``settings.eval_device``; "auto": CUDA if seen)."""
+    if settings.eval_device != "auto":
+        return settings.eval_device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _score(case: Case, prediction: Path, profile: str) -> dict[str, Any]:
     from evaluator.scoring import score_case
 
+    device = eval_device()
     metrics: dict[str, Any] = dict(score_case(
         settings.data_dir / case.ground_truth_path,
         prediction,
         settings.data_dir / case.mask_path,
         profile,
         labels_path=settings.data_dir / case.labels_path if case.labels_path else None,
+        device=device,
     ))
     if case.plan_path:
         try:
@@ -495,7 +506,8 @@ def _score(case: Case, prediction: Path, profile: str) -> dict[str, Any]:
         try:
             # The CT dose is computed once per case and cached beside the predictions.
             metrics.update(dose_metrics_for_case(
-                plan.parent, prediction, cache_dir=settings.data_dir / "cache" / "dose"))
+                plan.parent, prediction, cache_dir=settings.data_dir / "cache" / "dose",
+                device=device))
         except Exception as exc:  # dose is best-effort: never lose the image metrics
             log.warning("dose metrics failed for %s: %s", case.name, exc)
             metrics["dose_error"] = str(exc)[:500]

@@ -102,6 +102,43 @@ def _ct_dose(
     return dose, False
 
 
+def _derived_weights(
+    engine_name: str, plan: Plan, plan_path: Path, ct: np.ndarray,
+    spacing: Sequence[float], structures: np.ndarray, cache_dir: Path | None, device: str,
+    why: str,
+) -> list[float]:
+    """Weights optimised on the CT for a plan that lacks usable ones (deterministic), kept in
+    the cache so that a case is optimised once, not once per submission."""
+    engine = get_engine(engine_name, device)
+    key = _digest(
+        b"weights", engine_name.encode(), engine.model_version.encode(),
+        json.dumps(plan.to_dict(), sort_keys=True).encode(),
+        np.ascontiguousarray(ct).tobytes(), np.asarray(spacing).tobytes(),
+        np.ascontiguousarray(structures).tobytes(),
+    )
+    cache_file = None
+    if cache_dir is not None:
+        cache_file = (cache_dir / f"{plan_path.parent.name}_{plan.modality}_{engine_name}_{key}"
+                      ".weights.json")
+        if cache_file.is_file():
+            try:
+                weights = [float(w) for w in json.loads(cache_file.read_text())]
+            except (ValueError, TypeError, OSError):
+                log.warning("%s is unreadable: optimising again", cache_file)
+            else:
+                log.info("%s: %s; using the weights optimised earlier (%s)", plan_path, why,
+                         cache_file.name)
+                return weights
+    log.warning("%s: %s; optimising on the CT now", plan_path, why)
+    weights = engine.optimize(ct, spacing, plan, structures)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(weights))
+        tmp.replace(cache_file)  # atomic, like the dose cache
+    return weights
+
+
 def dose_metrics_report(
     case_dir: str | Path,
     sct_path: str | Path,
@@ -133,25 +170,25 @@ def dose_metrics_report(
                     f"{ct.shape[::-1]} @ {spacing}"
                 )
             plan.check_structures(structures)
+            ct32 = ct.astype(np.float32)
             if engine not in plan.weights:
                 # weights belong in the plan (optimised once on the CT); derive them
                 # deterministically if an older plan lacks them, and say so
-                log.warning("%s has no %s weights: optimising on the CT now", plan_path, engine)
-                plan.weights[engine] = get_engine(engine, device).optimize(
-                    ct.astype(np.float32), spacing, plan, structures)
+                plan.weights[engine] = _derived_weights(
+                    engine, plan, plan_path, ct32, spacing, structures, cache, device,
+                    f"no {engine} weights")
             try:
-                d_ct, hit = _ct_dose(engine, plan, plan_path, ct.astype(np.float32), spacing,
-                                     structures, cache, device)
+                d_ct, hit = _ct_dose(engine, plan, plan_path, ct32, spacing, structures, cache,
+                                     device)
             except StaleWeightsError as exc:
                 # optimised by an older engine version (other steering): re-optimise on the
                 # CT, deterministically, and say so; the CT-dose cache key covers the weights
-                log.warning("%s: %s; optimising on the CT now", plan_path, exc)
-                plan.weights[engine] = get_engine(engine, device).optimize(
-                    ct.astype(np.float32), spacing, plan, structures)
-                d_ct, hit = _ct_dose(engine, plan, plan_path, ct.astype(np.float32), spacing,
-                                     structures, cache, device)
+                plan.weights[engine] = _derived_weights(
+                    engine, plan, plan_path, ct32, spacing, structures, cache, device, str(exc))
+                d_ct, hit = _ct_dose(engine, plan, plan_path, ct32, spacing, structures, cache,
+                                     device)
             d_sct = get_engine(engine, device).compute(
-                sct.astype(np.float32), spacing, plan, structures, ct.astype(np.float32))
+                sct.astype(np.float32), spacing, plan, structures, ct32)
             if not np.all(np.isfinite(d_sct)):
                 raise DoseComputationError("the dose on the sCT is not finite")
             oars = {name: structures == plan.structures[name] for name in plan.oars}

@@ -235,3 +235,17 @@ def test_transient_input_errors_are_retried_then_fail_with_a_reason(clean_pipeli
     assert message.startswith("The inputs of this case could not be prepared, 3 times"), message
     assert f"Last error: Input/output error ({recovers_path})" in message, message
     assert _work_left(clean_pipeline) == []
+
+
+@pytest.mark.parametrize("configured", ["cpu", "cuda", "auto"])
+def test_eval_device_follows_the_setting(
+    configured: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from backend.config import settings
+
+    monkeypatch.setattr(settings, "eval_device", configured)
+    expected = {"cpu": "cpu", "cuda": "cuda",
+                "auto": "cuda" if torch.cuda.is_available() else "cpu"}[configured]
+    assert steps.eval_device() == expected

@@ -117,6 +117,34 @@ def test_stale_weights_are_reoptimised_with_a_warning(
     assert dose_metrics_for_case(case_dir, sct) == stale
 
 
+def test_derived_weights_are_optimised_once_per_case(
+    case_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a cache (the worker's), a plan without usable weights is optimised on the first
+    submission's evaluation only; later ones reuse those weights."""
+    (case_dir / PLAN_FILE["proton"]).unlink()
+    plan = load_plan(case_dir / PLAN_FILE["photon"])
+    plan.weights.clear()
+    save_plan(plan, case_dir / PLAN_FILE["photon"])
+    cache = tmp_path / "cache"
+    with caplog.at_level("INFO"):
+        first = dose_metrics_for_case(case_dir, write_sct(case_dir, 40.0), cache_dir=cache)
+    assert "no torch_pb weights; optimising on the CT now" in caplog.text
+    assert len(list(cache.glob("*.weights.json"))) == 1
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        again = dose_metrics_for_case(case_dir, write_sct(case_dir, 40.0), cache_dir=cache)
+    assert "optimising on the CT now" not in caplog.text
+    assert "using the weights optimised earlier" in caplog.text
+    assert again == first
+    # a damaged weights file is not trusted: optimised again, same result
+    next(cache.glob("*.weights.json")).write_text("[1.0, ")
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert dose_metrics_for_case(case_dir, write_sct(case_dir, 40.0), cache_dir=cache) == first
+    assert "unreadable" in caplog.text
+
+
 def test_cli(case_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sct = write_sct(case_dir, -30.0)
     assert main(["dose-metrics", "--case", str(case_dir), "--sct", str(sct)]) == 0
