@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from evaluator.cli import main
 from evaluator.dose import DoseMetricsError, dose_metrics_for_case, dose_metrics_report
@@ -37,6 +38,17 @@ def test_metrics_and_cache(case_dir: Path, tmp_path: Path) -> None:
     m = first.metrics
     assert 0 < m["mae_target_photon"] < m["mae_target_proton"]
     assert 0 <= m["gamma_proton"] <= 100
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_case_metrics_on_cuda_equal_cpu(case_dir: Path) -> None:
+    """An eval worker with SYNTHARENA_EVAL_DEVICE=cuda scores like a CPU one."""
+    sct = write_sct(case_dir, 40.0)
+    cpu = dose_metrics_for_case(case_dir, sct, device="cpu")
+    gpu = dose_metrics_for_case(case_dir, sct, device="cuda")
+    assert set(gpu) == KEYS
+    for key in KEYS:
+        assert gpu[key] == pytest.approx(cpu[key], rel=0.02, abs=0.2 if "gamma" in key else 1e-4)
 
 
 def test_cached_ct_dose_of_an_older_engine_model_is_not_reused(
