@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from pydantic import ValidationError
 from starlette.responses import RedirectResponse, Response
 
@@ -41,6 +41,12 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
+# The form is read on the event loop (a dependency); the handlers that use it are plain
+# functions, so FastAPI runs their database work (and a dataset import's generation, copying
+# and plan optimisation) in its thread pool instead of stalling every other request.
+FormFields = Annotated[dict[str, str], Depends(_form)]
+
+
 @router.get("")
 def manage_home(request: Request, session: SessionDep, user: PageUser) -> Response:
     challenges = [
@@ -61,8 +67,9 @@ def new_challenge_page(request: Request, user: PageUser) -> Response:
 
 
 @router.post("/challenges/new", dependencies=[CsrfChecked])
-async def create_challenge(request: Request, session: SessionDep, user: PageUser) -> Response:
-    form = await _form(request)
+def create_challenge(
+    request: Request, session: SessionDep, user: PageUser, form: FormFields
+) -> Response:
     try:
         data = ChallengeIn(
             slug=form.get("slug", "").strip(),
@@ -109,11 +116,10 @@ def challenge_admin(request: Request, slug: str, session: SessionDep, user: Page
 
 
 @router.post("/challenges/{slug}", dependencies=[CsrfChecked])
-async def update_challenge(
-    request: Request, slug: str, session: SessionDep, user: PageUser
+def update_challenge(
+    request: Request, slug: str, session: SessionDep, user: PageUser, form: FormFields,
 ) -> Response:
     challenge = access.challenge_by_slug(session, slug, user)
-    form = await _form(request)
     try:
         data = ChallengePatch(
             title=form.get("title", "").strip(),
@@ -178,12 +184,11 @@ def new_phase_page(request: Request, slug: str, session: SessionDep, user: PageU
 
 
 @router.post("/challenges/{slug}/phases/new", dependencies=[CsrfChecked])
-async def create_phase(
-    request: Request, slug: str, session: SessionDep, user: PageUser
+def create_phase(
+    request: Request, slug: str, session: SessionDep, user: PageUser, form: FormFields,
 ) -> Response:
     challenge = access.challenge_by_slug(session, slug, user)
     access.require_organizer(session, user, challenge)
-    form = await _form(request)
     try:
         phase_in = forms.phase_in(form)
         with rollback_on_error(session):
@@ -222,13 +227,13 @@ def phase_admin(
 
 
 @router.post("/challenges/{slug}/phases/{phase_slug}", dependencies=[CsrfChecked])
-async def update_phase(
-    request: Request, slug: str, phase_slug: str, session: SessionDep, user: PageUser
+def update_phase(
+    request: Request, slug: str, phase_slug: str, session: SessionDep, user: PageUser,
+    form: FormFields,
 ) -> Response:
     challenge = access.challenge_by_slug(session, slug, user)
     access.require_organizer(session, user, challenge)
     phase = access.phase_by_slug(session, challenge, phase_slug)
-    form = await _form(request)
     try:
         settings_in = forms.phase_settings(form)
         with rollback_on_error(session):
@@ -260,8 +265,9 @@ def datasets_page(request: Request, session: SessionDep, user: PageUser) -> Resp
 
 
 @router.post("/datasets", dependencies=[CsrfChecked])
-async def create_dataset(request: Request, session: SessionDep, user: PageUser) -> Response:
-    form = await _form(request)
+def create_dataset(
+    request: Request, session: SessionDep, user: PageUser, form: FormFields
+) -> Response:
     try:
         data = DatasetIn(
             slug=form.get("slug", "").strip(),
@@ -280,10 +286,9 @@ async def create_dataset(request: Request, session: SessionDep, user: PageUser) 
 
 
 @router.post("/datasets/{ds_slug}/import", dependencies=[CsrfChecked])
-async def import_dataset(
-    request: Request, ds_slug: str, session: SessionDep, user: PageUser
+def import_dataset(
+    request: Request, ds_slug: str, session: SessionDep, user: PageUser, form: FormFields,
 ) -> Response:
-    form = await _form(request)
     dataset = datasets_service.get(session, user, ds_slug)
     try:
         data = ImportIn.model_validate({k: v for k, v in form.items()

@@ -6,7 +6,9 @@ import csv
 import io
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -380,3 +382,46 @@ def test_owner_cancels_running_submission_from_its_page(
     assert sub.status is SubmissionStatus.CANCELLED
     page = web.get(f"/submissions/{sub.id}", headers=HTML)
     assert f'action="/manage/submissions/{sub.id}/cancel"' not in page.text
+
+
+def test_a_slow_form_import_does_not_stall_other_requests(
+    web: TestClient, db_session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Form handlers run in the thread pool: while one organiser's import works (phantom
+    generation, plan optimisation: seconds to minutes), the API keeps answering others."""
+    import threading
+    import time
+
+    from backend.datasets import service as datasets_service
+    from backend.errors import BadRequestError
+
+    admin = make_user(db_session, admin=True)
+    login(web, admin)
+    token = csrf_token(web, "/manage")
+    assert web.post("/manage/challenges/new", data={
+        "csrf_token": token, "slug": "slow", "title": "Slow"}).status_code == 303
+    assert web.post("/manage/datasets", data={
+        "csrf_token": token, "slug": "slow-ds", "title": "Slow", "challenge": "slow"},
+    ).status_code == 303
+    started = threading.Event()
+
+    def slow_import(*args: object, **kwargs: object) -> None:
+        started.set()
+        time.sleep(2.0)  # stands for the import's blocking work
+        raise BadRequestError("the import gave up")
+
+    monkeypatch.setattr(datasets_service, "import_version", slow_import)
+    done: list[Any] = []
+    worker = threading.Thread(target=lambda: done.append(web.post(
+        "/manage/datasets/slow-ds/import",
+        data={"csrf_token": token, "source": "phantom", "cases": "1"})))
+    worker.start()
+    assert started.wait(10)
+    t0 = time.monotonic()
+    assert web.get("/api/health").status_code == 200
+    waited = time.monotonic() - t0
+    worker.join(10)
+    assert waited < 1.0, f"a health check waited {waited:.1f} s behind the import"
+    response = done[0]
+    assert response.status_code == 303
+    assert "the import gave up" in web.get(response.headers["location"], headers=HTML).text
