@@ -50,3 +50,10 @@ class InsufficientStorageError(AppError):
     """The server's disk is full (ENOSPC): nothing of the failed request was kept."""
 
     status_code = 507
+
+
+class ServiceUnavailableError(AppError):
+    """A service the request needs (the image storage) cannot be reached; nothing was lost
+    and the request can be repeated."""
+
+    status_code = 503

@@ -83,7 +83,19 @@ class LocalStorage:
         return self.path(key).is_file()
 
 
+class StorageUnavailableError(OSError):
+    """The image storage (an S3 endpoint) cannot be reached or refuses the request: may pass,
+    and is never the algorithm's fault."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.EIO, message)
+
+
 class S3Storage:
+    """Tarballs in an S3(-compatible) bucket.  Failures of the endpoint (unreachable, 5xx,
+    refused credentials) raise :class:`StorageUnavailableError`; a key that is not there
+    raises ``FileNotFoundError``."""
+
     def __init__(self) -> None:
         import boto3
 
@@ -97,27 +109,64 @@ class S3Storage:
             aws_secret_access_key=settings.s3_secret_access_key,
         )
 
+    def _where(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{key}"
+
+    def _failed(self, action: str, key: str, exc: Exception) -> OSError:
+        from botocore.exceptions import ClientError
+
+        code = ""
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("404", "NoSuchKey", "NotFound"):
+                return FileNotFoundError(errno.ENOENT, f"{self._where(key)} does not exist")
+        detail = " ".join(str(exc).split())[:300]
+        return StorageUnavailableError(
+            f"the image storage could not {action} {self._where(key)}: {detail}")
+
     def put_file(self, src: Path, key: str) -> None:
-        # upload_file streams in multipart chunks: memory stays flat for multi-GB files.
-        self.client.upload_file(str(src), self.bucket, self.prefix + key)
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            # upload_file streams in multipart chunks: memory stays flat for multi-GB files.
+            self.client.upload_file(str(src), self.bucket, self.prefix + key)
+        except (Boto3Error, BotoCoreError, ClientError) as exc:
+            raise self._failed("store", key, exc) from exc
 
     def local_copy(self, key: str, cache_dir: Path) -> Path:
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+
         dest = cache_dir / key
         if not dest.is_file():
             dest.parent.mkdir(parents=True, exist_ok=True)
             part = dest.with_suffix(dest.suffix + ".part")
-            self.client.download_file(self.bucket, self.prefix + key, str(part))
+            try:
+                self.client.download_file(self.bucket, self.prefix + key, str(part))
+            except (Boto3Error, BotoCoreError, ClientError) as exc:
+                part.unlink(missing_ok=True)
+                raise self._failed("read", key, exc) from exc
             part.replace(dest)
         return dest
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._failed("delete", key, exc) from exc
 
     def exists(self, key: str) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         try:
             self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
-        except Exception:
-            return False
+        except (BotoCoreError, ClientError) as exc:
+            if isinstance(self._failed("check", key, exc), FileNotFoundError):
+                return False
+            raise self._failed("check", key, exc) from exc
         return True
 
 

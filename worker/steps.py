@@ -36,7 +36,7 @@ from backend.models import (
     Submission,
     SubmissionStatus,
 )
-from backend.storage import is_disk_full
+from backend.storage import StorageUnavailableError, is_disk_full
 from backend.submissions import state
 from backend.tasks_client import enqueue_after_commit
 from worker import sandbox
@@ -64,10 +64,23 @@ def _now_step(session: Session, sub: Submission, step: str) -> None:
 # ---------------------------------------------------------------- submissions.start
 
 
-def _image_tarball(image: AlgorithmImage) -> Path:
+def _image_tarball(storage_key: str) -> Path:
+    """The image's tarball as a local file (fetched from S3 into the cache when stored there).
+    Raises StorageUnavailableError (may pass) or FileNotFoundError (not in the storage)."""
     from backend.storage import get_storage
 
-    return get_storage().local_copy(image.storage_key, settings.data_dir / "cache" / "images")
+    return get_storage().local_copy(storage_key, settings.data_dir / "cache" / "images")
+
+
+def _storage_gave_up(attempts: int, fault: str) -> str:
+    return (f"The algorithm image could not be read from the image storage, {attempts} times; "
+            "this is not a fault of the algorithm: the organisers need to check the image "
+            f"storage and re-evaluate. Last error: {fault}")
+
+
+def _missing_image(exc: OSError) -> str:
+    return (f"The algorithm image is missing from the image storage ({exc.strerror}); this is "
+            "not a fault of the algorithm: the organisers need to restore it and re-evaluate.")
 
 
 def start_submission(submission_id: int) -> None:
@@ -82,9 +95,9 @@ def start_submission(submission_id: int) -> None:
             return
         image = s.get(AlgorithmImage, sub.image_id)
         assert image is not None
-        tarball, known_id = _image_tarball(image), image.docker_image_id
-    # Step 2: load the image outside any transaction (minutes for big images).
-    image_id = _load_image(submission_id, tarball, known_id)
+        storage_key, known_id = image.storage_key, image.docker_image_id
+    # Step 2: fetch and load the image outside any transaction (minutes for big images).
+    image_id = _load_image(submission_id, storage_key, known_id)
     if image_id is None:
         return
     # Step 3: case runs (idempotent: unique per submission and case) and their tasks.
@@ -109,10 +122,24 @@ def start_submission(submission_id: int) -> None:
         advance(s, sub)
 
 
-def _load_image(submission_id: int, tarball: Path, known_id: str | None) -> str | None:
-    """The loaded image's id; a restarting Docker engine is waited for (bounded). None: the
-    submission was failed with the reason."""
+def _load_image(submission_id: int, storage_key: str, known_id: str | None) -> str | None:
+    """The loaded image's id; an unreachable image storage and a restarting Docker engine are
+    waited for (bounded). None: the submission was failed with the reason."""
+
     for attempt in range(1, settings.case_run_max_attempts + 1):
+        try:
+            tarball = _image_tarball(storage_key)
+        except StorageUnavailableError as exc:
+            if attempt == settings.case_run_max_attempts:
+                _fail_submission(submission_id, _storage_gave_up(attempt, str(exc.strerror)))
+                return None
+            log.warning("submission %s: image storage fault, trying again: %s",
+                        submission_id, exc.strerror)
+            time.sleep(PROVISION_RETRY_PAUSE_S)
+            continue
+        except FileNotFoundError as exc:
+            _fail_submission(submission_id, _missing_image(exc))
+            return None
         try:
             return sandbox.load_image(tarball, expected_id=known_id)
         except sandbox.EngineError as exc:
@@ -204,7 +231,7 @@ def run_cases(
             advance(s, sub)
             return timings
         limits = _limits(phase, len(claimed), gpu)
-        image_ref, tarball = image.docker_image_id or "", _image_tarball(image)
+        image_ref, image_key = image.docker_image_id or "", image.storage_key
         batch = phase.batch_size > 1
         names = ", ".join(c.name for _, c in claimed.values())
         _now_step(s, sub, f"running {names}")
@@ -245,6 +272,10 @@ def run_cases(
         if run_dir is not None:
             try:
                 # This GPU host may not be the one that ran submissions.start: load if missing.
+                try:
+                    tarball = _image_tarball(image_key)
+                except FileNotFoundError as exc:
+                    raise sandbox.SandboxError(_missing_image(exc)) from exc
                 image_ref = sandbox.load_image(tarball, expected_id=image_ref or None)
                 result = sandbox.run_container(
                     image_ref, input_dir=run_dir / "input", output_dir=run_dir / "output",
@@ -255,6 +286,10 @@ def run_cases(
             except sandbox.EngineError as exc:
                 log.warning("submission %s: Docker engine fault: %s", submission_id, exc)
                 fault, engine_fault = str(exc), True
+            except StorageUnavailableError as exc:  # the cases are given back (bounded)
+                log.warning("submission %s: image storage fault: %s", submission_id,
+                            exc.strerror)
+                fault, gave_up = str(exc.strerror), _storage_gave_up
             except sandbox.SandboxError as exc:
                 for rid in claimed:
                     outcomes[rid] = (R.FAILED, str(exc), None)

@@ -25,12 +25,13 @@ from backend.errors import (
     InsufficientStorageError,
     NotFoundError,
     PayloadTooLargeError,
+    ServiceUnavailableError,
 )
 from backend.images import repository as repo
 from backend.images.schemas import UploadIn
 from backend.images.validation import ImageInvalidError, human_size, validate_tarball
 from backend.models import AlgorithmImage, ImageStatus, ImageUpload, UploadStatus, User, utcnow
-from backend.storage import free_bytes, get_storage, is_disk_full
+from backend.storage import StorageUnavailableError, free_bytes, get_storage, is_disk_full
 
 HASH_READ = 1024 * 1024
 # Running sha256 per upload in this process, so the hash is computed as bytes arrive. After a
@@ -321,6 +322,13 @@ def complete(session: Session, user: User, upload_id: str) -> tuple[AlgorithmIma
             # stays open with its bytes and ``complete`` can be called again (it stores the
             # same bytes under the same key).
             get_storage().put_file(path, image.storage_key)
+        except StorageUnavailableError as exc:
+            # The request rolls back (no image row); the upload keeps its bytes.
+            log.error("upload %s: %s", upload_id, exc.strerror)
+            raise ServiceUnavailableError(
+                f"The image is valid, but {exc.strerror}. Your upload is kept as it was: call "
+                "complete again in a moment."
+            ) from exc
         except OSError as exc:
             if not is_disk_full(exc):
                 raise

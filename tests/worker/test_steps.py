@@ -249,3 +249,48 @@ def test_eval_device_follows_the_setting(
     expected = {"cpu": "cpu", "cuda": "cuda",
                 "auto": "cuda" if torch.cuda.is_available() else "cpu"}[configured]
     assert steps.eval_device() == expected
+
+
+def test_image_from_s3_storage_and_an_unreachable_storage(
+    clean_pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the image storage on S3 (a real S3-protocol server), a worker fetches the
+    tarball into its cache and runs it; while the storage is unreachable the submission is
+    retried a bounded number of times and then failed as the storage's fault, not the
+    algorithm's (never left to the reaper)."""
+    pytest.importorskip("moto.server")
+    from backend.config import settings
+    from backend.models import AlgorithmImage
+    from backend.storage import S3Storage
+    from tests.s3_server import S3Server, use_s3
+
+    server = S3Server()
+    server.start()
+    try:
+        use_s3(monkeypatch, server)
+        monkeypatch.setattr(steps, "PROVISION_RETRY_PAUSE_S", 0.0)
+        with session_scope() as s:
+            p = harness.seed_phase(s, clean_pipeline.data_dir, slug="p-s3", n_cases=1)
+            ok_id = harness.submit(s, p, "alice", "static-c").id
+            down_id = harness.submit(s, p, "bob", "static-c").id
+            keys = {sid: s.get(AlgorithmImage, s.get(Submission, sid).image_id).storage_key
+                    for sid in (ok_id, down_id)}
+        for key in keys.values():  # uploaded: the bytes live in the bucket only
+            S3Storage().put_file(settings.images_dir / key, key)
+            (settings.images_dir / key).unlink()
+        steps.start_submission(ok_id)
+        assert (settings.data_dir / "cache" / "images" / keys[ok_id]).is_file()
+        run = _runs(ok_id)[0]
+        steps.run_cases(ok_id, [run.id], worker_name="pytest", gpu=None)
+        assert _runs(ok_id)[0].status is CaseRunStatus.SUCCEEDED
+        server.stop()
+        steps.start_submission(down_id)
+        sub = _sub(down_id)
+        assert sub.status is SubmissionStatus.FAILED
+        assert "could not be read from the image storage, 3 times" in sub.error_message
+        assert "not a fault of the algorithm" in sub.error_message
+    finally:
+        server.stop()
+        from backend import storage
+
+        storage.get_storage.cache_clear()  # the next test's settings pick the storage

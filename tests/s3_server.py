@@ -1,0 +1,55 @@
+"""A real S3-protocol server for tests (moto's, over HTTP on loopback) and the settings that
+point the platform's image storage at it."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+
+from backend import storage
+from backend.config import settings
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class S3Server:
+    """moto's S3 server on a fixed loopback port that can be stopped and started again
+    (it starts empty: create the bucket again after a restart)."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: Any = None
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port,
+                                          verbose=False)
+        self._server.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+
+def use_s3(monkeypatch: pytest.MonkeyPatch, server: S3Server, bucket: str = "images") -> None:
+    """Settings for an S3 image storage on ``server`` (prefix ``arena/``), bucket created."""
+    for key, value in {"storage_backend": "s3", "s3_endpoint_url": server.url,
+                       "s3_bucket": bucket, "s3_region": "us-east-1",
+                       "s3_access_key_id": "test", "s3_secret_access_key": "test",
+                       "s3_prefix": "arena/"}.items():
+        monkeypatch.setattr(settings, key, value)
+    # no proxy for loopback; few retries so that a dead endpoint is reported quickly
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("AWS_RETRY_MODE", "standard")
+    storage.get_storage.cache_clear()
+    storage.S3Storage().client.create_bucket(Bucket=bucket)
