@@ -115,7 +115,6 @@ class S3Storage:
     def _failed(self, action: str, key: str, exc: Exception) -> OSError:
         from botocore.exceptions import ClientError
 
-        code = ""
         if isinstance(exc, ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in ("404", "NoSuchKey", "NotFound"):
@@ -164,9 +163,10 @@ class S3Storage:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
         except (BotoCoreError, ClientError) as exc:
-            if isinstance(self._failed("check", key, exc), FileNotFoundError):
+            error = self._failed("check", key, exc)
+            if isinstance(error, FileNotFoundError):
                 return False
-            raise self._failed("check", key, exc) from exc
+            raise error from exc
         return True
 
 

@@ -125,7 +125,6 @@ def start_submission(submission_id: int) -> None:
 def _load_image(submission_id: int, storage_key: str, known_id: str | None) -> str | None:
     """The loaded image's id; an unreachable image storage and a restarting Docker engine are
     waited for (bounded). None: the submission was failed with the reason."""
-
     for attempt in range(1, settings.case_run_max_attempts + 1):
         try:
             tarball = _image_tarball(storage_key)
