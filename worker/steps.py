@@ -10,6 +10,7 @@ safe to run twice: a status check or a unique constraint turns a repeat into a n
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
 import logging
@@ -295,7 +296,13 @@ def run_cases(
             else:
                 timings.update({f"docker_{k}": v for k, v in result.timings.items()})
                 t2 = time.perf_counter()
-                outcomes = _collect(submission_id, claimed, result, run_dir / "output", batch)
+                try:
+                    outcomes = _collect(submission_id, claimed, result, run_dir / "output",
+                                        batch)
+                except PredictionStorageError as exc:
+                    log.warning("submission %s: predictions not stored (will retry): %s",
+                                submission_id, exc)
+                    fault, gave_up = str(exc), _predictions_gave_up
                 timings["validate"] = time.perf_counter() - t2
     finally:
         if run_dir is not None:
@@ -404,6 +411,16 @@ def _inputs_gave_up(attempts: int, fault: str) -> str:
             f"worker's storage and re-evaluate. Last error: {fault}")
 
 
+class PredictionStorageError(Exception):
+    """Storing the predictions hit an I/O error that may pass (see TRANSIENT_ERRNOS)."""
+
+
+def _predictions_gave_up(attempts: int, fault: str) -> str:
+    return (f"The prediction could not be stored, {attempts} times; the case was given up. "
+            "This is not a fault of the algorithm: the organisers need to check the server's "
+            f"storage and re-evaluate. Last error: {fault}")
+
+
 def _engine_gave_up(attempts: int, fault: str) -> str:
     return (f"The Docker engine failed while running this case, {attempts} times; the case was "
             f"given up. This is not a fault of the algorithm: the organisers need to check the "
@@ -454,13 +471,19 @@ def _collect(
             target_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(sct, target)
         except OSError as exc:
-            if not is_disk_full(exc):
-                raise
-            target.unlink(missing_ok=True)  # no partial prediction is left behind
+            with contextlib.suppress(OSError):
+                target.unlink(missing_ok=True)  # no partial prediction is left behind
+            if is_transient_io_error(exc):  # the cases are given back (bounded)
+                raise PredictionStorageError(describe_error(exc)) from exc
+            log.error("submission %s: prediction of %s not stored: %s", submission_id,
+                      case.name, exc)
             outcomes[rid] = (R.FAILED, (
                 "The server's storage is full: the prediction could not be stored. This is "
                 "not a fault of the algorithm; the organisers need to free space and "
-                "re-evaluate."), None)
+                "re-evaluate.") if is_disk_full(exc) else (
+                f"The prediction could not be stored ({describe_error(exc)}). This is not a "
+                "fault of the algorithm; the organisers need to check the server's storage "
+                "and re-evaluate."), None)
             continue
         outcomes[rid] = (R.SUCCEEDED, "", str(target.relative_to(settings.data_dir)))
     return outcomes

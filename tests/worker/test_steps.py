@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import func, select
 
@@ -294,3 +296,46 @@ def test_image_from_s3_storage_and_an_unreachable_storage(
         from backend import storage
 
         storage.get_storage.cache_clear()  # the next test's settings pick the storage
+
+
+def test_prediction_storage_errors_are_retried_or_named(
+    clean_pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An I/O error that may pass (EIO) while storing a prediction gives the case back (it
+    runs again and succeeds); any other (EACCES) fails it at once, named as the server's
+    storage fault. Neither is left to the reaper. (The errors are injected: a real EIO
+    cannot be caused here.)"""
+    import errno
+    import shutil as real_shutil
+
+    from backend.config import settings
+
+    copyfile = real_shutil.copyfile
+    failures: list[int] = []
+
+    def flaky_copy(src, dst, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if failures and Path(dst).is_relative_to(settings.predictions_dir):
+            raise OSError(failures.pop(0), "injected", str(dst))
+        return copyfile(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(real_shutil, "copyfile", flaky_copy)
+    monkeypatch.setattr(steps, "PROVISION_RETRY_PAUSE_S", 0.0)
+    sub_id = _submit(clean_pipeline, "static-c")
+    steps.start_submission(sub_id)
+    first, second = _runs(sub_id)
+    failures[:] = [errno.EIO]
+    steps.run_cases(sub_id, [first.id], worker_name="pytest", gpu=None)
+    run = _runs(sub_id)[0]
+    assert run.status is CaseRunStatus.PENDING and run.attempts == 1  # given back
+    steps.run_cases(sub_id, [first.id], worker_name="pytest", gpu=None)
+    run = _runs(sub_id)[0]
+    assert run.status is CaseRunStatus.SUCCEEDED and run.attempts == 2
+    assert run.prediction_path and (settings.data_dir / run.prediction_path).is_file()
+    failures[:] = [errno.EACCES]
+    steps.run_cases(sub_id, [second.id], worker_name="pytest", gpu=None)
+    run = _runs(sub_id)[1]
+    assert run.status is CaseRunStatus.FAILED and run.attempts == 1
+    assert "The prediction could not be stored (injected" in run.error_message
+    assert "not a fault of the algorithm" in run.error_message
+    stored = sorted(p.name for p in (settings.predictions_dir / str(sub_id)).iterdir())
+    assert stored == [Path(_runs(sub_id)[0].prediction_path or "").name]  # no partial file
