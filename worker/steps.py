@@ -37,7 +37,7 @@ from backend.models import (
     Submission,
     SubmissionStatus,
 )
-from backend.storage import StorageUnavailableError, is_disk_full
+from backend.storage import StorageUnavailableError, free_bytes, is_disk_full
 from backend.submissions import state
 from backend.tasks_client import enqueue_after_commit
 from worker import sandbox
@@ -411,6 +411,31 @@ def _inputs_gave_up(attempts: int, fault: str) -> str:
             f"worker's storage and re-evaluate. Last error: {fault}")
 
 
+# Below this many free bytes on the work filesystem after a failed run, the algorithm ran out
+# of room before its /output cap: the server's storage is to blame, not the algorithm.
+OUTPUT_FULL_MARGIN = 1024 * 1024
+
+
+def _output_storage_full(output_dir: Path) -> str:
+    """The reason to give when the server's disk filled up under /output (the algorithm had
+    written less than its cap), else ""."""
+    try:
+        if free_bytes(output_dir) >= OUTPUT_FULL_MARGIN:
+            return ""
+        written = sum(p.stat().st_size for p in output_dir.rglob("*") if p.is_file())
+    except OSError:
+        return ""
+    cap = settings.sandbox_output_mb * 1024**2
+    if written >= cap:
+        return ""  # the algorithm's own doing: the sandbox's cap message stands
+    log.error("the work filesystem under %s is full (%d bytes of output written)", output_dir,
+              written)
+    return (f"The server's storage filled up while the algorithm wrote its output "
+            f"({written / 1024**2:.1f} MB written; the limit is {settings.sandbox_output_mb} "
+            "MB). This is not a fault of the algorithm; the organisers need to free space and "
+            "re-evaluate.")
+
+
 class PredictionStorageError(Exception):
     """Storing the predictions hit an I/O error that may pass (see TRANSIENT_ERRNOS)."""
 
@@ -455,16 +480,17 @@ def _collect(
     batch: bool,
 ) -> dict[int, tuple[CaseRunStatus, str, str | None]]:
     outcomes: dict[int, tuple[CaseRunStatus, str, str | None]] = {}
+    full = _output_storage_full(output_dir)
     if not result.ok:
         status = R.TIMED_OUT if result.timed_out else R.FAILED
-        return {rid: (status, result.error_message, None) for rid in claimed}
+        return {rid: (status, full or result.error_message, None) for rid in claimed}
     found = find_outputs(output_dir)
     target_dir = settings.predictions_dir / str(submission_id)
     for rid, (_, case) in claimed.items():
         try:
             sct = validate_output(case, found.get(case.name, []), batch)
         except OutputError as exc:
-            outcomes[rid] = (R.FAILED, str(exc), None)
+            outcomes[rid] = (R.FAILED, full or str(exc), None)
             continue
         target = target_dir / f"{case.name}{''.join(sct.suffixes) or '.mha'}"
         try:

@@ -396,3 +396,47 @@ def test_storage_full_provisioning_inputs(private_stack: Any, where: str) -> Non
     assert clear and failed, (sub.status, sub.error_message, cases)
     assert not left, left
     assert retried, (sub2.status, sub2.error_message, cases2)
+
+
+# ---------------------------------------------------------------- the algorithm's output
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_storage_full_while_the_algorithm_writes(
+    private_stack: Any, hostile_images: dict[str, Path]
+) -> None:
+    """The run directories' filesystem fills up while the algorithm writes /output, before
+    its 64 MB /output cap: the case fails naming the server's storage, not the algorithm
+    (whose own error is only "could not write"); no reaper is needed and nothing is left."""
+    from backend.models import CaseRunStatus
+    from tests.reliability.helpers import runs, submit_tarball
+
+    env: ReliabilityEnv = private_stack[0]
+    harness.configure(env)
+    harness.truncate_all()
+    harness.flush_redis(env)
+    worker = None
+    try:
+        with _tmpfs(env.data_dir / "work", "size=4m") as work:
+            with session_scope() as s:
+                phase = harness.seed_phase(s, env.data_dir, slug="output-full", n_cases=1,
+                                           case_time_limit_s=30, memory_mb=256)
+                sid = submit_tarball(s, phase, "output-full-user", "fill-disk",
+                                     hostile_images["fill-disk"])
+            worker = harness.start_worker(env, "rel-output-full")  # no reaper
+            sub = harness.wait_done([sid], timeout_s=120)[sid]
+            (run,) = runs(sid)
+            left = _files(work)
+    finally:
+        if worker is not None:
+            harness.stop_worker(worker)
+    message = run.error_message or ""
+    clear = (run.status is CaseRunStatus.FAILED and "storage filled up" in message
+             and "not a fault of the algorithm" in message)
+    figures.record("faults", "storage-full-output", survived=clear and not left,
+                   submissions=1, lost=0,
+                   detail=f"work/ a 4 MiB tmpfs, /output cap 64 MB, no reaper: submission "
+                          f"{sub.status.value}; case {run.status.value}: {message}; "
+                          f"files left {left}")
+    assert clear, (run.status, message)
+    assert not left, left
