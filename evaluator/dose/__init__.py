@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import numpy as np
 from evaluator.dose.engines import (
     DEFAULT_ENGINE,
     DoseComputationError,
+    DoseEngine,
     StaleWeightsError,
     get_engine,
 )
@@ -77,28 +78,42 @@ def _digest(*parts: bytes) -> str:
     return h.hexdigest()[:24]
 
 
+def _cache_file(
+    cache_dir: Path | None, plan_path: Path, plan: Plan, engine: DoseEngine, kind: str,
+    ct: np.ndarray, spacing: Sequence[float], *extra: bytes,
+) -> Path | None:
+    """Where a case's cached ``kind`` ("dose.npy", "weights.json") lives: named by the case,
+    modality and engine, keyed by the engine's model version, the plan and the CT."""
+    if cache_dir is None:
+        return None
+    key = _digest(
+        kind.encode(), engine.name.encode(), engine.model_version.encode(),
+        json.dumps(plan.to_dict(), sort_keys=True).encode(),
+        np.ascontiguousarray(ct).tobytes(), np.asarray(spacing).tobytes(), *extra,
+    )
+    return cache_dir / f"{plan_path.parent.name}_{plan.modality}_{engine.name}_{key}.{kind}"
+
+
+def _store(cache_file: Path, write: Callable[[Path], object]) -> None:
+    """Write to a temporary name, then rename: a killed worker never leaves half a file."""
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_name(f".{cache_file.name}.tmp{cache_file.suffix}")
+    write(tmp)
+    tmp.replace(cache_file)
+
+
 def _ct_dose(
     engine_name: str, plan: Plan, plan_path: Path, ct: np.ndarray,
     spacing: Sequence[float], structures: np.ndarray, cache_dir: Path | None, device: str,
 ) -> tuple[np.ndarray, bool]:
     """The plan's dose on the real CT, from the cache when it is there."""
     engine = get_engine(engine_name, device)
-    key = _digest(
-        engine_name.encode(), engine.model_version.encode(),
-        json.dumps(plan.to_dict(), sort_keys=True).encode(),
-        np.ascontiguousarray(ct).tobytes(), np.asarray(spacing).tobytes(),
-    )
-    cache_file = None
-    if cache_dir is not None:
-        cache_file = cache_dir / f"{plan_path.parent.name}_{plan.modality}_{engine_name}_{key}.npy"
-        if cache_file.is_file():
-            return np.load(cache_file), True
+    cache_file = _cache_file(cache_dir, plan_path, plan, engine, "dose.npy", ct, spacing)
+    if cache_file is not None and cache_file.is_file():
+        return np.load(cache_file), True
     dose = engine.compute(ct, spacing, plan, structures, ct)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp.npy")
-        np.save(tmp, dose)
-        tmp.replace(cache_file)  # atomic: a killed worker never leaves half a file
+        _store(cache_file, lambda tmp: np.save(tmp, dose))
     return dose, False
 
 
@@ -110,32 +125,21 @@ def _derived_weights(
     """Weights optimised on the CT for a plan that lacks usable ones (deterministic), kept in
     the cache so that a case is optimised once, not once per submission."""
     engine = get_engine(engine_name, device)
-    key = _digest(
-        b"weights", engine_name.encode(), engine.model_version.encode(),
-        json.dumps(plan.to_dict(), sort_keys=True).encode(),
-        np.ascontiguousarray(ct).tobytes(), np.asarray(spacing).tobytes(),
-        np.ascontiguousarray(structures).tobytes(),
-    )
-    cache_file = None
-    if cache_dir is not None:
-        cache_file = (cache_dir / f"{plan_path.parent.name}_{plan.modality}_{engine_name}_{key}"
-                      ".weights.json")
-        if cache_file.is_file():
-            try:
-                weights = [float(w) for w in json.loads(cache_file.read_text())]
-            except (ValueError, TypeError, OSError):
-                log.warning("%s is unreadable: optimising again", cache_file)
-            else:
-                log.info("%s: %s; using the weights optimised earlier (%s)", plan_path, why,
-                         cache_file.name)
-                return weights
+    cache_file = _cache_file(cache_dir, plan_path, plan, engine, "weights.json", ct, spacing,
+                             np.ascontiguousarray(structures).tobytes())
+    if cache_file is not None and cache_file.is_file():
+        try:
+            weights = [float(w) for w in json.loads(cache_file.read_text())]
+        except (ValueError, TypeError, OSError):
+            log.warning("%s is unreadable: optimising again", cache_file)
+        else:
+            log.info("%s: %s; using the weights optimised earlier (%s)", plan_path, why,
+                     cache_file.name)
+            return weights
     log.warning("%s: %s; optimising on the CT now", plan_path, why)
     weights = engine.optimize(ct, spacing, plan, structures)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(weights))
-        tmp.replace(cache_file)  # atomic, like the dose cache
+        _store(cache_file, lambda tmp: tmp.write_text(json.dumps(weights)))
     return weights
 
 

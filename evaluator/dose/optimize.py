@@ -3,10 +3,12 @@
 Objective (same for every engine): squared deviation from the prescription in the target
 (penalty 1000), squared overdose above 50 % of the prescription in each organ at risk
 (penalty 100), both averaged over the structure's voxels.  Weights stay non-negative:
-L-BFGS-B (scipy) with bounds from zero fluence, as pyRadPlan does, gradients from torch
-autograd (the dose is linear in the weights, so each iteration costs one forward and one
-backward pass); the engine then scales the result so that the mean target dose it reports
-equals the prescription.
+L-BFGS-B (scipy) with bounds from zero fluence, as pyRadPlan does.  The dose is linear in
+the weights: with an :class:`Influence` matrix (the engine builds it once, like pyRadPlan's
+dose influence matrix) an iteration is two matrix-vector products; without one (too large)
+torch autograd differentiates through the engine (one forward and one backward pass).  The
+engine then scales the result so that the mean target dose it reports equals the
+prescription.
 """
 
 from __future__ import annotations
