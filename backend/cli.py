@@ -411,12 +411,19 @@ def server_create_user(
     console.print(f"User {username} created{' (admin)' if admin else ''}.")
 
 
+# uvicorn's supervisor (--workers > 1) kills a worker process whose health ping is not
+# answered within 5 s by default: on a few busy cores (a burst of submissions) that killed
+# workers mid-request and reset their connections; a hung worker is still replaced, later.
+WORKER_HEALTHCHECK_S = 60
+
+
 @server_app.command("serve")
 def server_serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """Run the API (and web pages) with uvicorn."""
     import uvicorn
 
-    uvicorn.run("backend.main:app", host=host, port=port, workers=workers)
+    uvicorn.run("backend.main:app", host=host, port=port, workers=workers,
+                timeout_worker_healthcheck=WORKER_HEALTHCHECK_S)
 
 
 def main() -> None:

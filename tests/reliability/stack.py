@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from backend.cli import WORKER_HEALTHCHECK_S
 from tests.worker import harness
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -258,7 +259,9 @@ class ApiServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", str(self.workers), "--no-access-log",
-             "--log-level", "warning"],
+             "--log-level", "warning",
+             # like `syntharena server serve`: a busy worker is not killed as "hung"
+             "--timeout-worker-healthcheck", str(WORKER_HEALTHCHECK_S)],
             cwd=ROOT, env=self.env.env(), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         deadline = time.monotonic() + 60
