@@ -73,10 +73,21 @@ def _image_tarball(storage_key: str) -> Path:
     return get_storage().local_copy(storage_key, settings.data_dir / "cache" / "images")
 
 
-def _storage_gave_up(attempts: int, fault: str) -> str:
-    return (f"The algorithm image could not be read from the image storage, {attempts} times; "
-            "this is not a fault of the algorithm: the organisers need to check the image "
-            f"storage and re-evaluate. Last error: {fault}")
+def _gave_up(what: str, check: str, given_up: str = "the case") -> Callable[[int, str], str]:
+    """The message for an infrastructure fault that outlasted its retries."""
+    def message(attempts: int, fault: str) -> str:
+        return (f"{what}, {attempts} times; {given_up} was given up. This is not a fault of the "
+                f"algorithm: the organisers need to check {check} and re-evaluate. Last error: "
+                f"{fault}")
+    return message
+
+
+_storage_gave_up = _gave_up("The algorithm image could not be read from the image storage",
+                            "the image storage", "the submission")
+_inputs_gave_up = _gave_up("The inputs of this case could not be prepared", "the worker's storage")
+_predictions_gave_up = _gave_up("The prediction could not be stored", "the server's storage")
+_engine_gave_up = _gave_up("The Docker engine failed while running this case",
+                           "the worker's Docker engine")
 
 
 def _missing_image(exc: OSError) -> str:
@@ -405,12 +416,6 @@ def inputs_failed(exc: BaseException) -> str:
             "(and the worker's storage) and re-evaluate.")
 
 
-def _inputs_gave_up(attempts: int, fault: str) -> str:
-    return (f"The inputs of this case could not be prepared, {attempts} times; the case was "
-            "given up. This is not a fault of the algorithm: the organisers need to check the "
-            f"worker's storage and re-evaluate. Last error: {fault}")
-
-
 # Below this many free bytes on the work filesystem after a failed run, the algorithm ran out
 # of room before its /output cap: the server's storage is to blame, not the algorithm.
 OUTPUT_FULL_MARGIN = 1024 * 1024
@@ -438,18 +443,6 @@ def _output_storage_full(output_dir: Path) -> str:
 
 class PredictionStorageError(Exception):
     """Storing the predictions hit an I/O error that may pass (see TRANSIENT_ERRNOS)."""
-
-
-def _predictions_gave_up(attempts: int, fault: str) -> str:
-    return (f"The prediction could not be stored, {attempts} times; the case was given up. "
-            "This is not a fault of the algorithm: the organisers need to check the server's "
-            f"storage and re-evaluate. Last error: {fault}")
-
-
-def _engine_gave_up(attempts: int, fault: str) -> str:
-    return (f"The Docker engine failed while running this case, {attempts} times; the case was "
-            f"given up. This is not a fault of the algorithm: the organisers need to check the "
-            f"worker's Docker engine and re-evaluate. Last error: {fault}")
 
 
 def _cancel_check(submission_id: int, every_s: float = 2.0) -> Callable[[], bool]:

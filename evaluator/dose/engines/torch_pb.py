@@ -607,12 +607,13 @@ class TorchPencilBeamEngine:
         lateral = torch.einsum("ck,kuv->cuv", coef, maps)
         return lateral, u_axis, v_axis
 
-    def _photon_dose(
-        self, s: _BeamSetup, coords: torch.Tensor, wet: torch.Tensor, w: torch.Tensor, b: float
-    ) -> torch.Tensor:
+    @staticmethod
+    def _photon_depth(
+        s: _BeamSetup, coords: torch.Tensor, wet: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The depth components (C, M) at the points' water-equivalent depths and the inverse
+        square law (SAD / distance from the source)^2 (M,)."""
         k = photon_kernel()
-        maps, u_axis, v_axis = self._photon_maps(s, w, b)
-        lat = self._lateral_sample(maps, u_axis, v_axis, coords)  # (C, M)
         m = k.m_per_mm
         d = wet.clamp(min=0.0)
         depth = torch.stack([
@@ -622,7 +623,22 @@ class TorchPencilBeamEngine:
         sad = s.grid.sad
         r2 = coords[:, 0] ** 2 + coords[:, 1] ** 2
         geo = coords[:, 2].clamp(min=1.0) * torch.sqrt(1 + r2 / sad**2)
-        return (lat * depth).sum(dim=0) * (sad / geo) ** 2
+        return depth, (sad / geo) ** 2
+
+    @staticmethod
+    def _proton_scale(s: _BeamSetup, coords: torch.Tensor) -> torch.Tensor:
+        """Gy per weight and per unit of the (isocentre-plane) lateral profile at the points:
+        like matRad, spot profiles are normalised per physical area at the voxel's depth,
+        (SAD / t)^2."""
+        return PROTON_GY_PER_WEIGHT * (s.grid.sad / coords[:, 2].clamp(min=1.0)) ** 2
+
+    def _photon_dose(
+        self, s: _BeamSetup, coords: torch.Tensor, wet: torch.Tensor, w: torch.Tensor, b: float
+    ) -> torch.Tensor:
+        maps, u_axis, v_axis = self._photon_maps(s, w, b)
+        lat = self._lateral_sample(maps, u_axis, v_axis, coords)  # (C, M)
+        depth, inverse_square = self._photon_depth(s, coords, wet)
+        return (lat * depth).sum(dim=0) * inverse_square
 
     def _dose(
         self, plan: Plan, setups: list[_BeamSetup], vox: _VoxelGeometry,
@@ -642,10 +658,7 @@ class TorchPencilBeamEngine:
                 n_active = int(s.active.sum())
                 w = weights[offset: offset + n_active]
                 offset += n_active
-                # lateral Gaussians live in the isocentre plane; like matRad, spot profiles
-                # are normalised per physical area at the voxel's depth: (SAD / t)^2
-                divergence = (grid.sad / coords[:, 2].clamp(min=1.0)) ** 2
-                dose = dose + PROTON_GY_PER_WEIGHT * divergence * self._proton_dose(
+                dose = dose + self._proton_scale(s, coords) * self._proton_dose(
                     s, coords, d, w, h)
         return dose
 
@@ -741,17 +754,10 @@ class TorchPencilBeamEngine:
         points the block covers or None for all, (points, weights) block).  Points a block
         leaves out get nothing from its beamlets."""
         if plan.modality == "photon":
-            k = photon_kernel()
-            b = plan.bixel_width_mm
-            coef, su, sv, u_axis, v_axis = self._photon_basis(s, b)
-            d = wet.clamp(min=0.0)
-            comp = torch.stack([beta / (beta - k.m_per_mm) * (
-                torch.exp(-k.m_per_mm * d) - torch.exp(-beta * d)) for beta in k.betas_per_mm])
-            sad = s.grid.sad
-            geo = coords[:, 2].clamp(min=1.0) * torch.sqrt(
-                1 + (coords[:, 0] ** 2 + coords[:, 1] ** 2) / sad**2)
-            # per kernel component: sum over depth components of coef x depth, x (SAD/geo)^2
-            factor = torch.einsum("ck,cm->km", coef, comp) * (sad / geo) ** 2
+            coef, su, sv, u_axis, v_axis = self._photon_basis(s, plan.bixel_width_mm)
+            depth, inverse_square = self._photon_depth(s, coords, wet)
+            # per kernel component: sum over depth components of coef x depth, inverse square
+            factor = torch.einsum("ck,cm->km", coef, depth) * inverse_square
             cu = torch.as_tensor(s.cells[:, 0] - int(s.cells[:, 0].min()), device=self.device)
             cv = torch.as_tensor(s.cells[:, 1] - int(s.cells[:, 1].min()), device=self.device)
             rows = [(self._sample_rows(su[i], u_axis, coords[:, 0]),
@@ -767,7 +773,7 @@ class TorchPencilBeamEngine:
         h = float(s.grid.u[1] - s.grid.u[0]) if len(s.grid.u) > 1 else 1.0
         bu, bv, dz, n_z, idd_t = self._proton_tables(s, h)
         depth, mix = self._proton_depth(s, wet, dz, n_z, idd_t)
-        scale = PROTON_GY_PER_WEIGHT * (s.grid.sad / coords[:, 2].clamp(min=1.0)) ** 2 / (h * h)
+        scale = self._proton_scale(s, coords) / (h * h)
         n_layers = len(s.layer_ranges)
         layer_idx, bix_idx = np.nonzero(s.active)  # the layout's (layer-major) order
         for layer in range(n_layers):
