@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import psycopg
@@ -125,10 +126,17 @@ def settings_restored() -> Iterator[None]:
         tasks_client.configure(saved[1])
 
 
+def redis_url_for_db(redis_db: int) -> str:
+    """Database ``redis_db`` on the Redis server of ``SYNTHARENA_REDIS_URL`` (its host and
+    port; the default 127.0.0.1:6379), so parallel test runs can each use their own server."""
+    base = urlsplit(os.environ.get("SYNTHARENA_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    return f"redis://{base.netloc}/{redis_db}"
+
+
 def setup(name: str, data_dir: Path, redis_db: int) -> PipelineEnv:
     env = PipelineEnv(
         database_url=create_database(name),
-        redis_url=f"redis://127.0.0.1:6379/{redis_db}",
+        redis_url=redis_url_for_db(redis_db),
         data_dir=data_dir,
     )
     migrate(env.database_url)
