@@ -1,22 +1,21 @@
-"""Who may see and do what in a challenge. Site admins may do everything."""
+"""Who may see and do what in a challenge — the one access policy of the API and the pages.
+Site admins may do everything."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from dataclasses import dataclass
+
 from sqlalchemy.orm import Session
 
+from backend.challenges import repository as challenges_repo
 from backend.errors import ForbiddenError, NotFoundError
-from backend.models import Challenge, ChallengeMember, ChallengeRole, Phase, User
+from backend.models import Challenge, ChallengeRole, Phase, PhaseKind, User
 
 
 def role_in(session: Session, user: User | None, challenge_id: int) -> ChallengeRole | None:
     if user is None:
         return None
-    return session.scalars(
-        select(ChallengeMember.role).where(
-            ChallengeMember.challenge_id == challenge_id, ChallengeMember.user_id == user.id
-        )
-    ).one_or_none()
+    return challenges_repo.member_role(session, user.id, challenge_id)
 
 
 def is_organizer(session: Session, user: User | None, challenge_id: int) -> bool:
@@ -32,7 +31,7 @@ def can_view(session: Session, user: User | None, challenge: Challenge) -> bool:
 
 
 def challenge_by_slug(session: Session, slug: str, user: User | None) -> Challenge:
-    challenge = session.scalars(select(Challenge).where(Challenge.slug == slug)).one_or_none()
+    challenge = challenges_repo.challenge_by_slug(session, slug)
     # A private challenge is "not found" to outsiders: its existence is not revealed.
     if challenge is None or not can_view(session, user, challenge):
         raise NotFoundError(f"There is no challenge '{slug}'.")
@@ -45,9 +44,45 @@ def require_organizer(session: Session, user: User, challenge: Challenge) -> Non
 
 
 def phase_by_slug(session: Session, challenge: Challenge, phase_slug: str) -> Phase:
-    phase = session.scalars(
-        select(Phase).where(Phase.challenge_id == challenge.id, Phase.slug == phase_slug)
-    ).one_or_none()
+    phase = challenges_repo.phase_by_slug(session, challenge.id, phase_slug)
     if phase is None:
         raise NotFoundError(f"Challenge '{challenge.slug}' has no phase '{phase_slug}'.")
     return phase
+
+
+# Slice images of a case: the participant's own input and sCT where the phase shows per-case
+# results; the reference CT (ground truth) and the difference only to organisers, or in a
+# debug phase that shows per-case results (its cases are not the hidden test set).
+PARTICIPANT_IMAGES = ("input", "sct")
+ALL_IMAGES = ("input", "sct", "ct", "diff")
+
+
+@dataclass(frozen=True)
+class SubmissionView:
+    """What a viewer who may open a submission (its owner or an organiser) sees of it."""
+
+    organizer: bool
+    scores: bool  # the aggregate and per-case metric values
+    cases: bool  # the per-case table (status, duration, error)
+    logs: bool  # the containers' stdout/stderr
+    images: tuple[str, ...]  # slice kinds of the case viewer
+
+    @property
+    def case_scores(self) -> bool:
+        return self.cases and self.scores
+
+
+def submission_view(phase: Phase, organizer: bool) -> SubmissionView:
+    if organizer:
+        return SubmissionView(True, True, True, True, ALL_IMAGES)
+    images: tuple[str, ...] = ()
+    if phase.show_case_results:
+        images = ALL_IMAGES if phase.kind is PhaseKind.DEBUG else PARTICIPANT_IMAGES
+    return SubmissionView(
+        organizer=False,
+        # Participants see their own scores only where the phase's leaderboard is public.
+        scores=phase.leaderboard_public,
+        cases=phase.show_case_results,
+        logs=phase.show_case_logs,
+        images=images,
+    )

@@ -34,8 +34,6 @@ class Settings(BaseSettings):
     # its next step, so a burst queues instead of dead-locking threads against connections.
     api_db_requests: int = 30
     redis_url: str = "redis://127.0.0.1:6379/0"
-    # Celery queue that receives ``submissions.start``.
-    submissions_queue: str = "images"
 
     secret_key: str = "dev-insecure-secret-change-me"  # noqa: S105 - override in production
     session_cookie_name: str = "syntharena_session"

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy import select
 
+from backend.auth import repository as auth_repo
 from backend.config import settings
 from backend.db import SessionDep
 from backend.errors import ForbiddenError, UnauthorizedError
-from backend.models import ApiToken, User, utcnow
+from backend.models import User, utcnow
 from backend.security import read_session_cookie, token_digest
 
 
@@ -18,9 +18,7 @@ def _user_from_request(request: Request, session: SessionDep) -> User | None:
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         token = auth[7:].strip()
-        row = session.scalars(
-            select(ApiToken).where(ApiToken.token_hash == token_digest(token))
-        ).one_or_none()
+        row = auth_repo.token_by_digest(session, token_digest(token))
         now = utcnow()
         if (
             row is None

@@ -16,6 +16,26 @@ from sqlalchemy.orm import Session
 
 from backend.config import settings
 
+# The one task -> queue table: the worker's task decorator routes by it and every enqueue
+# looks its queue up here. ``images``: load an image and create the case runs; ``gpu``: the
+# containers (one child per GPU); ``eval``: scoring, finalising and the periodic reaper.
+QUEUE_IMAGES, QUEUE_GPU, QUEUE_EVAL = "images", "gpu", "eval"
+TASK_QUEUES: dict[str, str] = {
+    "submissions.start": QUEUE_IMAGES,
+    "cases.run": QUEUE_GPU,
+    "cases.evaluate": QUEUE_EVAL,
+    "submissions.finalize": QUEUE_EVAL,
+    "submissions.reap": QUEUE_EVAL,
+}
+
+
+def queue_of(name: str) -> str:
+    try:
+        return TASK_QUEUES[name]
+    except KeyError:
+        raise ValueError(f"no queue for task {name!r}: add it to TASK_QUEUES") from None
+
+
 _PENDING_KEY = "syntharena_tasks_after_commit"
 log = logging.getLogger(__name__)
 
@@ -46,16 +66,11 @@ def send_now(task: QueuedTask) -> None:
     celery_client().send_task(task.name, args=task.args, queue=task.queue)
 
 
-def enqueue_after_commit(
-    session: Session, name: str, args: list[Any], queue: str | None = None
-) -> None:
-    """Send the task once the session's transaction commits; dropped on rollback."""
+def enqueue_after_commit(session: Session, name: str, args: list[Any]) -> None:
+    """Send the task (to its queue in ``TASK_QUEUES``) once the session's transaction
+    commits; dropped on rollback."""
     tasks: list[QueuedTask] = session.info.setdefault(_PENDING_KEY, [])
-    tasks.append(QueuedTask(name, list(args), queue or settings.submissions_queue))
-
-
-def start_submission_after_commit(session: Session, submission_id: int) -> None:
-    enqueue_after_commit(session, "submissions.start", [submission_id])
+    tasks.append(QueuedTask(name, list(args), queue_of(name)))
 
 
 @event.listens_for(Session, "after_commit")

@@ -1,8 +1,8 @@
 """The Celery app and the one task decorator (DESIGN.md §3.6).
 
-Queues: ``images`` (submissions.start: load the image, create case runs), ``gpu`` (cases.run:
-the containers; one child per GPU), ``eval`` (cases.evaluate, submissions.finalize and the
-periodic reaper). Start workers with e.g.::
+Queues (``backend.tasks_client.TASK_QUEUES``): ``images`` (submissions.start: load the image,
+create case runs), ``gpu`` (cases.run: the containers; one child per GPU), ``eval``
+(cases.evaluate, submissions.finalize and the periodic reaper). Start workers with e.g.::
 
     celery -A worker.celery_app worker -Q images,gpu,eval -c 1 -n cpu@%h
     celery -A worker.celery_app beat          # the periodic reaper (or add -B to one worker)
@@ -18,10 +18,7 @@ from celery import Celery, Task
 from celery.signals import worker_process_init, worker_ready
 
 from backend.config import settings
-
-QUEUE_IMAGES = "images"
-QUEUE_GPU = "gpu"
-QUEUE_EVAL = "eval"
+from backend.tasks_client import QUEUE_EVAL, queue_of
 
 # Hard time limits (s). A case run's own limit is passed per call (phase limit x batch + slack)
 # and can never exceed CASE_RUN_MAX_S; the broker's visibility timeout must exceed them all,
@@ -48,7 +45,8 @@ app.conf.update(
         "reap-stale-work": {
             "task": "submissions.reap",
             "schedule": float(settings.reaper_interval_s),
-            "options": {"queue": QUEUE_EVAL, "expires": float(settings.reaper_interval_s)},
+            "options": {"queue": queue_of("submissions.reap"),
+                        "expires": float(settings.reaper_interval_s)},
         }
     },
 )
@@ -56,10 +54,12 @@ app.conf.update(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def task(name: str, *, queue: str, time_limit_s: int) -> Callable[[F], Task[Any, Any]]:
-    """The one task decorator: explicit ``domain.verb`` name, late ack, soft limit 0.9 x hard."""
+def task(name: str, *, time_limit_s: int) -> Callable[[F], Task[Any, Any]]:
+    """The one task decorator: explicit ``domain.verb`` name routed to its queue in
+    ``backend.tasks_client.TASK_QUEUES``, late ack, soft limit 0.9 x hard."""
     if "." not in name:
         raise ValueError(f"task names are 'domain.verb', got {name!r}")
+    queue = queue_of(name)
 
     def wrap(fn: F) -> Task[Any, Any]:
         # Routing by name (a task's own ``queue`` attribute is deprecated in Celery 5).

@@ -14,9 +14,6 @@ from worker.celery_app import (
     CASE_RUN_MAX_S,
     EVAL_LIMIT_S,
     IMAGE_LOAD_LIMIT_S,
-    QUEUE_EVAL,
-    QUEUE_GPU,
-    QUEUE_IMAGES,
     child_gpu,
     task,
 )
@@ -34,31 +31,31 @@ def _gone_is_done() -> Iterator[None]:
         log.info("skipped: %s", exc.message)
 
 
-@task("submissions.start", queue=QUEUE_IMAGES, time_limit_s=IMAGE_LOAD_LIMIT_S)
+@task("submissions.start", time_limit_s=IMAGE_LOAD_LIMIT_S)
 def start_submission(submission_id: int) -> None:
     with _gone_is_done():
         steps.start_submission(submission_id)
 
 
-@task("cases.run", queue=QUEUE_GPU, time_limit_s=CASE_RUN_MAX_S)
+@task("cases.run", time_limit_s=CASE_RUN_MAX_S)
 def run_cases(submission_id: int, case_run_ids: list[int]) -> None:
     worker_name = str(getattr(current_task.request, "hostname", None) or "local")
     with _gone_is_done():
         steps.run_cases(submission_id, case_run_ids, worker_name=worker_name, gpu=child_gpu())
 
 
-@task("cases.evaluate", queue=QUEUE_EVAL, time_limit_s=EVAL_LIMIT_S)
+@task("cases.evaluate", time_limit_s=EVAL_LIMIT_S)
 def evaluate_case(case_run_id: int) -> None:
     with _gone_is_done():
         steps.evaluate_case(case_run_id)
 
 
-@task("submissions.finalize", queue=QUEUE_EVAL, time_limit_s=EVAL_LIMIT_S)
+@task("submissions.finalize", time_limit_s=EVAL_LIMIT_S)
 def finalize_submission(submission_id: int) -> None:
     with _gone_is_done():
         steps.finalize_submission(submission_id)
 
 
-@task("submissions.reap", queue=QUEUE_EVAL, time_limit_s=EVAL_LIMIT_S)
+@task("submissions.reap", time_limit_s=EVAL_LIMIT_S)
 def reap_stale() -> None:
     reap()

@@ -30,3 +30,7 @@ def tokens_of(session: Session, user_id: int) -> Sequence[ApiToken]:
     return session.scalars(
         select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id)
     ).all()
+
+
+def token_by_digest(session: Session, digest: str) -> ApiToken | None:
+    return session.scalars(select(ApiToken).where(ApiToken.token_hash == digest)).one_or_none()

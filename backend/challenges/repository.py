@@ -75,3 +75,21 @@ def dataset_version(session: Session, dataset_slug: str, version: int | None) ->
     else:
         stmt = stmt.where(DatasetVersion.version == version)
     return dataset, session.scalars(stmt).first()
+
+
+def member_role(session: Session, user_id: int, challenge_id: int) -> ChallengeRole | None:
+    return session.scalars(
+        select(ChallengeMember.role).where(
+            ChallengeMember.challenge_id == challenge_id, ChallengeMember.user_id == user_id
+        )
+    ).one_or_none()
+
+
+def challenge_by_slug(session: Session, slug: str) -> Challenge | None:
+    return session.scalars(select(Challenge).where(Challenge.slug == slug)).one_or_none()
+
+
+def phase_by_slug(session: Session, challenge_id: int, phase_slug: str) -> Phase | None:
+    return session.scalars(
+        select(Phase).where(Phase.challenge_id == challenge_id, Phase.slug == phase_slug)
+    ).one_or_none()

@@ -4,7 +4,6 @@ from fastapi import APIRouter
 from sqlalchemy.orm import Session
 
 from backend import access
-from backend.challenges import repository as repo
 from backend.challenges import service
 from backend.challenges.schemas import (
     ChallengeIn,
@@ -37,7 +36,7 @@ def phase_out(phase: Phase) -> PhaseOut:
 
 @router.get("")
 def list_challenges(session: SessionDep, user: OptionalUser) -> list[ChallengeOut]:
-    return [_out(session, c, user) for c in repo.visible_challenges(session, user)]
+    return [_out(session, c, user) for c in service.visible(session, user)]
 
 
 @router.post("", status_code=201)
@@ -84,7 +83,7 @@ def set_member(slug: str, data: MemberIn, session: SessionDep, user: OrganizerUs
 @router.get("/{slug}/phases")
 def list_phases(slug: str, session: SessionDep, user: OptionalUser) -> list[PhaseOut]:
     challenge = access.challenge_by_slug(session, slug, user)
-    return [phase_out(p) for p in repo.phases(session, challenge.id)]
+    return [phase_out(p) for p in service.phases_of(session, challenge.id)]
 
 
 @router.post("/{slug}/phases", status_code=201)

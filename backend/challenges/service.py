@@ -167,3 +167,12 @@ def update_phase(
     _apply(session, phase, data)
     session.flush()
     return phase
+
+
+def visible(session: Session, user: User | None) -> Sequence[Challenge]:
+    """Challenges the user may see (public ones, their own; admins all), oldest first."""
+    return repo.visible_challenges(session, user)
+
+
+def phases_of(session: Session, challenge_id: int) -> Sequence[Phase]:
+    return repo.phases(session, challenge_id)

@@ -3,7 +3,6 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy.orm import Session
 
-from backend.datasets import repository as repo
 from backend.datasets import service
 from backend.datasets.schemas import (
     CaseOut,
@@ -21,7 +20,8 @@ router = APIRouter(prefix="/api/datasets", tags=["datasets"])
 
 def _out(session: Session, dataset: Dataset) -> DatasetOut:
     out = DatasetOut.model_validate(dataset)
-    out.versions = [DatasetVersionOut.model_validate(v) for v in repo.versions(session, dataset.id)]
+    out.versions = [DatasetVersionOut.model_validate(v)
+                    for v in service.versions_of(session, dataset.id)]
     return out
 
 

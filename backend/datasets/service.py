@@ -166,3 +166,7 @@ def cases_of(session: Session, user: User, dataset: Dataset, number: int) -> Seq
     if version is None:
         raise NotFoundError(f"Dataset '{dataset.slug}' has no version {number}.")
     return repo.cases(session, version.id)
+
+
+def versions_of(session: Session, dataset_id: int) -> Sequence[DatasetVersion]:
+    return repo.versions(session, dataset_id)

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 
 from sqlalchemy.orm import Session
 
@@ -20,6 +19,7 @@ from backend.models import (
     SubmissionSelection,
     User,
 )
+from backend.numbers import finite_or_none
 from evaluator.metrics import spec_for
 
 
@@ -37,10 +37,7 @@ def _label(metric: str) -> str:
 
 
 def _value(agg: AggregateResult, metric: str) -> float | None:
-    v = agg.metrics.get(metric)
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        return None
-    return float(v)
+    return finite_or_none(agg.metrics.get(metric))
 
 
 def _pick(

@@ -14,7 +14,9 @@ from backend.models.images import AlgorithmImage, ImageStatus, ImageUpload, Uplo
 from backend.models.submissions import (
     ACTIVE_STATUSES,
     ALLOWED_TRANSITIONS,
+    CASE_RUN_TRANSITIONS,
     COUNTED_STATUSES,
+    TERMINAL_RUN_STATUSES,
     TERMINAL_STATUSES,
     AggregateResult,
     CaseRun,
@@ -27,8 +29,10 @@ from backend.models.submissions import (
 __all__ = [
     "ACTIVE_STATUSES",
     "ALLOWED_TRANSITIONS",
+    "CASE_RUN_TRANSITIONS",
     "COUNTED_STATUSES",
     "NAMING_CONVENTION",
+    "TERMINAL_RUN_STATUSES",
     "TERMINAL_STATUSES",
     "AggregateResult",
     "AlgorithmImage",

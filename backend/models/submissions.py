@@ -58,6 +58,22 @@ class CaseRunStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+R = CaseRunStatus
+TERMINAL_RUN_STATUSES: frozenset[CaseRunStatus] = frozenset(
+    {R.SUCCEEDED, R.FAILED, R.TIMED_OUT, R.CANCELLED}
+)
+# The only allowed status changes of a case run. RUNNING -> PENDING gives a case back after an
+# infrastructure fault or a lost worker (attempts are counted on -> RUNNING); SUCCEEDED ->
+# FAILED is a synthetic CT that could not be scored. A re-evaluation deletes the runs.
+CASE_RUN_TRANSITIONS: dict[CaseRunStatus, frozenset[CaseRunStatus]] = {
+    R.PENDING: frozenset({R.RUNNING, R.FAILED, R.CANCELLED}),
+    R.RUNNING: frozenset({R.PENDING, R.SUCCEEDED, R.FAILED, R.TIMED_OUT, R.CANCELLED}),
+    R.SUCCEEDED: frozenset({R.FAILED}),
+    R.FAILED: frozenset(),
+    R.TIMED_OUT: frozenset(),
+    R.CANCELLED: frozenset(),
+}
+
 _active_sql = "status IN ('pending', 'running', 'evaluating')"
 
 

@@ -1,21 +1,33 @@
+"""All SQL of submissions, case runs and results (the workflow's rules are in pipeline.py)."""
+
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from backend.errors import NotFoundError
 from backend.models import (
     ACTIVE_STATUSES,
     COUNTED_STATUSES,
     AggregateResult,
     Case,
     CaseRun,
+    CaseRunStatus,
+    Phase,
     Result,
     Submission,
+    SubmissionStatus,
     User,
+    utcnow,
 )
+
+T = TypeVar("T", Submission, CaseRun)
 
 
 def lock_user(session: Session, user_id: int) -> None:
@@ -89,3 +101,150 @@ def case_metrics(session: Session, submission_id: int) -> dict[int, dict[str, ob
 def clear_evaluation(session: Session, submission_id: int) -> None:
     for model in (Result, AggregateResult, CaseRun):
         session.execute(delete(model).where(model.submission_id == submission_id))
+
+
+# ---------------------------------------------------------------- the workflow's rows
+
+
+def _locked(session: Session, model: type[T], row_id: int, what: str) -> T:
+    """The row with ``SELECT … FOR UPDATE`` (held until the caller commits), fresh from the DB."""
+    row = session.scalars(
+        select(model).where(model.id == row_id)
+        .with_for_update().execution_options(populate_existing=True)
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError(f"{what} {row_id} does not exist.")
+    return row
+
+
+def lock_submission(session: Session, submission_id: int) -> Submission:
+    return _locked(session, Submission, submission_id, "Submission")
+
+
+def lock_case_run(session: Session, case_run_id: int) -> CaseRun:
+    return _locked(session, CaseRun, case_run_id, "Case run")
+
+
+def submission_status(session: Session, submission_id: int) -> SubmissionStatus | None:
+    return session.scalar(select(Submission.status).where(Submission.id == submission_id))
+
+
+def cases_of_version(session: Session, dataset_version_id: int) -> Sequence[Case]:
+    return session.scalars(
+        select(Case).where(Case.dataset_version_id == dataset_version_id).order_by(Case.name)
+    ).all()
+
+
+def runs_of(session: Session, submission_id: int) -> Sequence[CaseRun]:
+    return session.scalars(
+        select(CaseRun).where(CaseRun.submission_id == submission_id).order_by(CaseRun.id)
+    ).all()
+
+
+def run_status_counts(session: Session, submission_id: int) -> dict[CaseRunStatus, int]:
+    rows = session.execute(
+        select(CaseRun.status, func.count()).where(CaseRun.submission_id == submission_id)
+        .group_by(CaseRun.status)
+    ).all()
+    return {status: int(n) for status, n in rows}
+
+
+def _scored_runs(submission_id: int) -> Any:
+    return (
+        select(Result.metrics, Case.name)
+        .join(CaseRun, (CaseRun.submission_id == Result.submission_id)
+              & (CaseRun.case_id == Result.case_id))
+        .join(Case, Case.id == Result.case_id)
+        .where(Result.submission_id == submission_id, CaseRun.status == CaseRunStatus.SUCCEEDED)
+    )
+
+
+def scored_count(session: Session, submission_id: int) -> int:
+    """Succeeded case runs that have their metrics."""
+    sub = _scored_runs(submission_id).subquery()
+    return int(session.scalar(select(func.count()).select_from(sub)) or 0)
+
+
+def scored_metrics(session: Session, submission_id: int) -> list[tuple[str, dict[str, Any]]]:
+    """(case name, metrics) of the succeeded, scored case runs, in case-name order (a fixed
+    order: the same per-case values always aggregate to the same bits)."""
+    rows = session.execute(_scored_runs(submission_id).order_by(Case.name)).all()
+    return [(name, metrics) for metrics, name in rows]
+
+
+def first_case_error(session: Session, submission_id: int) -> str | None:
+    return session.scalar(
+        select(CaseRun.error_message)
+        .where(CaseRun.submission_id == submission_id, CaseRun.error_message != "")
+        .order_by(CaseRun.id).limit(1)
+    )
+
+
+def scored_case_ids(session: Session, submission_id: int) -> set[int]:
+    return set(session.scalars(select(Result.case_id).where(Result.submission_id == submission_id)))
+
+
+def open_case_run_ids(session: Session, submission_id: int) -> list[int]:
+    return list(session.scalars(
+        select(CaseRun.id).where(
+            CaseRun.submission_id == submission_id,
+            CaseRun.status.in_([CaseRunStatus.PENDING, CaseRunStatus.RUNNING]),
+        ).order_by(CaseRun.id)
+    ))
+
+
+def running_case_runs(session: Session) -> Sequence[tuple[int, int, datetime | None, Phase]]:
+    """(run id, submission id, started at, phase) of every RUNNING run of a RUNNING submission."""
+    rows = session.execute(
+        select(CaseRun.id, CaseRun.submission_id, CaseRun.started_at, Phase)
+        .join(Submission, Submission.id == CaseRun.submission_id)
+        .join(Phase, Phase.id == Submission.phase_id)
+        .where(CaseRun.status == CaseRunStatus.RUNNING,
+               Submission.status == SubmissionStatus.RUNNING)
+        .order_by(CaseRun.id)
+    ).all()
+    return [(r, s, t, p) for r, s, t, p in rows]
+
+
+def unmoved_submissions(session: Session, before: datetime) -> Sequence[Submission]:
+    """Active submissions not updated since ``before``."""
+    return session.scalars(
+        select(Submission).where(
+            Submission.status.in_(ACTIVE_STATUSES), Submission.updated_at < before
+        ).order_by(Submission.id)
+    ).all()
+
+
+def _upsert(session: Session, table: Any, values: dict[str, Any], keys: list[str],
+            update: Iterable[str]) -> None:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt: Any = pg_insert(table).values(**values)
+    else:
+        stmt = sqlite_insert(table).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=keys, set_={k: stmt.excluded[k] for k in update}
+    )
+    session.execute(stmt)
+
+
+def upsert_result(
+    session: Session, submission_id: int, case_id: int, metrics: dict[str, Any]
+) -> None:
+    """Insert or overwrite the metrics of one case (a retried step never duplicates)."""
+    now = utcnow()
+    _upsert(session, Result.__table__,
+            {"submission_id": submission_id, "case_id": case_id, "metrics": metrics,
+             "created_at": now, "updated_at": now},
+            ["submission_id", "case_id"], ["metrics", "updated_at"])
+
+
+def upsert_aggregate(
+    session: Session, submission_id: int, metrics: dict[str, Any], statistics: dict[str, Any],
+    cases_scored: int,
+) -> None:
+    now = utcnow()
+    _upsert(session, AggregateResult.__table__,
+            {"submission_id": submission_id, "metrics": metrics, "statistics": statistics,
+             "cases_scored": cases_scored, "created_at": now, "updated_at": now},
+            ["submission_id"], ["metrics", "statistics", "cases_scored", "updated_at"])

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend import access
+from backend.access import SubmissionView
 from backend.challenges.service import accepting_reason
 from backend.errors import (
     ConflictError,
@@ -17,9 +19,10 @@ from backend.errors import (
 )
 from backend.models import (
     ACTIVE_STATUSES,
+    AggregateResult,
     AlgorithmImage,
+    Case,
     CaseRun,
-    CaseRunStatus,
     Challenge,
     ImageStatus,
     Phase,
@@ -28,10 +31,9 @@ from backend.models import (
     User,
     utcnow,
 )
+from backend.submissions import pipeline, state
 from backend.submissions import repository as repo
-from backend.submissions import state
 from backend.submissions.schemas import SubmissionFlags
-from backend.tasks_client import start_submission_after_commit
 
 
 def _period_text(phase: Phase) -> str:
@@ -101,7 +103,7 @@ def create(
             session.flush()
     except IntegrityError as exc:  # the partial unique index: another active submission
         raise ConflictError("You already have a submission in progress in this phase.") from exc
-    start_submission_after_commit(session, sub.id)
+    pipeline.enqueue_start(session, sub.id)
     return sub
 
 
@@ -117,6 +119,68 @@ def get_for_viewer(session: Session, user: User, submission_id: int) -> tuple[Su
     if not organizer and sub.user_id != user.id:
         raise NotFoundError(f"There is no submission {submission_id}.")
     return sub, phase, organizer
+
+
+def open_submission(session: Session, user: User, submission_id: int) -> tuple[
+        Submission, Phase, SubmissionView]:
+    """The submission, its phase and what this viewer may see of it (``access``)."""
+    sub, phase, organizer = get_for_viewer(session, user, submission_id)
+    return sub, phase, access.submission_view(phase, organizer)
+
+
+def scores(session: Session, sub: Submission, view: SubmissionView) -> AggregateResult | None:
+    """The submission's aggregate, where the viewer may see scores."""
+    return repo.aggregate(session, sub.id) if view.scores else None
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    run: CaseRun
+    name: str
+    metrics: dict[str, Any] | None  # None: not scored, or scores hidden from this viewer
+
+
+def case_records(session: Session, sub: Submission, view: SubmissionView) -> list[CaseRecord]:
+    """The case runs by case name, where the viewer may see cases or logs; metrics only where
+    the viewer may see per-case scores."""
+    if not (view.cases or view.logs):
+        return []
+    metrics = repo.case_metrics(session, sub.id) if view.case_scores else {}
+    return [CaseRecord(run, name, metrics.get(run.case_id))
+            for run, name in repo.case_runs(session, sub.id)]
+
+
+def case_of(session: Session, submission_id: int, case_name: str) -> tuple[Case, CaseRun]:
+    for run, name in repo.case_runs(session, submission_id):
+        if name == case_name:
+            case = session.get(Case, run.case_id)
+            if case is not None:
+                return case, run
+    raise NotFoundError(f"This submission has no case '{case_name}'.")
+
+
+def case_metrics(session: Session, submission_id: int) -> dict[int, dict[str, object]]:
+    """Per-case metrics by case id (for an organiser's or the leaderboard's views)."""
+    return repo.case_metrics(session, submission_id)
+
+
+def case_runs_of(session: Session, submission_id: int) -> list[tuple[CaseRun, str]]:
+    """(case run, case name) by case name, for views that decide themselves what to show."""
+    return list(repo.case_runs(session, submission_id))
+
+
+def aggregate_of(session: Session, submission_id: int) -> AggregateResult | None:
+    return repo.aggregate(session, submission_id)
+
+
+def own_in_phase(session: Session, phase_id: int, user_id: int) -> list[Submission]:
+    return [sub for sub, _ in repo.of_phase(session, phase_id, user_id)]
+
+
+def used_since(session: Session, phase: Phase, user: User,
+               since: datetime | None) -> list[datetime]:
+    """When the user's submissions that count against the phase's limit were made."""
+    return repo.counted_since(session, phase.id, user.id, since)
 
 
 def list_for_phase(
@@ -140,12 +204,7 @@ def cancel(session: Session, user: User, submission_id: int) -> Submission:
     sub = state.transition(session, sub.id, sub.status, SubmissionStatus.CANCELLED,
                            current_step="cancelled by an organiser" if organizer
                            else "cancelled by its owner")
-    session.execute(
-        update(CaseRun)
-        .where(CaseRun.submission_id == sub.id,
-               CaseRun.status.in_([CaseRunStatus.PENDING, CaseRunStatus.RUNNING]))
-        .values(status=CaseRunStatus.CANCELLED)
-    )
+    pipeline.cancel_open_runs(session, sub.id)
     return sub
 
 
@@ -164,7 +223,7 @@ def reevaluate(session: Session, user: User, submission_id: int) -> Submission:
     repo.clear_evaluation(session, sub.id)
     sub = state.transition(session, sub.id, sub.status, SubmissionStatus.PENDING,
                            current_step="queued for re-evaluation")
-    start_submission_after_commit(session, sub.id)
+    pipeline.enqueue_start(session, sub.id)
     return sub
 
 

@@ -6,7 +6,6 @@ from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from backend import access
-from backend.challenges import repository as challenges_repo
 from backend.challenges import service as challenges_service
 from backend.config import settings
 from backend.db import SessionDep
@@ -26,7 +25,7 @@ UPLOAD_URLS = {
 
 @router.get("/")
 def home(request: Request, session: SessionDep, user: WebUser) -> Response:
-    challenges = challenges_repo.visible_challenges(session, user)
+    challenges = challenges_service.visible(session, user)
     cards = [
         views.challenge_card(session, challenge, user) for challenge in challenges
     ]
@@ -36,7 +35,7 @@ def home(request: Request, session: SessionDep, user: WebUser) -> Response:
 @router.get("/challenges/{slug}")
 def challenge_page(request: Request, slug: str, session: SessionDep, user: WebUser) -> Response:
     challenge = access.challenge_by_slug(session, slug, user)
-    phases = [views.phase_info(session, p, user) for p in challenges_repo.phases(session,
+    phases = [views.phase_info(session, p, user) for p in challenges_service.phases_of(session,
                                                                               challenge.id)]
     return render(
         request,

@@ -1,34 +1,28 @@
 """The submission detail page: results, plots, per-case table, logs, slice viewer.
 
-Visibility follows the API (``backend.submissions.router``): organisers see everything;
-the owner sees scores where the leaderboard is public, per-case rows where the phase shows
-case results, and logs where it shows logs. Slices: the owner sees the input and the sCT of
-cases whose results the phase shows; the reference CT and the difference only in debug
-phases (their cases are public), since showing the CT of a hidden case leaks ground truth.
+What the viewer sees (scores, per-case rows, logs, slice kinds) is decided by the one access
+policy, ``backend.access.submission_view``, as in the API.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from backend import access
+from backend.access import SubmissionView
 from backend.config import settings
-from backend.errors import AppError, NotFoundError
+from backend.errors import AppError
 from backend.models import (
     AlgorithmImage,
     Case,
-    CaseRun,
     Challenge,
-    Phase,
-    PhaseKind,
     SubmissionStatus,
     User,
 )
-from backend.submissions import repository as submissions_repo
+from backend.numbers import finite_or_none
 from backend.submissions import service as submissions_service
 from backend.web import leaderboard_view
 from backend.web.metrics_meta import metric_meta
@@ -46,23 +40,8 @@ KIND_TITLES = {
 MAX_VIEWER_CASES = 50
 
 
-def viewer_kinds(phase: Phase, organizer: bool) -> list[tuple[str, str]]:
-    if organizer or (phase.show_case_results and phase.kind is PhaseKind.DEBUG):
-        kinds = ["input", "sct", "ct", "diff"]
-    elif phase.show_case_results:
-        kinds = ["input", "sct"]
-    else:
-        kinds = []
-    return [(k, KIND_TITLES[k]) for k in kinds]
-
-
-def case_of(session: Session, submission_id: int, case_name: str) -> tuple[Case, CaseRun]:
-    for run, name in submissions_repo.case_runs(session, submission_id):
-        if name == case_name:
-            case = session.get(Case, run.case_id)
-            if case is not None:
-                return case, run
-    raise NotFoundError(f"This submission has no case '{case_name}'.")
+def viewer_kinds(view: SubmissionView) -> list[tuple[str, str]]:
+    return [(k, KIND_TITLES[k]) for k in view.images]
 
 
 @dataclass
@@ -91,39 +70,31 @@ class ViewerCase:
     shape: list[int]
 
 
-def _num(v: object) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return None
-    return float(v) if math.isfinite(v) else None
-
-
 def _spread(statistics: dict[str, Any], metric: str) -> float | None:
     """The standard deviation over cases, wherever the aggregate keeps it
     ({"per_metric": {"mae": {"std": …}}}, {"mae": {"std": …}} or "mae_std")."""
     per_metric = statistics.get("per_metric")
     nested = per_metric.get(metric) if isinstance(per_metric, dict) else statistics.get(metric)
     if isinstance(nested, dict):
-        return _num(nested.get("std"))
-    return _num(statistics.get(f"{metric}_std"))
+        return finite_or_none(nested.get("std"))
+    return finite_or_none(statistics.get(f"{metric}_std"))
 
 
 def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
-    sub, phase, organizer = submissions_service.get_for_viewer(session, user, submission_id)
+    sub, phase, view = submissions_service.open_submission(session, user, submission_id)
+    organizer = view.organizer
     challenge = session.get(Challenge, phase.challenge_id)
     owner = session.get(User, sub.user_id)
     image = session.get(AlgorithmImage, sub.image_id)
     assert challenge is not None and owner is not None and image is not None
     columns = phase_columns(phase)
-    show_scores = organizer or phase.leaderboard_public
-    show_cases = organizer or phase.show_case_results
-    show_logs = organizer or phase.show_case_logs
 
     aggregate: dict[str, float | None] | None = None
     spreads: dict[str, float | None] = {}
     cases_scored = 0
-    agg = submissions_repo.aggregate(session, sub.id) if show_scores else None
+    agg = submissions_service.scores(session, sub, view)
     if agg is not None:
-        aggregate = {c.name: _num(agg.metrics.get(c.name)) for c in columns}
+        aggregate = {c.name: finite_or_none(agg.metrics.get(c.name)) for c in columns}
         spreads = {c.name: _spread(agg.statistics or {}, c.name) for c in columns}
         cases_scored = agg.cases_scored
 
@@ -131,19 +102,18 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
     logs: list[LogView] = []
     viewer_cases: list[ViewerCase] = []
     extra: list[str] = []
-    runs = submissions_repo.case_runs(session, sub.id) if (show_cases or show_logs) else []
-    metrics_by_case = submissions_repo.case_metrics(session, sub.id) if (
-        show_cases and show_scores) else {}
-    kinds = viewer_kinds(phase, organizer)
-    for run, name in runs:
-        m = {str(k): _num(v) for k, v in (metrics_by_case.get(run.case_id) or {}).items()}
-        if show_cases:
+    records = submissions_service.case_records(session, sub, view)
+    kinds = viewer_kinds(view)
+    for record in records:
+        run, name = record.run, record.name
+        m = {str(k): finite_or_none(v) for k, v in (record.metrics or {}).items()}
+        if view.cases:
             case_rows.append(CaseRowView(name, run.status.value, run.duration_s,
                                          run.error_message, m))
-        if show_logs and (run.stdout or run.stderr or run.status.value != "pending"):
+        if view.logs and (run.stdout or run.stderr or run.status.value != "pending"):
             logs.append(LogView(name, run.status.value, run.exit_code, run.stdout, run.stderr,
                                 run.status.value in ("failed", "timed_out")))
-        if kinds and show_cases and len(viewer_cases) < MAX_VIEWER_CASES and (
+        if kinds and view.cases and len(viewer_cases) < MAX_VIEWER_CASES and (
             run.prediction_path or organizer
         ):
             case = session.get(Case, run.case_id)
@@ -156,7 +126,7 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
         extra = sorted({k for r in case_rows for k in r.metrics if k not in names})[:8]
 
     distribution = []
-    if case_rows and metrics_by_case:
+    if case_rows and any(r.metrics is not None for r in records):
         for c in columns + [metric_meta(x) for x in extra[:2]]:
             values = [(r.name, r.metrics.get(c.name)) for r in case_rows]
             if any(v is not None for _, v in values):
@@ -167,7 +137,7 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
     comparison = []
     rank = None
     ranked_count = 0
-    if sub.status is SubmissionStatus.SUCCEEDED and show_scores:
+    if sub.status is SubmissionStatus.SUCCEEDED and view.scores:
         try:
             _, lb = leaderboard_view.build(session, user, challenge, phase)
         except AppError:
@@ -203,7 +173,7 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
         "aggregate": aggregate,
         "spreads": spreads,
         "cases_scored": cases_scored,
-        "show_cases": show_cases,
+        "show_cases": view.cases,
         "case_rows": case_rows,
         "extra_case_metrics": extra,
         "logs": logs,

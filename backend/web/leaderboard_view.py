@@ -15,7 +15,7 @@ from backend.leaderboards import service as leaderboards_service
 from backend.leaderboards.ranking import Column
 from backend.leaderboards.schemas import Leaderboard
 from backend.models import Challenge, Phase, RankingMethod, SubmissionSelection, User
-from backend.submissions import repository as submissions_repo
+from backend.submissions import service as submissions_service
 from backend.web.metrics_meta import MetricMeta
 from backend.web.plots import rank_interval
 from backend.web.stability import rank_intervals
@@ -104,10 +104,10 @@ def build(
     per_case: dict[int, dict[int, dict[str, object]]] = {}
     stamps: list[object] = []
     for r in board.rows:
-        metrics = submissions_repo.case_metrics(session, r.submission_id)
+        metrics = submissions_service.case_metrics(session, r.submission_id)
         if r.rank is not None:
             per_case[r.submission_id] = metrics
-            agg = submissions_repo.aggregate(session, r.submission_id)
+            agg = submissions_service.aggregate_of(session, r.submission_id)
             stamps.append((r.submission_id, agg.updated_at if agg is not None else None))
         own = own_name is not None and r.username == own_name
         rows.append(

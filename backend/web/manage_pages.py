@@ -10,10 +10,8 @@ from pydantic import ValidationError
 from starlette.responses import RedirectResponse, Response
 
 from backend import access
-from backend.challenges import repository as challenges_repo
 from backend.challenges import service as challenges_service
 from backend.challenges.schemas import ChallengeIn, ChallengePatch, MemberIn
-from backend.datasets import repository as datasets_repo
 from backend.datasets import service as datasets_service
 from backend.datasets.schemas import DatasetIn, ImportIn
 from backend.db import SessionDep
@@ -50,7 +48,7 @@ FormFields = Annotated[dict[str, str], Depends(_form)]
 @router.get("")
 def manage_home(request: Request, session: SessionDep, user: PageUser) -> Response:
     challenges = [
-        c for c in challenges_repo.visible_challenges(session, user)
+        c for c in challenges_service.visible(session, user)
         if access.is_organizer(session, user, c.id)
     ]
     return render(request, "manage/home.html", {"challenges": challenges}, user=user)
@@ -106,7 +104,7 @@ def challenge_admin(request: Request, slug: str, session: SessionDep, user: Page
         "manage/challenge.html",
         {
             "challenge": challenge,
-            "phases": challenges_repo.phases(session, challenge.id),
+            "phases": challenges_service.phases_of(session, challenge.id),
             "members": challenges_service.members(session, user, challenge),
             "roles": [r.value for r in ChallengeRole],
             "tab": "settings",
@@ -161,7 +159,7 @@ def _phase_context(session: SessionDep, user: User, values: dict[str, Any],
                    errors: dict[str, str]) -> dict[str, Any]:
     datasets = []
     for ds in datasets_service.list_visible(session, user):
-        for v in datasets_repo.versions(session, ds.id):
+        for v in datasets_service.versions_of(session, ds.id):
             datasets.append({"value": f"{ds.slug}:{v.version}", "id": v.id,
                              "label": f"{ds.title} v{v.version} — {v.case_count} cases"})
     return {
@@ -255,9 +253,9 @@ def update_phase(
 def datasets_page(request: Request, session: SessionDep, user: PageUser) -> Response:
     rows = []
     for ds in datasets_service.list_visible(session, user):
-        rows.append({"dataset": ds, "versions": datasets_repo.versions(session, ds.id)})
+        rows.append({"dataset": ds, "versions": datasets_service.versions_of(session, ds.id)})
     organised = [
-        c for c in challenges_repo.visible_challenges(session, user)
+        c for c in challenges_service.visible(session, user)
         if access.is_organizer(session, user, c.id)
     ]
     return render(request, "manage/datasets.html",

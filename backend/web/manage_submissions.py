@@ -13,11 +13,10 @@ from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
 from backend import access
-from backend.challenges import repository as challenges_repo
+from backend.challenges import service as challenges_service
 from backend.db import SessionDep
 from backend.errors import AppError, ForbiddenError
 from backend.models import Submission
-from backend.submissions import repository as submissions_repo
 from backend.submissions import service as submissions_service
 from backend.submissions.schemas import SubmissionFlags
 from backend.web import flash
@@ -47,7 +46,7 @@ def submissions_admin(
 ) -> Response:
     challenge = access.challenge_by_slug(session, slug, user)
     access.require_organizer(session, user, challenge)
-    phases = challenges_repo.phases(session, challenge.id)
+    phases = challenges_service.phases_of(session, challenge.id)
     rows: list[AdminRow] = []
     for p in phases:
         if phase and p.slug != phase:
@@ -131,18 +130,17 @@ def set_flags(
 def _results(session: SessionDep, user: PageUser, submission_id: int) -> tuple[
     list[str], list[dict[str, object]], dict[str, object]
 ]:
-    sub, phase, organizer = submissions_service.get_for_viewer(session, user, submission_id)
-    if not organizer:
+    sub, phase, view = submissions_service.open_submission(session, user, submission_id)
+    if not view.organizer:
         raise ForbiddenError("Only the challenge's organisers may download full results.")
-    metrics = submissions_repo.case_metrics(session, sub.id)
-    rows: list[dict[str, object]] = []
-    for run, name in submissions_repo.case_runs(session, sub.id):
-        rows.append({"case": name, "status": run.status.value, "exit_code": run.exit_code,
-                     "duration_s": run.duration_s, "error": run.error_message,
-                     **(metrics.get(run.case_id) or {})})
+    rows: list[dict[str, object]] = [
+        {"case": c.name, "status": c.run.status.value, "exit_code": c.run.exit_code,
+         "duration_s": c.run.duration_s, "error": c.run.error_message, **(c.metrics or {})}
+        for c in submissions_service.case_records(session, sub, view)
+    ]
     keys = sorted({k for r in rows for k in r} - {"case", "status", "exit_code", "duration_s",
                                                   "error"})
-    agg = submissions_repo.aggregate(session, sub.id)
+    agg = submissions_service.scores(session, sub, view)
     summary: dict[str, object] = {
         "submission_id": sub.id, "phase": phase.slug, "status": sub.status.value,
         "aggregate": agg.metrics if agg else None,

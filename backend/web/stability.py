@@ -8,24 +8,18 @@ on every view.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 from backend.leaderboards.ranking import METHOD_NAMES, Column
 from backend.models import RankingMethod
+from backend.numbers import finite_or_none
 from evaluator.ranking import bootstrap_rank_stability
 
 Interval = tuple[float, float]
 _cache: OrderedDict[tuple[object, ...], dict[int, Interval]] = OrderedDict()
 _lock = threading.Lock()
-
-
-def _num(v: object) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return None
-    return float(v) if math.isfinite(v) else None
 
 
 def rank_intervals(
@@ -48,7 +42,7 @@ def rank_intervals(
         return {}
     ranked = columns[:1] if method is RankingMethod.ABSOLUTE else columns
     values = {
-        str(s): {str(c): {col.metric: _num(m.get(col.metric)) for col in ranked}
+        str(s): {str(c): {col.metric: finite_or_none(m.get(col.metric)) for col in ranked}
                  for c, m in by_case.items()}
         for s, by_case in per_case.items()
     }

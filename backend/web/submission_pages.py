@@ -130,11 +130,10 @@ def slice_png(
         slice_kind, slice_axis = SliceKind(kind), Axis(axis)
     except ValueError as err:
         raise BadRequestError("kind is input|sct|ct|diff; axis is axial|coronal|sagittal.") from err
-    sub, phase, organizer = submissions_service.get_for_viewer(session, user, submission_id)
-    allowed = detail_view.viewer_kinds(phase, organizer)
-    if slice_kind.value not in dict(allowed):
+    sub, phase, view = submissions_service.open_submission(session, user, submission_id)
+    if slice_kind.value not in view.images:
         raise NotFoundError("This image is not shown to participants in this phase.")
-    case, run = detail_view.case_of(session, sub.id, case_name)
+    case, run = submissions_service.case_of(session, sub.id, case_name)
     challenge = session.get(Challenge, phase.challenge_id)
     assert challenge is not None
     root = settings.data_dir

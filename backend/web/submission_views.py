@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from backend import access
-from backend.challenges import repository as challenges_repo
+from backend.challenges import service as challenges_service
 from backend.images import service as images_service
 from backend.models import (
     AlgorithmImage,
@@ -20,7 +19,8 @@ from backend.models import (
     User,
     utcnow,
 )
-from backend.submissions import repository as submissions_repo
+from backend.numbers import finite_or_none
+from backend.submissions import service as submissions_service
 from backend.web.status import StatusView, status_view
 
 
@@ -42,23 +42,15 @@ class SubmissionRow:
 def _primary_value(session: Session, sub: Submission, phase: Phase, organizer: bool) -> (
     float | None
 ):
-    # Same rule as the API: scores are shown where the leaderboard is public.
-    if not (organizer or phase.leaderboard_public):
-        return None
-    agg = submissions_repo.aggregate(session, sub.id)
-    if agg is None:
-        return None
-    v = agg.metrics.get(phase.primary_metric)
-    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
-        return float(v)
-    return None
+    agg = submissions_service.scores(session, sub, access.submission_view(phase, organizer))
+    return None if agg is None else finite_or_none(agg.metrics.get(phase.primary_metric))
 
 
 def submission_status(session: Session, sub: Submission) -> StatusView:
     """The status, naming the first failed case when there is one."""
     failed = None
     if sub.status.value == "failed":
-        for run, name in submissions_repo.case_runs(session, sub.id):
+        for run, name in submissions_service.case_runs_of(session, sub.id):
             if run.status.value in ("failed", "timed_out") and run.error_message:
                 failed = (name, run)
                 break
@@ -99,7 +91,7 @@ def my_submissions(session: Session, user: User | None, phase: Phase) -> list[Su
     organizer = access.is_organizer(session, user, challenge.id)
     return [
         submission_row(session, s, phase, challenge, organizer)
-        for s, _ in submissions_repo.of_phase(session, phase.id, user.id)
+        for s in submissions_service.own_in_phase(session, phase.id, user.id)
     ]
 
 
@@ -107,14 +99,14 @@ def all_my_submissions(
     session: Session, user: User, challenge_slug: str | None = None
 ) -> list[SubmissionRow]:
     rows: list[SubmissionRow] = []
-    for challenge in challenges_repo.visible_challenges(session, user):
+    for challenge in challenges_service.visible(session, user):
         if challenge_slug and challenge.slug != challenge_slug:
             continue
         if access.role_in(session, user, challenge.id) is None and not user.is_admin:
             continue
         organizer = access.is_organizer(session, user, challenge.id)
-        for phase in challenges_repo.phases(session, challenge.id):
-            for s, _ in submissions_repo.of_phase(session, phase.id, user.id):
+        for phase in challenges_service.phases_of(session, challenge.id):
+            for s in submissions_service.own_in_phase(session, phase.id, user.id):
                 rows.append(submission_row(session, s, phase, challenge, organizer))
     rows.sort(key=lambda r: (r.created_at, r.id), reverse=True)
     return rows
@@ -146,7 +138,7 @@ def quota(session: Session, user: User | None, phase: Phase) -> Quota | None:
     period = phase.submission_period_s
     now = utcnow()
     since = now - timedelta(seconds=period) if period is not None else None
-    used = submissions_repo.counted_since(session, phase.id, user.id, since)
+    used = submissions_service.used_since(session, phase, user, since)
     remaining = max(0, phase.submissions_per_period - len(used))
     if period is None:
         period_text = "in this phase"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from backend import access
-from backend.challenges import repository as challenges_repo
+from backend.challenges import service as challenges_service
 from backend.challenges.service import accepting_reason
 from backend.models import (
     Challenge,
@@ -54,7 +54,7 @@ class ChallengeCard:
 
 
 def challenge_card(session: Session, challenge: Challenge, user: User | None) -> ChallengeCard:
-    phases = challenges_repo.phases(session, challenge.id)
+    phases = challenges_service.phases_of(session, challenge.id)
     role = access.role_in(session, user, challenge.id)
     return ChallengeCard(
         challenge=challenge,

@@ -70,7 +70,7 @@ class TaskQueue:
 @pytest.fixture
 def task_queue(broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TaskQueue]:
     queue = TaskQueue(redis.Redis.from_url(broker_url), f"test-images-{uuid.uuid4().hex}")
-    monkeypatch.setattr(settings, "submissions_queue", queue.name)
+    monkeypatch.setitem(tasks_client.TASK_QUEUES, "submissions.start", queue.name)
     yield queue
     queue.redis.delete(queue.name)
 

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from backend import db
 from backend.config import settings
 from backend.models import SubmissionStatus
-from backend.submissions import state
+from backend.submissions import pipeline, state
 from tests.backend.tarballs import make_image_tar
 from tests.conftest import alembic_config
 
@@ -62,11 +62,11 @@ def test_flow_on_sqlite(sqlite_db: None, app: FastAPI, broker_url: str,
     # What the worker does, through the same state helpers.
     S = SubmissionStatus
     with db.session_scope() as s:
-        runs = state.ensure_case_runs(s, state.transition(s, sub["id"], S.PENDING, S.RUNNING))
+        runs = pipeline.ensure_case_runs(s, state.transition(s, sub["id"], S.PENDING, S.RUNNING))
         for run in runs:
-            state.record_case_result(s, sub["id"], run.case_id, {"mae": 50.0, "psnr": 30.0})
+            pipeline.store_result(s, sub["id"], run.case_id, {"mae": 50.0, "psnr": 30.0})
         state.transition(s, sub["id"], S.RUNNING, S.EVALUATING)
-        state.record_aggregate(s, sub["id"], {"mae": 50.0, "psnr": 30.0}, cases_scored=2)
+        pipeline.store_aggregate(s, sub["id"], {"mae": 50.0, "psnr": 30.0}, {}, cases_scored=2)
         state.transition(s, sub["id"], S.EVALUATING, S.SUCCEEDED)
     rows = alice.get("/api/challenges/sr/phases/val/leaderboard").json()["rows"]
     assert [(r["rank"], r["username"]) for r in rows] == [(1, "alice")]

@@ -11,7 +11,7 @@ from backend.models import (
     Result,
     SubmissionStatus,
 )
-from backend.submissions import state
+from backend.submissions import pipeline, state
 from tests.backend import factories as f
 
 S = SubmissionStatus
@@ -50,17 +50,17 @@ def test_stale_and_invalid_transitions(db_session: Session) -> None:
 
 def test_case_runs_and_results_are_idempotent(db_session: Session) -> None:
     sub = _submission(db_session)
-    runs = state.ensure_case_runs(db_session, sub)
-    again = state.ensure_case_runs(db_session, sub)
+    runs = pipeline.ensure_case_runs(db_session, sub)
+    again = pipeline.ensure_case_runs(db_session, sub)
     assert [r.id for r in runs] == [r.id for r in again] and sub.cases_total == 2
-    state.record_case_result(db_session, sub.id, runs[0].case_id, {"mae": 1.0})
-    state.record_case_result(db_session, sub.id, runs[0].case_id, {"mae": math.nan})
+    pipeline.store_result(db_session, sub.id, runs[0].case_id, {"mae": 1.0})
+    pipeline.store_result(db_session, sub.id, runs[0].case_id, {"mae": math.nan})
     rows = db_session.scalars(select(Result).where(Result.submission_id == sub.id)).all()
     assert len(rows) == 1
     db_session.refresh(rows[0])
     assert rows[0].metrics == {"mae": None}
-    state.record_aggregate(db_session, sub.id, {"mae": 2.0}, cases_scored=1)
-    state.record_aggregate(db_session, sub.id, {"mae": 3.0}, cases_scored=2)
+    pipeline.store_aggregate(db_session, sub.id, {"mae": 2.0}, {}, cases_scored=1)
+    pipeline.store_aggregate(db_session, sub.id, {"mae": 3.0}, {}, cases_scored=2)
     from backend.models import AggregateResult
 
     assert db_session.scalar(select(func.count()).select_from(AggregateResult)
@@ -69,10 +69,10 @@ def test_case_runs_and_results_are_idempotent(db_session: Session) -> None:
 
 def test_finish_case_run_caps_logs(db_session: Session) -> None:
     sub = _submission(db_session)
-    run = state.ensure_case_runs(db_session, sub)[0]
-    state.start_case_run(db_session, run.id)
+    run = pipeline.ensure_case_runs(db_session, sub)[0]
     from backend.models import CaseRunStatus
 
-    state.finish_case_run(db_session, run.id, CaseRunStatus.FAILED, exit_code=1,
-                          stdout="x" * 200_000, stderr="boom")
+    state.move_case_run(db_session, run.id, CaseRunStatus.RUNNING)
+    state.move_case_run(db_session, run.id, CaseRunStatus.FAILED, exit_code=1,
+                        stdout="x" * 200_000, stderr="boom")
     assert run.attempts == 1 and len(run.stdout) < 70_000 and run.stdout.endswith("x")

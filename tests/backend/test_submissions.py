@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from backend import db
 from backend.errors import AppError
 from backend.models import (
+    CaseRunStatus,
     Challenge,
     ImageStatus,
     Submission,
@@ -17,7 +18,7 @@ from backend.models import (
     User,
     utcnow,
 )
-from backend.submissions import service, state
+from backend.submissions import pipeline, service, state
 from tests.backend import factories as f
 from tests.backend.conftest import TaskQueue
 
@@ -140,10 +141,11 @@ def test_case_results_and_logs_follow_phase_settings(client: TestClient,
                                                      db_session: Session) -> None:
     org, _ch, phase, user = _setup(db_session)
     sub = f.make_submission(db_session, phase, user, status=S.PENDING)
-    runs = state.ensure_case_runs(db_session, sub)
-    state.finish_case_run(db_session, runs[0].id, state.CaseRunStatus.FAILED, exit_code=3,
-                          stdout="secret log", stderr="trace")
-    state.record_case_result(db_session, sub.id, runs[1].case_id, {"mae": 5.0})
+    runs = pipeline.ensure_case_runs(db_session, sub)
+    state.move_case_run(db_session, runs[0].id, CaseRunStatus.RUNNING)
+    state.move_case_run(db_session, runs[0].id, CaseRunStatus.FAILED, exit_code=3,
+                        stdout="secret log", stderr="trace")
+    pipeline.store_result(db_session, sub.id, runs[1].case_id, {"mae": 5.0})
     uh, oh = f.auth(db_session, user), f.auth(db_session, org)
     url = f"/api/submissions/{sub.id}/cases"
     assert client.get(url, headers=uh).status_code == 403

@@ -7,7 +7,6 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend import tasks_client
 from backend.db import session_scope
 from backend.models import (
     AlgorithmImage,
@@ -16,6 +15,7 @@ from backend.models import (
     Submission,
     SubmissionStatus,
 )
+from backend.submissions import pipeline
 from tests.worker import harness
 
 
@@ -29,7 +29,7 @@ def submit_tarball(s: Session, phase: Phase, username: str, name: str, tarball: 
                      status=SubmissionStatus.PENDING)
     s.add(sub)
     s.flush()
-    tasks_client.start_submission_after_commit(s, sub.id)
+    pipeline.enqueue_start(s, sub.id)
     return sub.id
 
 

@@ -146,7 +146,7 @@ def _board(db_session: Session) -> tuple[User, User, Phase, list[Submission]]:
         mae = 60.0 + 10 * i
         sub = make_submission(db_session, ph, user, metrics={"mae": mae, "psnr": 30.0 - i})
         subs.append(sub)
-        from backend.submissions.state import ensure_case_runs
+        from backend.submissions.pipeline import ensure_case_runs
 
         for j, run in enumerate(ensure_case_runs(db_session, sub)):
             db_session.add(Result(submission_id=sub.id, case_id=run.case_id,

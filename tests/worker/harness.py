@@ -44,6 +44,7 @@ from backend.models import (
     SubmissionStatus,
     User,
 )
+from backend.submissions import pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_OUT = ROOT / "build" / "examples"
@@ -254,7 +255,7 @@ def submit(s: Session, phase: Phase, username: str, example: str) -> Submission:
                      status=SubmissionStatus.PENDING)
     s.add(sub)
     s.flush()
-    tasks_client.start_submission_after_commit(s, sub.id)
+    pipeline.enqueue_start(s, sub.id)
     return sub
 
 

@@ -25,11 +25,6 @@ def hu_to_density(hu: np.ndarray) -> np.ndarray:
     return np.interp(np.asarray(hu, dtype=np.float64), HLUT_HU, HLUT_VALUE).astype(np.float32)
 
 
-def hu_to_stopping_power(hu: np.ndarray) -> np.ndarray:
-    """Relative stopping power to water (protons)."""
-    return hu_to_density(hu)
-
-
 def hu_to_density_torch(hu: torch.Tensor) -> torch.Tensor:
     """Same table in torch (stays on the tensor's device).  The table's break points are
     whole HU, so it is tabulated at every whole HU and interpolated between neighbours:
