@@ -20,7 +20,9 @@ CasePolicy = Literal["fail", "worst"]
 CASE_POLICIES: tuple[str, ...] = ("fail", "worst")
 STAT_KEYS = ("mean", "std", "median", "p25", "p75", "min", "max")
 
-_ENCODED = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+_ENCODED = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan,
+            # also read what JSON writers such as pydantic's make of them
+            "+inf": math.inf, "infinity": math.inf, "-infinity": -math.inf}
 
 
 def encode_metric(value: float | None) -> float | str | None:

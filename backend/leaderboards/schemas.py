@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from backend.models import RankingMethod
 
@@ -13,7 +13,12 @@ class ColumnOut(BaseModel):
     label: str
 
 
+# JSON has no Infinity: +inf (a perfect PSNR) is written as the string "Infinity".
+_INF_AS_STRING = ConfigDict(ser_json_inf_nan="strings")
+
+
 class LeaderboardRow(BaseModel):
+    model_config = _INF_AS_STRING
     rank: int | None
     username: str
     submission_id: int
@@ -26,6 +31,7 @@ class LeaderboardRow(BaseModel):
 
 
 class Leaderboard(BaseModel):
+    model_config = _INF_AS_STRING
     challenge: str
     phase: str
     ranking_method: RankingMethod

@@ -2,14 +2,13 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 
 from sqlalchemy.orm import Session
 
 from backend import access
 from backend.errors import ForbiddenError
 from backend.leaderboards import repository as repo
-from backend.leaderboards.ranking import Column, rank_rows
+from backend.leaderboards.ranking import Column, column, number, rank_rows
 from backend.leaderboards.schemas import ColumnOut, Leaderboard, LeaderboardRow
 from backend.models import (
     AggregateResult,
@@ -24,10 +23,16 @@ from evaluator.metrics import spec_for
 
 
 def columns_of(phase: Phase) -> list[Column]:
-    cols = [Column(phase.primary_metric, phase.primary_higher_is_better)]
-    for extra in phase.extra_columns or []:
-        if extra.get("metric") and extra["metric"] != phase.primary_metric:
-            cols.append(Column(str(extra["metric"]), bool(extra.get("higher_is_better"))))
+    """The primary metric, then the extra columns (directions from the metric registry; an
+    extra entry naming the primary metric may only set its ranking group)."""
+    extras = [e for e in phase.extra_columns or [] if e.get("metric")]
+    primary_group = next((e.get("group") for e in extras
+                          if e["metric"] == phase.primary_metric), None)
+    cols = [column(phase.primary_metric, phase.primary_higher_is_better, primary_group)]
+    for extra in extras:
+        if extra["metric"] != phase.primary_metric:
+            cols.append(column(str(extra["metric"]), extra.get("higher_is_better"),
+                               extra.get("group")))
     return cols
 
 
@@ -37,10 +42,7 @@ def _label(metric: str) -> str:
 
 
 def _value(agg: AggregateResult, metric: str) -> float | None:
-    v = agg.metrics.get(metric)
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        return None
-    return float(v)
+    return number(agg.metrics.get(metric))
 
 
 def _pick(
@@ -48,7 +50,7 @@ def _pick(
 ) -> tuple[Submission, str, AggregateResult]:
     if phase.submission_selection is SubmissionSelection.LATEST:
         return max(entries, key=lambda e: (e[0].created_at, e[0].id))
-    sign = -1.0 if phase.primary_higher_is_better else 1.0
+    sign = -1.0 if columns_of(phase)[0].higher_is_better else 1.0
 
     def key(e: tuple[Submission, str, AggregateResult]) -> tuple[int, float, int]:
         v = _value(e[2], phase.primary_metric)
