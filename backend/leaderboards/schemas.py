@@ -28,6 +28,21 @@ class LeaderboardRow(BaseModel):
     score: float | None
     values: dict[str, float | None]
     ranks: dict[str, int | None]
+    # Is this row's difference to the next ranked row significant? (None: no next row)
+    significant_vs_next: bool | None = None
+
+
+class PairSignificance(BaseModel):
+    """Paired Wilcoxon signed-rank test over cases of two adjacent ranked rows, on one
+    metric; ``p_holm`` is Holm-corrected over every test of the leaderboard."""
+
+    upper_submission_id: int
+    lower_submission_id: int
+    metric: str
+    cases: int
+    p_value: float
+    p_holm: float
+    significant: bool
 
 
 class Leaderboard(BaseModel):
@@ -37,3 +52,4 @@ class Leaderboard(BaseModel):
     ranking_method: RankingMethod
     columns: list[ColumnOut]
     rows: list[LeaderboardRow]
+    significance: list[PairSignificance] = []

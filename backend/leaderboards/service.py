@@ -2,14 +2,20 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
 from backend import access
 from backend.errors import ForbiddenError
 from backend.leaderboards import repository as repo
-from backend.leaderboards.ranking import Column, column, number, rank_rows
-from backend.leaderboards.schemas import ColumnOut, Leaderboard, LeaderboardRow
+from backend.leaderboards.ranking import Column, column, number, rank_rows, ranked_columns
+from backend.leaderboards.schemas import (
+    ColumnOut,
+    Leaderboard,
+    LeaderboardRow,
+    PairSignificance,
+)
 from backend.models import (
     AggregateResult,
     Challenge,
@@ -20,6 +26,7 @@ from backend.models import (
     User,
 )
 from evaluator.metrics import spec_for
+from evaluator.significance import adjacent_significance
 
 
 def columns_of(phase: Phase) -> list[Column]:
@@ -89,6 +96,7 @@ def build(
                                                                           strict=True)]
     # Ranked rows first (by rank, then submission time); unranked ones never above them.
     rows.sort(key=lambda r: (r.rank is None, r.rank or 0, r.created_at, r.submission_id))
+    significance = _significance(session, rows, ranked_columns(cols, phase.ranking_method))
     rows += [_row(e, cols, None, None, {}) for e in baselines]
     rows += [_row(_pick(v, phase), cols, None, None, {}) for v in disqualified.values()]
     return Leaderboard(
@@ -98,7 +106,31 @@ def build(
         columns=[ColumnOut(metric=c.metric, higher_is_better=c.higher_is_better,
                            label=_label(c.metric)) for c in cols],
         rows=rows,
+        significance=significance,
     )
+
+
+def _significance(
+    session: Session, rows: list[LeaderboardRow], ranked: Sequence[Column]
+) -> list[PairSignificance]:
+    """Adjacent ranked rows: paired Wilcoxon per ranked metric over cases, Holm-corrected."""
+    order = [r.submission_id for r in rows if r.rank is not None]
+    if len(order) < 2:
+        return []
+    per_case = repo.case_metrics(session, order)
+    tests = adjacent_significance(
+        {str(s): {str(c): m for c, m in cases.items()} for s, cases in per_case.items()},
+        [str(s) for s in order], [c.metric for c in ranked])
+    out = [PairSignificance(upper_submission_id=int(t.upper), lower_submission_id=int(t.lower),
+                            metric=t.metric, cases=t.cases, p_value=t.p_value, p_holm=t.p_holm,
+                            significant=t.significant) for t in tests]
+    by_upper: dict[int, bool] = {}
+    for p in out:
+        by_upper[p.upper_submission_id] = by_upper.get(p.upper_submission_id, False) or (
+            p.significant)
+    for r in rows:
+        r.significant_vs_next = by_upper.get(r.submission_id)
+    return out
 
 
 def _row(
@@ -128,15 +160,21 @@ def to_csv(board: Leaderboard) -> str:
     metrics = [c.metric for c in board.columns]
     writer.writerow(
         ["rank", "username", "submission_id", "created_at", "baseline", "disqualified",
-         "score", *metrics, *(f"{m}_rank" for m in metrics)]
+         "score", *metrics, *(f"{m}_rank" for m in metrics), "significant_vs_next",
+         "p_holm_vs_next"]
     )
+    p_next: dict[int, float] = {}
+    for p in board.significance:  # the smallest adjusted p over the pair's metrics
+        p_next[p.upper_submission_id] = min(p.p_holm, p_next.get(p.upper_submission_id, 1.0))
     for r in board.rows:
         writer.writerow(
             [r.rank if r.rank is not None else "", r.username, r.submission_id,
              r.created_at.isoformat(), int(r.is_baseline), int(r.is_disqualified),
              "" if r.score is None else r.score,
              *("" if r.values[m] is None else r.values[m] for m in metrics),
-             *("" if r.ranks[m] is None else r.ranks[m] for m in metrics)]
+             *("" if r.ranks[m] is None else r.ranks[m] for m in metrics),
+             "" if r.significant_vs_next is None else int(r.significant_vs_next),
+             p_next.get(r.submission_id, "")]
         )
     return buf.getvalue()
 

@@ -129,3 +129,40 @@ def test_grouped_normalized_sum_with_phase_groups(
     board = client.get(f"/api/challenges/{ch_slug}/phases/g/leaderboard").json()
     assert [(r["username"], r["rank"]) for r in board["rows"]] == [(img.username, 1),
                                                                    (err.username, 2)]
+
+
+def test_adjacent_significance_on_the_leaderboard(
+    client: TestClient, db_session: Session
+) -> None:
+    from backend.models import Case, Result
+
+    org = f.make_user(db_session)
+    ch = f.make_challenge(db_session, org)
+    version = f.make_dataset_version(db_session, ch, cases=12)
+    phase = f.make_phase(db_session, ch, version, ranking_method=RankingMethod.ABSOLUTE)
+    cases = db_session.scalars(select(Case).where(Case.dataset_version_id == version.id)
+                               .order_by(Case.id)).all()
+    users = [f.make_user(db_session) for _ in range(3)]
+    # "best" beats "mid" on every case by ~10 HU; "mid" and "twin" differ by noise only.
+    offsets = {0: lambda i: 40.0 + i, 1: lambda i: 50.0 + i + (0.1 if i % 2 else -0.1),
+               2: lambda i: 50.0 + i + (-0.1 if i % 2 else 0.1)}
+    subs = []
+    for k, user in enumerate(users):
+        values = [offsets[k](i) for i in range(len(cases))]
+        sub = f.make_submission(db_session, phase, user,
+                                metrics={"mae": sum(values) / len(values), "psnr": 30.0})
+        for case, v in zip(cases, values, strict=True):
+            db_session.add(Result(submission_id=sub.id, case_id=case.id,
+                                  metrics={"mae": v, "psnr": 30.0}))
+        subs.append(sub)
+    db_session.flush()
+    url = f"/api/challenges/{ch.slug}/phases/{phase.slug}/leaderboard"
+    board = client.get(url).json()
+    pairs = [(p["upper_submission_id"], p["lower_submission_id"], p["metric"],
+              p["significant"]) for p in board["significance"]]
+    assert pairs[0] == (subs[0].id, board["rows"][1]["submission_id"], "mae", True)
+    assert pairs[1][3] is False and len(pairs) == 2  # absolute: the primary metric only
+    assert [r["significant_vs_next"] for r in board["rows"]] == [True, False, None]
+    table = list(csv.DictReader(io.StringIO(client.get(url + ".csv").text)))
+    assert [t["significant_vs_next"] for t in table] == ["1", "0", ""]
+    assert float(table[0]["p_holm_vs_next"]) < 0.05
