@@ -86,8 +86,10 @@ def aggregate(values: Iterable[float | str | None]) -> dict[str, float]:
     beforehand what a failed case contributes). ±inf take part: a mean with one ``+inf`` is
     ``+inf`` and its std is ``inf``. With no valid value every statistic is NaN.
     """
-    nums = sorted(v for v in (decode_metric(x) for x in values)
-                  if v is not None and not math.isnan(v))
+    # A total order (-0.0 before 0.0), so min/max/median do not depend on the input order.
+    nums = sorted((v for v in (decode_metric(x) for x in values)
+                   if v is not None and not math.isnan(v)),
+                  key=lambda v: (v, math.copysign(1.0, v)))
     n = len(nums)
     if n == 0:
         return {**dict.fromkeys(STAT_KEYS, math.nan), "count": 0}

@@ -35,6 +35,13 @@ def test_fsum_mean_is_exact_where_a_naive_sum_is_not():
     assert aggregate(list(reversed(values)))["mean"] == 0.5
 
 
+def test_signed_zeros_do_not_make_the_order_matter():
+    # Found by hypothesis: a stable sort kept 0.0/-0.0 in input order, so max differed in sign.
+    a, b = aggregate([0.0, -0.0]), aggregate([-0.0, 0.0])
+    assert [math.copysign(1.0, a[k]) for k in ("min", "max")] == [-1.0, 1.0]
+    assert [math.copysign(1.0, b[k]) for k in ("min", "max")] == [-1.0, 1.0]
+
+
 def test_inf_counts_as_a_value_and_nan_as_a_failure():
     a = aggregate([30.0, INF, 40.0, NAN, None])
     assert a["count"] == 3
