@@ -158,6 +158,22 @@ register(Subcommand("phantom", "write synthetic MR/CT phantom cases",
                     _phantom_args, _phantom_run))
 
 
+def _rank_args(p: argparse.ArgumentParser) -> None:
+    from evaluator import rank_table
+
+    rank_table.add_arguments(p)
+
+
+def _rank_run(args: argparse.Namespace) -> int:
+    from evaluator import rank_table
+
+    return rank_table.run(args)
+
+
+register(Subcommand("rank", "rank the teams of a CSV table (JSON {id: rank} on stdout)",
+                    _rank_args, _rank_run))
+
+
 def _load_plugins() -> None:
     for name in PLUGIN_MODULES:
         try:

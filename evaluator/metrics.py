@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+# Per-structure segmentation metrics are reported as ``dice_<structure>``/``hd95_<structure>``.
+PER_STRUCTURE = ("dice", "hd95")
 
 
 @dataclass(frozen=True)
@@ -13,10 +16,23 @@ class MetricSpec:
     unit: str
     higher_is_better: bool
     description: str = ""
+    # SynthRAD2025's ranking groups (each weighted equally by ``grouped_normalized_sum``).
+    group: str = ""
+
+
+IMAGE, GEOMETRY, PHOTON, PROTON = "image similarity", "geometry", "photon dose", "proton dose"
 
 
 def _specs(*specs: MetricSpec) -> dict[str, MetricSpec]:
-    return {s.name: s for s in specs}
+    return {s.name: replace(s, group=_group_of(s.name)) for s in specs}
+
+
+def _group_of(name: str) -> str:
+    if name.endswith("_photon"):
+        return PHOTON
+    if name.endswith("_proton"):
+        return PROTON
+    return GEOMETRY if name in PER_STRUCTURE else IMAGE
 
 
 METRICS: dict[str, MetricSpec] = _specs(
@@ -41,10 +57,6 @@ METRICS: dict[str, MetricSpec] = _specs(
 )
 
 
-# Per-structure segmentation metrics are reported as ``dice_<structure>``/``hd95_<structure>``.
-PER_STRUCTURE = ("dice", "hd95")
-
-
 def spec_for(name: str) -> MetricSpec | None:
     """The spec of ``name``, including per-structure names such as ``dice_bone``."""
     if name in METRICS:
@@ -55,7 +67,8 @@ def spec_for(name: str) -> MetricSpec | None:
             parent = METRICS[base]
             structure = name[len(prefix):].replace("_", " ")
             return MetricSpec(name, f"{parent.label} ({structure})", parent.unit,
-                              parent.higher_is_better, f"{parent.label} of the {structure} label")
+                              parent.higher_is_better, f"{parent.label} of the {structure} label",
+                              parent.group)
     return None
 
 
@@ -68,3 +81,34 @@ def directions(names: Iterable[str]) -> dict[str, bool]:
             raise KeyError(f"unknown metric {name!r} (known: {', '.join(METRICS)})")
         out[name] = spec.higher_is_better
     return out
+
+
+class DirectionError(ValueError):
+    """A declared direction contradicts the registry, or a custom metric declares none."""
+
+
+def resolve_direction(name: str, declared: bool | None) -> bool:
+    """``higher_is_better`` of ``name``: the registry's for a known metric, else ``declared``.
+
+    A known metric cannot be inverted (a declared direction must agree with the registry);
+    a metric the registry does not know must declare its direction.
+    """
+    spec = spec_for(name)
+    if spec is None:
+        if declared is None:
+            raise DirectionError(
+                f"'{name}' is not a known metric: declare whether higher or lower is better.")
+        return declared
+    if declared is not None and declared != spec.higher_is_better:
+        word = "higher" if spec.higher_is_better else "lower"
+        raise DirectionError(
+            f"{spec.label} ('{name}') is a metric where {word} is better; its direction comes "
+            "from the evaluator's metric registry and cannot be inverted. Leave it out or "
+            f"declare it '{word}'.")
+    return spec.higher_is_better
+
+
+def group_of(name: str) -> str | None:
+    """The registry's ranking group of ``name`` (None for a metric it does not know)."""
+    spec = spec_for(name)
+    return spec.group if spec is not None else None

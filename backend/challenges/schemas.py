@@ -46,7 +46,16 @@ class MemberOut(BaseModel):
 
 class ColumnSpec(BaseModel):
     metric: str = Field(min_length=1, max_length=64)
-    higher_is_better: bool
+    higher_is_better: bool | None = Field(
+        default=None,
+        description="Omit it: the direction comes from the evaluator's metric registry; a "
+        "value that contradicts the registry is refused (422).",
+    )
+    group: str | None = Field(
+        default=None, min_length=1, max_length=64, exclude_if=lambda v: v is None,
+        description="Ranking group for grouped_normalized_sum (default: the registry's: "
+        "image similarity, geometry, photon dose, proton dose).",
+    )
 
 
 class PhaseSettings(BaseModel):
@@ -71,7 +80,9 @@ class PhaseSettings(BaseModel):
     metric_profile: str | None = Field(default=None, max_length=32)
     ranking_method: RankingMethod | None = None
     primary_metric: str | None = Field(default=None, max_length=64)
-    primary_higher_is_better: bool | None = None
+    primary_higher_is_better: bool | None = Field(
+        default=None, description="Derived from the metric registry; a value that "
+        "contradicts it is refused (422).")
     extra_columns: list[ColumnSpec] | None = None
     submission_selection: SubmissionSelection | None = None
     leaderboard_public: bool | None = None

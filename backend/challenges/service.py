@@ -15,10 +15,16 @@ from backend.challenges.schemas import (
     PhaseSettings,
 )
 from backend.config import settings
-from backend.errors import BadRequestError, ConflictError, ForbiddenError, NotFoundError
+from backend.errors import (
+    BadRequestError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    UnprocessableError,
+)
 from backend.models import Challenge, ChallengeMember, ChallengeRole, Phase, User, utcnow
 from backend.models.challenges import DEFAULT_SUBMISSION_PERIOD_S
-from evaluator.metrics import METRICS, spec_for
+from evaluator.metrics import METRICS, DirectionError, resolve_direction, spec_for
 
 
 def create_challenge(session: Session, user: User, data: ChallengeIn) -> Challenge:
@@ -124,6 +130,21 @@ def _apply(session: Session, phase: Phase, data: PhaseSettings) -> None:
     if "extra_columns" in values and data.extra_columns is not None:
         phase.extra_columns = [c.model_dump() for c in data.extra_columns]
     _validate(phase)
+    _resolve_directions(phase, values.get("primary_higher_is_better"))
+
+
+def _resolve_directions(phase: Phase, declared_primary: bool | None) -> None:
+    """Every ranked column takes its direction from the evaluator's registry; a declared one
+    that contradicts it is refused rather than silently inverting the metric."""
+    try:
+        phase.primary_higher_is_better = resolve_direction(phase.primary_metric,
+                                                           declared_primary)
+        phase.extra_columns = [
+            {**c, "higher_is_better": resolve_direction(c["metric"], c.get("higher_is_better"))}
+            for c in phase.extra_columns
+        ]
+    except DirectionError as exc:
+        raise UnprocessableError(str(exc)) from exc
 
 
 def _validate(phase: Phase) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from backend.models import RankingMethod
 
@@ -13,7 +13,12 @@ class ColumnOut(BaseModel):
     label: str
 
 
+# JSON has no Infinity: +inf (a perfect PSNR) is written as the string "Infinity".
+_INF_AS_STRING = ConfigDict(ser_json_inf_nan="strings")
+
+
 class LeaderboardRow(BaseModel):
+    model_config = _INF_AS_STRING
     rank: int | None
     username: str
     submission_id: int
@@ -23,11 +28,28 @@ class LeaderboardRow(BaseModel):
     score: float | None
     values: dict[str, float | None]
     ranks: dict[str, int | None]
+    # Is this row's difference to the next ranked row significant? (None: no next row)
+    significant_vs_next: bool | None = None
+
+
+class PairSignificance(BaseModel):
+    """Paired Wilcoxon signed-rank test over cases of two adjacent ranked rows, on one
+    metric; ``p_holm`` is Holm-corrected over every test of the leaderboard."""
+
+    upper_submission_id: int
+    lower_submission_id: int
+    metric: str
+    cases: int
+    p_value: float
+    p_holm: float
+    significant: bool
 
 
 class Leaderboard(BaseModel):
+    model_config = _INF_AS_STRING
     challenge: str
     phase: str
     ranking_method: RankingMethod
     columns: list[ColumnOut]
     rows: list[LeaderboardRow]
+    significance: list[PairSignificance] = []

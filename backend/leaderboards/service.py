@@ -2,14 +2,20 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
 from backend import access
 from backend.errors import ForbiddenError
 from backend.leaderboards import repository as repo
-from backend.leaderboards.ranking import Column, rank_rows
-from backend.leaderboards.schemas import ColumnOut, Leaderboard, LeaderboardRow
+from backend.leaderboards.ranking import Column, column, number, rank_rows, ranked_columns
+from backend.leaderboards.schemas import (
+    ColumnOut,
+    Leaderboard,
+    LeaderboardRow,
+    PairSignificance,
+)
 from backend.models import (
     AggregateResult,
     Challenge,
@@ -19,15 +25,21 @@ from backend.models import (
     SubmissionSelection,
     User,
 )
-from backend.numbers import finite_or_none
 from evaluator.metrics import spec_for
+from evaluator.significance import adjacent_significance
 
 
 def columns_of(phase: Phase) -> list[Column]:
-    cols = [Column(phase.primary_metric, phase.primary_higher_is_better)]
-    for extra in phase.extra_columns or []:
-        if extra.get("metric") and extra["metric"] != phase.primary_metric:
-            cols.append(Column(str(extra["metric"]), bool(extra.get("higher_is_better"))))
+    """The primary metric, then the extra columns (directions from the metric registry; an
+    extra entry naming the primary metric may only set its ranking group)."""
+    extras = [e for e in phase.extra_columns or [] if e.get("metric")]
+    primary_group = next((e.get("group") for e in extras
+                          if e["metric"] == phase.primary_metric), None)
+    cols = [column(phase.primary_metric, phase.primary_higher_is_better, primary_group)]
+    for extra in extras:
+        if extra["metric"] != phase.primary_metric:
+            cols.append(column(str(extra["metric"]), extra.get("higher_is_better"),
+                               extra.get("group")))
     return cols
 
 
@@ -37,7 +49,7 @@ def _label(metric: str) -> str:
 
 
 def _value(agg: AggregateResult, metric: str) -> float | None:
-    return finite_or_none(agg.metrics.get(metric))
+    return number(agg.metrics.get(metric))
 
 
 def _pick(
@@ -45,7 +57,7 @@ def _pick(
 ) -> tuple[Submission, str, AggregateResult]:
     if phase.submission_selection is SubmissionSelection.LATEST:
         return max(entries, key=lambda e: (e[0].created_at, e[0].id))
-    sign = -1.0 if phase.primary_higher_is_better else 1.0
+    sign = -1.0 if columns_of(phase)[0].higher_is_better else 1.0
 
     def key(e: tuple[Submission, str, AggregateResult]) -> tuple[int, float, int]:
         v = _value(e[2], phase.primary_metric)
@@ -84,6 +96,7 @@ def build(
                                                                           strict=True)]
     # Ranked rows first (by rank, then submission time); unranked ones never above them.
     rows.sort(key=lambda r: (r.rank is None, r.rank or 0, r.created_at, r.submission_id))
+    significance = _significance(session, rows, ranked_columns(cols, phase.ranking_method))
     rows += [_row(e, cols, None, None, {}) for e in baselines]
     rows += [_row(_pick(v, phase), cols, None, None, {}) for v in disqualified.values()]
     return Leaderboard(
@@ -93,7 +106,31 @@ def build(
         columns=[ColumnOut(metric=c.metric, higher_is_better=c.higher_is_better,
                            label=_label(c.metric)) for c in cols],
         rows=rows,
+        significance=significance,
     )
+
+
+def _significance(
+    session: Session, rows: list[LeaderboardRow], ranked: Sequence[Column]
+) -> list[PairSignificance]:
+    """Adjacent ranked rows: paired Wilcoxon per ranked metric over cases, Holm-corrected."""
+    order = [r.submission_id for r in rows if r.rank is not None]
+    if len(order) < 2:
+        return []
+    per_case = repo.case_metrics(session, order)
+    tests = adjacent_significance(
+        {str(s): {str(c): m for c, m in cases.items()} for s, cases in per_case.items()},
+        [str(s) for s in order], [c.metric for c in ranked])
+    out = [PairSignificance(upper_submission_id=int(t.upper), lower_submission_id=int(t.lower),
+                            metric=t.metric, cases=t.cases, p_value=t.p_value, p_holm=t.p_holm,
+                            significant=t.significant) for t in tests]
+    by_upper: dict[int, bool] = {}
+    for p in out:
+        by_upper[p.upper_submission_id] = by_upper.get(p.upper_submission_id, False) or (
+            p.significant)
+    for r in rows:
+        r.significant_vs_next = by_upper.get(r.submission_id)
+    return out
 
 
 def _row(
@@ -123,15 +160,21 @@ def to_csv(board: Leaderboard) -> str:
     metrics = [c.metric for c in board.columns]
     writer.writerow(
         ["rank", "username", "submission_id", "created_at", "baseline", "disqualified",
-         "score", *metrics, *(f"{m}_rank" for m in metrics)]
+         "score", *metrics, *(f"{m}_rank" for m in metrics), "significant_vs_next",
+         "p_holm_vs_next"]
     )
+    p_next: dict[int, float] = {}
+    for p in board.significance:  # the smallest adjusted p over the pair's metrics
+        p_next[p.upper_submission_id] = min(p.p_holm, p_next.get(p.upper_submission_id, 1.0))
     for r in board.rows:
         writer.writerow(
             [r.rank if r.rank is not None else "", r.username, r.submission_id,
              r.created_at.isoformat(), int(r.is_baseline), int(r.is_disqualified),
              "" if r.score is None else r.score,
              *("" if r.values[m] is None else r.values[m] for m in metrics),
-             *("" if r.ranks[m] is None else r.ranks[m] for m in metrics)]
+             *("" if r.ranks[m] is None else r.ranks[m] for m in metrics),
+             "" if r.significant_vs_next is None else int(r.significant_vs_next),
+             p_next.get(r.submission_id, "")]
         )
     return buf.getvalue()
 

@@ -22,7 +22,8 @@ class RankingMethod(enum.StrEnum):
     ABSOLUTE = "absolute"  # order by the primary metric
     MEAN_RANK = "mean_rank"  # mean of per-metric ranks (ties share a rank)
     MEDIAN_RANK = "median_rank"
-    NORMALIZED_SUM = "normalized_sum"  # SynthRAD min-max normalised sum
+    NORMALIZED_SUM = "normalized_sum"  # SynthRAD2023: sum of min-max normalised means
+    GROUPED_NORMALIZED_SUM = "grouped_normalized_sum"  # SynthRAD2025: metric groups weigh equally
 
 
 class SubmissionSelection(enum.StrEnum):
@@ -94,7 +95,8 @@ class Phase(TimestampMixin, Base):
     primary_metric: Mapped[str] = mapped_column(String(64), default="mae")
     primary_higher_is_better: Mapped[bool] = mapped_column(default=False)
     # [{"metric": "psnr", "higher_is_better": true}, ...] shown (and, for rank-based methods,
-    # ranked) next to the primary metric.
+    # ranked) next to the primary metric; an optional "group" overrides the registry's ranking
+    # group (grouped_normalized_sum). Directions are the registry's (checked when saved).
     extra_columns: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     submission_selection: Mapped[SubmissionSelection] = mapped_column(
         str_enum(SubmissionSelection, "submission_selection"), default=SubmissionSelection.BEST

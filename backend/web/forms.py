@@ -9,12 +9,11 @@ from pydantic import ValidationError
 
 from backend.challenges.schemas import PhaseIn, PhaseSettings
 from backend.models import Phase
-from backend.web.metrics_meta import metric_meta
+from evaluator.metrics import DirectionError, resolve_direction, spec_for
 
 BOOL_FIELDS = (
     "is_open",
     "gpu_required",
-    "primary_higher_is_better",
     "leaderboard_public",
     "show_case_results",
     "show_case_logs",
@@ -46,7 +45,11 @@ def format_datetime(value: datetime | None) -> str:
 
 
 def parse_extra_columns(raw: str) -> list[dict[str, Any]]:
-    """One column per line or comma: ``psnr higher``, ``ssim``, ``hd95 lower``."""
+    """One column per line or comma: ``psnr``, ``hd95 lower``, ``gamma_photon higher dose``.
+
+    The direction word is optional (the metric registry decides; a contradicting one is an
+    error); words after it name the column's ranking group (grouped normalised sum).
+    """
     cols: list[dict[str, Any]] = []
     for item in raw.replace(",", "\n").splitlines():
         words = item.split()
@@ -55,15 +58,24 @@ def parse_extra_columns(raw: str) -> list[dict[str, Any]]:
         name = words[0]
         direction = words[1].lower() if len(words) > 1 else ""
         if direction not in ("", "higher", "lower"):
-            raise FormError({"extra_columns": f"Write “{name} higher” or “{name} lower”."})
-        hib = direction == "higher" if direction else metric_meta(name).higher_is_better
-        cols.append({"metric": name, "higher_is_better": hib})
+            raise FormError({"extra_columns": f"Write “{name}”, “{name} higher” or "
+                                              f"“{name} lower” (then, optionally, a group)."})
+        declared = direction == "higher" if direction else None
+        try:
+            hib = resolve_direction(name, declared) if spec_for(name) else declared
+        except DirectionError as exc:
+            raise FormError({"extra_columns": str(exc)}) from exc
+        col: dict[str, Any] = {"metric": name, "higher_is_better": hib}
+        if len(words) > 2:
+            col["group"] = " ".join(words[2:])
+        cols.append(col)
     return cols
 
 
 def format_extra_columns(cols: list[dict[str, Any]] | None) -> str:
     return "\n".join(
-        f"{c['metric']} {'higher' if c.get('higher_is_better') else 'lower'}" for c in cols or []
+        f"{c['metric']} {'higher' if c.get('higher_is_better') else 'lower'}"
+        + (f" {c['group']}" if c.get("group") else "") for c in cols or []
     )
 
 

@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 
 from backend import access
 from backend.leaderboards import service as leaderboards_service
-from backend.leaderboards.ranking import Column
 from backend.leaderboards.schemas import Leaderboard
 from backend.models import Challenge, Phase, RankingMethod, SubmissionSelection, User
 from backend.submissions import service as submissions_service
@@ -63,6 +62,7 @@ SCORE_LABELS = {
     RankingMethod.MEAN_RANK: ("Mean rank", False),
     RankingMethod.MEDIAN_RANK: ("Median rank", False),
     RankingMethod.NORMALIZED_SUM: ("Score", True),
+    RankingMethod.GROUPED_NORMALIZED_SUM: ("Score", True),
 }
 
 
@@ -126,11 +126,10 @@ def build(
                 can_open=own or organizer,
             )
         )
-    cols = [Column(c.name, c.higher_is_better) for c in columns]
+    cols = leaderboards_service.columns_of(phase)
     intervals = rank_intervals(
         per_case, cols, phase.ranking_method, samples=BOOTSTRAP_SAMPLES,
-        cache_key=(phase.id, phase.ranking_method.value, tuple(
-            (c.metric, c.higher_is_better) for c in cols), tuple(stamps)),
+        cache_key=(phase.id, phase.ranking_method.value, tuple(cols), tuple(stamps)),
     )
     ranked_n = sum(1 for r in rows if r.rank is not None)
     for row in rows:

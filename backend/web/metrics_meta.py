@@ -21,6 +21,6 @@ def metric_meta(name: str, higher_is_better: bool | None = None) -> MetricMeta:
         label, unit, hib = name.replace("_", " "), "", False
     else:
         label, unit, hib = spec.label, spec.unit, spec.higher_is_better
-    if higher_is_better is not None:
-        hib = higher_is_better
+    if higher_is_better is not None and spec is None:
+        hib = higher_is_better  # only a metric the registry does not know keeps its own
     return MetricMeta(name, label, unit, hib)

@@ -12,9 +12,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
-from backend.leaderboards.ranking import METHOD_NAMES, Column
+from backend.leaderboards.ranking import METHOD_NAMES, Column, groups_of, number
 from backend.models import RankingMethod
-from backend.numbers import finite_or_none
 from evaluator.ranking import bootstrap_rank_stability
 
 Interval = tuple[float, float]
@@ -42,13 +41,13 @@ def rank_intervals(
         return {}
     ranked = columns[:1] if method is RankingMethod.ABSOLUTE else columns
     values = {
-        str(s): {str(c): {col.metric: finite_or_none(m.get(col.metric)) for col in ranked}
+        str(s): {str(c): {col.metric: number(m.get(col.metric)) for col in ranked}
                  for c, m in by_case.items()}
         for s, by_case in per_case.items()
     }
     stability = bootstrap_rank_stability(
         values, {c.metric: c.higher_is_better for c in ranked}, METHOD_NAMES[method],
-        ranked[0].metric, n=samples, seed=seed,
+        ranked[0].metric, n=samples, seed=seed, groups=groups_of(ranked),
     )
     out = {int(s): (r.ci_low, r.ci_high) for s, r in stability.items()}
     if cache_key is not None:

@@ -68,7 +68,9 @@ RANKING_TEXT = {
     RankingMethod.ABSOLUTE: "by the primary metric",
     RankingMethod.MEAN_RANK: "mean of the per-metric ranks (ties share a rank)",
     RankingMethod.MEDIAN_RANK: "median of the per-metric ranks (ties share a rank)",
-    RankingMethod.NORMALIZED_SUM: "sum of min–max normalised metrics (SynthRAD)",
+    RankingMethod.NORMALIZED_SUM: "sum of min–max normalised metric means (SynthRAD2023)",
+    RankingMethod.GROUPED_NORMALIZED_SUM: (
+        "min–max normalised metric means, each metric group weighted equally (SynthRAD2025)"),
 }
 
 
