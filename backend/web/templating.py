@@ -98,7 +98,7 @@ def _window(opens: datetime | None, closes: datetime | None) -> str:
         return f"from {_when(opens)}, no closing date"
     if closes:
         return f"until {_when(closes)}"
-    return "always open (no dates set)"
+    return "no opening or closing date"
 
 
 templates.env.globals["window"] = _window
