@@ -162,10 +162,11 @@ def distribution_plot(
     if not pts:
         return _empty(width, height, f"No {metric_label} values yet")
     vals = sorted(v for _, v in pts)
-    ticks = nice_ticks(*robust_range(vals))
+    a, b = robust_range(vals)
+    ticks = nice_ticks(a, b)
     if not ticks:
         return _empty(width, height, f"{metric_label} values are too large to plot")
-    lo, hi = ticks[0], ticks[-1]
+    lo, hi = min(ticks[0], a), max(ticks[-1], b)  # the last tick may fall short of b
     left, right, top, axis_y = 16, width - 16, 40, height - 24
     sx = _Scale(lo, hi, left, right)
     mid = (top + axis_y) / 2
@@ -251,7 +252,7 @@ def comparison_plot(
     ticks = nice_ticks(min(lows), max(highs))
     if not ticks:
         return _empty(width, 80, f"{metric_label} values are too large to plot")
-    lo, hi = ticks[0], ticks[-1]
+    lo, hi = min(ticks[0], *lows), max(ticks[-1], *highs)
     label_w, right, top = 140, width - 14, 24
     height = top + row_height * len(rows) + 24
     axis_y = top + row_height * len(rows)

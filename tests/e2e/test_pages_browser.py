@@ -24,6 +24,8 @@ from tests.e2e.test_browser import (
     ROOT,
     _free_port,
     _wait_http,
+    drop_file,
+    register,
     shot,
 )
 from tests.worker import harness
@@ -177,4 +179,23 @@ def test_phase_page_badges_follow_the_submission(site: Site, browser: Any) -> No
         arg=site.submission_id, timeout=15_000)
     # Finished: the widget stops polling.
     assert page.locator(f"#status-{site.submission_id}[hx-get]").count() == 0
+    page.close()
+
+
+def test_upload_replaces_the_empty_image_choice(site: Site, browser: Any,
+                                                tmp_path: Path) -> None:
+    from tests.backend.tarballs import make_image_tar
+
+    page = browser.new_page()
+    register(page, site.base_url, "newcomer", "newcomer@example.org")
+    page.goto(f"{site.base_url}/challenges/test-challenge")
+    page.click("button:has-text('Join this challenge')")
+    page.goto(f"{site.base_url}/challenges/test-challenge/{site.phase_slug}")
+    assert page.locator("#image_id option").all_inner_texts() == ["Upload an image first"]
+    drop_file(page, ".dropzone", make_image_tar(tmp_path / "algo.tar"))
+    page.wait_for_selector("text=is valid and ready to submit", timeout=60_000)
+    options = page.locator("#image_id option").all_inner_texts()
+    assert options == ["algo.tar (just uploaded)"], options
+    assert page.eval_on_selector("#image_id", "s => s.value") != ""
+    shot(page, "phase-after-upload")
     page.close()

@@ -163,3 +163,13 @@ def test_one_absurd_value_does_not_stretch_the_axis() -> None:
     assert max(xs) - min(xs) > 50  # a and b are told apart
     svg = str(distribution_plot([("x", 1.0), ("y", 2.0), ("z", -1e30)], metric_label="MAE"))
     assert "← -1.00e+30" in svg
+
+
+def test_close_values_are_all_on_the_scale() -> None:
+    # The last tick can fall short of the largest value; that value is not an outlier.
+    svg = str(distribution_plot([("a", 18.268), ("b", 18.2695), ("c", 18.27104)],
+                                metric_label="PSNR"))
+    assert "outlier" not in svg and svg.count('class="dot"') == 3
+    svg = str(comparison_plot([TeamValue("a", 18.268), TeamValue("b", 18.27104)],
+                              metric_label="PSNR", higher_is_better=True))
+    assert "outlier" not in svg
