@@ -199,3 +199,57 @@ def test_upload_replaces_the_empty_image_choice(site: Site, browser: Any,
     assert page.eval_on_selector("#image_id", "s => s.value") != ""
     shot(page, "phase-after-upload")
     page.close()
+
+
+def test_per_case_table_fits_the_page(site: Site, browser: Any) -> None:
+    """Every metric a dose phase reports, in a 1280 px window: labels, not keys; no sideways
+    scrolling; times on one line."""
+    from backend.db import session_scope
+    from backend.models import (
+        AggregateResult,
+        CaseRunStatus,
+        Phase,
+        Result,
+        Submission,
+        SubmissionStatus,
+        User,
+    )
+    from backend.submissions.state import ensure_case_runs
+
+    metrics = {"mae": 61.5, "psnr": 29.1, "ms_ssim": 0.93, "ssim": 0.91, "dice": 0.8,
+               "hd95": 3.2, "mae_target_photon": 0.012, "dvh_photon": 1.5,
+               "gamma_photon": 98.5, "mae_target_proton": 0.02, "dvh_proton": 2.5,
+               "gamma_proton": 96.0, "dice_air": 0.9, "dice_bone": 0.85, "hd95_bone": 2.5,
+               "hd95_air": 4.0}
+    with session_scope() as s:
+        alice = s.query(User).filter_by(username="alice").one()
+        phase = s.query(Phase).filter_by(slug=site.phase_slug).one()
+        first = s.get(Submission, site.submission_id)
+        assert first is not None
+        sub = Submission(phase_id=phase.id, user_id=alice.id, image_id=first.image_id,
+                         status=SubmissionStatus.SUCCEEDED)
+        s.add(sub)
+        s.flush()
+        for run in ensure_case_runs(s, sub):
+            run.status, run.duration_s = CaseRunStatus.SUCCEEDED, 754.0
+            s.add(Result(submission_id=sub.id, case_id=run.case_id, metrics=metrics))
+        s.add(AggregateResult(submission_id=sub.id, metrics=metrics, statistics={},
+                              cases_scored=3))
+        s.flush()
+        sub_id = sub.id
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    _login(page, site.base_url)
+    page.goto(f"{site.base_url}/submissions/{sub_id}")
+    heads = page.locator("#cases thead th").all_inner_texts()
+    assert any(h.startswith("Dice (air)") for h in heads), heads
+    assert not any("_" in h for h in heads), heads  # no raw keys such as dice_air
+    wrap = page.eval_on_selector("#cases", "t => { const w = t.closest('.table-wrap');"
+                                           " return [w.scrollWidth, w.clientWidth]; }")
+    assert wrap[0] <= wrap[1] + 1, wrap  # nothing to scroll sideways
+    heights = page.eval_on_selector_all(
+        "#cases tbody td:nth-child(3)", "tds => tds.map(td => td.getClientRects().length"
+        " && td.scrollHeight)")
+    line = page.eval_on_selector("#cases tbody td:first-child", "td => td.scrollHeight")
+    assert all(h == line for h in heights), (heights, line)  # "13 min" on one line
+    shot(page, "per-case-table")
+    page.close()
