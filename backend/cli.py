@@ -2,6 +2,7 @@
 
 The server URL and API token are kept in ~/.config/syntharena/config.json (mode 0600);
 unfinished uploads in uploads.json next to it, so `upload` resumes after an interruption.
+Output goes through ``backend.cli_output``: server text is printed verbatim, never as markup.
 """
 
 from __future__ import annotations
@@ -15,18 +16,25 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import BarColumn, Progress, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
+from backend.cli_output import (
+    BinaryDownloadColumn,
+    BinarySpeedColumn,
+    FriendlyGroup,
+    Part,
+    console,
+    fail,
+    say,
+    server_url,
+    size,
+)
+
+# No locals in a traceback: they would include the API token.
 app = typer.Typer(help="SynthArena: upload algorithm images, submit, follow the leaderboard.",
-                  no_args_is_help=True)
+                  no_args_is_help=True, cls=FriendlyGroup, pretty_exceptions_show_locals=False)
 challenge_app = typer.Typer(help="Organisers: challenges.", no_args_is_help=True)
 phase_app = typer.Typer(help="Organisers: phases.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Organisers: hidden datasets.", no_args_is_help=True)
@@ -36,8 +44,10 @@ app.add_typer(dataset_app, name="dataset")
 server_app = typer.Typer(help="On the server machine: database and accounts (no HTTP).",
                          no_args_is_help=True)
 app.add_typer(server_app, name="server")
-console = Console()
-err = Console(stderr=True)
+
+ChallengeArg = Annotated[str, typer.Argument(help="challenge slug, e.g. synthrad2025-task1")]
+PhaseArg = Annotated[str, typer.Argument(help="phase slug, e.g. validation")]
+LOGIN_HINT = "Run `syntharena login --server URL` first."
 
 CHUNK = 16 * 1024 * 1024
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -70,39 +80,50 @@ def make_client(server: str, token: str | None) -> httpx.Client:
 def client() -> httpx.Client:
     cfg = _read("config.json")
     if "server" not in cfg:
-        err.print("[red]Not logged in.[/] Run `syntharena login --server URL` first.")
-        raise typer.Exit(2)
-    return make_client(cfg["server"], cfg.get("token"))
+        raise fail("Not logged in. ", LOGIN_HINT, code=2)
+    return make_client(server_url(cfg["server"]), cfg.get("token"))
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        detail = body.get("detail", response.text) if isinstance(body, dict) else response.text
+    except ValueError:
+        detail = response.text
+    if isinstance(detail, list):  # FastAPI validation errors
+        detail = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}"
+                           for d in detail if isinstance(d, dict))
+    return " ".join(str(detail).split())[:2000]  # one line, whatever the server sent
 
 
 def check(response: httpx.Response) -> Any:
+    if response.status_code == 401:
+        detail = _detail(response)
+        hint = "" if "syntharena login" in detail else " Run `syntharena login`."
+        raise fail("Not logged in: ", detail + hint)
     if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        if isinstance(detail, list):  # FastAPI validation errors
-            detail = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}"
-                               for d in detail)
-        err.print(f"[red]Error {response.status_code}:[/] {detail}")
-        raise typer.Exit(1)
+        raise fail(f"Error {response.status_code}: ", _detail(response))
     return response.json() if response.content else None
 
 
 @app.command()
 def login(
-    server: Annotated[str, typer.Option(help="e.g. https://arena.example.org")] = "",
-    username: Annotated[str, typer.Option(prompt=True)] = "",
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True)] = "",
+    server: Annotated[str, typer.Option(
+        help="e.g. https://arena.example.org (default: the last one, else "
+             "http://127.0.0.1:8000)")] = "",
+    # No default: a prompt reads "Username:", not "Username []:".
+    username: Annotated[str | None, typer.Option(prompt=True, help="your username")] = None,
+    password: Annotated[str | None, typer.Option(prompt=True, hide_input=True,
+                                                 help="prompted for when not given")] = None,
 ) -> None:
     """Log in and store an API token in ~/.config/syntharena."""
-    server = (server or _read("config.json").get("server") or "http://127.0.0.1:8000")
-    server = server.rstrip("/")
+    server = server_url(server or _read("config.json").get("server")
+                        or "http://127.0.0.1:8000")
     with make_client(server, None) as c:
         body = check(c.post("/api/auth/tokens", json={
             "username": username, "password": password, "name": "cli"}))
     _write("config.json", {"server": server, "token": body["token"]})
-    console.print(f"Logged in to {server} as [bold]{username}[/].")
+    say(f"Logged in to {server} as ", (username or "", "bold"), ".")
 
 
 @app.command()
@@ -111,22 +132,23 @@ def logout() -> None:
     cfg = _read("config.json")
     cfg.pop("token", None)
     _write("config.json", cfg)
-    console.print("Logged out.")
+    say("Logged out.")
 
 
 @app.command()
 def whoami() -> None:
+    """Show the account you are logged in as."""
     with client() as c:
         me = check(c.get("/api/auth/me"))
-    console.print(f"{me['username']} <{me['email']}>" + (" (admin)" if me["is_admin"] else ""))
+    say(f"{me['username']} <{me['email']}>" + (" (admin)" if me["is_admin"] else ""))
 
 
 @app.command()
-def register(challenge: str) -> None:
+def register(challenge: ChallengeArg) -> None:
     """Join a challenge as a participant."""
     with client() as c:
         check(c.post(f"/api/challenges/{challenge}/register"))
-    console.print(f"Registered for {challenge}.")
+    say(f"Registered for {challenge}.")
 
 
 def _upload_key(path: Path) -> str:
@@ -136,13 +158,14 @@ def _upload_key(path: Path) -> str:
 
 @app.command()
 def upload(
-    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
+                                         help="the `docker save` tarball")],
     name: Annotated[str | None, typer.Option(help="Shown in listings; default: file name")]
     = None,
     chunk_kib: Annotated[int, typer.Option(min=1, help="Chunk size in KiB")] = CHUNK // 1024,
 ) -> None:
     """Upload a `docker save` tarball (plain, .gz or .xz); resumes an interrupted upload."""
-    size = path.stat().st_size
+    file_size = path.stat().st_size
     key = _upload_key(path)
     pending = _read("uploads.json")
     with client() as c:
@@ -152,33 +175,40 @@ def upload(
             r = c.get(f"/api/images/uploads/{upload_id}")
             if r.status_code == 200 and r.json()["status"] == "open":
                 offset = r.json()["received_bytes"]
-                console.print(f"Resuming upload at {offset / 2**20:.1f} MiB.")
+                say(f"Resuming upload at {size(offset)} of {size(file_size)}.")
             else:
                 upload_id = None
         if not upload_id:
             body = check(c.post("/api/images/uploads",
-                                json={"name": name or path.name, "size_bytes": size}))
+                                json={"name": name or path.name,
+                                      "size_bytes": file_size}))
             upload_id = body["id"]
             pending[key] = upload_id
             _write("uploads.json", pending)
         chunk = chunk_kib * 1024
-        _send(c, path, upload_id, offset, size, chunk)
-        console.print("Validating the image on the server…")
+        _send(c, path, upload_id, offset, file_size, chunk)
+        say("Validating the image on the server…")
         image = check(c.post(f"/api/images/uploads/{upload_id}/complete"))
     pending.pop(key, None)
     _write("uploads.json", pending)
     if image.get("notice"):
-        console.print(f"[yellow]{image['notice']}[/]")
+        say((str(image["notice"]), "yellow"))
     colour = "green" if image["status"] == "valid" else "red"
-    console.print(f"Image #{image['id']} [{colour}]{image['status']}[/]: "
-                  f"{image['validation_message']}")
+    say(f"Image #{image['id']} ", (str(image["status"]), colour), ": ",
+        _message_after(str(image["status"]), image.get("validation_message") or ""))
     if image["status"] != "valid":
         raise typer.Exit(1)
 
 
+def _message_after(status: str, message: str) -> str:
+    """The validation message without a leading repeat of the status ("valid: Valid: …")."""
+    head, sep, rest = message.partition(":")
+    return rest.strip() if sep and head.strip().lower() == status.lower() else message
+
+
 def _send(c: httpx.Client, path: Path, upload_id: str, offset: int, size: int,
           chunk: int) -> None:
-    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    columns = (BarColumn(), BinaryDownloadColumn(), BinarySpeedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as progress, path.open("rb") as f:
         task = progress.add_task("upload", total=size, completed=offset)
         failures = 0
@@ -193,9 +223,8 @@ def _send(c: httpx.Client, path: Path, upload_id: str, offset: int, size: int,
             except httpx.TransportError as exc:
                 failures += 1
                 if failures > 5:
-                    err.print(f"[red]Connection lost ({exc}).[/] Run the same command again "
-                              "to resume.")
-                    raise typer.Exit(1) from exc
+                    raise fail(f"Connection lost ({exc}). ",
+                               "Run the same command again to resume.") from exc
                 time.sleep(min(2**failures, 30))
                 r = c.get(f"/api/images/uploads/{upload_id}")
             if r.status_code == 409:  # server has a different offset: ask and resume there
@@ -212,40 +241,43 @@ def images() -> None:
         rows = check(c.get("/api/images"))
     table = Table("id", "name", "status", "size", "message")
     for i in rows:
-        table.add_row(str(i["id"]), i["name"], i["status"], f"{i['size_bytes'] / 2**20:.1f} MiB",
-                      i["validation_message"])
+        status = str(i["status"])
+        table.add_row(str(i["id"]), str(i["name"]), status, size(i["size_bytes"]),
+                      _message_after(status, i["validation_message"] or ""))
     console.print(table)
 
 
 @app.command()
-def submit(challenge: str, phase: str, image_id: int,
-           comment: Annotated[str, typer.Option()] = "",
+def submit(challenge: ChallengeArg, phase: PhaseArg,
+           image_id: Annotated[int, typer.Argument(help="from `syntharena images`")],
+           comment: Annotated[str, typer.Option(help="shown to you and the organisers")] = "",
            watch: Annotated[bool, typer.Option(help="Follow it until it finishes")] = False
            ) -> None:
     """Submit an uploaded image to a phase."""
     with client() as c:
         sub = check(c.post(f"/api/challenges/{challenge}/phases/{phase}/submissions",
                            json={"image_id": image_id, "comment": comment}))
-    console.print(f"Submission #{sub['id']} created ({sub['status']}).")
+    say(f"Submission #{sub['id']} created ({sub['status']}).")
     if watch:
         status(sub["id"], watch=True)
 
 
-def _show(sub: dict[str, Any]) -> str:
-    line = (f"#{sub['id']} {sub['status']}  {sub['cases_done']}/{sub['cases_total']} cases  "
-            f"{sub['current_step']}")
+def _show(sub: dict[str, Any]) -> Text:
+    parts: list[Part] = [f"#{sub['id']} {sub['status']}  {sub['cases_done']}/"
+                         f"{sub['cases_total']} cases  {sub['current_step'] or ''}"]
     if sub.get("error_message"):
-        line += f"  [red]{sub['error_message']}[/]"
+        parts += ["  ", (" ".join(str(sub["error_message"]).split()), "red")]
     if sub.get("metrics"):
-        line += "  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                 for k, v in sub["metrics"].items())
-    return line
+        parts.append("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                      for k, v in sub["metrics"].items()))
+    return Text.assemble(*parts)
 
 
 @app.command()
-def status(submission_id: int,
+def status(submission_id: Annotated[int, typer.Argument(help="the submission's number")],
            watch: Annotated[bool, typer.Option(help="Poll until it finishes")] = False,
-           interval: Annotated[float, typer.Option()] = 5.0) -> None:
+           interval: Annotated[float, typer.Option(help="seconds between polls")] = 5.0
+           ) -> None:
     """Show (or follow) a submission's progress."""
     with client() as c:
         while True:
@@ -259,7 +291,7 @@ def status(submission_id: int,
 
 
 @app.command()
-def submissions(challenge: str, phase: str) -> None:
+def submissions(challenge: ChallengeArg, phase: PhaseArg) -> None:
     """List your submissions in a phase (organisers: all of them)."""
     with client() as c:
         for sub in check(c.get(f"/api/challenges/{challenge}/phases/{phase}/submissions")):
@@ -267,7 +299,7 @@ def submissions(challenge: str, phase: str) -> None:
 
 
 @app.command()
-def leaderboard(challenge: str, phase: str,
+def leaderboard(challenge: ChallengeArg, phase: PhaseArg,
                 csv: Annotated[bool, typer.Option("--csv", help="Print CSV")] = False) -> None:
     """Show a phase's leaderboard."""
     with client() as c:
@@ -279,25 +311,30 @@ def leaderboard(challenge: str, phase: str,
             typer.echo(r.text, nl=False)
             return
         board = check(c.get(base))
-    table = Table("rank", "user", "submission", *(col["label"] for col in board["columns"]))
+    table = Table("rank", "user", "submission")
+    for col in board["columns"]:
+        table.add_column(str(col["label"]), justify="right")
     for row in board["rows"]:
         rank = str(row["rank"]) if row["rank"] is not None else (
             "baseline" if row["is_baseline"] else "DQ" if row["is_disqualified"] else "–")
         values = [("–" if row["values"][col["metric"]] is None
                    else f"{row['values'][col['metric']]:.4g}") for col in board["columns"]]
-        table.add_row(rank, row["username"], f"#{row['submission_id']}", *values)
+        table.add_row(rank, str(row["username"]), f"#{row['submission_id']}", *values)
     console.print(table)
 
 
 @challenge_app.command("create")
-def challenge_create(slug: str, title: str,
-                     description: Annotated[str, typer.Option()] = "",
-                     private: Annotated[bool, typer.Option()] = False) -> None:
+def challenge_create(slug: Annotated[str, typer.Argument(help="short id used in URLs")],
+                     title: Annotated[str, typer.Argument(help="shown on the pages")],
+                     description: Annotated[str, typer.Option(help="Markdown-free text")] = "",
+                     private: Annotated[bool, typer.Option(help="invite-only")] = False
+                     ) -> None:
+    """Create a challenge (site administrators)."""
     with client() as c:
         check(c.post("/api/challenges", json={"slug": slug, "title": title,
                                               "description": description,
                                               "is_public": not private}))
-    console.print(f"Challenge {slug} created.")
+    say(f"Challenge {slug} created.")
 
 
 def _settings(options: dict[str, Any], extra: list[str]) -> dict[str, Any]:
@@ -313,60 +350,67 @@ def _settings(options: dict[str, Any], extra: list[str]) -> dict[str, Any]:
 
 @phase_app.command("create")
 def phase_create(
-    challenge: str, slug: str,
-    title: Annotated[str, typer.Option()] = "",
+    challenge: ChallengeArg,
+    slug: Annotated[str, typer.Argument(help="the new phase's slug")],
+    title: Annotated[str, typer.Option(help="default: the slug")] = "",
     kind: Annotated[str, typer.Option(help="debug | validation | test")] = "validation",
     dataset: Annotated[str | None, typer.Option(help="dataset slug")] = None,
     open_: Annotated[bool, typer.Option("--open/--closed")] = False,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="any phase setting as key=JSON, e.g. --set gpu_required=true")] = None,
 ) -> None:
+    """Create a phase of a challenge you organise."""
     body = _settings({"slug": slug, "title": title or slug, "kind": kind, "dataset": dataset,
                       "is_open": open_}, set_ or [])
     with client() as c:
         check(c.post(f"/api/challenges/{challenge}/phases", json=body))
-    console.print(f"Phase {challenge}/{slug} created.")
+    say(f"Phase {challenge}/{slug} created.")
 
 
 @phase_app.command("update")
 def phase_update(
-    challenge: str, slug: str,
-    set_: Annotated[list[str], typer.Option("--set", help="key=JSON")],
+    challenge: ChallengeArg, slug: PhaseArg,
+    set_: Annotated[list[str], typer.Option("--set", help="key=JSON, e.g. is_open=false")],
 ) -> None:
+    """Change settings of a phase (only the keys given)."""
     with client() as c:
         check(c.patch(f"/api/challenges/{challenge}/phases/{slug}", json=_settings({}, set_)))
-    console.print(f"Phase {challenge}/{slug} updated.")
+    say(f"Phase {challenge}/{slug} updated.")
 
 
 @dataset_app.command("create")
-def dataset_create(slug: str, title: str,
-                   challenge: Annotated[str | None, typer.Option()] = None) -> None:
+def dataset_create(
+    slug: Annotated[str, typer.Argument(help="short id, e.g. brain-val")],
+    title: Annotated[str, typer.Argument(help="shown to organisers")],
+    challenge: Annotated[str | None, typer.Option(
+        help="the challenge it belongs to (required unless you are a site admin)")] = None,
+) -> None:
+    """Create an empty hidden dataset; add cases with `dataset import`."""
     with client() as c:
         check(c.post("/api/datasets", json={"slug": slug, "title": title,
                                             "challenge": challenge}))
-    console.print(f"Dataset {slug} created.")
+    say(f"Dataset {slug} created.")
 
 
 @dataset_app.command("import")
 def dataset_import(
-    slug: str,
+    slug: Annotated[str, typer.Argument(help="the dataset's slug")],
     synthrad: Annotated[str | None, typer.Option(help="SynthRAD folder on the server")] = None,
     phantom: Annotated[str | None, typer.Option(help="phantom anatomy: brain | pelvis")] = None,
-    cases: Annotated[int, typer.Option()] = 4,
-    seed: Annotated[int, typer.Option()] = 0,
-    note: Annotated[str, typer.Option()] = "",
+    cases: Annotated[int, typer.Option(help="phantom cases to generate")] = 4,
+    seed: Annotated[int, typer.Option(help="phantom random seed")] = 0,
+    note: Annotated[str, typer.Option(help="kept with the version")] = "",
 ) -> None:
     """Import a new version from a SynthRAD-layout folder or the phantom generator."""
     if (synthrad is None) == (phantom is None):
-        err.print("[red]Give exactly one of --synthrad PATH or --phantom ANATOMY.[/]")
-        raise typer.Exit(2)
+        raise fail("Give exactly one of --synthrad PATH or --phantom ANATOMY.", code=2)
     body: dict[str, Any] = (
         {"source": "synthrad", "path": synthrad, "note": note} if synthrad
         else {"source": "phantom", "anatomy": phantom, "cases": cases, "seed": seed,
               "note": note})
     with client() as c:
         v = check(c.post(f"/api/datasets/{slug}/versions", json=body))
-    console.print(f"Dataset {slug} version {v['version']}: {v['case_count']} cases.")
+    say(f"Dataset {slug} version {v['version']}: {v['case_count']} cases.")
 
 
 @server_app.command("migrate")
@@ -379,14 +423,16 @@ def server_migrate() -> None:
     cfg = Config(str(root / "alembic.ini"))
     cfg.set_main_option("script_location", str(root / "migrations"))
     command.upgrade(cfg, "head")
-    console.print("Database is up to date.")
+    say("Database is up to date.")
 
 
 @server_app.command("create-user")
 def server_create_user(
-    email: str, username: str,
+    email: Annotated[str, typer.Argument(help="the account's e-mail address")],
+    username: Annotated[str, typer.Argument(help="the login name")],
     password: Annotated[str, typer.Option(prompt=True, hide_input=True,
-                                          confirmation_prompt=True)],
+                                          confirmation_prompt=True,
+                                          help="prompted for when not given")],
     admin: Annotated[bool, typer.Option(help="Make a site administrator")] = False,
 ) -> None:
     """Create an account directly in the database (e.g. the first administrator)."""
@@ -406,9 +452,8 @@ def server_create_user(
                 settings.allow_registration = allowed
             user.is_admin = user.is_admin or admin
     except AppError as exc:
-        err.print(f"[red]{exc.message}[/]")
-        raise typer.Exit(1) from exc
-    console.print(f"User {username} created{' (admin)' if admin else ''}.")
+        raise fail(exc.message) from exc
+    say(f"User {username} created{' (admin)' if admin else ''}.")
 
 
 # uvicorn's supervisor (--workers > 1) kills a worker process whose health ping is not
@@ -418,7 +463,11 @@ WORKER_HEALTHCHECK_S = 60
 
 
 @server_app.command("serve")
-def server_serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+def server_serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
     """Run the API (and web pages) with uvicorn."""
     import uvicorn
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from importlib import resources
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import exc as sa_exc
 
 from backend.auth.router import router as auth_router
@@ -45,13 +48,52 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+# Swagger UI and ReDoc from the fastapi-offline package's static files: FastAPI's default
+# pages load them from a CDN, so /docs was blank on a server without internet access.
+DOCS_ASSETS = "/docs-assets"
+FAVICON = "/static/favicon.svg"
+# Nothing from elsewhere: ReDoc's sidebar would load its vendor's logo from a CDN, Swagger
+# UI its validator badge. Inline scripts and styles are the pages' own; ReDoc searches in a
+# blob: worker.
+DOCS_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+            "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; font-src 'self' data:")
+
+
+def _mount_docs(app: FastAPI) -> None:
+    assets = resources.files("fastapi_offline") / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
+    title = f"{app.title} API"
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        page = get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title=title,
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css", swagger_favicon_url=FAVICON,
+            swagger_ui_parameters={"validatorUrl": None})
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        page = get_redoc_html(
+            openapi_url=app.openapi_url or "/openapi.json", title=title,
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js", redoc_favicon_url=FAVICON,
+            with_google_fonts=False)
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
         title="SynthArena",
         version="0.1.0",
         description="Medical image-synthesis challenges: upload an algorithm container, "
         "submit it to a phase, get ranked on hidden cases.",
+        docs_url=None,
+        redoc_url=None,
     )
+    _mount_docs(app)
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(sa_exc.TimeoutError, _database_unavailable)
     app.add_exception_handler(sa_exc.OperationalError, _database_unavailable)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -22,6 +25,27 @@ PHASES = {"brain": ("Brain (MRI to CT)", 6), "pelvis": ("Pelvis (MRI to CT)", 6)
 
 def say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
+
+
+@contextmanager
+def ticking(what: str, every_s: float = 10.0) -> Iterator[None]:
+    """A long request has no progress of its own to show: say it is still going, with the
+    time it has taken so far, so the demo never looks stuck."""
+    stop = threading.Event()
+    t0 = time.monotonic()
+
+    def tick() -> None:
+        while not stop.wait(every_s):
+            say(f"  ... still {what} ({time.monotonic() - t0:.0f} s)")
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        say(f"  {what}: done in {time.monotonic() - t0:.0f} s")
 
 
 def client(base: str, username: str, email: str) -> httpx.Client:
@@ -51,12 +75,15 @@ def setup_challenge(org: httpx.Client, slug: str, cases: int, size: str) -> None
         ds = f"{slug}-{anatomy}"
         ok(org.post("/api/datasets", json={"slug": ds, "title": f"Phantom {anatomy}",
                                            "challenge": slug}))
-        say(f"generating {cases} phantom {anatomy} cases ({size})")
         # The brain cases carry photon and proton plans: dose metrics on the leaderboard.
         dose = anatomy == "brain"
-        ok(org.post(f"/api/datasets/{ds}/versions", json={
-            "source": "phantom", "anatomy": anatomy, "cases": cases, "size": size, "seed": 1,
-            "plans": dose}))
+        what = (f"generating {cases} phantom {anatomy} cases ({size})"
+                + (" with photon and proton plans" if dose else ""))
+        say(what + (" - the plans take a few minutes" if dose else ""))
+        with ticking(what):
+            ok(org.post(f"/api/datasets/{ds}/versions", json={
+                "source": "phantom", "anatomy": anatomy, "cases": cases, "size": size,
+                "seed": 1, "plans": dose}))
         ok(org.post(f"/api/challenges/{slug}/phases", json={
             "slug": anatomy, "title": title, "kind": "test", "dataset": ds, "is_open": True,
             "case_time_limit_s": 120, "memory_mb": 2048, "cpus": 1.0,
@@ -86,6 +113,16 @@ def upload(c: httpx.Client, tarball: Path, name: str) -> int:
     if image["status"] != "valid":
         sys.exit(f"[demo] image {name} rejected: {image['validation_message']}")
     return int(image["id"])
+
+
+def progress_text(s: dict) -> str:  # type: ignore[type-arg]
+    """One count per line: cases done (run, and scored where they succeeded) of all; the
+    worker's step only where it adds something (its own counts would repeat ours)."""
+    count = f"{s['cases_done']} of {s['cases_total']} cases done" if s["cases_total"] else ""
+    step = s["current_step"] or ""
+    if step.startswith(("running cases", "scoring (", "done", "failed")):
+        step = ""
+    return f"{s['status']:<10} " + "; ".join(x for x in (count, step) if x)
 
 
 def main() -> None:
@@ -119,8 +156,7 @@ def main() -> None:
             if sid in done:
                 continue
             s = ok(org.get(f"/api/submissions/{sid}"))
-            line = (f"  #{sid} {label} {s['status']:<10} case {s['cases_done']}/"
-                    f"{s['cases_total']}  {s['current_step']}")
+            line = f"  #{sid} {label} {progress_text(s)}"
             if s["status"] in ("succeeded", "failed", "cancelled"):
                 done.add(sid)
                 if s["error_message"]:

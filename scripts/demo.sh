@@ -46,10 +46,22 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
 }
-trap cleanup EXIT INT TERM
+# Ctrl-C stops what the demo started (the worker and the web app, each in its own session)
+# and nothing else: services.sh started the Docker engine and the databases in sessions of
+# their own, out of reach of the terminal's Ctrl-C.
+trap cleanup EXIT
+trap 'trap - EXIT; cleanup; exit 130' INT TERM
 
 log "starting the worker (queues images,gpu,eval; reaper via -B); log $DEMO/worker.log"
-setsid "$PY" -m celery -A worker.celery_app worker -B -Q images,gpu,eval -c 2 -n demo@%h \
+# The worker runs as root here because it drives the Docker engine through its root-owned
+# socket; the algorithms themselves run in sandboxed containers as non-root users. Celery's
+# multi-line "running the worker with superuser privileges" warning says no more than that,
+# so it is filtered (by its text) instead of cluttering worker.log.
+if [ "$(id -u)" = 0 ]; then
+    log "the worker runs as root (it needs the Docker socket); algorithms run as non-root in containers"
+fi
+PYTHONWARNINGS="ignore:You're running the worker with superuser privileges" \
+    setsid "$PY" -m celery -A worker.celery_app worker -B -Q images,gpu,eval -c 2 -n demo@%h \
     --loglevel INFO -s "$DEMO/celerybeat-schedule" >"$DEMO/worker.log" 2>&1 &
 PIDS+=($!)
 log "starting the web app on port $PORT; log $DEMO/api.log"

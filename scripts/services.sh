@@ -2,6 +2,11 @@
 # Installs (if missing) and starts the services SynthArena needs on one Debian machine:
 # Docker engine, Redis, PostgreSQL 15, plus the project's virtualenv.
 # Idempotent: safe to source/run repeatedly. Run as root (CI and dev machines are root).
+#   bash scripts/services.sh [--with-browser]   (--with-browser: also Chromium, for the
+#                                                browser tests; scripts/test.sh passes it)
+# The services are started in their own sessions (setsid): Ctrl-C in the terminal that ran
+# this (e.g. stopping the demo) reaches the demo's processes, not the Docker engine or the
+# databases other work on this machine shares.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,13 +41,14 @@ install_system() {
     fi
     need_pkg pkill procps
     need_pkg curl curl
-    need_pkg chromium chromium
+    need_pkg setsid util-linux
+    if [ "$WITH_BROWSER" = 1 ]; then need_pkg chromium chromium; fi
 }
 
 start_docker() {
     if docker info >/dev/null 2>&1; then return 0; fi
     log "starting dockerd"
-    nohup dockerd >"$STATE/dockerd.log" 2>&1 &
+    setsid dockerd >"$STATE/dockerd.log" 2>&1 </dev/null &
     for _ in $(seq 1 60); do
         docker info >/dev/null 2>&1 && return 0
         sleep 1
@@ -70,7 +76,7 @@ start_postgres() {
     if su postgres -c "$bin/pg_ctl -D '$data' status" >/dev/null 2>&1; then return 0; fi
     log "starting postgres on $PGPORT"
     mkdir -p /var/run/postgresql && chown postgres /var/run/postgresql
-    su postgres -c "$bin/pg_ctl -D '$data' -l '$data/server.log' -o '-p $PGPORT -k /var/run/postgresql -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off' -w start" >/dev/null
+    setsid -w su postgres -c "$bin/pg_ctl -D '$data' -l '$data/server.log' -o '-p $PGPORT -k /var/run/postgresql -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off' -w start" >/dev/null </dev/null
 }
 
 setup_venv() {
@@ -90,7 +96,15 @@ setup_venv() {
     fi
 }
 
+WITH_BROWSER="${SYNTHARENA_WITH_BROWSER:-0}"
+
 main() {
+    for arg in "$@"; do
+        case "$arg" in
+            --with-browser) WITH_BROWSER=1 ;;
+            *) log "unknown option $arg (known: --with-browser)"; return 2 ;;
+        esac
+    done
     install_system
     start_docker
     start_redis

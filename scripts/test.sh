@@ -4,7 +4,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-bash scripts/services.sh
+bash scripts/services.sh --with-browser   # Chromium for the browser tests
 # Example algorithm images the worker tests run (cached: built only when missing).
 bash examples/algorithms/build.sh all
 export SYNTHARENA_TEST_DATABASE_URL="${SYNTHARENA_TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/syntharena_test}"

@@ -33,6 +33,7 @@ from backend.models import (
     User,
 )
 from backend.security import read_session_cookie
+from backend.web.templating import TEMPLATES_DIR
 
 
 class SiteAdminAuth(AuthenticationBackend):
@@ -194,6 +195,7 @@ def mount_admin(app: FastAPI) -> Admin:
         app,
         session_maker=_Sessions(bind=db.get_engine(), expire_on_commit=False),
         title="SynthArena admin",
+        templates_dir=str(TEMPLATES_DIR / "admin"),  # our landing page (sqladmin's is empty)
         authentication_backend=SiteAdminAuth(secret_key=settings.secret_key),
     )
     for view in VIEWS:

@@ -146,6 +146,8 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
             ranked_count = sum(1 for r in lb.rows if r.rank is not None)
             rows = [r for r in lb.rows if not r.disqualified]
             in_board = any(r.submission_id == sub.id for r in rows)
+            # An organiser looking at alice's submission is not alice.
+            own_note = " (you)" if sub.user_id == user.id else " (this submission)"
             for c in columns:
                 teams = [TeamValue(label=r.team, value=r.values.get(c.name),
                                    own=r.submission_id == sub.id, baseline=r.baseline)
@@ -156,7 +158,7 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
                 if len(teams) > 1:
                     comparison.append(comparison_plot(
                         teams[:25], metric_label=c.label, unit=c.unit,
-                        higher_is_better=c.higher_is_better))
+                        higher_is_better=c.higher_is_better, own_note=own_note))
             rank = next((r.rank for r in lb.rows if r.submission_id == sub.id), None)
 
     return {

@@ -17,7 +17,7 @@ def finite(values: Sequence[float | None]) -> list[float]:
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     """Round tick positions covering [lo, hi] (the usual 1-2-5 steps)."""
-    if not (math.isfinite(lo) and math.isfinite(hi)):
+    if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(hi - lo)):
         return []
     if hi <= lo:
         pad = abs(lo) * 0.1 or 1.0
@@ -69,14 +69,60 @@ def quantile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
+# An extreme value is drawn at the plot's edge (with its number) instead of setting the axis
+# when its gap to the next value is this many times the spread of the others: one MAE of
+# 1e30 squeezed every other team into one pixel.
+OUTLIER_RATIO = 20
+
+
+def robust_range(values: Sequence[float]) -> tuple[float, float]:
+    """The range the axis should cover: all values but absurd extremes (at most half of
+    them are left out, one at a time from either end)."""
+    vals = sorted(values)
+    a, b = 0, len(vals) - 1
+
+    def spread(i: int, j: int) -> float:
+        # Range of vals[i..j]; for one value (or equal ones), half its magnitude.
+        return max(vals[j] - vals[i], 0.5 * max(abs(vals[i]), abs(vals[j])), 1e-12)
+
+    for _ in range(len(vals) // 2):
+        if vals[b] - vals[b - 1] > OUTLIER_RATIO * spread(a, b - 1):
+            b -= 1
+        elif vals[a + 1] - vals[a] > OUTLIER_RATIO * spread(a + 1, b):
+            a += 1
+        else:
+            break
+    return vals[a], vals[b]
+
+
 class _Scale:
+    """Value -> x; values beyond [lo, hi] (left-out outliers) land on the edge."""
+
     def __init__(self, lo: float, hi: float, x0: float, x1: float) -> None:
         self.lo, self.hi, self.x0, self.x1 = lo, hi, x0, x1
+
+    def outside(self, v: float) -> int:
+        return -1 if v < self.lo else 1 if v > self.hi else 0
 
     def __call__(self, v: float) -> float:
         if self.hi == self.lo:
             return (self.x0 + self.x1) / 2
+        v = min(max(v, self.lo), self.hi)
         return self.x0 + (v - self.lo) / (self.hi - self.lo) * (self.x1 - self.x0)
+
+
+def _edge_marker(sx: _Scale, value: float, y: float, label_y: float) -> str:
+    """A value beyond the axis: an arrow on the edge it points past, and its number."""
+    side = sx.outside(value)
+    x = sx(value)
+    tip, back = x + 6 * side, x - 2 * side
+    text = f"{fmt(value)} →" if side > 0 else f"← {fmt(value)}"
+    return (
+        f'<path class="outlier" d="M{back:.1f},{y - 6:.1f} L{tip:.1f},{y:.1f} '
+        f'L{back:.1f},{y + 6:.1f} Z"><title>{escape(fmt(value))} (off the scale)</title></path>'
+        f'<text class="sub outlier" x="{x - 8 * side:.1f}" y="{label_y:.1f}" '
+        f'text-anchor="{"end" if side > 0 else "start"}">{escape(text)}</text>'
+    )
 
 
 def _svg(text: str) -> Markup:
@@ -116,8 +162,11 @@ def distribution_plot(
     if not pts:
         return _empty(width, height, f"No {metric_label} values yet")
     vals = sorted(v for _, v in pts)
-    ticks = nice_ticks(vals[0], vals[-1])
-    lo, hi = min(ticks[0], vals[0]), max(ticks[-1], vals[-1])
+    a, b = robust_range(vals)
+    ticks = nice_ticks(a, b)
+    if not ticks:
+        return _empty(width, height, f"{metric_label} values are too large to plot")
+    lo, hi = min(ticks[0], a), max(ticks[-1], b)  # the last tick may fall short of b
     left, right, top, axis_y = 16, width - 16, 40, height - 24
     sx = _Scale(lo, hi, left, right)
     mid = (top + axis_y) / 2
@@ -154,6 +203,9 @@ def distribution_plot(
         # Deterministic jitter so the picture does not change between reloads.
         jitter = ((i * 7919) % 97) / 97 - 0.5
         y = mid + jitter * (axis_y - top) * 0.8
+        if sx.outside(v):
+            parts.append(_edge_marker(sx, v, mid, top - 2))
+            continue
         parts.append(
             f'<circle class="dot" cx="{sx(v):.1f}" cy="{y:.1f}" r="3.5">'
             f"<title>{escape(name)}: {escape(fmt(v))}</title></circle>"
@@ -183,17 +235,24 @@ def comparison_plot(
     higher_is_better: bool = False,
     width: int = 420,
     row_height: int = 22,
+    own_note: str = " (you)",
 ) -> Markup:
-    """One row per team, best first: the value as a dot with ±spread whiskers; the viewer's
-    own row highlighted, baselines grey."""
+    """One row per team, best first: the value as a dot with ±spread whiskers; the row of the
+    submission shown highlighted (``own_note`` after its name: "(you)" only when it is the
+    viewer's), baselines grey. A value far off the others' scale sits on the edge, labelled."""
     rows = [(float(t.value), t) for t in teams if t.value is not None and math.isfinite(t.value)]
     if not rows:
         return _empty(width, 80, f"No {metric_label} values to compare yet")
     rows.sort(key=lambda vt: -vt[0] if higher_is_better else vt[0])
-    lows = [v - (t.spread or 0) for v, t in rows]
-    highs = [v + (t.spread or 0) for v, t in rows]
+    a, b = robust_range([v for v, _ in rows])
+    # Whiskers of the values on the scale widen it, but by no more than its own width.
+    reach = max(b - a, 0.5 * max(abs(a), abs(b)), 1e-12)
+    lows = [max(v - (t.spread or 0), a - reach) for v, t in rows if a <= v <= b]
+    highs = [min(v + (t.spread or 0), b + reach) for v, t in rows if a <= v <= b]
     ticks = nice_ticks(min(lows), max(highs))
-    lo, hi = min(ticks[0], min(lows)), max(ticks[-1], max(highs))
+    if not ticks:
+        return _empty(width, 80, f"{metric_label} values are too large to plot")
+    lo, hi = min(ticks[0], *lows), max(ticks[-1], *highs)
     label_w, right, top = 140, width - 14, 24
     height = top + row_height * len(rows) + 24
     axis_y = top + row_height * len(rows)
@@ -221,11 +280,14 @@ def comparison_plot(
                 f'height="{row_height}" fill="#fff6d6"/>'
             )
         name = team.label if len(team.label) <= 20 else team.label[:19] + "…"
-        suffix = " (you)" if team.own else " (baseline)" if team.baseline else ""
+        suffix = own_note if team.own else " (baseline)" if team.baseline else ""
         weight = ' font-weight="700"' if team.own else ""
         parts.append(
             f'<text x="4" y="{y + 4:.1f}"{weight}>{i + 1}. {escape(name)}{escape(suffix)}</text>'
         )
+        if sx.outside(value):
+            parts.append(_edge_marker(sx, value, y, y + 4))
+            continue
         if team.spread:
             parts.append(
                 f'<line class="axis" x1="{sx(value - team.spread):.1f}" '

@@ -75,7 +75,7 @@ def submit(
     except AppError as err:
         return _redirect(back, err.message, "error")
     return _redirect(f"/submissions/{sub.id}",
-                     f"Submission #{sub.id} is queued. This page updates by itself.")
+                     f"Submission #{sub.id} was submitted; its status below updates by itself.")
 
 
 def _redirect(url: str, message: str, kind: flash.Kind = "ok") -> Response:

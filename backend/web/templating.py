@@ -9,10 +9,13 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import exists, select
+from sqlalchemy.orm import object_session
 from starlette.responses import HTMLResponse
 
-from backend.models import User, utcnow
+from backend.models import ChallengeMember, ChallengeRole, User, utcnow
 from backend.web import csrf, flash
+from backend.web.metrics_meta import metric_meta
 from backend.web.plots import fmt
 
 FRONTEND_DIR = Path(__file__).resolve().parents[2] / "frontend"
@@ -87,10 +90,38 @@ def _bytes(n: int | None) -> str:
     return f"{size:.1f} TiB"
 
 
+def _window(opens: datetime | None, closes: datetime | None) -> str:
+    """A phase's submission window in words (was "now → no end")."""
+    if opens and closes:
+        return f"{_when(opens)} → {_when(closes)}"
+    if opens:
+        return f"from {_when(opens)}, no closing date"
+    if closes:
+        return f"until {_when(closes)}"
+    return "no opening or closing date"
+
+
+templates.env.globals["window"] = _window
+templates.env.globals["metric_meta"] = metric_meta  # labels of per-case metric columns
 templates.env.filters.update(
     number=_number, when=_when, ago=_ago, left=_left, duration=_duration, bytes=_bytes
 )
 templates.env.globals["now"] = utcnow
+
+
+def organises_any(user: User | None) -> bool:
+    """Whether the page header offers "Organise": admins and organisers of some challenge
+    (participants only met 403s there). Asked in the user's own session; a user loaded by an
+    error page's short session (now closed) is not shown the menu."""
+    if user is None:
+        return False
+    session = object_session(user)
+    if user.is_admin or session is None:
+        return user.is_admin
+    with session.no_autoflush:  # a page re-rendered after a failed form may hold bad state
+        return bool(session.scalar(select(exists().where(
+            ChallengeMember.user_id == user.id,
+            ChallengeMember.role == ChallengeRole.ORGANIZER))))
 
 
 def render(
@@ -106,6 +137,7 @@ def render(
     messages = flash.pop(request)
     ctx: dict[str, Any] = {
         "user": user,
+        "organiser": organises_any(user),
         "csrf_token": token,
         "messages": messages,
         **(context or {}),

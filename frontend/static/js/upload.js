@@ -251,6 +251,11 @@
       // Offer the new image in the submit form right away.
       var select = document.querySelector("select[name=image_id]");
       if (select) {
+        // Drop the "Upload an image first" placeholder; a re-upload of known bytes picks
+        // the image already listed instead of listing it twice.
+        Array.prototype.slice.call(select.options).forEach(function (o) {
+          if (o.value === "" || o.value === String(img.id)) o.remove();
+        });
         var opt = document.createElement("option");
         opt.value = img.id;
         opt.textContent = (img.name || this.file.name) + " (just uploaded)";
