@@ -185,3 +185,34 @@ def bev_to_ct(
         align_corners=True,
     )
     return out.reshape(coords.shape[:-1])
+
+
+def lateral_sample(
+    maps: torch.Tensor, u_axis: np.ndarray, v_axis: np.ndarray, uv: torch.Tensor
+) -> torch.Tensor:
+    """Bilinear samples of (K, nu, nv) maps at points' (u, v): (K, M); 0 outside."""
+
+    def norm(values: torch.Tensor, axis: np.ndarray) -> torch.Tensor:
+        step = float(axis[1] - axis[0]) if len(axis) > 1 else 1.0
+        return 2 * (values - float(axis[0])) / (step * max(len(axis) - 1, 1)) - 1
+
+    g = torch.stack([norm(uv[:, 1], v_axis), norm(uv[:, 0], u_axis)], dim=-1)
+    out = F.grid_sample(maps[:, None], g.view(1, 1, -1, 2).expand(maps.shape[0], 1, -1, 2),
+                        mode="bilinear", padding_mode="zeros", align_corners=True)
+    return out[:, 0, 0, :]
+
+
+def sample_rows(table: torch.Tensor, axis: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+    """Rows of ``table`` (n, P), indexed by the map pixels along ``axis``, interpolated
+    linearly at positions ``x`` (M,) like :func:`lateral_sample` (zero outside): (M, P).
+    A bilinear sample of ``A @ S @ B.T`` at (u, v) is ``rows(A, u) @ S @ rows(B, v).T``."""
+    n = table.shape[0]
+    step = float(axis[1] - axis[0]) if len(axis) > 1 else 1.0
+    pos = (x - float(axis[0])) / step
+    i0 = pos.floor().long()
+    frac = (pos - i0)[:, None]
+    out = torch.zeros((x.shape[0], table.shape[1]), dtype=table.dtype, device=table.device)
+    for idx, wgt in ((i0, 1 - frac), (i0 + 1, frac)):
+        ok = ((idx >= 0) & (idx < n))[:, None]
+        out = out + torch.where(ok, table[idx.clamp(0, n - 1)] * wgt, 0.0)
+    return out

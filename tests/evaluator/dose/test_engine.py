@@ -9,6 +9,8 @@ import torch
 from evaluator.dose.engines import DoseComputationError, get_engine
 from evaluator.dose.engines.hlut import hu_to_density, hu_to_density_torch
 from evaluator.dose.engines.torch_pb import (
+    PhotonPencilBeam,
+    ProtonPencilBeam,
     TorchPencilBeamEngine,
     proton_idd_table,
     steering_target,
@@ -71,6 +73,12 @@ def test_missing_or_stale_weights() -> None:
         TorchPencilBeamEngine().compute(hu, SPACING, plan, labels)
     with pytest.raises(DoseComputationError, match="unknown dose engine"):
         get_engine("monte-carlo")
+
+
+def test_engine_hands_each_modality_to_its_model() -> None:
+    engine = TorchPencilBeamEngine()
+    assert isinstance(engine.model(make_plan("photon")), PhotonPencilBeam)
+    assert isinstance(engine.model(make_plan("proton")), ProtonPencilBeam)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

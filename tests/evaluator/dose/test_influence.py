@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-import evaluator.dose.engines.torch_pb as torch_pb
-from evaluator.dose.engines.torch_pb import TorchPencilBeamEngine
+import evaluator.dose.engines.torch_pb.common as torch_pb_common
+from evaluator.dose.engines.torch_pb import PencilBeamModel, TorchPencilBeamEngine
 from evaluator.dose.plan import Plan
 from tests.evaluator.dose.conftest import SPACING, make_plan, phantom
 
 
-def _problem(engine: TorchPencilBeamEngine, modality: str) -> tuple[Plan, list, object, list]:
+def _problem(engine: PencilBeamModel, modality: str) -> tuple[Plan, list, object, list]:
     hu, labels = phantom()
     plan = make_plan(modality)
     setups = engine._setup(hu, SPACING, plan, labels)
@@ -29,9 +29,9 @@ def _problem(engine: TorchPencilBeamEngine, modality: str) -> tuple[Plan, list, 
     not torch.cuda.is_available(), reason="needs CUDA"))])
 @pytest.mark.parametrize("modality", ["photon", "proton"])
 def test_matrix_is_the_forward_model(modality: str, device: str) -> None:
-    engine = TorchPencilBeamEngine(device)
+    engine = TorchPencilBeamEngine(device).model(make_plan(modality))
     plan, setups, vox, wet = _problem(engine, modality)
-    n = engine.n_weights(setups, modality == "photon")
+    n = engine.n_weights(setups)
     w = torch.as_tensor(np.random.default_rng(1).uniform(0, 1, n), dtype=torch.float32,
                         device=engine.device)
     forward = engine._dose(plan, setups, vox, wet, w)
@@ -74,7 +74,7 @@ def test_matrix_free_optimisation_gives_the_same_plan(
     plan = make_plan(modality)
     with_matrix = dataclasses.replace(plan, weights={
         "torch_pb": engine.optimize(hu, SPACING, plan, labels, iterations=80)})
-    monkeypatch.setattr(torch_pb, "INFLUENCE_MAX_BYTES", 0)
+    monkeypatch.setattr(torch_pb_common, "INFLUENCE_MAX_BYTES", 0)
     free = dataclasses.replace(plan, weights={
         "torch_pb": engine.optimize(hu, SPACING, plan, labels, iterations=80)})
     a = engine.compute(hu, SPACING, with_matrix, labels)
