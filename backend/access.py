@@ -24,6 +24,11 @@ def is_organizer(session: Session, user: User | None, challenge_id: int) -> bool
     return user.is_admin or role_in(session, user, challenge_id) is ChallengeRole.ORGANIZER
 
 
+def organises_any(session: Session, user: User) -> bool:
+    """Whether the user organises some challenge (or is an admin)."""
+    return user.is_admin or challenges_repo.organises_any(session, user.id)
+
+
 def can_view(session: Session, user: User | None, challenge: Challenge) -> bool:
     if challenge.is_public:
         return True

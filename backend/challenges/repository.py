@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import or_, select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
 from backend.models import (
@@ -93,3 +93,8 @@ def phase_by_slug(session: Session, challenge_id: int, phase_slug: str) -> Phase
     return session.scalars(
         select(Phase).where(Phase.challenge_id == challenge_id, Phase.slug == phase_slug)
     ).one_or_none()
+
+
+def organises_any(session: Session, user_id: int) -> bool:
+    return bool(session.scalar(select(exists().where(
+        ChallengeMember.user_id == user_id, ChallengeMember.role == ChallengeRole.ORGANIZER))))

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from backend.models import ChallengeRole, PhaseKind, RankingMethod, SubmissionSelection
+from backend.models import (
+    CasePolicy,
+    ChallengeRole,
+    PhaseKind,
+    RankingMethod,
+    SubmissionSelection,
+)
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,63}$"
 
@@ -42,6 +49,9 @@ class MemberOut(BaseModel):
     user_id: int
     username: str
     role: ChallengeRole
+
+
+Penalty = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class ColumnSpec(BaseModel):
@@ -88,6 +98,14 @@ class PhaseSettings(BaseModel):
     leaderboard_public: bool | None = None
     show_case_results: bool | None = None
     show_case_logs: bool | None = None
+    case_policy: CasePolicy | None = Field(
+        default=None,
+        description="What a case without a valid sCT (or with a failed metric) does: 'fail' "
+        "fails the submission (default for test phases); 'worst' gives the case the penalty "
+        "set in case_penalties, else the worst value of the phase's submissions for it.",
+    )
+    case_penalties: dict[str, Penalty] | None = Field(
+        default=None, description="{metric: value} a failed case takes under 'worst'.")
 
 
 class PhaseIn(PhaseSettings):
@@ -124,3 +142,5 @@ class PhaseOut(BaseModel):
     leaderboard_public: bool
     show_case_results: bool
     show_case_logs: bool
+    case_policy: CasePolicy
+    case_penalties: dict[str, float]

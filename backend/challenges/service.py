@@ -22,7 +22,16 @@ from backend.errors import (
     NotFoundError,
     UnprocessableError,
 )
-from backend.models import Challenge, ChallengeMember, ChallengeRole, Phase, User, utcnow
+from backend.models import (
+    CasePolicy,
+    Challenge,
+    ChallengeMember,
+    ChallengeRole,
+    Phase,
+    PhaseKind,
+    User,
+    utcnow,
+)
 from backend.models.challenges import DEFAULT_SUBMISSION_PERIOD_S
 from evaluator.metrics import METRICS, DirectionError, resolve_direction, spec_for
 
@@ -156,12 +165,18 @@ def _validate(phase: Phase) -> None:
         raise BadRequestError(f"memory_mb is at most {settings.max_memory_mb}.")
     if phase.cpus > settings.max_cpus:
         raise BadRequestError(f"cpus is at most {settings.max_cpus}.")
-    for name in [phase.primary_metric, *(c["metric"] for c in phase.extra_columns)]:
+    columns = [phase.primary_metric, *(c["metric"] for c in phase.extra_columns)]
+    for name in columns:
         if spec_for(name) is None:
             raise BadRequestError(
                 f"Unknown metric '{name}'. Known metrics: {', '.join(sorted(METRICS))} "
                 "(and dice_<structure>, hd95_<structure>)."
             )
+    stray = sorted(set(phase.case_penalties or {}) - set(columns))
+    if stray:
+        raise BadRequestError(
+            f"case_penalties names {', '.join(stray)}, not a column of this phase's "
+            f"leaderboard ({', '.join(columns)}).")
 
 
 def create_phase(session: Session, user: User, challenge: Challenge, data: PhaseIn) -> Phase:
@@ -175,6 +190,9 @@ def create_phase(session: Session, user: User, challenge: Challenge, data: Phase
         if getattr(phase, col.key) is None and col.default is not None and col.default.is_scalar:
             setattr(phase, col.key, col.default.arg)
     phase.submission_period_s = DEFAULT_SUBMISSION_PERIOD_S
+    # Every case counts: a test phase fails incomplete submissions unless told otherwise.
+    phase.case_policy = CasePolicy.FAIL if data.kind is PhaseKind.TEST else CasePolicy.WORST
+    phase.case_penalties = {}
     _apply(session, phase, data)
     session.add(phase)
     session.flush()

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from backend.models import RankingMethod
+from backend.numbers import metric_value
 from evaluator import ranking
-from evaluator.aggregation import decode_metric
 from evaluator.metrics import group_of, spec_for
 
 # The database's method names are the evaluator's (the evaluator still accepts its old
@@ -53,10 +53,7 @@ class Ranked:
     metric_ranks: dict[str, int | None] = field(default_factory=dict)
 
 
-def number(value: object) -> float | None:
-    """A stored metric value as a float (±inf kept; NaN, None and non-numbers -> None)."""
-    f = decode_metric(value)
-    return None if f is None or math.isnan(f) else f
+number = metric_value  # a stored metric value as a float (±inf kept; NaN, None -> None)
 
 
 def ranked_columns(columns: Sequence[Column], method: RankingMethod) -> Sequence[Column]:

@@ -3,6 +3,7 @@
 from backend.models.auth import ApiToken, ChallengeMember, ChallengeRole, User
 from backend.models.base import NAMING_CONVENTION, Base, utcnow
 from backend.models.challenges import (
+    CasePolicy,
     Challenge,
     Phase,
     PhaseKind,
@@ -39,6 +40,7 @@ __all__ = [
     "ApiToken",
     "Base",
     "Case",
+    "CasePolicy",
     "CaseRun",
     "CaseRunStatus",
     "Challenge",

@@ -26,6 +26,13 @@ class RankingMethod(enum.StrEnum):
     GROUPED_NORMALIZED_SUM = "grouped_normalized_sum"  # SynthRAD2025: metric groups weigh equally
 
 
+class CasePolicy(enum.StrEnum):
+    """What a case without a valid sCT (or a metric that failed) does to a submission."""
+
+    FAIL = "fail"  # the submission fails unless every case is scored (test phases' default)
+    WORST = "worst"  # the case takes the organiser's penalty, else the phase's worst value
+
+
 class SubmissionSelection(enum.StrEnum):
     """Which of a user's submissions represents them on the leaderboard."""
 
@@ -101,6 +108,11 @@ class Phase(TimestampMixin, Base):
     submission_selection: Mapped[SubmissionSelection] = mapped_column(
         str_enum(SubmissionSelection, "submission_selection"), default=SubmissionSelection.BEST
     )
+    # Every case counts: see CasePolicy. Penalties: {metric: value} for failed cases ("worst").
+    case_policy: Mapped[CasePolicy] = mapped_column(
+        str_enum(CasePolicy, "case_policy"), default=CasePolicy.FAIL
+    )
+    case_penalties: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
 
     # Visibility to participants.
     leaderboard_public: Mapped[bool] = mapped_column(default=True)

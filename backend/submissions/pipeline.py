@@ -36,6 +36,7 @@ from backend.models import (
     TERMINAL_RUN_STATUSES,
     AlgorithmImage,
     Case,
+    CasePolicy,
     CaseRun,
     CaseRunStatus,
     Phase,
@@ -43,7 +44,7 @@ from backend.models import (
     SubmissionStatus,
     utcnow,
 )
-from backend.numbers import json_safe
+from backend.numbers import storable
 from backend.submissions import repository as repo
 from backend.submissions import state
 from backend.tasks_client import enqueue_after_commit
@@ -388,7 +389,9 @@ def record_score(job: Evaluation, metrics: Mapping[str, Any], error: str = "") -
 
 
 def finalize(submission_id: int) -> None:
-    """EVALUATING -> SUCCEEDED with the aggregate over the cases, or FAILED."""
+    """EVALUATING -> SUCCEEDED with the aggregate over every case of the phase under its case
+    policy (in case order, exact sums: the same per-case values give the same bits), or
+    FAILED with the reason."""
     with session_scope() as s:
         sub = state.lock_submission(s, submission_id)
         if sub.status is not S.EVALUATING:
@@ -403,41 +406,114 @@ def finalize(submission_id: int) -> None:
             state.transition(s, submission_id, S.EVALUATING, S.FAILED, current_step="failed",
                              error_message=f"No case succeeded. First error: {first_error}")
             return
-        means, stats = aggregate_cases([m for _, m in rows], p.total)
-        store_aggregate(s, submission_id, means, stats, cases_scored=len(rows))
+        phase = s.get(Phase, sub.phase_id)
+        assert phase is not None
+        scoring = PhaseScoring.of(s, phase)
+        per_case = dict(rows)
+        means, stats, error = scoring.aggregate(per_case, {})
+        # Cases that take the phase's worst value: those values come from every submission,
+        # and this one may have set a new worst for the phase's other incomplete ones.
+        others_incomplete = scoring.uses_others \
+            and repo.incomplete_aggregates(s, phase.id, len(scoring.case_names))
+        worst: dict[str, dict[str, float]] = {}
+        if scoring.uses_others and (error is not None or filled_cases(stats)
+                                    or others_incomplete):
+            worst = scoring.worst_values(s, include=(submission_id, per_case))
+            means, stats, error = scoring.aggregate(per_case, worst)
+        if error is not None:
+            state.transition(s, submission_id, S.EVALUATING, S.FAILED, current_step="failed",
+                             error_message=f"The submission is incomplete: {error}")
+            return
+        store_aggregate(s, submission_id, means, stats,
+                        cases_scored=len(scoring.case_names) - len(filled_cases(stats)))
         failed = p.total - len(rows)
-        message = f"{failed} of {p.total} cases failed." if failed else ""
+        message = (f"{failed} of {p.total} cases failed; scored under the phase's "
+                   f"'{scoring.policy}' policy.") if failed else ""
         state.transition(s, submission_id, S.EVALUATING, S.SUCCEEDED, current_step="done",
                          error_message=message)
         sub.cases_done = p.total
+        if others_incomplete:
+            scoring.refill(s, others_incomplete, worst)
+
+
+def filled_cases(statistics: Mapping[str, Any]) -> set[str]:
+    """Cases that took a worst value or a penalty for some metric."""
+    filled = statistics.get("filled") or {}
+    return {str(c) for cases in filled.values() for c in cases}
 
 
 def store_result(s: Session, submission_id: int, case_id: int,
                  metrics: Mapping[str, Any]) -> None:
-    repo.upsert_result(s, submission_id, case_id, json_safe(dict(metrics)))
+    repo.upsert_result(s, submission_id, case_id, storable(dict(metrics)))
 
 
 def store_aggregate(s: Session, submission_id: int, means: Mapping[str, Any],
                     statistics: Mapping[str, Any], cases_scored: int) -> None:
-    repo.upsert_aggregate(s, submission_id, json_safe(dict(means)), json_safe(dict(statistics)),
+    repo.upsert_aggregate(s, submission_id, storable(dict(means)), storable(dict(statistics)),
                           cases_scored)
 
 
-def aggregate_cases(
-    per_case: Sequence[Mapping[str, Any]], cases_total: int
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """Means per metric (what the leaderboard ranks) and the statistics, over the cases in the
-    given order."""
-    from evaluator.ranking import aggregate
+@dataclass(frozen=True)
+class PhaseScoring:
+    """How a phase turns per-case metrics into a submission's aggregate: every case of the
+    phase counts, under its case policy, for the metrics its leaderboard ranks."""
 
-    names = sorted({k for m in per_case for k, v in m.items()
-                    if isinstance(v, int | float) and not isinstance(v, bool)})
-    agg = {k: aggregate(m.get(k) for m in per_case) for k in names}
-    means = {k: v["mean"] for k, v in agg.items()}
-    # A case that failed counts against the submission: the aggregate knows how many.
-    stats = {"per_metric": agg, "cases_total": cases_total,
-             "cases_failed": cases_total - len(per_case)}
-    return means, stats
+    phase_id: int
+    case_names: tuple[str, ...]
+    directions: dict[str, bool]  # the leaderboard's columns, directions from the registry
+    policy: str
+    penalties: dict[str, float]
+
+    @classmethod
+    def of(cls, s: Session, phase: Phase) -> PhaseScoring:
+        from backend.leaderboards.service import columns_of
+
+        cases = ([] if phase.dataset_version_id is None
+                 else repo.cases_of_version(s, phase.dataset_version_id))
+        return cls(
+            phase_id=phase.id,
+            case_names=tuple(c.name for c in cases),
+            directions={c.metric: c.higher_is_better for c in columns_of(phase)},
+            policy=CasePolicy(phase.case_policy).value,
+            penalties={str(k): float(v) for k, v in (phase.case_penalties or {}).items()},
+        )
+
+    @property
+    def uses_others(self) -> bool:
+        """Whether a failed case's value may come from the phase's other submissions."""
+        return self.policy == CasePolicy.WORST.value \
+            and not set(self.directions) <= set(self.penalties)
+
+    def worst_values(self, s: Session, include: tuple[int, Mapping[str, Any]] | None = None,
+                     ) -> dict[str, dict[str, float]]:
+        """Per case and metric, the worst value among the phase's scored submissions."""
+        from evaluator.aggregation import worst_values
+
+        if not self.uses_others:
+            return {}
+        per_sub: dict[int, Mapping[str, Any]] = dict(
+            repo.phase_case_metrics(s, self.phase_id, [S.SUCCEEDED]))
+        if include is not None:
+            per_sub[include[0]] = include[1]
+        return worst_values((per_sub[k] for k in sorted(per_sub)), self.directions)
+
+    def aggregate(self, per_case: Mapping[str, Mapping[str, Any]],
+                  worst: Mapping[str, Mapping[str, float]],
+                  ) -> tuple[dict[str, float], dict[str, object], str | None]:
+        from evaluator.aggregation import aggregate_submission
+
+        return aggregate_submission(per_case, self.case_names, self.directions, self.policy,
+                                    worst=worst, penalties=self.penalties)
+
+    def refill(self, s: Session, submission_ids: Sequence[int],
+               worst: Mapping[str, Mapping[str, float]]) -> None:
+        """Aggregate these (incomplete, succeeded) submissions again with ``worst``."""
+        metrics = repo.phase_case_metrics(s, self.phase_id, [S.SUCCEEDED])
+        for sub_id in submission_ids:
+            means, stats, error = self.aggregate(metrics.get(sub_id, {}), worst)
+            if error is None:
+                store_aggregate(s, sub_id, means, stats,
+                                len(self.case_names) - len(filled_cases(stats)))
 
 
 # ---------------------------------------------------------------- the reaper's rules

@@ -248,3 +248,33 @@ def upsert_aggregate(
             {"submission_id": submission_id, "metrics": metrics, "statistics": statistics,
              "cases_scored": cases_scored, "created_at": now, "updated_at": now},
             ["submission_id"], ["metrics", "statistics", "cases_scored", "updated_at"])
+
+
+def phase_case_metrics(
+    session: Session, phase_id: int, statuses: Iterable[SubmissionStatus]
+) -> dict[int, dict[str, dict[str, Any]]]:
+    """Per submission of the phase in ``statuses`` (hidden ones left out): case name -> the
+    metrics of its scored cases."""
+    rows = session.execute(
+        select(Result.submission_id, Case.name, Result.metrics)
+        .join(Submission, Submission.id == Result.submission_id)
+        .join(Case, Case.id == Result.case_id)
+        .where(Submission.phase_id == phase_id, Submission.status.in_(list(statuses)),
+               Submission.is_hidden.is_(False))
+        .order_by(Result.submission_id, Case.name)
+    ).all()
+    out: dict[int, dict[str, dict[str, Any]]] = {}
+    for sub_id, name, metrics in rows:
+        out.setdefault(sub_id, {})[name] = metrics
+    return out
+
+
+def incomplete_aggregates(session: Session, phase_id: int, cases_total: int) -> list[int]:
+    """Succeeded submissions of the phase whose aggregate filled some case (scored fewer)."""
+    return list(session.scalars(
+        select(AggregateResult.submission_id)
+        .join(Submission, Submission.id == AggregateResult.submission_id)
+        .where(Submission.phase_id == phase_id, Submission.status == SubmissionStatus.SUCCEEDED,
+               AggregateResult.cases_scored < cases_total)
+        .order_by(AggregateResult.submission_id)
+    ))

@@ -22,7 +22,7 @@ from backend.models import (
     SubmissionStatus,
     User,
 )
-from backend.numbers import finite_or_none
+from backend.numbers import finite_or_none, metric_value
 from backend.submissions import service as submissions_service
 from backend.web import leaderboard_view
 from backend.web.metrics_meta import metric_meta
@@ -94,7 +94,7 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
     cases_scored = 0
     agg = submissions_service.scores(session, sub, view)
     if agg is not None:
-        aggregate = {c.name: finite_or_none(agg.metrics.get(c.name)) for c in columns}
+        aggregate = {c.name: metric_value(agg.metrics.get(c.name)) for c in columns}
         spreads = {c.name: _spread(agg.statistics or {}, c.name) for c in columns}
         cases_scored = agg.cases_scored
 
@@ -106,7 +106,7 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
     kinds = viewer_kinds(view)
     for record in records:
         run, name = record.run, record.name
-        m = {str(k): finite_or_none(v) for k, v in (record.metrics or {}).items()}
+        m = {str(k): metric_value(v) for k, v in (record.metrics or {}).items()}
         if view.cases:
             case_rows.append(CaseRowView(name, run.status.value, run.duration_s,
                                          run.error_message, m))
@@ -175,6 +175,8 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
         "aggregate": aggregate,
         "spreads": spreads,
         "cases_scored": cases_scored,
+        "cases_total": sub.cases_total,
+        "case_policy": phase.case_policy.value,
         "show_cases": view.cases,
         "case_rows": case_rows,
         "extra_case_metrics": extra,

@@ -22,7 +22,7 @@ INT_FIELDS = ("submissions_per_period", "submission_period_s", "case_time_limit_
               "batch_size")
 FLOAT_FIELDS = ("cpus",)
 TEXT_FIELDS = ("slug", "title", "kind", "metric_profile", "ranking_method", "primary_metric",
-               "submission_selection")
+               "submission_selection", "case_policy")
 
 
 class FormError(Exception):
@@ -79,6 +79,27 @@ def format_extra_columns(cols: list[dict[str, Any]] | None) -> str:
     )
 
 
+def parse_penalties(raw: str) -> dict[str, float]:
+    """One penalty per line or comma: ``mae 500``, ``ms_ssim 0``."""
+    out: dict[str, float] = {}
+    for item in raw.replace(",", "\n").splitlines():
+        words = item.split()
+        if not words:
+            continue
+        try:
+            if len(words) != 2:
+                raise ValueError
+            out[words[0]] = float(words[1])
+        except ValueError:
+            raise FormError({"case_penalties": f"Write “metric value”, e.g. “mae 500” (got "
+                                               f"“{item.strip()}”)."}) from None
+    return out
+
+
+def format_penalties(penalties: dict[str, float] | None) -> str:
+    return "\n".join(f"{k} {v:g}" for k, v in (penalties or {}).items())
+
+
 def phase_values(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """Raw form strings to typed values, and every conversion error by field."""
     values: dict[str, Any] = {}
@@ -86,6 +107,8 @@ def phase_values(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     for key in TEXT_FIELDS:
         if key in form:
             values[key] = form[key].strip()
+    if not values.get("case_policy"):
+        values.pop("case_policy", None)  # the default for the phase's kind
     for key in BOOL_FIELDS:
         values[key] = form.get(key) in ("on", "true", "1")
     for key in INT_FIELDS:
@@ -119,6 +142,11 @@ def phase_values(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
         values["extra_columns"] = parse_extra_columns(form.get("extra_columns", ""))
     except FormError as err:
         errors.update(err.errors)
+    if "case_penalties" in form:
+        try:
+            values["case_penalties"] = parse_penalties(form["case_penalties"])
+        except FormError as err:
+            errors.update(err.errors)
     if values.get("opens_at") and values.get("closes_at") and values["closes_at"] <= values[
         "opens_at"
     ]:
@@ -170,14 +198,15 @@ def phase_form_values(phase: Phase | None) -> dict[str, Any]:
             if col.default is not None and getattr(col.default, "is_scalar", False):
                 defaults[col.key] = col.default.arg
         defaults.update(kind="validation", extra_columns="", opens_at="", closes_at="",
-                        dataset="", slug="", title="")
+                        dataset="", slug="", title="", case_policy="", case_penalties="")
         for key in ("kind", "ranking_method", "submission_selection"):
             value = defaults.get(key)
             defaults[key] = getattr(value, "value", value)
         return defaults
     values = {col.key: getattr(phase, col.key) for col in Phase.__table__.columns}
-    for key in ("kind", "ranking_method", "submission_selection"):
+    for key in ("kind", "ranking_method", "submission_selection", "case_policy"):
         values[key] = values[key].value
+    values["case_penalties"] = format_penalties(phase.case_penalties)
     values["opens_at"] = format_datetime(phase.opens_at)
     values["closes_at"] = format_datetime(phase.closes_at)
     values["extra_columns"] = format_extra_columns(phase.extra_columns)

@@ -35,6 +35,8 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
 
 
 def fmt(v: float | None, digits: int = 3) -> str:
+    if v is not None and math.isinf(v):
+        return "∞" if v > 0 else "−∞"  # e.g. the PSNR of a perfect sCT
     if v is None or not math.isfinite(v):
         return "–"
     if v != 0 and (abs(v) >= 10**5 or abs(v) < 10 ** -(digits - 1)):

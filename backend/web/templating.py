@@ -9,11 +9,11 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import exists, select
 from sqlalchemy.orm import object_session
 from starlette.responses import HTMLResponse
 
-from backend.models import ChallengeMember, ChallengeRole, User, utcnow
+from backend import access
+from backend.models import User, utcnow
 from backend.web import csrf, flash
 from backend.web.metrics_meta import metric_meta
 from backend.web.plots import fmt
@@ -119,9 +119,7 @@ def organises_any(user: User | None) -> bool:
     if user.is_admin or session is None:
         return user.is_admin
     with session.no_autoflush:  # a page re-rendered after a failed form may hold bad state
-        return bool(session.scalar(select(exists().where(
-            ChallengeMember.user_id == user.id,
-            ChallengeMember.role == ChallengeRole.ORGANIZER))))
+        return access.organises_any(session, user)
 
 
 def render(

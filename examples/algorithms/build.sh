@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Builds an example algorithm image and its upload tarball (`docker save | gzip`), offline.
 # Usage: build.sh NAME [NAME...]   NAME: static-c | python | fail-crash | fail-sleep | fail-oom |
-#                                        fail-wrong-geometry | fail-no-output | fail-nan | slow | all
+#                                        fail-wrong-geometry | fail-no-output | fail-nan | slow |
+#                                        skip-some | all
 # Image tag: syntharena-example/NAME:latest; tarball: $SYNTHARENA_EXAMPLES_OUT/NAME.tar.gz
 # (default build/examples/). Set FORCE=1 to rebuild an image that already exists.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 OUT="${SYNTHARENA_EXAMPLES_OUT:-$ROOT/build/examples}"
-ALL=(static-c python fail-crash fail-sleep fail-oom fail-wrong-geometry fail-no-output fail-nan slow)
+ALL=(static-c python fail-crash fail-sleep fail-oom fail-wrong-geometry fail-no-output fail-nan slow
+     skip-some)
 mkdir -p "$OUT"
 
 # Run quietly; show the output only when the command fails.
@@ -21,13 +23,14 @@ build_one() {
         echo "[build] $tag exists"; return 0
     fi
     case "$name" in
-        static-c|fail-*|slow)
+        static-c|fail-*|slow|skip-some)
             ctx="$(mktemp -d)"
             gcc -O2 -static -o "$ctx/synth" "$HERE/static-c/synth.c" -lm
             cp "$HERE/static-c/Dockerfile" "$ctx/"
             local mode=map
             [ "$name" = static-c ] || mode="${name#fail-}"
             [ "$name" = slow ] && mode=slow
+            [ "$name" = skip-some ] && mode=skip-some
             quiet docker build -q --build-arg "MODE=$mode" -t "$tag" "$ctx"
             rm -rf "$ctx" ;;
         python)

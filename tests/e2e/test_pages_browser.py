@@ -214,7 +214,7 @@ def test_per_case_table_fits_the_page(site: Site, browser: Any) -> None:
         SubmissionStatus,
         User,
     )
-    from backend.submissions.state import ensure_case_runs
+    from backend.submissions.pipeline import ensure_case_runs
 
     metrics = {"mae": 61.5, "psnr": 29.1, "ms_ssim": 0.93, "ssim": 0.91, "dice": 0.8,
                "hd95": 3.2, "mae_target_photon": 0.012, "dvh_photon": 1.5,

@@ -6,8 +6,9 @@
  * the same geometry to /output/images/synthetic-ct/<same name>.
  *
  * --mode=NAME (or SYNTH_MODE=NAME) turns it into one of the failure examples used by the platform's tests:
- * crash, sleep, oom, wrong-geometry, no-output, nan; and slow (sleeps SYNTH_SLEEP_S seconds,
- * default 5, then works normally).
+ * crash, sleep, oom, wrong-geometry, no-output, nan; slow (sleeps SYNTH_SLEEP_S seconds,
+ * default 5, then works normally); and skip-some (the cherry-picker: works normally but writes
+ * nothing for cases whose name ends in an odd digit).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -225,7 +226,10 @@ int main(int argc, char **argv) {
             float *out = malloc(mr.n * sizeof(float));
             if (!out) die("out of memory", NULL);
             synthesize(&mr, has_mask ? &mask : NULL, out, nan_mode);
-            if (strcmp(mode, "no-output")) {
+            size_t len = strlen(e->d_name);
+            int odd = len > 4 && (e->d_name[len - 5] - '0') % 2 == 1;
+            int skip = !strcmp(mode, "skip-some") && odd;
+            if (strcmp(mode, "no-output") && !skip) {
                 mkdirs(out_dir);
                 snprintf(out_path, sizeof out_path, "%s/%s", out_dir, e->d_name);
                 write_mha(out_path, &mr, out, wrong);
