@@ -11,6 +11,8 @@ periodic reaper). Start workers with e.g.::
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -95,14 +97,59 @@ def _fresh_connections(**_: Any) -> None:
     get_engine().dispose(close=False)
 
 
-@worker_ready.connect
-def _reap_leftovers(sender: Any = None, **_: Any) -> None:
-    """Containers this worker node left behind when it was killed are removed on start."""
+# Liveness of worker instances (one per process start, sandbox.INSTANCE_ID), kept in Redis:
+# a starting worker removes only the leftovers of instances whose key has expired.
+INSTANCE_KEY = "syntharena:worker-instance:"
+HEARTBEAT_S = 10.0
+INSTANCE_TTL_S = 3 * HEARTBEAT_S
+
+
+def _redis() -> Any:
+    import redis
+
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+
+
+def heartbeat() -> None:
     from worker import sandbox
 
-    hostname = getattr(sender, "hostname", None)
-    if hostname:
+    _redis().set(INSTANCE_KEY + sandbox.INSTANCE_ID, "1", ex=int(INSTANCE_TTL_S))
+
+
+def instance_alive(instance: str) -> bool:
+    return bool(_redis().exists(INSTANCE_KEY + instance))
+
+
+def _beat_forever() -> None:
+    log = logging.getLogger(__name__)
+    while True:
         try:
-            sandbox.remove_containers(**{sandbox.LABEL_WORKER: str(hostname)})
-        except sandbox.EngineError as exc:  # the engine is down: nothing runs on it either
-            logging.getLogger(__name__).warning("leftover containers not removed: %s", exc)
+            heartbeat()
+        except Exception as exc:  # Redis restarting: the next beat sets it again
+            log.warning("worker heartbeat not written: %s", exc)
+        time.sleep(HEARTBEAT_S)
+
+
+@worker_ready.connect
+def _reap_leftovers(sender: Any = None, **_: Any) -> None:
+    """Containers earlier (dead) instances of this worker node left behind are removed on
+    start; a live instance that runs under the same node name keeps its containers."""
+    from worker import sandbox
+
+    log = logging.getLogger(__name__)
+    # A thread, not the event loop's timer: a solo-pool worker busy with a case still beats.
+    threading.Thread(target=_beat_forever, name="syntharena-heartbeat", daemon=True).start()
+    hostname = getattr(sender, "hostname", None)
+    if not hostname:
+        return
+    try:
+        heartbeat()
+        removed = sandbox.remove_leftovers(str(hostname), instance_alive)
+    except sandbox.EngineError as exc:  # the engine is down: nothing runs on it either
+        log.warning("leftover containers not removed: %s", exc)
+    except Exception as exc:  # e.g. Redis unreachable: liveness unknown, nothing is removed
+        log.warning("leftover containers not checked (nothing removed): %s", exc)
+    else:
+        if removed:
+            log.warning("removed %d containers left by earlier instances of %s", removed,
+                        hostname)

@@ -314,7 +314,7 @@ def _overrides(attrs: Mapping[str, Any], limits: SandboxLimits) -> dict[str, str
                            "lines from the Dockerfile (write to /output and /tmp only).")
     tmpfs: dict[str, str] = {}
     for raw in volumes:
-        path = posixpath.normpath("/" + raw.strip())
+        path = posixpath.normpath("/" + raw.lstrip("/"))  # normpath keeps a leading "//"
         if path in ("/tmp", "/dev/shm"):
             continue  # already a capped tmpfs
         if path == "/" or any(path == p or path.startswith(p + "/") for p in NO_VOLUME_UNDER):
@@ -735,6 +735,20 @@ def remove_containers(**label_filters: str) -> int:
     """
     n = 0
     for row in _managed(label_filters):
+        _remove_id(row["Id"])
+        n += 1
+    return n
+
+
+def remove_leftovers(worker: str, is_alive: Callable[[str], bool]) -> int:
+    """Remove the containers that earlier, now dead, instances of node ``worker`` left behind
+    (e.g. the worker was killed). A container of a live instance under the same node name
+    (``is_alive(instance id)``), or of this process, is never touched."""
+    n = 0
+    for row in _managed({LABEL_WORKER: worker}):
+        instance = (row.get("Labels") or {}).get(LABEL_INSTANCE, "")
+        if instance == INSTANCE_ID or (instance and is_alive(instance)):
+            continue
         _remove_id(row["Id"])
         n += 1
     return n
