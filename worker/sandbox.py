@@ -203,10 +203,6 @@ def _image_attrs(image_ref: str) -> dict[str, Any]:
     return attrs
 
 
-def image_user(image_ref: str) -> str:
-    return str((_image_attrs(image_ref).get("Config") or {}).get("User") or "")
-
-
 def has_image(image_ref: str) -> bool:
     try:
         with _engine("looking up the image"):
