@@ -10,6 +10,7 @@ periodic reaper). Start workers with e.g.::
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -104,6 +105,7 @@ HEARTBEAT_S = 10.0
 INSTANCE_TTL_S = 3 * HEARTBEAT_S
 
 
+@functools.lru_cache(maxsize=1)
 def _redis() -> Any:
     import redis
 

@@ -29,7 +29,7 @@ import urllib3.exceptions
 from docker.models.containers import Container
 from docker.types import DeviceRequest, LogConfig, Ulimit
 
-from backend.images.users import Resolved, UserError, refuse_root, resolve_user
+from backend.images.users import Resolved, UserError, needs_files, refuse_root, resolve_user
 
 log = logging.getLogger(__name__)
 
@@ -354,8 +354,8 @@ def _read_file(container: Container, path: str, limit: int = MiB) -> str | None:
 def run_as(image_ref: str, attrs: Mapping[str, Any] | None = None,
            tmpfs: Mapping[str, str] | None = None) -> Resolved:
     """The uid:gid the image's USER means, resolved through the image's own /etc/passwd and
-    /etc/group (read from a container that is created, never started); root under any
-    spelling, and names the engine could not resolve, raise SandboxError."""
+    /etc/group when it names a user or group; root under any spelling, and names the engine
+    could not resolve, raise SandboxError. Cached per image id (ids are content digests)."""
     attrs = attrs if attrs is not None else _image_attrs(image_ref)
     key = str(attrs.get("Id") or image_ref)
     if key in _run_as_cache:
@@ -363,19 +363,9 @@ def run_as(image_ref: str, attrs: Mapping[str, Any] | None = None,
     spec = str((attrs.get("Config") or {}).get("User") or "")
     if not spec.strip() or spec.partition(":")[0] == "root":
         raise SandboxError(f"The image runs as root. {FIX_ROOT}")
-    try:
-        with _engine("creating a container to read the image's users"):
-            probe: Container = client().containers.create(
-                image_ref, entrypoint=["/nonexistent"], command=[], network_mode="none",
-                labels={LABEL_MANAGED: "true", LABEL_STARTED: f"{time.time():.0f}",
-                        LABEL_INSTANCE: INSTANCE_ID},
-                tmpfs=dict(tmpfs or {}), healthcheck={"test": ["NONE"]})
-    except docker.errors.APIError as exc:
-        raise SandboxError(f"The container could not be created: {exc.explanation}") from exc
-    try:
-        passwd, group = _read_file(probe, "/etc/passwd"), _read_file(probe, "/etc/group")
-    finally:
-        _remove(probe)
+    passwd = group = None
+    if needs_files(spec):
+        passwd, group = _id_files(image_ref, tmpfs)
     try:
         resolved = resolve_user(spec, passwd, group)
         refuse_root(spec, resolved, FIX_ROOT)
@@ -383,6 +373,24 @@ def run_as(image_ref: str, attrs: Mapping[str, Any] | None = None,
         raise SandboxError(str(exc)) from exc
     _run_as_cache[key] = resolved
     return resolved
+
+
+def _id_files(image_ref: str, tmpfs: Mapping[str, str] | None) -> tuple[str | None, str | None]:
+    """The image's /etc/passwd and /etc/group, read from a container that is created and
+    removed, never started."""
+    try:
+        with _engine("creating a container to read the image's users"):
+            probe: Container = client().containers.create(
+                image_ref, entrypoint=["/nonexistent"], command=[], network_mode="none",
+                labels={**{k: "" for k in RESERVED_LABELS}, LABEL_MANAGED: "true",
+                        LABEL_STARTED: f"{time.time():.0f}", LABEL_INSTANCE: INSTANCE_ID},
+                tmpfs=dict(tmpfs or {}), healthcheck={"test": ["NONE"]})
+    except docker.errors.APIError as exc:
+        raise SandboxError(f"The container could not be created: {exc.explanation}") from exc
+    try:
+        return _read_file(probe, "/etc/passwd"), _read_file(probe, "/etc/group")
+    finally:
+        _remove(probe)
 
 
 def _tail(raw: bytes, lines: int, max_bytes: int) -> str:

@@ -51,6 +51,12 @@ def _entries(text: str | None, fields: int) -> list[list[str]]:
     return rows
 
 
+def needs_files(spec: str) -> bool:
+    """Whether resolving ``spec`` reads the image's passwd/group (not for numeric uid:gid)."""
+    user_part, _, group_part = spec.partition(":")
+    return _atoi(user_part) is None or _atoi(group_part.split(":", 1)[0]) is None
+
+
 def resolve_user(spec: str, passwd: str | None, group: str | None) -> Resolved:
     """``spec`` (the image config's User) as numbers; ``passwd``/``group``: the image's
     files, None when absent or unreadable. Raises UserError when the engine could not run it."""

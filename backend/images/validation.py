@@ -129,8 +129,9 @@ class _Prefixed:
         return data + (self.rest.read(n - len(data)) if len(data) < n else b"")
 
 
-def _scan_layer(stream: _Prefixed, compressed: bool, budget: int) -> _Layer:
-    """One pass over a layer tar; a compressed one may unpack to at most ``budget`` bytes."""
+def _scan_layer(stream: _Prefixed, compressed: bool, budget: int, kept: list[int]) -> _Layer:
+    """One pass over a layer tar; a compressed one may unpack to at most ``budget`` bytes.
+    ``kept[0]``: bytes of passwd/group copies all layers may still keep (memory bound)."""
     layer = _Layer()
     unpacked = 0
     opaque = False
@@ -154,11 +155,12 @@ def _scan_layer(stream: _Prefixed, compressed: bool, budget: int) -> _Layer:
                 elif name in ID_FILES:
                     if not m.isfile():
                         layer.files[name] = "a link or special file"
-                    elif m.size > ID_FILE_MAX:
+                    elif m.size > min(ID_FILE_MAX, kept[0]):
                         layer.files[name] = "too large"
                     else:
                         f = inner.extractfile(m)
                         layer.files[name] = f.read() if f is not None else "unreadable"
+                        kept[0] -= m.size
     except ImageInvalidError:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError, RuntimeError) as exc:
@@ -223,6 +225,7 @@ def validate_tarball(
     members: dict[str, _Member] = {}
     small_json: dict[str, bytes] = {}
     layers: dict[str, _Layer] = {}
+    id_budget = [4 * ID_FILE_MAX]
     json_budget = max_json_bytes
     total = 0
     try:
@@ -252,7 +255,7 @@ def validate_tarball(
                         # save writes <id>/layer.tar or blobs/sha256/<digest>).
                         compressed = head.startswith(tuple(MAGIC))
                         layers[norm] = _scan_layer(_Prefixed(head, f), compressed,
-                                                   max_uncompressed_bytes - total)
+                                                   max_uncompressed_bytes - total, id_budget)
                 else:
                     raise ImageInvalidError(
                         f"Archive member {m.name!r} is a device, FIFO or other special file."
