@@ -112,10 +112,27 @@ def _redis() -> Any:
     return redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
 
 
+NODE_KEY = "syntharena:worker-node:"
+_node: list[str] = []  # this process's Celery node name, once the worker is ready
+
+
 def heartbeat() -> None:
     from worker import sandbox
 
-    _redis().set(INSTANCE_KEY + sandbox.INSTANCE_ID, "1", ex=int(INSTANCE_TTL_S))
+    pipe = _redis().pipeline()
+    pipe.set(INSTANCE_KEY + sandbox.INSTANCE_ID, "1", ex=int(INSTANCE_TTL_S))
+    for node in _node:
+        pipe.set(f"{NODE_KEY}{node}:{sandbox.INSTANCE_ID}", "1", ex=int(INSTANCE_TTL_S))
+    pipe.execute()
+
+
+def twins(node: str) -> list[str]:
+    """Other live instances running under the Celery node name ``node``."""
+    from worker import sandbox
+
+    prefix = f"{NODE_KEY}{node}:"
+    return sorted(k.decode().removeprefix(prefix) for k in _redis().scan_iter(match=prefix + "*")
+                  if k.decode() != prefix + sandbox.INSTANCE_ID)
 
 
 def instance_alive(instance: str) -> bool:
@@ -144,8 +161,13 @@ def _reap_leftovers(sender: Any = None, **_: Any) -> None:
     hostname = getattr(sender, "hostname", None)
     if not hostname:
         return
+    _node[:] = [str(hostname)]
     try:
         heartbeat()
+        others = twins(str(hostname))
+        if others:  # its containers are kept, but Celery's replies by node name would merge
+            log.warning("another live worker instance runs as node %s (%s): give each "
+                        "instance its own name (-n NAME@%%h)", hostname, ", ".join(others))
         removed = sandbox.remove_leftovers(str(hostname), instance_alive)
     except sandbox.EngineError as exc:  # the engine is down: nothing runs on it either
         log.warning("leftover containers not removed: %s", exc)

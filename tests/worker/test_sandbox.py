@@ -356,5 +356,8 @@ def test_leftovers_of_a_live_instance_are_kept(static_images: dict[str, str]) ->
                 for row in sandbox._managed({sandbox.LABEL_WORKER: node})}
         assert left == {live}
         assert celery_app.instance_alive(sandbox.INSTANCE_ID)  # this process beats too
+        assert sandbox.INSTANCE_ID not in celery_app.twins(node)
+        celery_app._redis().set(f"{celery_app.NODE_KEY}{node}:{live}", "1", ex=60)
+        assert celery_app.twins(node) == [live]
     finally:
         sandbox.remove_containers(**{sandbox.LABEL_WORKER: node})
