@@ -99,10 +99,10 @@ def _fresh_connections(**_: Any) -> None:
 
 
 # Liveness of worker instances (one per process start, sandbox.INSTANCE_ID), kept in Redis:
-# a starting worker removes only the leftovers of instances whose key has expired.
+# a worker removes only the leftovers of instances of its node whose key has expired.
 INSTANCE_KEY = "syntharena:worker-instance:"
-HEARTBEAT_S = 10.0
-INSTANCE_TTL_S = 3 * HEARTBEAT_S
+HEARTBEAT_S = 5.0
+INSTANCE_TTL_S = 4 * HEARTBEAT_S
 
 
 @functools.lru_cache(maxsize=1)
@@ -140,13 +140,23 @@ def instance_alive(instance: str) -> bool:
 
 
 def _beat_forever() -> None:
+    """Keep this instance alive in Redis and, every beat, remove the containers of dead
+    instances of this node: one killed just before this one started was still alive (its key
+    not yet expired) at start, and its containers go once the key expires."""
+    from worker import sandbox
+
     log = logging.getLogger(__name__)
     while True:
+        time.sleep(HEARTBEAT_S)
         try:
             heartbeat()
-        except Exception as exc:  # Redis restarting: the next beat sets it again
-            log.warning("worker heartbeat not written: %s", exc)
-        time.sleep(HEARTBEAT_S)
+            for node in _node:
+                removed = sandbox.remove_leftovers(node, instance_alive)
+                if removed:
+                    log.warning("removed %d containers left by dead instances of %s",
+                                removed, node)
+        except Exception as exc:  # Redis or the engine restarting: the next beat retries
+            log.warning("worker heartbeat: %s", exc)
 
 
 @worker_ready.connect
