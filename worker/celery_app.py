@@ -10,7 +10,10 @@ create case runs), ``gpu`` (cases.run: the containers; one child per GPU), ``eva
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -95,14 +98,92 @@ def _fresh_connections(**_: Any) -> None:
     get_engine().dispose(close=False)
 
 
-@worker_ready.connect
-def _reap_leftovers(sender: Any = None, **_: Any) -> None:
-    """Containers this worker node left behind when it was killed are removed on start."""
+# Liveness of worker instances (one per process start, sandbox.INSTANCE_ID), kept in Redis:
+# a worker removes only the leftovers of instances of its node whose key has expired.
+INSTANCE_KEY = "syntharena:worker-instance:"
+HEARTBEAT_S = 5.0
+INSTANCE_TTL_S = 4 * HEARTBEAT_S
+
+
+@functools.lru_cache(maxsize=1)
+def _redis() -> Any:
+    import redis
+
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+
+
+NODE_KEY = "syntharena:worker-node:"
+_node: list[str] = []  # this process's Celery node name, once the worker is ready
+
+
+def heartbeat() -> None:
     from worker import sandbox
 
-    hostname = getattr(sender, "hostname", None)
-    if hostname:
+    pipe = _redis().pipeline()
+    pipe.set(INSTANCE_KEY + sandbox.INSTANCE_ID, "1", ex=int(INSTANCE_TTL_S))
+    for node in _node:
+        pipe.set(f"{NODE_KEY}{node}:{sandbox.INSTANCE_ID}", "1", ex=int(INSTANCE_TTL_S))
+    pipe.execute()
+
+
+def twins(node: str) -> list[str]:
+    """Other live instances running under the Celery node name ``node``."""
+    from worker import sandbox
+
+    prefix = f"{NODE_KEY}{node}:"
+    return sorted(k.decode().removeprefix(prefix) for k in _redis().scan_iter(match=prefix + "*")
+                  if k.decode() != prefix + sandbox.INSTANCE_ID)
+
+
+def instance_alive(instance: str) -> bool:
+    return bool(_redis().exists(INSTANCE_KEY + instance))
+
+
+def _beat_forever() -> None:
+    """Keep this instance alive in Redis and, every beat, remove the containers of dead
+    instances of this node: one killed just before this one started was still alive (its key
+    not yet expired) at start, and its containers go once the key expires."""
+    from worker import sandbox
+
+    log = logging.getLogger(__name__)
+    while True:
+        time.sleep(HEARTBEAT_S)
         try:
-            sandbox.remove_containers(**{sandbox.LABEL_WORKER: str(hostname)})
-        except sandbox.EngineError as exc:  # the engine is down: nothing runs on it either
-            logging.getLogger(__name__).warning("leftover containers not removed: %s", exc)
+            heartbeat()
+            for node in _node:
+                removed = sandbox.remove_leftovers(node, instance_alive)
+                if removed:
+                    log.warning("removed %d containers left by dead instances of %s",
+                                removed, node)
+        except Exception as exc:  # Redis or the engine restarting: the next beat retries
+            log.warning("worker heartbeat: %s", exc)
+
+
+@worker_ready.connect
+def _reap_leftovers(sender: Any = None, **_: Any) -> None:
+    """Containers earlier (dead) instances of this worker node left behind are removed on
+    start; a live instance that runs under the same node name keeps its containers."""
+    from worker import sandbox
+
+    log = logging.getLogger(__name__)
+    # A thread, not the event loop's timer: a solo-pool worker busy with a case still beats.
+    threading.Thread(target=_beat_forever, name="syntharena-heartbeat", daemon=True).start()
+    hostname = getattr(sender, "hostname", None)
+    if not hostname:
+        return
+    _node[:] = [str(hostname)]
+    try:
+        heartbeat()
+        others = twins(str(hostname))
+        if others:  # its containers are kept, but Celery's replies by node name would merge
+            log.warning("another live worker instance runs as node %s (%s): give each "
+                        "instance its own name (-n NAME@%%h)", hostname, ", ".join(others))
+        removed = sandbox.remove_leftovers(str(hostname), instance_alive)
+    except sandbox.EngineError as exc:  # the engine is down: nothing runs on it either
+        log.warning("leftover containers not removed: %s", exc)
+    except Exception as exc:  # e.g. Redis unreachable: liveness unknown, nothing is removed
+        log.warning("leftover containers not checked (nothing removed): %s", exc)
+    else:
+        if removed:
+            log.warning("removed %d containers left by earlier instances of %s", removed,
+                        hostname)

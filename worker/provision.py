@@ -5,7 +5,7 @@ Layout of one run's ``/input`` (one case, or N in batch mode)::
     images/<modality>/<case>.mha   MR or CBCT, uncompressed MetaImage
     images/body/<case>.mha         body mask
     region.json                    "Head and Neck" (JSON string; of the first case in a batch)
-    inputs.json                    what the above are, as grand-challenge describes inputs
+    inputs.json                    grand-challenge's list of socket values (slug, relative_path…)
 
 The platform always provisions *uncompressed* ``.mha`` (converted once and cached when the
 dataset's file is compressed), so minimal readers (e.g. the static C example) work. Only
@@ -19,6 +19,7 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,16 +101,46 @@ def provision_inputs(input_dir: Path, cases: list[CaseInput], cache_dir: Path) -
         _link_or_copy(uncompressed(case.mask_path, cache_dir), body_dir / f"{case.name}.mha")
     region = cases[0].region if cases else ""
     (input_dir / "region.json").write_text(json.dumps(region))
-    inputs = [
-        {"interface": f"{c.modality}-image", "file": f"images/{c.modality}/{c.name}.mha",
-         "mask": f"images/body/{c.name}.mha", "region": c.region}
-        for c in cases
-    ]
-    (input_dir / "inputs.json").write_text(json.dumps(inputs, indent=1))
+    (input_dir / "inputs.json").write_text(json.dumps(gc_inputs(cases), indent=1))
     for d in [input_dir, *[p for p in input_dir.rglob("*") if p.is_dir()]]:
         d.chmod(0o755)
     for f in (input_dir / "region.json", input_dir / "inputs.json"):
         f.chmod(0o644)
+
+
+# Grand-challenge sockets of a SynthRAD phase: (slug, title, kind, super kind, relative path).
+_SOCKETS = {
+    "mri": ("mri", "MRI", "Image", "Image", "images/mri"),
+    "cbct": ("cbct", "CBCT", "Image", "Image", "images/cbct"),
+    "body": ("body", "Body", "Segmentation", "Image", "images/body"),
+    "region": ("region", "Region", "String", "Value", "region.json"),
+}
+
+
+def _socket(key: str) -> dict[str, Any]:
+    slug, title, kind, super_kind, path = _SOCKETS[key]
+    return {"title": title, "description": "", "slug": slug, "kind": kind,
+            "pk": list(_SOCKETS).index(key) + 1, "default_value": None,
+            "super_kind": super_kind, "relative_path": path, "overlay_segments": [],
+            "look_up_table": None}
+
+
+def gc_inputs(cases: list[CaseInput]) -> list[dict[str, Any]]:
+    """``/input/inputs.json`` as grand-challenge writes it: one socket value per input, each
+    with ``socket`` (and the legacy ``interface``: slug, kind, relative_path, ...) and its
+    ``value`` (JSON inputs) or ``image`` (pk, file name). A batch lists every case's values."""
+    values: list[dict[str, Any]] = []
+    for case in cases:
+        for key, image in ((case.modality, True), ("body", True), ("region", False)):
+            sock = _socket(key)
+            values.append({
+                "socket": sock, "interface": sock,
+                "value": None if image else case.region, "file": None,
+                "image": {"pk": f"{case.name}-{key}", "name": f"{case.name}.mha"}
+                if image else None,
+                "pk": len(values) + 1,
+            })
+    return values
 
 
 def _geometry(img: Any) -> tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...],
@@ -122,8 +153,23 @@ def _close(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
                                     for x, y in zip(a, b, strict=True))
 
 
-def find_outputs(output_dir: Path) -> dict[str, list[Path]]:
-    """Output files by case name (file name without .mha / .nii.gz)."""
+IMAGE_SUFFIXES = (".mha", ".nii", ".nii.gz")
+
+
+def find_outputs(output_dir: Path, expected: Sequence[str] = ()) -> dict[str, list[Path]]:
+    """Output files by case name (file name without .mha / .nii.gz).
+
+    With one ``expected`` case (batch size 1) the output folder's image files are that case's
+    whatever their names, as on grand-challenge (e.g. ``synthetic-ct/output.mha``)."""
+    found = _outputs_by_name(output_dir)
+    if len(expected) == 1 and expected[0] not in found:
+        unnamed = [p for files in found.values() for p in files
+                   if p.name.endswith(IMAGE_SUFFIXES)]
+        return {expected[0]: unnamed} if unnamed else found
+    return found
+
+
+def _outputs_by_name(output_dir: Path) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
     sct_dir = output_dir / OUTPUT_SUBDIR
     # Never follow a link the container made: a linked images/ or synthetic-ct/ folder would

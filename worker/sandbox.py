@@ -7,9 +7,15 @@ and an empty ``/output`` directory, under the limits of DESIGN.md §4, and alway
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
+import json
 import logging
 import os
+import posixpath
+import tarfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -23,6 +29,8 @@ import urllib3.exceptions
 from docker.models.containers import Container
 from docker.types import DeviceRequest, LogConfig, Ulimit
 
+from backend.images.users import Resolved, UserError, needs_files, refuse_root, resolve_user
+
 log = logging.getLogger(__name__)
 
 LABEL_MANAGED = "org.syntharena.managed"
@@ -30,10 +38,22 @@ LABEL_WORKER = "org.syntharena.worker"
 LABEL_SUBMISSION = "org.syntharena.submission"
 LABEL_CASE_RUNS = "org.syntharena.case-runs"
 LABEL_STARTED = "org.syntharena.started-at"
+LABEL_INSTANCE = "org.syntharena.worker-instance"
+# Labels the platform reads: an image's own label of that name never reaches a container.
+RESERVED_LABELS = (LABEL_MANAGED, LABEL_WORKER, LABEL_SUBMISSION, LABEL_CASE_RUNS, LABEL_STARTED,
+                   LABEL_INSTANCE)
+# This process start (a forked Celery child inherits it): two workers on one engine, even under
+# the same node name, never take each other's containers for their own leftovers.
+INSTANCE_ID = f"{uuid.uuid4().hex[:12]}-{os.getpid()}"
 
 GiB = 1024**3
 MiB = 1024**2
-ROOT_USERS = {"", "root", "0", "0:0", "root:root", "root:0", "0:root"}
+FIX_ROOT = ("Add a non-root USER (e.g. `USER 1000:1000`) to the Dockerfile and upload it "
+            "again.")
+# Image VOLUMEs get a tmpfs of the /tmp size instead of a volume on the host's disk; these
+# paths cannot be covered that way, so an image declaring one of them is refused.
+NO_VOLUME_UNDER = ("/input", "/output", "/proc", "/sys", "/dev")
+MAX_IMAGE_VOLUMES = 16
 
 
 class SandboxError(Exception):
@@ -57,6 +77,9 @@ class SandboxLimits:
     gpu_device: str | None = None  # e.g. "0": that one GPU through a device request
     log_lines: int = 500  # per stream, the last N lines are kept
     log_bytes: int = 64 * 1024  # per stream, after the line cap
+    # Whether the participant sees the run's logs (the phase's show_case_logs): messages then
+    # point at them; otherwise they say how to find the error without them.
+    logs_shown: bool = False
     # /output caps: no single file can grow past output_bytes (RLIMIT_FSIZE), and /output is
     # measured 4 times a second while the container runs; over either cap, it is stopped.
     # (A hard cap on the total needs data_dir/work on its own filesystem; see RELIABILITY.md.)
@@ -169,13 +192,15 @@ def _fmt_gb(n: int) -> str:
     return f"{gb:g} GB" if gb >= 1 else f"{n / MiB:g} MB"
 
 
-def image_user(image_ref: str) -> str:
+def _image_attrs(image_ref: str) -> dict[str, Any]:
     try:
-        with _engine("reading the image's user"):
-            image = client().images.get(image_ref)
+        with _engine("inspecting the image"):
+            attrs: dict[str, Any] = client().api.inspect_image(image_ref)
     except docker.errors.ImageNotFound as exc:
         raise SandboxError(f"Image {image_ref} is not loaded in the Docker engine.") from exc
-    return str((image.attrs.get("Config") or {}).get("User") or "")
+    except docker.errors.APIError as exc:
+        raise SandboxError(f"The image could not be inspected: {exc.explanation}") from exc
+    return attrs
 
 
 def has_image(image_ref: str) -> bool:
@@ -184,32 +209,188 @@ def has_image(image_ref: str) -> bool:
             client().images.get(image_ref)
     except docker.errors.ImageNotFound:
         return False
+    except docker.errors.APIError:
+        return False  # e.g. a reference this engine cannot parse: not loaded here
     return True
+
+
+def image_identities(attrs: Mapping[str, Any]) -> set[str]:
+    """The digests that name a loaded image on this engine. The classic image store's Id is
+    the config digest; the containerd image store (Docker Engine >= 29 by default) gives the
+    manifest or index digest as Id (and in Descriptor)."""
+    ids = {str(attrs.get("Id") or "")}
+    ids.add(str((attrs.get("Descriptor") or {}).get("digest") or ""))
+    ids.discard("")
+    return ids
+
+
+def _tarball_config(tarball: Path, max_json: int = 16 * MiB) -> tuple[str, list[str]]:
+    """(config digest, layer diff_ids) of a ``docker save`` tarball, read in one stream."""
+    small: dict[str, bytes] = {}
+    budget = max_json
+    try:
+        with tarfile.open(tarball, "r|*") as tar:
+            for m in tar:
+                if m.isfile() and 0 < m.size <= min(budget, MiB):
+                    f = tar.extractfile(m)
+                    data = f.read() if f is not None else b""
+                    if data[:1] in (b"{", b"["):
+                        small[posixpath.normpath(m.name)] = data
+                        budget -= m.size
+        manifest = json.loads(small["manifest.json"])
+        name = posixpath.normpath(manifest[0]["Config"])
+        config = json.loads(small[name])
+        return ("sha256:" + hashlib.sha256(small[name]).hexdigest(),
+                [str(d) for d in config["rootfs"]["diff_ids"]])
+    except (tarfile.TarError, OSError, EOFError, ValueError, KeyError, IndexError,
+            TypeError) as exc:
+        raise SandboxError(f"The image tarball is not a readable `docker save` archive "
+                           f"({exc!r}).") from exc
+
+
+def _same_image(tarball: Path, expected_id: str, attrs: Mapping[str, Any]) -> bool:
+    """Whether the image the engine loaded from ``tarball`` is the validated ``expected_id``
+    (a config digest from the upload, or this engine's own id from an earlier load)."""
+    if expected_id in image_identities(attrs):
+        return True
+    # The containerd store names the image by a manifest digest the upload never saw: the
+    # tarball's own config must be the validated one, and the engine must hold its layers.
+    config_digest, diff_ids = _tarball_config(tarball)
+    return config_digest == expected_id and \
+        list((attrs.get("RootFS") or {}).get("Layers") or []) == diff_ids
+
+
+def _load_error(exc: BaseException) -> str:
+    text = " ".join(str(getattr(exc, "explanation", None) or exc).split())[:300]
+    if "max depth exceeded" in text:
+        return ("The Docker engine refused the image: it has too many layers (at most 125). "
+                "Combine RUN/COPY lines or use a multi-stage build, then upload it again.")
+    return (f"The Docker engine could not load the image ({text}). The archive is not a "
+            "loadable `docker save` archive; rebuild the image and create it with "
+            "`docker save IMAGE:TAG | gzip > image.tar.gz`.")
 
 
 def load_image(tarball: Path, expected_id: str | None = None) -> str:
     """``docker load`` a (possibly gzip/xz compressed) ``docker save`` tarball, cached by id.
 
-    Returns the image id (``sha256:…``). When ``expected_id`` is already in the engine the
-    tarball is not read at all.
+    Returns the engine's id of the image (pass it back as ``expected_id`` and to
+    ``run_container``). When ``expected_id`` is already in the engine the tarball is not read
+    at all. Every failure is a SandboxError that says what was wrong (an archive the engine
+    cannot load is the participant's) or an EngineError (the engine could not be reached).
     """
     if expected_id and has_image(expected_id):
         return expected_id
     try:
         with tarball.open("rb") as fh, _engine("loading the image"):
             images = client().images.load(fh)
-    except docker.errors.APIError as exc:
-        raise SandboxError(f"The image tarball could not be loaded: {exc.explanation}") from exc
+    except docker.errors.DockerException as exc:  # APIError, ImageLoadError, ...
+        raise SandboxError(_load_error(exc)) from exc
+    except requests.exceptions.RequestException as exc:  # a time-out, a cut stream
+        raise EngineError(f"The Docker engine did not finish loading the image "
+                          f"({_reason(exc)}).") from exc
     except OSError as exc:
         raise SandboxError(f"The image tarball could not be read: {exc}") from exc
     if not images:
-        raise SandboxError("The image tarball contains no image.")
-    ids = [str(img.id) for img in images]
-    if expected_id and expected_id not in ids:
-        raise SandboxError(
-            f"The tarball holds image {', '.join(ids)}, not the validated {expected_id}."
-        )
-    return expected_id or ids[0]
+        raise SandboxError("The image tarball contains no image. Create it with "
+                           "`docker save IMAGE:TAG | gzip > image.tar.gz`.")
+    loaded = [img.attrs for img in images]
+    if expected_id and not any(_same_image(tarball, expected_id, a) for a in loaded):
+        ids = ", ".join(str(a.get("Id")) for a in loaded)
+        raise SandboxError(f"The tarball holds image {ids}, not the validated {expected_id}.")
+    return str(loaded[0]["Id"])
+
+
+def _overrides(attrs: Mapping[str, Any], limits: SandboxLimits) -> dict[str, str]:
+    """tmpfs mounts (path -> options) over the image's VOLUMEs, which the engine would
+    otherwise back with writable volumes on the host's disk (no size cap). Their pages count
+    against the memory limit, like /tmp's."""
+    volumes = sorted(str(v) for v in ((attrs.get("Config") or {}).get("Volumes") or {}))
+    if len(volumes) > MAX_IMAGE_VOLUMES:
+        raise SandboxError(f"The image declares {len(volumes)} VOLUMEs; remove the VOLUME "
+                           "lines from the Dockerfile (write to /output and /tmp only).")
+    tmpfs: dict[str, str] = {}
+    for raw in volumes:
+        path = posixpath.normpath("/" + raw.lstrip("/"))  # normpath keeps a leading "//"
+        if path in ("/tmp", "/dev/shm"):
+            continue  # already a capped tmpfs
+        if path == "/" or any(path == p or path.startswith(p + "/") for p in NO_VOLUME_UNDER):
+            raise SandboxError(f"The image declares VOLUME {raw}, which the sandbox cannot "
+                               "allow. Remove the VOLUME line from the Dockerfile (write to "
+                               "/output and /tmp only) and upload the image again.")
+        tmpfs[path] = f"rw,nosuid,nodev,size={limits.tmp_bytes},mode=1777"
+    return tmpfs
+
+
+_run_as_cache: dict[str, Resolved] = {}
+
+
+def _read_file(container: Container, path: str, limit: int = MiB) -> str | None:
+    """A file of a created (never started) container, links followed inside its root
+    filesystem as the engine would; None when absent or not a readable plain file."""
+    for _ in range(8):
+        try:
+            with _engine("reading the image's files"):
+                chunks, _ = container.get_archive(path)
+                data = b""
+                for chunk in chunks:
+                    data += chunk
+                    if len(data) > limit + 64 * 1024:
+                        return None
+        except docker.errors.APIError:
+            return None  # absent (404) or not readable
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            member = tar.next()
+            if member is None:
+                return None
+            if member.issym():
+                path = posixpath.normpath(posixpath.join(posixpath.dirname(path),
+                                                         member.linkname))
+                continue
+            f = tar.extractfile(member) if member.isfile() else None
+            return f.read(limit).decode("utf-8", "replace") if f is not None else None
+    return None
+
+
+def run_as(image_ref: str, attrs: Mapping[str, Any] | None = None,
+           tmpfs: Mapping[str, str] | None = None) -> Resolved:
+    """The uid:gid the image's USER means, resolved through the image's own /etc/passwd and
+    /etc/group when it names a user or group; root under any spelling, and names the engine
+    could not resolve, raise SandboxError. Cached per image id (ids are content digests)."""
+    attrs = attrs if attrs is not None else _image_attrs(image_ref)
+    key = str(attrs.get("Id") or image_ref)
+    if key in _run_as_cache:
+        return _run_as_cache[key]
+    spec = str((attrs.get("Config") or {}).get("User") or "")
+    if not spec.strip() or spec.partition(":")[0] == "root":
+        raise SandboxError(f"The image runs as root. {FIX_ROOT}")
+    passwd = group = None
+    if needs_files(spec):
+        passwd, group = _id_files(image_ref, tmpfs)
+    try:
+        resolved = resolve_user(spec, passwd, group)
+        refuse_root(spec, resolved, FIX_ROOT)
+    except UserError as exc:
+        raise SandboxError(str(exc)) from exc
+    _run_as_cache[key] = resolved
+    return resolved
+
+
+def _id_files(image_ref: str, tmpfs: Mapping[str, str] | None) -> tuple[str | None, str | None]:
+    """The image's /etc/passwd and /etc/group, read from a container that is created and
+    removed, never started."""
+    try:
+        with _engine("creating a container to read the image's users"):
+            probe: Container = client().containers.create(
+                image_ref, entrypoint=["/nonexistent"], command=[], network_mode="none",
+                labels={**{k: "" for k in RESERVED_LABELS}, LABEL_MANAGED: "true",
+                        LABEL_STARTED: f"{time.time():.0f}", LABEL_INSTANCE: INSTANCE_ID},
+                tmpfs=dict(tmpfs or {}), healthcheck={"test": ["NONE"]})
+    except docker.errors.APIError as exc:
+        raise SandboxError(f"The container could not be created: {exc.explanation}") from exc
+    try:
+        return _read_file(probe, "/etc/passwd"), _read_file(probe, "/etc/group")
+    finally:
+        _remove(probe)
 
 
 def _tail(raw: bytes, lines: int, max_bytes: int) -> str:
@@ -245,19 +426,19 @@ def run_container(
     ``engine_wait_s`` for a restarting engine to come back.
     """
     t0 = time.perf_counter()
-    user = image_user(image_ref)
-    if user.strip() in ROOT_USERS:
-        raise SandboxError(
-            "The image runs as root. Add a non-root USER (e.g. `USER 1000:1000`) to the "
-            "Dockerfile and upload it again."
-        )
+    attrs = _image_attrs(image_ref)
+    volumes = _overrides(attrs, limits)
+    # Numeric uid:gid: the engine never resolves a name (nor an image's passwd) itself.
+    user = run_as(image_ref, attrs, volumes).spec
     output_dir.mkdir(parents=True, exist_ok=True)
     # The container's user owns nothing on the host: let it write its (private) output dir.
     output_dir.chmod(0o777)
     device_requests = None
     if limits.gpu_device is not None:
         device_requests = [DeviceRequest(device_ids=[limits.gpu_device], capabilities=[["gpu"]])]
-    all_labels = {LABEL_MANAGED: "true", LABEL_STARTED: f"{time.time():.0f}", **labels}
+    # Every reserved label is set here, so an image's LABEL of the same name never counts.
+    all_labels = {**{k: "" for k in RESERVED_LABELS}, **labels, LABEL_MANAGED: "true",
+                  LABEL_STARTED: f"{time.time():.0f}", LABEL_INSTANCE: INSTANCE_ID}
     kwargs: dict[str, Any] = {
         "name": name,
         "user": user,
@@ -271,7 +452,10 @@ def run_container(
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
         "read_only": True,
-        "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={limits.tmp_bytes},mode=1777"},
+        "tmpfs": {**volumes, "/tmp": f"rw,nosuid,nodev,size={limits.tmp_bytes},mode=1777"},
+        # The engine would run an image's HEALTHCHECK command inside the container on its own.
+        "healthcheck": {"test": ["NONE"]},
+        "stop_signal": "SIGKILL",
         "init": True,
         "ipc_mode": "private",
         "volumes": {
@@ -282,7 +466,11 @@ def run_container(
         "device_requests": device_requests,
         # Bound what a chatty container can write to the engine's disk.
         "log_config": LogConfig(type="json-file", config={"max-size": "20m", "max-file": "1"}),
-        "environment": {"NVIDIA_VISIBLE_DEVICES": limits.gpu_device or "void"},
+        # The NVIDIA runtime reads these from the container's environment, where an image's
+        # ENV (e.g. NVIDIA_VISIBLE_DEVICES=all) would otherwise choose the devices it gets.
+        "environment": {"NVIDIA_VISIBLE_DEVICES": limits.gpu_device or "void",
+                        "NVIDIA_DRIVER_CAPABILITIES": "compute,utility",
+                        "NVIDIA_MIG_CONFIG_DEVICES": "", "NVIDIA_MIG_MONITOR_DEVICES": ""},
         # No file (in /output or /tmp) can grow past the output cap, whatever the poll sees.
         "ulimits": [Ulimit(name="fsize", soft=limits.output_bytes, hard=limits.output_bytes)],
     }
@@ -358,9 +546,10 @@ def run_container(
             "killed (exit code 137). Reduce its memory use (e.g. process the volume in patches)."
         )
     elif exit_code != 0:
-        message = (
-            f"The algorithm exited with code {exit_code}. See the end of its logs for the error."
-        )
+        message = f"The algorithm exited with code {exit_code}. " + (
+            "See the end of its logs for the error." if limits.logs_shown else
+            "Its logs are not shown in this phase: run the image locally on a sample case "
+            "(\"Test your image locally\" in the algorithm README) to see the error.")
     return SandboxResult(
         exit_code=exit_code,
         timed_out=timed_out,
@@ -550,6 +739,20 @@ def remove_containers(**label_filters: str) -> int:
     """
     n = 0
     for row in _managed(label_filters):
+        _remove_id(row["Id"])
+        n += 1
+    return n
+
+
+def remove_leftovers(worker: str, is_alive: Callable[[str], bool]) -> int:
+    """Remove the containers that earlier, now dead, instances of node ``worker`` left behind
+    (e.g. the worker was killed). A container of a live instance under the same node name
+    (``is_alive(instance id)``), or of this process, is never touched."""
+    n = 0
+    for row in _managed({LABEL_WORKER: worker}):
+        instance = (row.get("Labels") or {}).get(LABEL_INSTANCE, "")
+        if instance == INSTANCE_ID or (instance and is_alive(instance)):
+            continue
         _remove_id(row["Id"])
         n += 1
     return n

@@ -302,7 +302,9 @@ def complete(session: Session, user: User, upload_id: str) -> tuple[AlgorithmIma
         image.compression = report.compression
         image.storage_key += {"gzip": ".gz", "xz": ".xz"}.get(report.compression, "")
         tags = ", ".join(report.repo_tags) or "untagged"
-        image.validation_message = f"Valid: {tags}, runs as user {report.user}."
+        who = report.user if report.user == report.runs_as else \
+            f"{report.user} (uid:gid {report.runs_as})"
+        image.validation_message = f"Valid: {tags}, runs as user {who}."
     try:
         with session.begin_nested():
             session.add(image)

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Builds an example algorithm image and its upload tarball (`docker save | gzip`), offline.
-# Usage: build.sh NAME [NAME...]   NAME: static-c | python | fail-crash | fail-sleep | fail-oom |
-#                                        fail-wrong-geometry | fail-no-output | fail-nan | slow |
-#                                        skip-some | all
+# Usage: build.sh NAME [NAME...]   NAME: static-c | python | gc-style | fail-crash | fail-sleep |
+#                                        fail-oom | fail-wrong-geometry | fail-no-output | fail-nan |
+#                                        slow | skip-some | all
 # Image tag: syntharena-example/NAME:latest; tarball: $SYNTHARENA_EXAMPLES_OUT/NAME.tar.gz
 # (default build/examples/). Set FORCE=1 to rebuild an image that already exists.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 OUT="${SYNTHARENA_EXAMPLES_OUT:-$ROOT/build/examples}"
-ALL=(static-c python fail-crash fail-sleep fail-oom fail-wrong-geometry fail-no-output fail-nan slow
-     skip-some)
+ALL=(static-c python gc-style fail-crash fail-sleep fail-oom fail-wrong-geometry fail-no-output
+     fail-nan slow skip-some)
 mkdir -p "$OUT"
 
 # Run quietly; show the output only when the command fails.
@@ -33,9 +33,9 @@ build_one() {
             [ "$name" = skip-some ] && mode=skip-some
             quiet docker build -q --build-arg "MODE=$mode" -t "$tag" "$ctx"
             rm -rf "$ctx" ;;
-        python)
+        python|gc-style)
             bash "$HERE/build_python_base.sh"
-            quiet docker build -q -t "$tag" "$HERE/python" ;;
+            quiet docker build -q -t "$tag" "$HERE/$name" ;;
         *) echo "unknown example '$name'; one of: ${ALL[*]} all" >&2; return 2 ;;
     esac
     docker save "$tag" | gzip -1 > "$OUT/$name.tar.gz.part"

@@ -44,7 +44,8 @@ EXPECT: dict[str, tuple[CaseRunStatus, str, str]] = {
     "docker-socket": (F, "exited with code 42", "contained connect /var/run/docker.sock"),
 }
 ALLOWED_ENV = {"PATH", "HOSTNAME", "HOME", "HOSTILE_MODE", "HOSTILE_TARGETS",
-               "NVIDIA_VISIBLE_DEVICES"}
+               "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "NVIDIA_MIG_CONFIG_DEVICES",
+               "NVIDIA_MIG_MONITOR_DEVICES"}
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from tests.backend.conftest import (  # noqa: F401  (fixtures)
     data_dir,
 )
 from tests.backend.tarballs import make_image_tar
-from tests.reliability import figures
+from tests.reliability import figures, image_tars
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -97,6 +97,23 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
     "decompression-bomb": (decompression_bomb, "larger than"),
     "not-a-tarball": (lambda p: (p.write_bytes(os.urandom(5000)), p)[1], "not a tar archive"),
     "truncated": (truncated, ""),
+    # Issue #15: uid 0 under other spellings, image configs that grant storage, archives the
+    # engine cannot load, OCI layouts.
+    "user-00": (lambda p: image_tars.user_image(p, "00"), "runs as root"),
+    "user-+0": (lambda p: image_tars.user_image(p, "+0"), "runs as root"),
+    "user-0:1000": (lambda p: image_tars.user_image(p, "0:1000"), "runs as root"),
+    "user-:1000": (lambda p: image_tars.user_image(p, ":1000"), "runs as root"),
+    "user-name-mapped-to-0": (lambda p: image_tars.user_image(p, "algorithm"),
+                              "uid 0 in the image's own /etc/passwd"),
+    "user-unparseable-uid": (lambda p: image_tars.user_image(
+        p, "odd", passwd=b"odd:x:abc:1000::/:/bin/sh\n"), "runs as root"),
+    "user-passwd-whited-out": (lambda p: image_tars.user_image(p, "bob", whiteout_later=True),
+                               "no user 'bob'"),
+    "user-not-in-passwd": (lambda p: image_tars.user_image(p, "ghost"), "no user 'ghost'"),
+    "volume": (lambda p: image_tars.volume_image(p, ["/data"]), "Remove the VOLUME lines"),
+    "many-layers": (image_tars.many_layers, "at most 125"),
+    "layer-not-a-tar": (image_tars.layer_not_a_tar, "is not a tar archive"),
+    "oci-layout": (image_tars.oci_layout, "skopeo copy oci-archive:"),
 }
 
 
