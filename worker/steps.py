@@ -145,6 +145,7 @@ def _limits(claim: RunClaim, gpu: str | None) -> sandbox.SandboxLimits:
         log_bytes=settings.log_capture_bytes,
         output_bytes=settings.sandbox_output_mb * 1024**2,
         output_files=settings.sandbox_output_files,
+        logs_shown=claim.logs_shown,
     )
 
 
@@ -363,7 +364,8 @@ def _collect(claim: RunClaim, result: sandbox.SandboxResult, output_dir: Path) -
         status = R.TIMED_OUT if result.timed_out else R.FAILED
         return _all(claim, status, full or result.error_message)
     outcomes: Outcomes = {}
-    found = find_outputs(output_dir)
+    # With one case per run, its single image counts whatever its name (grand-challenge).
+    found = find_outputs(output_dir, [c.name for c in claim.cases])
     target_dir = settings.predictions_dir / str(claim.submission_id)
     for case in claim.cases:
         try:

@@ -170,6 +170,7 @@ class RunClaim:
     time_limit_s: float  # the phase's per-case limit x cases in this run
     memory_mb: int
     cpus: float
+    logs_shown: bool  # participants see the container's logs (messages may point at them)
 
 
 GPU_MISSING = ("This phase requires a GPU, but the worker that took this case has none. "
@@ -208,7 +209,7 @@ def claim_runs(submission_id: int, run_ids: Iterable[int], *, has_gpu: bool) -> 
             image_ref=image.docker_image_id or "", image_key=image.storage_key,
             batch=phase.batch_size > 1,
             time_limit_s=float(phase.case_time_limit_s * len(claimed)),
-            memory_mb=phase.memory_mb, cpus=phase.cpus,
+            memory_mb=phase.memory_mb, cpus=phase.cpus, logs_shown=phase.show_case_logs,
         )
 
 

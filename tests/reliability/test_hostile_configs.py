@@ -143,8 +143,6 @@ def test_hostile_image_configs_are_contained(clean_env: ReliabilityEnv, worker: 
     assert written and int(written.group(1)) <= TMP_MB, written
 
 
-@pytest.mark.xfail(strict=True, reason="needs worker/steps.py to pass the case names to "
-                   "find_outputs (expected=...); remove this marker with that change")
 def test_grand_challenge_style_container_succeeds(clean_env: ReliabilityEnv,
                                                   worker: Any) -> None:
     ensure_example("gc-style")
