@@ -33,6 +33,13 @@ class S3Server:
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port,
                                           verbose=False)
         self._server.start()
+        # moto's backends live in this process, not in the server: without a reset a new
+        # server would show the buckets an earlier test in this process left behind.
+        import urllib.request
+
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request) as r:
+            r.read()
 
     def stop(self) -> None:
         if self._server is not None:

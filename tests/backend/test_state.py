@@ -58,7 +58,7 @@ def test_case_runs_and_results_are_idempotent(db_session: Session) -> None:
     rows = db_session.scalars(select(Result).where(Result.submission_id == sub.id)).all()
     assert len(rows) == 1
     db_session.refresh(rows[0])
-    assert rows[0].metrics == {"mae": None}
+    assert rows[0].metrics == {"mae": "nan"}  # stored so that it round-trips (not null)
     pipeline.store_aggregate(db_session, sub.id, {"mae": 2.0}, {}, cases_scored=1)
     pipeline.store_aggregate(db_session, sub.id, {"mae": 3.0}, {}, cases_scored=2)
     from backend.models import AggregateResult

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from tests.worker.helpers import ensure_example
@@ -41,8 +43,10 @@ def pipeline_env(tmp_path_factory: pytest.TempPathFactory, static_images: dict[s
 def clean_pipeline(pipeline_env):
     from tests.worker import harness
 
-    harness.truncate_all()
+    harness.truncate_all()  # ids start again at 1 ...
     harness.flush_redis(pipeline_env)
+    # ... so an earlier test's predictions/<submission id>/ must not be found by this one.
+    shutil.rmtree(pipeline_env.data_dir / "predictions", ignore_errors=True)
     yield pipeline_env
     # Only this suite's containers: other suites may be running on the same engine.
     for labels in sandbox.running_labels():
