@@ -4,23 +4,26 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from backend.auth.identity import Email, Login, Username
+
 
 class RegisterIn(BaseModel):
-    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-    username: str = Field(min_length=2, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    # Normalised on validation (backend.auth.identity): what is stored and compared.
+    email: Email
+    username: Username
     password: str = Field(min_length=8, max_length=1024)
 
 
 class LoginIn(BaseModel):
-    username: str = Field(description="Username or e-mail address")
-    password: str
+    username: Login
+    password: str = Field(max_length=1024)
 
 
 class TokenCreateIn(BaseModel):
     name: str = Field(default="cli", max_length=100)
     # Either an existing session/token authenticates the request, or these credentials do.
-    username: str | None = None
-    password: str | None = None
+    username: Login | None = None
+    password: str | None = Field(default=None, max_length=1024)
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
 
 

@@ -4,6 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from backend.auth.identity import Username
 from backend.models import ChallengeRole, PhaseKind, RankingMethod, SubmissionSelection
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,63}$"
@@ -34,7 +35,7 @@ class ChallengeOut(BaseModel):
 
 
 class MemberIn(BaseModel):
-    username: str
+    username: Username  # normalised: looked up as stored
     role: ChallengeRole
 
 
@@ -55,13 +56,15 @@ class PhaseSettings(BaseModel):
     title: str | None = Field(default=None, min_length=1, max_length=200)
     kind: PhaseKind | None = None
     dataset: str | None = Field(default=None, description="Dataset slug")
-    dataset_version: int | None = Field(default=None, description="Default: latest version")
+    dataset_version: int | None = Field(default=None, ge=1, le=2**31 - 1,
+                                       description="Default: latest version")
     is_open: bool | None = None
     opens_at: datetime | None = None
     closes_at: datetime | None = None
     submissions_per_period: int | None = Field(default=None, ge=0, le=10000)
     submission_period_s: int | None = Field(
-        default=None, ge=0, description="Rolling window in seconds; 0 = the whole phase"
+        default=None, ge=0, le=100 * 366 * 24 * 3600,
+        description="Rolling window in seconds; 0 = the whole phase",
     )
     case_time_limit_s: int | None = Field(default=None, ge=1)
     memory_mb: int | None = Field(default=None, ge=64)

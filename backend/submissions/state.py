@@ -36,6 +36,7 @@ from backend.models import (
     SubmissionStatus,
     utcnow,
 )
+from backend.text import clean_log_text
 
 
 class InvalidTransitionError(ConflictError):
@@ -171,8 +172,10 @@ def lock_case_run(session: Session, case_run_id: int) -> CaseRun:
 
 
 def cap_log(text: str, limit: int | None = None) -> str:
-    """Keep the tail of a log (the end is where the error is), with a marker when cut."""
+    """Keep the tail of a log (the end is where the error is), with a marker when cut; NUL
+    and other control characters replaced (PostgreSQL text cannot hold NUL)."""
     limit = settings.log_capture_bytes if limit is None else limit
+    text = clean_log_text(text)
     data = text.encode("utf-8", errors="replace")
     if len(data) <= limit:
         return text

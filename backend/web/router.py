@@ -7,13 +7,15 @@ from collections.abc import Awaitable, Callable
 from typing import cast
 from urllib.parse import quote
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse, Response
 
 from backend.db import session_scope
 from backend.deps import optional_user
-from backend.errors import AppError, UnauthorizedError
+from backend.errors import AppError, UnauthorizedError, UnprocessableError
+from backend.input_guard import check_form
 from backend.models import User
 from backend.web.auth_pages import router as auth_router
 from backend.web.challenge_pages import router as challenge_router
@@ -21,7 +23,7 @@ from backend.web.manage_pages import router as manage_router
 from backend.web.submission_pages import router as submission_router
 from backend.web.templating import STATIC_DIR, render
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(check_form)])
 router.include_router(auth_router)
 router.include_router(challenge_router)
 router.include_router(submission_router)
@@ -77,11 +79,30 @@ def _page_error_handler(api_handler: Handler | None) -> Handler:
     return handle
 
 
+def _page_validation_handler(api_handler: Handler | None) -> Handler:
+    """A page's refused input (e.g. a control character in a form field) as an error page."""
+    page = _page_error_handler(None)
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        if not wants_html(request) and api_handler is not None:
+            result = api_handler(request, exc)
+            return await result if isinstance(result, Awaitable) else result
+        errors = cast(RequestValidationError, exc).errors()
+        words = "; ".join(f"{e['loc'][-1]}: {e['msg']}" if e.get("loc") else str(e["msg"])
+                          for e in errors[:3])
+        result = page(request, UnprocessableError(f"{words}. Correct it and try again."))
+        return await result if isinstance(result, Awaitable) else result
+
+    return handle
+
+
 def mount_web(app: FastAPI) -> None:
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     api_handler = cast(Handler | None, app.exception_handlers.get(AppError))
     app.add_exception_handler(AppError, _page_error_handler(api_handler))
+    api_validation = cast(Handler | None, app.exception_handlers.get(RequestValidationError))
+    app.add_exception_handler(RequestValidationError, _page_validation_handler(api_validation))
     from backend.web.admin_views import mount_admin
 
     mount_admin(app)
