@@ -69,23 +69,24 @@ def _text_error(loc: Loc, value: str) -> RequestValidationError | None:
     return None if problem is None else _error(loc, f"Value {problem}", "control_character")
 
 
-def _walk(value: Any, loc: Loc) -> RequestValidationError | None:
-    if isinstance(value, str):
-        return _text_error(loc, value)
-    if isinstance(value, _Bad):
-        return _error(loc, f"The number {value.literal} {value.why}", "number_out_of_range")
-    if isinstance(value, list):
-        items: list[tuple[str | int, Any]] = list(enumerate(value))
-    elif isinstance(value, dict):
-        for key in value:
-            if (err := _text_error((*loc, key), key)) is not None:
+def _walk(root: Any, root_loc: Loc) -> RequestValidationError | None:
+    """The first unstorable value, depth first; iterative (a deeply nested body that the JSON
+    parser accepted must not exhaust the stack here)."""
+    stack: list[tuple[Any, Loc]] = [(root, root_loc)]
+    while stack:
+        value, loc = stack.pop()
+        if isinstance(value, str):
+            if (err := _text_error(loc, value)) is not None:
                 return err
-        items = list(value.items())
-    else:
-        return None
-    for key, item in items:
-        if (err := _walk(item, (*loc, key))) is not None:
-            return err
+        elif isinstance(value, _Bad):
+            return _error(loc, f"The number {value.literal} {value.why}", "number_out_of_range")
+        elif isinstance(value, list):
+            stack.extend((item, (*loc, i)) for i, item in reversed(list(enumerate(value))))
+        elif isinstance(value, dict):
+            for key in value:
+                if (err := _text_error((*loc, key), key)) is not None:
+                    return err
+            stack.extend((item, (*loc, k)) for k, item in reversed(list(value.items())))
     return None
 
 
