@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Annotated
+
+from pydantic import BeforeValidator
 
 # CSI / OSC terminal sequences (colours, titles) that programs write to their logs: removed
 # whole, so a coloured log reads as text instead of a row of replacement characters.
@@ -51,3 +54,21 @@ def clean_log_text(text: str) -> str:
     if DISALLOWED.search(text) is None:
         return text
     return DISALLOWED.sub(REPLACEMENT, _ANSI.sub("", text))
+
+
+def _storable(value: object) -> object:
+    # Before the str validation, so length limits keep pydantic's own wording; a non-string
+    # is left for it to refuse.
+    problem = disallowed_message(value) if isinstance(value, str) else None
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+# Pydantic field type for request text: the same rule for models built outside a request too
+# (CLI, page handlers building models from form fields); requests are also checked as a whole
+# by backend.input_guard.
+STORABLE = BeforeValidator(_storable)
+Text = Annotated[str, STORABLE]
+# With length limits, put them before STORABLE so they keep pydantic's wording, e.g.
+# ``Annotated[str, Field(max_length=64), STORABLE] | None``.

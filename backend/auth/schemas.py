@@ -5,13 +5,14 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend.auth.identity import Email, Login, Username
+from backend.text import Text
 
 
 class RegisterIn(BaseModel):
     # Normalised on validation (backend.auth.identity): what is stored and compared.
     email: Email
     username: Username
-    password: str = Field(min_length=8, max_length=1024)
+    password: Text = Field(min_length=8, max_length=1024)
 
 
 class LoginIn(BaseModel):
@@ -20,7 +21,7 @@ class LoginIn(BaseModel):
 
 
 class TokenCreateIn(BaseModel):
-    name: str = Field(default="cli", max_length=100)
+    name: Text = Field(default="cli", max_length=100)
     # Either an existing session/token authenticates the request, or these credentials do.
     username: Login | None = None
     password: str | None = Field(default=None, max_length=1024)

@@ -1,25 +1,27 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend.auth.identity import Username
 from backend.models import ChallengeRole, PhaseKind, RankingMethod, SubmissionSelection
+from backend.text import STORABLE, Text
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,63}$"
 
 
 class ChallengeIn(BaseModel):
     slug: str = Field(pattern=SLUG)
-    title: str = Field(min_length=1, max_length=200)
-    description: str = ""
+    title: Text = Field(min_length=1, max_length=200)
+    description: Text = ""
     is_public: bool = True
 
 
 class ChallengePatch(BaseModel):
-    title: str | None = Field(default=None, min_length=1, max_length=200)
-    description: str | None = None
+    title: Annotated[str, Field(min_length=1, max_length=200), STORABLE] | None = None
+    description: Text | None = None
     is_public: bool | None = None
 
 
@@ -46,16 +48,16 @@ class MemberOut(BaseModel):
 
 
 class ColumnSpec(BaseModel):
-    metric: str = Field(min_length=1, max_length=64)
+    metric: Text = Field(min_length=1, max_length=64)
     higher_is_better: bool
 
 
 class PhaseSettings(BaseModel):
     """Every phase setting; all optional so the same model serves PATCH."""
 
-    title: str | None = Field(default=None, min_length=1, max_length=200)
+    title: Annotated[str, Field(min_length=1, max_length=200), STORABLE] | None = None
     kind: PhaseKind | None = None
-    dataset: str | None = Field(default=None, description="Dataset slug")
+    dataset: Text | None = Field(default=None, description="Dataset slug")
     dataset_version: int | None = Field(default=None, ge=1, le=2**31 - 1,
                                        description="Default: latest version")
     is_open: bool | None = None
@@ -68,12 +70,12 @@ class PhaseSettings(BaseModel):
     )
     case_time_limit_s: int | None = Field(default=None, ge=1)
     memory_mb: int | None = Field(default=None, ge=64)
-    cpus: float | None = Field(default=None, gt=0)
+    cpus: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     gpu_required: bool | None = None
     batch_size: int | None = Field(default=None, ge=1, le=10000)
-    metric_profile: str | None = Field(default=None, max_length=32)
+    metric_profile: Annotated[str, Field(max_length=32), STORABLE] | None = None
     ranking_method: RankingMethod | None = None
-    primary_metric: str | None = Field(default=None, max_length=64)
+    primary_metric: Annotated[str, Field(max_length=64), STORABLE] | None = None
     primary_higher_is_better: bool | None = None
     extra_columns: list[ColumnSpec] | None = None
     submission_selection: SubmissionSelection | None = None
@@ -84,7 +86,7 @@ class PhaseSettings(BaseModel):
 
 class PhaseIn(PhaseSettings):
     slug: str = Field(pattern=SLUG)
-    title: str = Field(min_length=1, max_length=200)
+    title: Text = Field(min_length=1, max_length=200)
     kind: PhaseKind = PhaseKind.VALIDATION
 
 
