@@ -5,11 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GiB = 1024**3
 MiB = 1024**2
+DEV_SECRET_KEY = "dev-insecure-secret-change-me"  # noqa: S105 - the refused placeholder
+# Secret keys that are placeholders, not secrets (compared case-insensitively).
+PLACEHOLDER_SECRETS = frozenset({DEV_SECRET_KEY, "change-me", "changeme", "change_me", "secret",
+                                 "secret-key", "secret_key", "password", "dev", "test", "xxx"})
+MIN_SECRET_CHARS = 16
 
 
 class Settings(BaseSettings):
@@ -35,7 +40,9 @@ class Settings(BaseSettings):
     api_db_requests: int = 30
     redis_url: str = "redis://127.0.0.1:6379/0"
 
-    secret_key: str = "dev-insecure-secret-change-me"  # noqa: S105 - override in production
+    # On a development or test machine only: allows the placeholder secret key below.
+    dev_mode: bool = False
+    secret_key: str = DEV_SECRET_KEY  # refused unless dev_mode (see _refuse_placeholder_secret)
     session_cookie_name: str = "syntharena_session"
     session_max_age_s: int = 14 * 24 * 3600
     session_cookie_secure: bool = False
@@ -90,6 +97,34 @@ class Settings(BaseSettings):
     eval_device: Literal["cpu", "cuda", "auto"] = "cpu"
     reaper_interval_s: int = 60
     reaper_grace_s: int = 120  # a running case with no live task this long is requeued
+
+    @field_validator("admin_emails", mode="after")
+    @classmethod
+    def _normalise_admin_emails(cls, value: list[str]) -> list[str]:
+        """Stored and registering addresses are normalised the same way: a match is exact."""
+        from backend.auth.identity import IdentifierError, normalize_email
+
+        out = []
+        for raw in value:
+            try:
+                out.append(normalize_email(raw))
+            except IdentifierError as exc:
+                raise ValueError(f"admin_emails: {raw!r} {exc}") from None
+        return out
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> Settings:
+        key = self.secret_key.strip()
+        weak = ("change-me" in key.lower() or key.lower() in PLACEHOLDER_SECRETS
+                or len(key) < MIN_SECRET_CHARS)
+        if weak and not self.dev_mode:
+            raise ValueError(
+                "SYNTHARENA_SECRET_KEY is unset or a placeholder (it signs sessions and CSRF "
+                f"tokens; at least {MIN_SECRET_CHARS} characters, not 'change-me'). Set it to a "
+                "random value, e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+                ", or set SYNTHARENA_DEV_MODE=1 on a development machine."
+            )
+        return self
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

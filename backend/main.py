@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from importlib import resources
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -16,6 +18,7 @@ from backend.challenges.router import router as challenges_router
 from backend.datasets.router import router as datasets_router
 from backend.errors import AppError
 from backend.images.router import router as images_router
+from backend.input_guard import check_request
 from backend.leaderboards.router import router as leaderboards_router
 from backend.submissions.router import router as submissions_router
 
@@ -84,6 +87,34 @@ def _mount_docs(app: FastAPI) -> None:
         return page
 
 
+def validation_errors(exc: RequestValidationError) -> list[dict[str, object]]:
+    """FastAPI's error list without the offending input (it may be a password, or NaN that
+    JSON cannot carry): the location and message say what to change."""
+    out = []
+    for err in exc.errors():
+        item = {k: v for k, v in err.items() if k in ("type", "loc", "msg", "ctx")}
+        if "ctx" in item:
+            item["ctx"] = {k: str(v) for k, v in dict(item["ctx"]).items()}
+        out.append(jsonable_encoder(item))
+    return out
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": validation_errors(exc)}, status_code=422)
+
+
+async def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:
+    """The database refused a value (out of range, or text it cannot hold) that got past the
+    input checks: the request's fault, so a 422 that says so; nothing was saved."""
+    log.warning("value refused by the database for %s %s: %s", request.method,
+                request.url.path, str(getattr(exc, "orig", exc)).splitlines()[0][:300])
+    msg = ("A value in the request cannot be stored (a number out of range, or text with "
+           "control characters); nothing was saved. Check the values and retry.")
+    return JSONResponse({"detail": [{"type": "unstorable_value", "loc": ["body"], "msg": msg}]},
+                        status_code=422)
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
         title="SynthArena",
@@ -92,9 +123,12 @@ def create_app() -> FastAPI:
         "submit it to a phase, get ranked on hidden cases.",
         docs_url=None,
         redoc_url=None,
+        dependencies=[Depends(check_request)],
     )
     _mount_docs(app)
     app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(sa_exc.DataError, _unstorable_value)
     app.add_exception_handler(sa_exc.TimeoutError, _database_unavailable)
     app.add_exception_handler(sa_exc.OperationalError, _database_unavailable)
     for router in API_ROUTERS:

@@ -14,6 +14,7 @@ Needs PostgreSQL, Redis and Docker (scripts/services.sh) and the example images.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("SYNTHARENA_DEV_MODE", "1")  # a scratch stack: the dev secret is fine
 
 from sqlalchemy import select
 

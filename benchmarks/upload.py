@@ -114,7 +114,7 @@ def prepare(data_dir: Path) -> tuple[dict[str, str], str]:
     """Migrate an SQLite database (the embedded default) and create a user with a token."""
     db_url = f"sqlite:///{data_dir / 'bench.db'}"
     env = {**os.environ, "SYNTHARENA_DATA_DIR": str(data_dir),
-           "SYNTHARENA_DATABASE_URL": db_url}
+           "SYNTHARENA_DATABASE_URL": db_url, "SYNTHARENA_DEV_MODE": "1"}  # a scratch server
     subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, env=env,
                    check=True, capture_output=True)
     code = (

@@ -14,6 +14,8 @@ export SYNTHARENA_DATABASE_URL="${SYNTHARENA_DEMO_DATABASE_URL:-postgresql+psyco
 export SYNTHARENA_REDIS_URL="${SYNTHARENA_DEMO_REDIS_URL:-redis://127.0.0.1:6379/3}"
 export SYNTHARENA_ADMIN_EMAILS='["organizer@demo.local"]'
 export SYNTHARENA_REAPER_INTERVAL_S=30
+# The demo serves on every interface: a fresh random secret (not the refused placeholder).
+export SYNTHARENA_SECRET_KEY="${SYNTHARENA_SECRET_KEY:-$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')}"
 log() { printf '[demo] %s\n' "$*" >&2; }
 
 bash scripts/services.sh                      # Docker engine, Redis, PostgreSQL, .venv

@@ -45,7 +45,9 @@ def table(d: dict[str, Any]) -> str:
     lost = sum(int(f.get("lost", 0)) for f in faults.values()) + int(load.get("lost", 0))
     lines = ["| Figure | Value |", "|---|---|"]
     for kind, label in (("container", "Hostile containers (real pipeline)"),
-                        ("upload", "Hostile uploads (API)"), ("web", "Web security checks")):
+                        ("upload", "Hostile uploads (API)"),
+                        ("api", "Hostile API input (identities, control bytes, numbers, secrets)"),
+                        ("web", "Web security checks")):
         v = kinds.get(kind, [])
         lines.append(f"| {label}: contained / tried | {sum(v)} / {len(v)} |")
     lines.append(f"| **Attacks contained / tried** | **{sum(sum(v) for v in kinds.values())} / "

@@ -9,6 +9,7 @@ bash scripts/services.sh --with-browser   # Chromium for the browser tests
 bash examples/algorithms/build.sh all
 export SYNTHARENA_TEST_DATABASE_URL="${SYNTHARENA_TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/syntharena_test}"
 export SYNTHARENA_REDIS_URL="${SYNTHARENA_REDIS_URL:-redis://127.0.0.1:6379/0}"
+export SYNTHARENA_DEV_MODE=1  # a test machine: the placeholder secret key is allowed
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/pytest "$@"

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
     from sqlalchemy.orm import Session
 
+# A test machine: the placeholder secret key is allowed (set before backend.config is imported;
+# the pipeline's subprocesses inherit it).
+os.environ.setdefault("SYNTHARENA_DEV_MODE", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TEST_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/syntharena_test"
 MIGRATION_LOCK = 727072023  # pg advisory lock: parallel test runs migrate one at a time

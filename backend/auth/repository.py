@@ -2,16 +2,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from backend.models import ApiToken, User
 
+# Identifiers arrive normalised (backend.auth.identity) and are stored normalised, so plain
+# equality is the comparison: the unique constraints hold on the normal form.
+
 
 def user_by_login(session: Session, login: str) -> User | None:
-    login = login.strip()
+    """``login``: a normalised username or e-mail address."""
     return session.scalars(
-        select(User).where(or_(User.username == login, func.lower(User.email) == login.lower()))
+        select(User).where(or_(User.username == login, User.email == login))
     ).first()
 
 
@@ -20,9 +23,7 @@ def user_by_username(session: Session, username: str) -> User | None:
 
 
 def login_taken(session: Session, email: str, username: str) -> bool:
-    stmt = select(User.id).where(
-        or_(func.lower(User.email) == email.lower(), User.username == username)
-    )
+    stmt = select(User.id).where(or_(User.email == email, User.username == username))
     return session.scalars(stmt).first() is not None
 
 

@@ -4,23 +4,27 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from backend.auth.identity import Email, Login, Username
+from backend.text import Text
+
 
 class RegisterIn(BaseModel):
-    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-    username: str = Field(min_length=2, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    password: str = Field(min_length=8, max_length=1024)
+    # Normalised on validation (backend.auth.identity): what is stored and compared.
+    email: Email
+    username: Username
+    password: Text = Field(min_length=8, max_length=1024)
 
 
 class LoginIn(BaseModel):
-    username: str = Field(description="Username or e-mail address")
-    password: str
+    username: Login
+    password: str = Field(max_length=1024)
 
 
 class TokenCreateIn(BaseModel):
-    name: str = Field(default="cli", max_length=100)
+    name: Text = Field(default="cli", max_length=100)
     # Either an existing session/token authenticates the request, or these credentials do.
-    username: str | None = None
-    password: str | None = None
+    username: Login | None = None
+    password: str | None = Field(default=None, max_length=1024)
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
 
 

@@ -6,8 +6,10 @@ from collections import deque
 from collections.abc import Sequence
 from datetime import timedelta
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from backend.auth import identity
 from backend.auth import repository as repo
 from backend.auth.schemas import RegisterIn
 from backend.config import settings
@@ -27,19 +29,26 @@ def register(session: Session, data: RegisterIn) -> User:
         raise ForbiddenError("Registration is closed on this server; ask an administrator.")
     if repo.login_taken(session, data.email, data.username):
         raise ConflictError("That username or e-mail address is already registered; log in.")
+    # data.email/username are normalised (RegisterIn), and so is settings.admin_emails: the
+    # address that is stored is the one that is matched, byte for byte.
     user = User(
-        email=data.email.strip(),
+        email=data.email,
         username=data.username,
         password_hash=hash_password(data.password),
-        is_admin=data.email.strip().lower() in {e.lower() for e in settings.admin_emails},
+        is_admin=data.email in settings.admin_emails,
     )
     session.add(user)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as exc:  # registered at the same moment by another request
+        raise ConflictError(
+            "That username or e-mail address is already registered; log in."
+        ) from exc
     return user
 
 
-# Failed login times per login name (lower case), in this process: password guessing is slowed
-# to settings.login_max_failures tries per settings.login_failure_window_s per account.
+# Failed login times per account (or unknown login name), in this process: password guessing
+# is slowed to settings.login_max_failures tries per settings.login_failure_window_s.
 _failures: dict[str, deque[float]] = {}
 _failures_lock = threading.Lock()
 
@@ -74,9 +83,15 @@ def _record_login(key: str, ok: bool) -> None:
 
 
 def authenticate(session: Session, login: str, password: str) -> User:
-    key = login.strip().lower()
+    """``login``: a username or e-mail address, normalised here. Failures count per account
+    (whichever of its names was typed), or per name when no account has it."""
+    try:
+        name = identity.normalize_login(login)
+    except identity.IdentifierError:
+        raise UnauthorizedError("Wrong username or password.") from None
+    user = repo.user_by_login(session, name)
+    key = f"user:{user.id}" if user is not None else f"name:{name}"
     _check_login_rate(key)
-    user = repo.user_by_login(session, login)
     if user is None or not verify_password(user.password_hash, password):
         _record_login(key, False)
         raise UnauthorizedError("Wrong username or password.")

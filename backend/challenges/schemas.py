@@ -5,6 +5,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from backend.auth.identity import Username
 from backend.models import (
     CasePolicy,
     ChallengeRole,
@@ -12,20 +13,21 @@ from backend.models import (
     RankingMethod,
     SubmissionSelection,
 )
+from backend.text import STORABLE, Text
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,63}$"
 
 
 class ChallengeIn(BaseModel):
     slug: str = Field(pattern=SLUG)
-    title: str = Field(min_length=1, max_length=200)
-    description: str = ""
+    title: Text = Field(min_length=1, max_length=200)
+    description: Text = ""
     is_public: bool = True
 
 
 class ChallengePatch(BaseModel):
-    title: str | None = Field(default=None, min_length=1, max_length=200)
-    description: str | None = None
+    title: Annotated[str, Field(min_length=1, max_length=200), STORABLE] | None = None
+    description: Text | None = None
     is_public: bool | None = None
 
 
@@ -41,7 +43,7 @@ class ChallengeOut(BaseModel):
 
 
 class MemberIn(BaseModel):
-    username: str
+    username: Username  # normalised: looked up as stored
     role: ChallengeRole
 
 
@@ -55,7 +57,7 @@ Penalty = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class ColumnSpec(BaseModel):
-    metric: str = Field(min_length=1, max_length=64)
+    metric: Text = Field(min_length=1, max_length=64)
     higher_is_better: bool | None = Field(
         default=None,
         description="Omit it: the direction comes from the evaluator's metric registry; a "
@@ -71,25 +73,27 @@ class ColumnSpec(BaseModel):
 class PhaseSettings(BaseModel):
     """Every phase setting; all optional so the same model serves PATCH."""
 
-    title: str | None = Field(default=None, min_length=1, max_length=200)
+    title: Annotated[str, Field(min_length=1, max_length=200), STORABLE] | None = None
     kind: PhaseKind | None = None
-    dataset: str | None = Field(default=None, description="Dataset slug")
-    dataset_version: int | None = Field(default=None, description="Default: latest version")
+    dataset: Text | None = Field(default=None, description="Dataset slug")
+    dataset_version: int | None = Field(default=None, ge=1, le=2**31 - 1,
+                                       description="Default: latest version")
     is_open: bool | None = None
     opens_at: datetime | None = None
     closes_at: datetime | None = None
     submissions_per_period: int | None = Field(default=None, ge=0, le=10000)
     submission_period_s: int | None = Field(
-        default=None, ge=0, description="Rolling window in seconds; 0 = the whole phase"
+        default=None, ge=0, le=100 * 366 * 24 * 3600,
+        description="Rolling window in seconds; 0 = the whole phase",
     )
     case_time_limit_s: int | None = Field(default=None, ge=1)
     memory_mb: int | None = Field(default=None, ge=64)
-    cpus: float | None = Field(default=None, gt=0)
+    cpus: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     gpu_required: bool | None = None
     batch_size: int | None = Field(default=None, ge=1, le=10000)
-    metric_profile: str | None = Field(default=None, max_length=32)
+    metric_profile: Annotated[str, Field(max_length=32), STORABLE] | None = None
     ranking_method: RankingMethod | None = None
-    primary_metric: str | None = Field(default=None, max_length=64)
+    primary_metric: Annotated[str, Field(max_length=64), STORABLE] | None = None
     primary_higher_is_better: bool | None = Field(
         default=None, description="Derived from the metric registry; a value that "
         "contradicts it is refused (422).")
@@ -110,7 +114,7 @@ class PhaseSettings(BaseModel):
 
 class PhaseIn(PhaseSettings):
     slug: str = Field(pattern=SLUG)
-    title: str = Field(min_length=1, max_length=200)
+    title: Text = Field(min_length=1, max_length=200)
     kind: PhaseKind = PhaseKind.VALIDATION
 
 

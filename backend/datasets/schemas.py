@@ -6,13 +6,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend.models import Modality
+from backend.text import Text
 
 
 class DatasetIn(BaseModel):
     slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
-    title: str = Field(min_length=1, max_length=200)
-    description: str = ""
-    challenge: str | None = Field(default=None, description="Slug of the owning challenge")
+    title: Text = Field(min_length=1, max_length=200)
+    description: Text = ""
+    challenge: Text | None = Field(default=None, description="Slug of the owning challenge")
 
 
 class DatasetVersionOut(BaseModel):
@@ -37,7 +38,7 @@ class DatasetOut(BaseModel):
 
 class ImportIn(BaseModel):
     source: Literal["synthrad", "phantom"]
-    path: str | None = Field(default=None, description="synthrad: folder on the server")
+    path: Text | None = Field(default=None, description="synthrad: folder on the server")
     anatomy: Literal["brain", "pelvis"] = Field(
         default="brain", description="phantom: anatomy to generate"
     )
@@ -51,7 +52,7 @@ class ImportIn(BaseModel):
         default=False,
         description="phantom: also write photon and proton treatment plans (dose metrics)",
     )
-    note: str = ""
+    note: Text = ""
 
 
 class CaseOut(BaseModel):

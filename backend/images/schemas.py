@@ -5,10 +5,11 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend.models import ImageStatus, UploadStatus
+from backend.text import Text
 
 
 class UploadIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200, description="e.g. my-algorithm:v3")
+    name: Text = Field(min_length=1, max_length=200, description="e.g. my-algorithm:v3")
     size_bytes: int = Field(gt=0)
 
 

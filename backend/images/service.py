@@ -41,6 +41,7 @@ _busy: set[str] = set()
 _busy_lock = threading.Lock()
 _RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 _UNLINK_KEY = "syntharena_unlink_after_commit"
+_UNDO_KEY = "syntharena_unlink_after_rollback"
 log = logging.getLogger(__name__)
 
 
@@ -63,6 +64,7 @@ def _unlink_after_commit(session: Session, path: Path) -> None:
 def _unlink_committed(session: Session) -> None:
     if session.in_nested_transaction():  # a SAVEPOINT released: the outer one may roll back
         return
+    session.info.pop(_UNDO_KEY, None)
     for what, delete in session.info.pop(_UNLINK_KEY, []):
         try:
             delete()
@@ -74,6 +76,8 @@ def _unlink_committed(session: Session) -> None:
 def _keep_on_rollback(session: Session, previous_transaction: Any) -> None:
     if previous_transaction.parent is None:  # the outermost transaction rolled back
         session.info.pop(_UNLINK_KEY, None)
+        for path in session.info.pop(_UNDO_KEY, []):  # files made for rows that are gone
+            path.unlink(missing_ok=True)
 
 
 def expire_uploads(session: Session, owner_id: int) -> None:
@@ -116,6 +120,7 @@ def create_upload(session: Session, user: User, data: UploadIn) -> ImageUpload:
         status=UploadStatus.OPEN,
     )
     session.add(upload)
+    session.flush()  # the row first: a refused row leaves no empty part file behind
     try:
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
         part_path(upload.id).touch()
@@ -126,7 +131,8 @@ def create_upload(session: Session, user: User, data: UploadIn) -> ImageUpload:
             "The server's storage is full: the upload could not be created. Nothing was "
             "saved; try again later or tell the organisers."
         ) from exc
-    session.flush()
+    # ... and if the request's transaction rolls back after this, the file goes with it.
+    session.info.setdefault(_UNDO_KEY, []).append(part_path(upload.id))
     return upload
 
 

@@ -31,6 +31,7 @@ from backend.models import (
     utcnow,
 )
 from backend.submissions import repository as repo
+from backend.text import clean_log_text
 
 # Row locks (``SELECT … FOR UPDATE``, held until the caller commits).
 lock_submission = repo.lock_submission
@@ -94,8 +95,10 @@ def transition(
 
 
 def cap_log(text: str, limit: int | None = None) -> str:
-    """Keep the tail of a log (the end is where the error is), with a marker when cut."""
+    """Keep the tail of a log (the end is where the error is), with a marker when cut; NUL
+    and other control characters replaced (PostgreSQL text cannot hold NUL)."""
     limit = settings.log_capture_bytes if limit is None else limit
+    text = clean_log_text(text)
     data = text.encode("utf-8", errors="replace")
     if len(data) <= limit:
         return text

@@ -75,8 +75,16 @@ def _explain(err: ValidationError) -> str:
         "email": "Enter a valid e-mail address (name@example.org).",
         "password": "The password needs at least 8 characters.",
     }
-    fields = [str(e["loc"][0]) for e in err.errors() if e.get("loc")]
-    return " ".join(words.get(f, f"Check the {f}.") for f in dict.fromkeys(fields))
+    said: dict[str, str] = {}
+    for e in err.errors():
+        field = str(e["loc"][0]) if e.get("loc") else "form"
+        if e.get("type") == "value_error" and field in ("email", "username"):
+            # The normaliser's own reason (e.g. an invisible character), said plainly.
+            reason = str(e["msg"]).removeprefix("Value error, ")
+            said.setdefault(field, f"The {'e-mail address' if field == 'email' else field} "
+                                   f"{reason}.")
+        said.setdefault(field, words.get(field, f"Check the {field}."))
+    return " ".join(said.values())
 
 
 @router.post("/register", dependencies=[CsrfChecked])

@@ -9,7 +9,7 @@ from http import HTTPStatus
 from typing import cast
 from urllib.parse import quote
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exception_handlers import (
     http_exception_handler,
     request_validation_exception_handler,
@@ -23,6 +23,7 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from backend.db import session_scope
 from backend.deps import optional_user
 from backend.errors import AppError, UnauthorizedError
+from backend.input_guard import check_form
 from backend.models import User
 from backend.web.auth_pages import router as auth_router
 from backend.web.challenge_pages import router as challenge_router
@@ -30,7 +31,7 @@ from backend.web.manage_pages import router as manage_router
 from backend.web.submission_pages import router as submission_router
 from backend.web.templating import STATIC_DIR, render
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(check_form)])
 router.include_router(auth_router)
 router.include_router(challenge_router)
 router.include_router(submission_router)

@@ -10,14 +10,31 @@ import yaml
 
 from tests.worker.helpers import ROOT
 
+SECRET = "compose-test-secret-4d1e9b"
 
-def _config(**env: str) -> dict:
+
+def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("docker-compose")
     if exe is None:
         pytest.fail("docker-compose is missing: apt-get install -y docker-compose")
-    out = subprocess.run([exe, "config"], cwd=ROOT, check=True, capture_output=True, text=True,
-                         env={"PATH": "/usr/bin:/bin:/usr/local/bin", **env})
+    return subprocess.run([exe, "config"], cwd=ROOT, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin:/usr/local/bin", **env})
+
+
+def _config(**env: str) -> dict:
+    out = _run({"SECRET_KEY": SECRET, **env})
+    assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
+
+
+def test_compose_requires_a_secret_key() -> None:
+    """No placeholder fallback: without SECRET_KEY the stack does not start, and says why."""
+    missing = _run({})
+    assert missing.returncode != 0
+    assert "set SECRET_KEY" in missing.stderr
+    cfg = _config()
+    assert {s["environment"]["SYNTHARENA_SECRET_KEY"] for s in cfg["services"].values()
+            if "SYNTHARENA_SECRET_KEY" in s.get("environment", {})} == {SECRET}
 
 
 def test_compose_file_is_valid_and_complete() -> None:
