@@ -1,16 +1,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend.models import CaseRunStatus, SubmissionStatus
+from backend.text import STORABLE
 
 
 class SubmissionIn(BaseModel):
     image_id: int
-    comment: str = Field(default="", max_length=500)
+    comment: Annotated[str, Field(max_length=500), STORABLE] = ""
 
 
 class SubmissionFlags(BaseModel):

@@ -86,10 +86,11 @@ def transition(
         sub.started_at = None
     if new in TERMINAL_STATUSES:
         sub.finished_at = now
+    # Messages may echo what an algorithm wrote (a file name, a header value): storable text.
     if current_step is not None:
-        sub.current_step = current_step[:200]
+        sub.current_step = clean_log_text(current_step)[:200]
     if error_message is not None:
-        sub.error_message = error_message
+        sub.error_message = clean_log_text(error_message)
     session.flush()
     return sub
 
@@ -141,6 +142,6 @@ def move_case_run(
             run.stderr = cap_log(stderr or "")
             run.prediction_path = prediction_path
     if error_message is not None:
-        run.error_message = error_message
+        run.error_message = clean_log_text(error_message)
     session.flush()
     return run
