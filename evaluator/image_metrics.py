@@ -15,16 +15,22 @@ Two profiles reproduce the published evaluation code exactly (up to float64 roun
 
 Speed comes from (1) 7-voxel box sums done as a running sum along z (a ring of the last 7
 prepared (x, y) slices; the products are added and subtracted with ``addcmul``, never
-stored), then a 7-term sum along y and a running sum along x, plane by plane; (2) loading,
-scoring MAE/PSNR, clipping, masking and (MS-SSIM) down-sampling to the next level slice by
-slice inside that loop; (3) restricting the work to the mask's bounding box plus the margin
-each definition needs, and the y/x sums and the SSIM formula of each plane to the rectangle
-holding that plane's mask voxels -- outside the mask both images are constant and the map
-is only averaged over mask voxels, so the result is unchanged (the tests pin this against
-the references); (4) SSIM formulas with one division per voxel (the terms' ratios
-multiplied out), one square root, and ``exp(w log v)`` for the MS-SSIM power. The
-published code computes in float32 when its inputs are float32 (differences ~1e-5); we
-always compute in float64, which is what the tests compare.
+stored), then shifted adds along y and a running sum along x, plane by plane; (2) loading,
+scoring MAE/PSNR, clipping, masking, edge padding along z and (MS-SSIM) down-sampling to the
+next level slice by slice inside that loop; (3) restricting the work to the mask's bounding
+box plus the margin each definition needs, and the y/x sums and the SSIM formula of each
+plane to the rectangle holding that plane's mask voxels -- outside the mask both images are
+constant and the map is only averaged over mask voxels, so the result is unchanged (the
+tests pin this against the references); (4) one SSIM formula for both profiles with one
+division per voxel (the terms' ratios multiplied out; the 2025 contrast-structure product
+needs no square root, see :func:`_ssim_formula`) and ``exp(w log v)`` in numpy for the
+MS-SSIM power. The published code computes in float32 when its inputs are float32
+(differences ~1e-5); we always compute in float64, which is what the tests compare.
+
+Determinism: on the CPU the result is bit-identical across runs and torch thread counts.
+Sums over planes run in a fixed order (:class:`evaluator.reductions.Total`), the
+transcendental functions in numpy (single-threaded); every other operation is element-wise
+IEEE arithmetic, whose value does not depend on how torch splits it between threads.
 """
 
 from __future__ import annotations
@@ -147,9 +153,8 @@ def _box7_y(t: torch.Tensor, tmp: torch.Tensor, out: torch.Tensor) -> torch.Tens
     torch.add(s3[:, :m], s3[:, 3 : 3 + m], out=out)  # rows i..i+5
     return out.add_(t[:, WIN - 1 :])
 
-# A formula turns the (C, y, x) stack of local 7x7x7 sums into the SSIM-type map, in place,
-# using three scratch planes of the map's shape, and returns the map. C = 4: [Sx, Sy,
-# S(x^2 + y^2), Sxy] (enough for SSIM); C = 5: [Sx, Sy, Sxx, Syy, Sxy].
+# A formula turns the (4, y, x) stack of local 7x7x7 sums [Sx, Sy, S(x^2 + y^2), Sxy] into
+# the SSIM-type map, in place, using three scratch planes of the map's shape, and returns it.
 Formula = Callable[[torch.Tensor, list[torch.Tensor]], torch.Tensor]
 # fill(z, out): the prepared slices x, y of input slice z as one (2, y, x) tensor: ``out``,
 # written, or a view of where they already are.
@@ -166,32 +171,21 @@ def _product_fill(xy: torch.Tensor) -> SliceFill:
 
 
 def _accumulator(zsum: torch.Tensor) -> Callable[[torch.Tensor, float], None]:
-    """acc(s, sign): zsum += sign * [x, y, x^2 + y^2, xy] (C=4) or [x, y, x^2, y^2, xy]
-    (C=5) of the stacked slice s = (x, y).
+    """acc(s, sign): zsum += sign * [x, y, x^2 + y^2, xy] of the stacked slice s = (x, y).
 
     The products are never stored: adding and later subtracting a slice recompute them
     identically (add/addcmul evaluate alpha * b and value * t1 * t2 exactly alike for
     +-1), so the ring only keeps the two prepared slices.
     """
-    first2 = zsum[0:2]
-    if zsum.shape[0] == 4:
-        sss, sxy = zsum[2], zsum[3]
+    first2, sss, sxy = zsum[0:2], zsum[2], zsum[3]
 
-        def acc4(s: torch.Tensor, sign: float) -> None:
-            xs, ys = s.unbind(0)
-            first2.add_(s, alpha=sign)
-            sss.addcmul_(xs, xs, value=sign).addcmul_(ys, ys, value=sign)
-            sxy.addcmul_(xs, ys, value=sign)
-
-        return acc4
-    squares, sxy = zsum[2:4], zsum[4]
-
-    def acc5(s: torch.Tensor, sign: float) -> None:
+    def acc(s: torch.Tensor, sign: float) -> None:
+        xs, ys = s.unbind(0)
         first2.add_(s, alpha=sign)
-        squares.addcmul_(s, s, value=sign)
-        sxy.addcmul_(s[0], s[1], value=sign)
+        sss.addcmul_(xs, xs, value=sign).addcmul_(ys, ys, value=sign)
+        sxy.addcmul_(xs, ys, value=sign)
 
-    return acc5
+    return acc
 
 
 def _plane_boxes(inside: torch.Tensor) -> list[tuple[int, int, int, int] | None]:
@@ -209,8 +203,7 @@ def _plane_boxes(inside: torch.Tensor) -> list[tuple[int, int, int, int] | None]
 
 
 def _masked_map_sum(
-    fill: SliceFill, mask: torch.Tensor, formula: Formula, channels: int, clock: PhaseClock,
-    phase: str,
+    fill: SliceFill, mask: torch.Tensor, formula: Formula, clock: PhaseClock, phase: str
 ) -> tuple[float, int]:
     """Sum and count of an SSIM-type map over ``crop(mask, 3)``.
 
@@ -231,7 +224,7 @@ def _masked_map_sum(
     def buf(*shape: int) -> torch.Tensor:
         return torch.empty(shape, dtype=torch.float64, device=mask.device)
 
-    c, my, mx = channels, ny - WIN + 1, nx - WIN + 1
+    c, my, mx = 4, ny - WIN + 1, nx - WIN + 1
     ring = buf(WIN, 2, ny, nx)  # the last 7 prepared (x, y) slices
     held: list[torch.Tensor] = []
     zsum = torch.zeros((c, ny, nx), dtype=torch.float64, device=mask.device)
@@ -286,8 +279,18 @@ def _const(value: float, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(value, dtype=like.dtype, device=like.device)
 
 
-def _ssim_2023_formula(data_range: float) -> Formula:
-    """scikit-image ``structural_similarity`` map (uniform window, sample covariance)."""
+def _ssim_formula(data_range: float, weight: float | None = None) -> Formula:
+    """SSIM map from the box sums [Sx, Sy, S(x^2 + y^2), Sxy].
+
+    ``weight`` None: scikit-image ``structural_similarity`` (uniform window, sample
+    covariance), the 2023 profile. ``weight`` w: SynthRAD2025 ``structural_similarity_at_scale``,
+    clip(l) ** w * clip(c) ** w * clip(s) ** w. With C3 = C2 / 2 the published contrast and
+    structure terms multiply to c s = (2 sd + C2)(Vxy + C3) / ((Vx + Vy + C2)(sd + C3)) =
+    (2 Vxy + C2) / (Vx + Vy + C2) whatever sd = sqrt(Vx) sqrt(Vy) is: the square roots
+    cancel exactly, and clipping s at 0 is clipping 2 Vxy + C2 at 0 (l and c are positive:
+    images >= 0, positive constants). Both profiles therefore need the same four box sums;
+    (l c s) ** w equals l**w * c**w * s**w up to rounding.
+    """
     c1 = (K1 * data_range) ** 2 * _N**2
     c2 = (K2 * data_range) ** 2 * (_N - 1)
 
@@ -299,63 +302,24 @@ def _ssim_2023_formula(data_range: float) -> Formula:
         torch.addcmul(c1t, sx, sx, out=b1).addcmul_(sy, sy)  # Sx^2 + Sy^2 + C1
         torch.addcmul(c2t, sx, sy, value=-2 / _N, out=a2).add_(sxy, alpha=2)  # 2 Vxy + C2
         sss.add_(b1, alpha=-1 / _N).add_(c2 + c1 / _N)  # Vx + Vy + C2
+        if weight is not None:
+            a2.clamp_(min=0)
         a1.mul_(a2)
         b1.mul_(sss)
-        return a1.div_(b1)
+        ratio = a1.div_(b1)
+        return ratio if weight is None else _pow_(ratio, weight)
 
     return f
-
-
-def _ssim_2025_formula(data_range: float, weight: float) -> Formula:
-    """SynthRAD2025 ``structural_similarity_at_scale``: clipped l, c, s each ** weight.
-
-    Luminance and contrast are positive (images >= 0, positive constants) and the
-    published clipping at 0 leaves them unchanged, so only the structure term is clipped.
-    """
-    c1 = (K1 * data_range) ** 2 * _N**2
-    c2 = (K2 * data_range) ** 2 * (_N - 1)
-    c3 = c2 / 2
-
-    def f(u: torch.Tensor, scratch: list[torch.Tensor]) -> torch.Tensor:
-        sx, sy, vx, vy, vxy = u.unbind(0)
-        num, den, _ = scratch
-        c1t, c2t = _const(c1, u), _const(c2, u)
-        torch.addcmul(c1t, sx, sy, value=2, out=num)  # luminance numerator
-        torch.addcmul(c1t, sx, sx, out=den).addcmul_(sy, sy)  # luminance denominator
-        vx.addcmul_(sx, sx, value=-1 / _N)  # Vx
-        vy.addcmul_(sy, sy, value=-1 / _N)  # Vy
-        vxy.addcmul_(sx, sy, value=-1 / _N)  # Vxy
-        con_den = torch.add(vx, vy, out=sx).add_(c2)
-        # sqrt(max(Vx, 0)) sqrt(max(Vy, 0)), with one square root
-        sd = _sqrt_(vx.clamp_(min=0).mul_(vy.clamp_(min=0)))
-        con_num = torch.add(c2t, sd, alpha=2, out=sy)
-        st_num = vxy.add_(c3).clamp_(min=0)
-        st_den = sd.add_(c3)
-        num.mul_(con_num).mul_(st_num)
-        den.mul_(con_den).mul_(st_den)
-        # The published code raises the luminance term to every level's weight too;
-        # (l c s) ** w equals l**w * c**w * s**w up to rounding.
-        return _pow_(num.div_(den), weight)
-
-    return f
-
-
-# On the CPU the transcendental functions run in numpy, in place on the tensor's memory:
-# single-threaded whatever torch's thread count (torch's split between vectorised and scalar
-# code follows the thread count, and its results can differ in the last bit there) and about
-# twice as fast as torch's. exp(w log v) is faster than pow (log 0 = -inf gives 0 = 0 ** w).
-
-
-def _sqrt_(t: torch.Tensor) -> torch.Tensor:
-    if t.device.type != "cpu":
-        return t.sqrt_()
-    a = t.numpy()
-    np.sqrt(a, out=a)
-    return t
 
 
 def _pow_(t: torch.Tensor, w: float) -> torch.Tensor:
-    """t ** w in place, for t >= 0."""
+    """t ** w in place, for t >= 0.
+
+    On the CPU in numpy, in place on the tensor's memory: single-threaded whatever torch's
+    thread count (torch's split between vectorised and scalar code follows the thread count,
+    and its pow differed in the last bit there) and about twice as fast as torch's.
+    exp(w log v) is faster than pow (and log 0 = -inf gives 0 = 0 ** w).
+    """
     if t.device.type != "cpu":
         return t.log_().mul_(w).exp_()
     a = t.numpy()
@@ -447,8 +411,8 @@ def _scored_fill(
     return fill
 
 
-def _run_level(fill: SliceFill, mask: torch.Tensor, formula: Formula, channels: int,
-               clock: PhaseClock, phase: str) -> tuple[float, int]:
+def _run_level(fill: SliceFill, mask: torch.Tensor, formula: Formula, clock: PhaseClock,
+               phase: str) -> tuple[float, int]:
     """``_masked_map_sum``, but still calls ``fill`` on every slice when the volume is too
     small for the window (no map voxel: NaN (M)S-SSIM as published; MAE/PSNR still count)."""
     if min(mask.shape) < WIN:
@@ -456,7 +420,7 @@ def _run_level(fill: SliceFill, mask: torch.Tensor, formula: Formula, channels: 
         for z in range(mask.shape[0]):
             fill(z, tmp)
         return 0.0, 0
-    return _masked_map_sum(fill, mask, formula, channels, clock, phase)
+    return _masked_map_sum(fill, mask, formula, clock, phase)
 
 
 def _profile_2023(
@@ -480,7 +444,7 @@ def _profile_2023(
     mae, sq = Total(device), Total(device)
     clock.lap("mask")
     fill = _scored_fill(ct[crop], sct[crop], m, spec, (mae, sq), clock)
-    total, count = _run_level(fill, m, _ssim_2023_formula(spec.data_range), 4, clock, "ssim")
+    total, count = _run_level(fill, m, _ssim_formula(spec.data_range), clock, "ssim")
     return {"mae": mae.value() / n, "psnr": _psnr(sq.value(), n, spec),
             "ssim": total / count if count else float("nan")}
 
@@ -640,6 +604,10 @@ def _profile_2025(
         m_full = _edge_pad_to(_binary(mask).to(device=device, dtype=torch.float64),
                               MS_SSIM_MIN_SIZE) > 0
         bbox_full = _bbox(m_full)
+        shape_full = tuple(m_full.shape)
+
+        def level_mask(step: int, box: tuple[slice, ...]) -> torch.Tensor:
+            return m_full[::step, ::step, ::step][box]
         images = _Sparse(full, (0, 0, 0), tuple(full.shape[1:]))
         clock.lap("prepare")
     else:
@@ -662,8 +630,7 @@ def _profile_2025(
         src = (slice(zs[0], zs[-1] + 1), *box0[1:])  # the source slices (a view)
         m = _binary(mask[src].to(device))
         n = _count(m)
-        padded = pz > nz
-        if padded:
+        if pz > nz:
             m = m.index_select(0, torch.tensor(zs, device=device) - zs[0])
         zmap = [(s - zs[0], 0 <= z - before < nz) for z, s in zip(range(pz)[box0[0]], zs,
                                                                     strict=True)]
@@ -683,24 +650,29 @@ def _profile_2025(
         first = _scored_fill(ct[src], sct[src], m, spec, scores, clock, down=interior,
                              zmap=zmap)
         images = _Sparse(level1, tuple(sl.start for sl in held), shape1)
-        m_full = mask.to(device)
-        if padded:  # only the coarser levels' strided views of it are read
-            m_full = m_full.index_select(0, torch.tensor(zsrc, device=device))
+        shape_full = shape0
+
+        def level_mask(step: int, box: tuple[slice, ...]) -> torch.Tensor:
+            # the padded mask's [::step, ::step, ::step][box], from the unpadded one
+            rows = torch.tensor([zsrc[j * step] for j in range(box[0].start, box[0].stop)],
+                                device=mask.device)
+            return mask[:, ::step, ::step][(slice(None), *box[1:])].index_select(0, rows)
+
         clock.lap("mask")
     levels = len(MS_SSIM_WEIGHTS)
     product = 1.0
     for level, weight in enumerate(MS_SSIM_WEIGHTS):
-        formula = _ssim_2025_formula(spec.data_range, weight)
+        formula = _ssim_formula(spec.data_range, weight)
         step = 2**level
-        m_level = m_full[::step, ::step, ::step]
+        level_shape = tuple((n - 1) // step + 1 for n in shape_full)
         if level == 0 and first is not None:
-            total, count = _run_level(first, m, formula, 5, clock, "ms_ssim")  # m: box0
-        elif (box_l := _level_box(bbox_full, m_level.shape, step)) is None:
+            total, count = _run_level(first, m, formula, clock, "ms_ssim")  # m: box0
+        elif (box_l := _level_box(bbox_full, level_shape, step)) is None:
             total, count = 0.0, 0
         else:
             fill = _product_fill(images.region(box_l))
-            total, count = _run_level(fill, _binary(m_level[box_l]), formula, 5, clock,
-                                      "ms_ssim")
+            m_level = _binary(level_mask(step, box_l).to(device))
+            total, count = _run_level(fill, m_level, formula, clock, "ms_ssim")
         value = total / count if count else float("nan")
         product *= min(max(value, 0.0), 1.0) if value == value else value
         if level == 0 and first is not None:
