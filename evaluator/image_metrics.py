@@ -35,6 +35,7 @@ IEEE arithmetic, whose value does not depend on how torch splits it between thre
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -86,6 +87,12 @@ def _raw(a: ArrayLike) -> torch.Tensor:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     if any(s < 0 for s in arr.strides):
         arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:
+        # A read-only view (read_volume(copy=False)): only read here, never written, so
+        # torch's warning about non-writable arrays does not apply.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(arr)
     return torch.from_numpy(arr)
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import gc
+import json
+
 import numpy as np
 import pytest
+import SimpleITK as sitk  # noqa: N813
 import torch
 from scipy.signal import fftconvolve
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+import evaluator.cli as cli
 from evaluator.errors import EvaluationInputError
 from evaluator.image_metrics import _down2, compute_image_metrics
-from evaluator.io import Volume
+from evaluator.io import Volume, read_volume, read_volumes, write_volume
 from evaluator.reference_metrics import reference_2025
 
 from .conftest import make_pair
@@ -252,3 +257,33 @@ def test_cuda_matches_cpu(profile):
     b = compute_image_metrics(ct, sct, mask, profile, device="cuda")
     for k in a:
         assert b[k] == pytest.approx(a[k], rel=1e-9)
+
+
+@pytest.mark.parametrize("profile", ["synthrad2023", "synthrad2025"])
+def test_cli_reads_views_and_gives_the_in_process_values(tmp_path, capsys, profile):
+    ct, sct, mask = make_pair((20, 98, 101), seed=17)
+    ct16, sct32, mask8 = np.round(ct).astype(np.int16), sct.astype(np.float32), mask.astype(
+        np.uint8)
+    paths = [write_volume(tmp_path / f"{name}.mha", a, compress=name != "ct")
+             for name, a in (("ct", ct16), ("sct", sct32), ("mask", mask8))]
+    assert cli.main(["image-metrics", "--ct", str(paths[0]), "--sct", str(paths[1]),
+                     "--mask", str(paths[2]), "--profile", profile, "--timings"]) == 0
+    out, err = capsys.readouterr()
+    want = compute_image_metrics(ct16, sct32, mask8, profile)
+    assert json.loads(out) == want  # same bits from read-only views of SimpleITK's buffers
+    phases = json.loads(err.strip().splitlines()[-1])
+    assert {"read", "check", "mask", "mae", "psnr", next(iter(set(want) - {"mae", "psnr"}))
+            } <= set(phases)
+
+
+def test_read_volume_view_outlives_the_reader(tmp_path):
+    # GetArrayViewFromImage does not keep the image alive: the Volume must (owner).
+    a = np.arange(40 * 30 * 20, dtype=np.float32).reshape(40, 30, 20)
+    path = write_volume(tmp_path / "a.mha", a, compress=False)
+    views = read_volumes([path, path], copy=False)
+    gc.collect()
+    for v in views:
+        assert not v.array.flags.writeable
+        assert np.shares_memory(v.array, sitk.GetArrayViewFromImage(v.owner))
+        np.testing.assert_array_equal(v.array, a)
+    assert read_volume(path).owner is None and read_volume(path).array.flags.writeable
