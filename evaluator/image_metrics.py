@@ -15,7 +15,7 @@ Two profiles reproduce the published evaluation code exactly (up to float64 roun
 
 Speed comes from (1) 7-voxel box sums done as a running sum along z (a ring of the last 7
 prepared (x, y) slices; the products are added and subtracted with ``addcmul``, never
-stored), then shifted adds along y and a running sum along x, plane by plane; (2) loading,
+stored), then a 7-term sum along y and a running sum along x, plane by plane; (2) loading,
 scoring MAE/PSNR, clipping, masking, edge padding along z and (MS-SSIM) down-sampling to the
 next level slice by slice inside that loop; (3) restricting the work to the mask's bounding
 box plus the margin each definition needs, and the y/x sums and the SSIM formula of each
@@ -146,20 +146,6 @@ def _box7_into(t: torch.Tensor, dim: int, csum: torch.Tensor, out: torch.Tensor)
     return out
 
 
-def _box7_y(t: torch.Tensor, tmp: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Valid-mode sum of 7 consecutive rows (dim 1 of (C, n, w)) into ``out`` (C, n-6, w).
-
-    Four element-wise adds of shifted views (2, 3, 6, then 7 rows), each a plain vectorised
-    pass whatever the thread count; a reduction over an unfolded view is several times
-    slower per voxel. ``tmp``: scratch of shape (C, n-1, w).
-    """
-    n = t.shape[1]
-    s3 = torch.add(t[:, : n - 1], t[:, 1:], out=tmp)  # rows i, i+1
-    s3 = s3[:, : n - 2].add_(t[:, 2:])  # rows i..i+2
-    m = n - WIN + 1
-    torch.add(s3[:, :m], s3[:, 3 : 3 + m], out=out)  # rows i..i+5
-    return out.add_(t[:, WIN - 1 :])
-
 # A formula turns the (4, y, x) stack of local 7x7x7 sums [Sx, Sy, S(x^2 + y^2), Sxy] into
 # the SSIM-type map, in place, using three scratch planes of the map's shape, and returns it.
 Formula = Callable[[torch.Tensor, list[torch.Tensor]], torch.Tensor]
@@ -237,8 +223,7 @@ def _masked_map_sum(
     zsum = torch.zeros((c, ny, nx), dtype=torch.float64, device=mask.device)
     acc = _accumulator(zsum)
     # flat buffers: each plane's rectangle gets contiguous views of their first elements
-    ytmp, ybuf = buf(c * (ny - 1) * nx), buf(c * my * nx)
-    xcsum, xbuf = buf(c * my * nx), buf(c * my * mx)
+    ybuf, xcsum, xbuf = buf(c * my * nx), buf(c * my * nx), buf(c * my * mx)
     scratch = [buf(my * mx) for _ in range(3)]
     total = Total(mask.device)
 
@@ -260,9 +245,11 @@ def _masked_map_sum(
         h, w = y1 - y0, x1 - x0
         wide = w + WIN - 1
         region = zsum[:, y0 : y1 + WIN - 1, x0 : x1 + WIN - 1]
-        # along y (strided) shifted adds beat the running sum; along x the reverse
-        plane = _box7_y(region, ytmp[: c * (h + WIN - 2) * wide].view(c, h + WIN - 2, wide),
-                        ybuf[: c * h * wide].view(c, h, wide))
+        # along y (strided) a direct 7-term sum beats the running sum (and shifted adds);
+        # along x the reverse. Each output is one thread's 7 additions in a fixed order,
+        # whatever the thread count.
+        plane = torch.sum(region.unfold(1, WIN, 1), -1,
+                          out=ybuf[: c * h * wide].view(c, h, wide))
         sums = _box7_into(plane, 2, xcsum[: plane.numel()].view(plane.shape),
                           xbuf[: c * h * w].view(c, h, w))
         ssim_map = formula(sums, [s[: h * w].view(h, w) for s in scratch])
