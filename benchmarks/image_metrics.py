@@ -15,7 +15,7 @@ wall-clock time also measures the neighbours.
 ``--baseline REV`` also times evaluator/image_metrics.py as of git revision REV, in the same
 process, interleaved with ours (the old figures beside the new). ``--cli`` also times
 ``python -m evaluator image-metrics`` on .mha files (uncompressed and zlib-compressed) in
-fresh processes, less the start-up of ``python -c "import torch"`` (median of as many runs),
+fresh processes, less the start-up of ``python -c "import torch"`` (run in turn with it),
 and prints the CLI's own phase split (read, check, compute phases).
 """
 
@@ -110,9 +110,19 @@ def time_in_process(args: argparse.Namespace, arrays: Arrays, profile: str,
     return runs
 
 
+def run_wall(cmd: list[str]) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    return time.perf_counter() - t0, done.stderr
+
+
 def time_cli(args: argparse.Namespace, arrays: Arrays, profile: str, tmp: Path,
-             startup: float, ref_time: float) -> list[str]:
+             ref_time: float) -> list[str]:
+    """The CLI in fresh processes, each run paired with a ``python -c "import torch"`` run
+    (start-up): the median of the pairs' differences is robust to a machine whose speed
+    drifts between runs."""
     lines = []
+    startup = [sys.executable, "-c", "import torch"]
     for compress in (False, True):
         names = {}
         for name, a in zip(("ct", "sct", "mask"), arrays, strict=True):
@@ -121,28 +131,20 @@ def time_cli(args: argparse.Namespace, arrays: Arrays, profile: str, tmp: Path,
                                        spacing=(1.0, 1.0, 2.5), compress=compress)
         cmd = [sys.executable, "-m", "evaluator", "image-metrics", "--profile", profile,
                "--timings", *(f"--{k}={v}" for k, v in names.items())]
-        walls, phases = [], []
+        walls, less, phases = [], [], []
         for _ in range(max(1, args.repeat)):
-            t0 = time.perf_counter()
-            done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
-            walls.append(time.perf_counter() - t0)
-            phases.append(json.loads(done.stderr.strip().splitlines()[-1]))
-        med = statistics.median(walls)
-        split = phases[walls.index(sorted(walls)[len(walls) // 2])]
-        lines.append(f"  CLI {'zlib' if compress else 'raw '} .mha: wall min {min(walls):.2f} "
-                     f"median {med:.2f} s, less start-up {med - startup:.2f} s, reference / "
-                     f"that {ref_time / (med - startup):.1f}x; phases "
+            base, _err = run_wall(startup)
+            wall, err = run_wall(cmd)
+            walls.append(wall)
+            less.append(wall - base)
+            phases.append(json.loads(err.strip().splitlines()[-1]))
+        med = statistics.median(less)
+        split = phases[less.index(sorted(less)[len(less) // 2])]
+        lines.append(f"  CLI {'zlib' if compress else 'raw '} .mha: wall median "
+                     f"{statistics.median(walls):.2f} s; less start-up min {min(less):.2f} "
+                     f"median {med:.2f} s, reference / that {ref_time / med:.1f}x; phases "
                      + " ".join(f"{k} {v:.3f}" for k, v in split.items()))
     return lines
-
-
-def startup_time(repeat: int) -> float:
-    walls = []
-    for _ in range(max(1, repeat)):
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import torch"], check=True)
-        walls.append(time.perf_counter() - t0)
-    return statistics.median(walls)
 
 
 def main() -> None:
@@ -162,10 +164,8 @@ def main() -> None:
     fns: dict[str, Callable[..., dict[str, float]]] = {"ours": compute_image_metrics}
     if args.baseline:
         fns["baseline"] = baseline_module(args.baseline)
-    startup = startup_time(args.repeat) if args.cli else 0.0
     print(f"torch {torch.__version__}, threads {args.threads}, device {args.device}, "
-          f"repeat {args.repeat}" + (f", start-up (import torch) {startup:.2f} s" if args.cli
-                                     else ""))
+          f"repeat {args.repeat}")
     print(f"{'volume':18} {'profile':13} {'code':8} {'wall min/med s':>14} "
           f"{'cpu min/med s':>14} {'ref s':>7} {'ref/med':>8} {'max|diff|':>9}")
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -193,7 +193,7 @@ def main() -> None:
                 print("  ours per phase (s): " + " ".join(f"{k} {v:.3f}"
                                                           for k, v in mid.items()))
                 if args.cli:
-                    for line in time_cli(args, arrays, profile, Path(tmpdir), startup, ref_time):
+                    for line in time_cli(args, arrays, profile, Path(tmpdir), ref_time):
                         print(line, flush=True)
 
 
