@@ -1,89 +1,200 @@
 """Time the SynthRAD image metrics: ours (torch) vs the numpy/scipy/scikit-image reference.
 
-    .venv/bin/python benchmarks/image_metrics.py [--device cpu|cuda] [--only pelvis|brain]
-        [--profiles synthrad2023 synthrad2025] [--repeat N]
+    .venv/bin/python benchmarks/image_metrics.py [--device cpu|cuda] [--only NAME ...]
+        [--profiles synthrad2023 synthrad2025] [--repeat N] [--baseline GIT_REV] [--cli]
 
-Volumes are realistic-size phantoms (pelvis 512x512x150, brain 256x256x200) with a synthetic
-CT made from the CT by adding a smooth error field, noise and a slight blur. For each volume
-and profile it prints our time (best of --repeat), the reference time (one run, same process
-and CPU), the ratio and the largest absolute difference over the three metric values. Times
-are wall-clock; the CPU time of this process is printed too, because on a shared machine the
+Volumes are realistic-size phantoms (pelvis 96x384x384 -- the realistic pelvis resampled to
+a common SynthRAD size --, pelvis 512x512x150, brain 256x256x200) with a synthetic CT made
+from the CT by adding a smooth error field, noise and a slight blur. For each volume and
+profile it prints our time (min and median of --repeat runs, wall and CPU), the reference
+time (one run, same process), the ratio of the reference to our median, the largest absolute
+difference over the three metric values, and our time per phase (median run). Times are
+wall-clock; CPU time of this process is printed too, because on a shared machine the
 wall-clock time also measures the neighbours.
+
+``--baseline REV`` also times evaluator/image_metrics.py as of git revision REV, in the same
+process, interleaved with ours (the old figures beside the new). ``--cli`` also times
+``python -m evaluator image-metrics`` on .mha files (uncompressed and zlib-compressed) in
+fresh processes, less the start-up of ``python -c "import torch"`` (run in turn with it),
+and prints the CLI's own phase split (read, check, compute phases).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from scipy import ndimage
 
 from evaluator.image_metrics import compute_image_metrics
+from evaluator.io import write_volume
 from evaluator.phantoms import make_case
 from evaluator.reference_metrics import reference_image_metrics
 
-VOLUMES = {"pelvis": "pelvis 512x512x150", "brain": "brain 256x256x200"}
+ROOT = Path(__file__).resolve().parents[1]
+VOLUMES = {"pelvis96": ("pelvis", (96, 384, 384)), "pelvis": ("pelvis", None),
+           "brain": ("brain", None)}
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def make_pair(anatomy: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_pair(anatomy: str, seed: int = 0, shape: tuple[int, int, int] | None = None) -> Arrays:
     case = make_case(anatomy, "realistic", np.random.default_rng(seed))
-    ct = case["ct"].astype(np.float32)
+    ct, mask = case["ct"].astype(np.float32), case["mask"]
+    if shape is not None:  # resample (linear; nearest for the mask)
+        zoom = [n / m for n, m in zip(shape, ct.shape, strict=True)]
+        ct = ndimage.zoom(ct, zoom, order=1)[: shape[0], : shape[1], : shape[2]]
+        mask = ndimage.zoom(mask.astype(np.uint8), zoom, order=0)[
+            : shape[0], : shape[1], : shape[2]].astype(bool)
     rng = np.random.default_rng(seed + 1)
     error = ndimage.gaussian_filter(rng.normal(0.0, 1.0, (16, 32, 32)), 2.0)
     error = ndimage.zoom(error, [n / m for n, m in zip(ct.shape, error.shape, strict=True)],
                          order=1)[: ct.shape[0], : ct.shape[1], : ct.shape[2]]
     sct = ndimage.gaussian_filter(ct, 0.8) + 400.0 * error.astype(np.float32)
     sct += rng.normal(0.0, 20.0, ct.shape).astype(np.float32)
-    return ct, sct, case["mask"]
+    return ct, sct, mask
+
+
+def baseline_module(rev: str) -> Callable[..., dict[str, float]]:
+    """compute_image_metrics of evaluator/image_metrics.py at git revision ``rev``."""
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:evaluator/image_metrics.py"],
+                            check=True, capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / "image_metrics_baseline.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("image_metrics_baseline", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    fn: Callable[..., dict[str, float]] = module.compute_image_metrics
+    return fn
+
+
+def fmt_times(wall: list[float], cpu: list[float]) -> str:
+    return (f"{min(wall):6.3f} {statistics.median(wall):6.3f} "
+            f"{min(cpu):6.3f} {statistics.median(cpu):6.3f}")
+
+
+def time_in_process(args: argparse.Namespace, arrays: Arrays, profile: str,
+                    fns: dict[str, Callable[..., dict[str, float]]]) -> dict[str, Any]:
+    ct, sct, mask = arrays
+    z, y, x = (n // 2 for n in ct.shape)
+    warm = (slice(z - 20, z + 20), slice(y - 50, y + 50), slice(x - 50, x + 50))
+    runs: dict[str, Any] = {name: {"wall": [], "cpu": [], "phases": []} for name in fns}
+    for fn in fns.values():
+        fn(ct[warm], sct[warm], mask[warm], profile, args.device, threads=args.threads)
+    for _ in range(max(1, args.repeat)):
+        for name, fn in fns.items():  # interleaved: drifts of the machine hit both alike
+            phases: dict[str, float] = {}
+            extra = {"timings": phases} if name == "ours" else {}
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0, c0 = time.perf_counter(), time.process_time()
+            runs[name]["values"] = fn(ct, sct, mask, profile, args.device,
+                                      threads=args.threads, **extra)
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            runs[name]["wall"].append(time.perf_counter() - t0)
+            runs[name]["cpu"].append(time.process_time() - c0)
+            runs[name]["phases"].append(phases)
+    return runs
+
+
+def run_wall(cmd: list[str]) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    return time.perf_counter() - t0, done.stderr
+
+
+def time_cli(args: argparse.Namespace, arrays: Arrays, profile: str, tmp: Path,
+             ref_time: float) -> list[str]:
+    """The CLI in fresh processes, each run paired with a ``python -c "import torch"`` run
+    (start-up): the median of the pairs' differences is robust to a machine whose speed
+    drifts between runs."""
+    lines = []
+    startup = [sys.executable, "-c", "import torch"]
+    for compress in (False, True):
+        names = {}
+        for name, a in zip(("ct", "sct", "mask"), arrays, strict=True):
+            names[name] = write_volume(tmp / f"{name}{'_z' if compress else ''}.mha",
+                                       a.astype(np.uint8) if name == "mask" else a,
+                                       spacing=(1.0, 1.0, 2.5), compress=compress)
+        cmd = [sys.executable, "-m", "evaluator", "image-metrics", "--profile", profile,
+               "--timings", *(f"--{k}={v}" for k, v in names.items())]
+        walls, less, phases = [], [], []
+        for _ in range(max(1, args.repeat)):
+            base, _err = run_wall(startup)
+            wall, err = run_wall(cmd)
+            walls.append(wall)
+            less.append(wall - base)
+            phases.append(json.loads(err.strip().splitlines()[-1]))
+        med = statistics.median(less)
+        split = phases[less.index(sorted(less)[len(less) // 2])]
+        lines.append(f"  CLI {'zlib' if compress else 'raw '} .mha: wall median "
+                     f"{statistics.median(walls):.2f} s; less start-up min {min(less):.2f} "
+                     f"median {med:.2f} s, reference / that {ref_time / med:.1f}x; phases "
+                     + " ".join(f"{k} {v:.3f}" for k, v in split.items()))
+    return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--only", choices=list(VOLUMES), default=None)
+    parser.add_argument("--only", nargs="+", choices=list(VOLUMES), default=None)
     parser.add_argument("--profiles", nargs="+", default=["synthrad2023", "synthrad2025"])
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-reference", action="store_true", help="time ours only")
+    parser.add_argument("--baseline", metavar="GIT_REV",
+                        help="also time evaluator/image_metrics.py as of this revision")
+    parser.add_argument("--cli", action="store_true", help="also time the CLI on .mha files")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads for our code (compute_image_metrics' default 1)")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, threads {args.threads}, device {args.device}")
-    print(f"{'volume':20} {'profile':13} {'ours s':>8} {'ref s':>8} {'ratio':>7} "
-          f"{'max|diff|':>10} {'ours cpu':>9} {'ref cpu':>8} {'cpu ratio':>9}")
-    for anatomy, label in VOLUMES.items():
-        if args.only and anatomy != args.only:
-            continue
-        ct, sct, mask = make_pair(anatomy)
-        for profile in args.profiles:
-            z, y, x = (n // 2 for n in ct.shape)
-            warm = (slice(z - 20, z + 20), slice(y - 50, y + 50), slice(x - 50, x + 50))
-            compute_image_metrics(ct[warm], sct[warm], mask[warm], profile, args.device,
-                                  threads=args.threads)
-            best, best_cpu = float("inf"), float("inf")
-            ours: dict[str, float] = {}
-            for _ in range(max(1, args.repeat)):
-                if args.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                t0, c0 = time.perf_counter(), time.process_time()
-                ours = compute_image_metrics(ct, sct, mask, profile, args.device,
-                                             threads=args.threads)
-                if args.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                best = min(best, time.perf_counter() - t0)
-                best_cpu = min(best_cpu, time.process_time() - c0)
-            if args.no_reference:
-                print(f"{label:20} {profile:13} {best:8.2f} {'-':>8} {'-':>7} {'-':>10} "
-                      f"{best_cpu:9.2f}  {ours}")
+    fns: dict[str, Callable[..., dict[str, float]]] = {"ours": compute_image_metrics}
+    if args.baseline:
+        fns["baseline"] = baseline_module(args.baseline)
+    print(f"torch {torch.__version__}, threads {args.threads}, device {args.device}, "
+          f"repeat {args.repeat}")
+    print(f"{'volume':18} {'profile':13} {'code':8} {'wall min/med s':>14} "
+          f"{'cpu min/med s':>14} {'ref s':>7} {'ref/med':>8} {'max|diff|':>9}")
+    with tempfile.TemporaryDirectory() as tmpdir:
+        for key, (anatomy, shape) in VOLUMES.items():
+            if args.only and key not in args.only:
                 continue
-            t0, c0 = time.perf_counter(), time.process_time()
-            ref = reference_image_metrics(ct, sct, mask, profile)
-            ref_time, ref_cpu = time.perf_counter() - t0, time.process_time() - c0
-            diff = max(abs(ours[k] - ref[k]) for k in ref)
-            print(f"{label:20} {profile:13} {best:8.2f} {ref_time:8.2f} "
-                  f"{ref_time / best:6.1f}x {diff:10.2e} {best_cpu:9.2f} {ref_cpu:8.2f} "
-                  f"{ref_cpu / best_cpu:8.1f}x  {ours}", flush=True)
+            arrays = make_pair(anatomy, shape=shape)
+            label = f"{anatomy} " + "x".join(str(n) for n in arrays[0].shape[::-1])
+            for profile in args.profiles:
+                runs = time_in_process(args, arrays, profile, fns)
+                ref_time, ref = float("nan"), None
+                if not args.no_reference:
+                    t0 = time.perf_counter()
+                    ref = reference_image_metrics(*arrays, profile)
+                    ref_time = time.perf_counter() - t0
+                for name, run in runs.items():
+                    med = statistics.median(run["wall"])
+                    diff = (max(abs(run["values"][k] - ref[k]) for k in ref) if ref
+                            else float("nan"))
+                    print(f"{label:18} {profile:13} {name:8} {fmt_times(run['wall'], run['cpu'])} "
+                          f"{ref_time:7.2f} {ref_time / med:7.1f}x {diff:9.1e}", flush=True)
+                phases = runs["ours"]["phases"]
+                mid = phases[runs["ours"]["wall"].index(sorted(runs["ours"]["wall"])[
+                    len(phases) // 2])]
+                print("  ours per phase (s): " + " ".join(f"{k} {v:.3f}"
+                                                          for k, v in mid.items()))
+                if args.cli:
+                    for line in time_cli(args, arrays, profile, Path(tmpdir), ref_time):
+                        print(line, flush=True)
 
 
 if __name__ == "__main__":

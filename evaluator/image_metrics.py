@@ -16,19 +16,26 @@ Two profiles reproduce the published evaluation code exactly (up to float64 roun
 Speed comes from (1) 7-voxel box sums done as a running sum along z (a ring of the last 7
 prepared (x, y) slices; the products are added and subtracted with ``addcmul``, never
 stored), then a 7-term sum along y and a running sum along x, plane by plane; (2) loading,
-scoring MAE/PSNR, clipping, masking and (MS-SSIM) down-sampling to the next level slice by
-slice inside that loop; (3) restricting the work to the mask's bounding box plus the margin
-each definition needs, and the y/x sums and the SSIM formula of each plane to the rectangle
-holding that plane's mask voxels -- outside the mask both images are constant and the map
-is only averaged over mask voxels, so the result is unchanged (the tests pin this against
-the references); (4) SSIM formulas with one division per voxel (the terms' ratios
-multiplied out), one square root, and ``exp(w log v)`` for the MS-SSIM power. The
-published code computes in float32 when its inputs are float32 (differences ~1e-5); we
-always compute in float64, which is what the tests compare.
+scoring MAE/PSNR, clipping, masking, edge padding along z and (MS-SSIM) down-sampling to the
+next level slice by slice inside that loop; (3) restricting the work to the mask's bounding
+box plus the margin each definition needs, and the y/x sums and the SSIM formula of each
+plane to the rectangle holding that plane's mask voxels -- outside the mask both images are
+constant and the map is only averaged over mask voxels, so the result is unchanged (the
+tests pin this against the references); (4) one SSIM formula for both profiles with one
+division per voxel (the terms' ratios multiplied out; the 2025 contrast-structure product
+needs no square root, see :func:`_ssim_formula`) and ``exp(w log v)`` in numpy for the
+MS-SSIM power. The published code computes in float32 when its inputs are float32
+(differences ~1e-5); we always compute in float64, which is what the tests compare.
+
+Determinism: on the CPU the result is bit-identical across runs and torch thread counts.
+Sums over planes run in a fixed order (:class:`evaluator.reductions.Total`), the
+transcendental functions in numpy (single-threaded); every other operation is element-wise
+IEEE arithmetic, whose value does not depend on how torch splits it between threads.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -38,6 +45,7 @@ import torch
 
 from evaluator.errors import EvaluationInputError
 from evaluator.io import Volume
+from evaluator.reductions import PhaseClock, Total
 
 Profile = Literal["synthrad2023", "synthrad2025"]
 PROFILES: tuple[str, ...] = get_args(Profile)
@@ -79,6 +87,12 @@ def _raw(a: ArrayLike) -> torch.Tensor:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     if any(s < 0 for s in arr.strides):
         arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:
+        # A read-only view (read_volume(copy=False)): only read here, never written, so
+        # torch's warning about non-writable arrays does not apply.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(arr)
     return torch.from_numpy(arr)
 
 
@@ -132,9 +146,8 @@ def _box7_into(t: torch.Tensor, dim: int, csum: torch.Tensor, out: torch.Tensor)
     return out
 
 
-# A formula turns the (C, y, x) stack of local 7x7x7 sums into the SSIM-type map, in place,
-# using three scratch planes of the map's shape, and returns the map. C = 4: [Sx, Sy,
-# S(x^2 + y^2), Sxy] (enough for SSIM); C = 5: [Sx, Sy, Sxx, Syy, Sxy].
+# A formula turns the (4, y, x) stack of local 7x7x7 sums [Sx, Sy, S(x^2 + y^2), Sxy] into
+# the SSIM-type map, in place, using three scratch planes of the map's shape, and returns it.
 Formula = Callable[[torch.Tensor, list[torch.Tensor]], torch.Tensor]
 # fill(z, out): the prepared slices x, y of input slice z as one (2, y, x) tensor: ``out``,
 # written, or a view of where they already are.
@@ -151,32 +164,21 @@ def _product_fill(xy: torch.Tensor) -> SliceFill:
 
 
 def _accumulator(zsum: torch.Tensor) -> Callable[[torch.Tensor, float], None]:
-    """acc(s, sign): zsum += sign * [x, y, x^2 + y^2, xy] (C=4) or [x, y, x^2, y^2, xy]
-    (C=5) of the stacked slice s = (x, y).
+    """acc(s, sign): zsum += sign * [x, y, x^2 + y^2, xy] of the stacked slice s = (x, y).
 
     The products are never stored: adding and later subtracting a slice recompute them
     identically (add/addcmul evaluate alpha * b and value * t1 * t2 exactly alike for
     +-1), so the ring only keeps the two prepared slices.
     """
-    first2 = zsum[0:2]
-    if zsum.shape[0] == 4:
-        sss, sxy = zsum[2], zsum[3]
+    first2, sss, sxy = zsum[0:2], zsum[2], zsum[3]
 
-        def acc4(s: torch.Tensor, sign: float) -> None:
-            xs, ys = s.unbind(0)
-            first2.add_(s, alpha=sign)
-            sss.addcmul_(xs, xs, value=sign).addcmul_(ys, ys, value=sign)
-            sxy.addcmul_(xs, ys, value=sign)
-
-        return acc4
-    squares, sxy = zsum[2:4], zsum[4]
-
-    def acc5(s: torch.Tensor, sign: float) -> None:
+    def acc(s: torch.Tensor, sign: float) -> None:
+        xs, ys = s.unbind(0)
         first2.add_(s, alpha=sign)
-        squares.addcmul_(s, s, value=sign)
-        sxy.addcmul_(s[0], s[1], value=sign)
+        sss.addcmul_(xs, xs, value=sign).addcmul_(ys, ys, value=sign)
+        sxy.addcmul_(xs, ys, value=sign)
 
-    return acc5
+    return acc
 
 
 def _plane_boxes(inside: torch.Tensor) -> list[tuple[int, int, int, int] | None]:
@@ -194,7 +196,7 @@ def _plane_boxes(inside: torch.Tensor) -> list[tuple[int, int, int, int] | None]
 
 
 def _masked_map_sum(
-    fill: SliceFill, mask: torch.Tensor, formula: Formula, channels: int
+    fill: SliceFill, mask: torch.Tensor, formula: Formula, clock: PhaseClock, phase: str
 ) -> tuple[float, int]:
     """Sum and count of an SSIM-type map over ``crop(mask, 3)``.
 
@@ -202,7 +204,8 @@ def _masked_map_sum(
     (a ring of 7 product planes: subtract the plane leaving the window, add the one
     entering), then box-sums each plane along y and x, only over the rectangle that holds
     the plane's (cropped) mask voxels: the map is only summed there. The working set is a
-    few planes. ``fill`` is called exactly once per input slice, in order.
+    few planes. ``fill`` is called exactly once per input slice, in order (it books its own
+    phases on ``clock``; the rest is booked as ``phase``).
     """
     nz, ny, nx = mask.shape
     if min(nz, ny, nx) < WIN:
@@ -214,7 +217,7 @@ def _masked_map_sum(
     def buf(*shape: int) -> torch.Tensor:
         return torch.empty(shape, dtype=torch.float64, device=mask.device)
 
-    c, my, mx = channels, ny - WIN + 1, nx - WIN + 1
+    c, my, mx = 4, ny - WIN + 1, nx - WIN + 1
     ring = buf(WIN, 2, ny, nx)  # the last 7 prepared (x, y) slices
     held: list[torch.Tensor] = []
     zsum = torch.zeros((c, ny, nx), dtype=torch.float64, device=mask.device)
@@ -222,30 +225,37 @@ def _masked_map_sum(
     # flat buffers: each plane's rectangle gets contiguous views of their first elements
     ybuf, xcsum, xbuf = buf(c * my * nx), buf(c * my * nx), buf(c * my * mx)
     scratch = [buf(my * mx) for _ in range(3)]
-    total = torch.zeros((), dtype=torch.float64, device=mask.device)
+    total = Total(mask.device)
 
     for z in range(WIN):
         held.append(fill(z, ring[z]))
         acc(held[z], 1.0)
+        clock.lap(phase)
     for i in range(nz - WIN + 1):
         if i > 0:  # slide the window: slice i-1 leaves, slice i+6 enters (same ring slot)
             slot = (i - 1) % WIN
             acc(held[slot], -1.0)
+            clock.lap(phase)
             held[slot] = fill(i + WIN - 1, ring[slot])
             acc(held[slot], 1.0)
         if not boxes or (box := boxes[i]) is None:
+            clock.lap(phase)
             continue
         y0, y1, x0, x1 = box
         h, w = y1 - y0, x1 - x0
+        wide = w + WIN - 1
         region = zsum[:, y0 : y1 + WIN - 1, x0 : x1 + WIN - 1]
-        # along y (strided) a direct 7-term sum beats the running sum; along x the reverse
+        # along y (strided) a direct 7-term sum beats the running sum (and shifted adds);
+        # along x the reverse. Each output is one thread's 7 additions in a fixed order,
+        # whatever the thread count.
         plane = torch.sum(region.unfold(1, WIN, 1), -1,
-                          out=ybuf[: c * h * (w + WIN - 1)].view(c, h, w + WIN - 1))
+                          out=ybuf[: c * h * wide].view(c, h, wide))
         sums = _box7_into(plane, 2, xcsum[: plane.numel()].view(plane.shape),
                           xbuf[: c * h * w].view(c, h, w))
         ssim_map = formula(sums, [s[: h * w].view(h, w) for s in scratch])
-        total += ssim_map.mul_(inside[i, y0:y1, x0:x1]).sum()  # the map is finite
-    return float(total), count
+        total.add(ssim_map.mul_(inside[i, y0:y1, x0:x1]))  # the map is finite
+        clock.lap(phase)
+    return total.value(), count
 
 
 # The formulas take 7x7x7 box *sums* S (not means u = S / N, N = 343) and the constants
@@ -263,8 +273,18 @@ def _const(value: float, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(value, dtype=like.dtype, device=like.device)
 
 
-def _ssim_2023_formula(data_range: float) -> Formula:
-    """scikit-image ``structural_similarity`` map (uniform window, sample covariance)."""
+def _ssim_formula(data_range: float, weight: float | None = None) -> Formula:
+    """SSIM map from the box sums [Sx, Sy, S(x^2 + y^2), Sxy].
+
+    ``weight`` None: scikit-image ``structural_similarity`` (uniform window, sample
+    covariance), the 2023 profile. ``weight`` w: SynthRAD2025 ``structural_similarity_at_scale``,
+    clip(l) ** w * clip(c) ** w * clip(s) ** w. With C3 = C2 / 2 the published contrast and
+    structure terms multiply to c s = (2 sd + C2)(Vxy + C3) / ((Vx + Vy + C2)(sd + C3)) =
+    (2 Vxy + C2) / (Vx + Vy + C2) whatever sd = sqrt(Vx) sqrt(Vy) is: the square roots
+    cancel exactly, and clipping s at 0 is clipping 2 Vxy + C2 at 0 (l and c are positive:
+    images >= 0, positive constants). Both profiles therefore need the same four box sums;
+    (l c s) ** w equals l**w * c**w * s**w up to rounding.
+    """
     c1 = (K1 * data_range) ** 2 * _N**2
     c2 = (K2 * data_range) ** 2 * (_N - 1)
 
@@ -276,46 +296,32 @@ def _ssim_2023_formula(data_range: float) -> Formula:
         torch.addcmul(c1t, sx, sx, out=b1).addcmul_(sy, sy)  # Sx^2 + Sy^2 + C1
         torch.addcmul(c2t, sx, sy, value=-2 / _N, out=a2).add_(sxy, alpha=2)  # 2 Vxy + C2
         sss.add_(b1, alpha=-1 / _N).add_(c2 + c1 / _N)  # Vx + Vy + C2
+        if weight is not None:
+            a2.clamp_(min=0)
         a1.mul_(a2)
         b1.mul_(sss)
-        return a1.div_(b1)
+        ratio = a1.div_(b1)
+        return ratio if weight is None else _pow_(ratio, weight)
 
     return f
 
 
-def _ssim_2025_formula(data_range: float, weight: float) -> Formula:
-    """SynthRAD2025 ``structural_similarity_at_scale``: clipped l, c, s each ** weight.
+def _pow_(t: torch.Tensor, w: float) -> torch.Tensor:
+    """t ** w in place, for t >= 0.
 
-    Luminance and contrast are positive (images >= 0, positive constants) and the
-    published clipping at 0 leaves them unchanged, so only the structure term is clipped.
+    On the CPU in numpy, in place on the tensor's memory: single-threaded whatever torch's
+    thread count (torch's split between vectorised and scalar code follows the thread count,
+    and its pow differed in the last bit there) and about twice as fast as torch's.
+    exp(w log v) is faster than pow (and log 0 = -inf gives 0 = 0 ** w).
     """
-    c1 = (K1 * data_range) ** 2 * _N**2
-    c2 = (K2 * data_range) ** 2 * (_N - 1)
-    c3 = c2 / 2
-
-    def f(u: torch.Tensor, scratch: list[torch.Tensor]) -> torch.Tensor:
-        sx, sy, vx, vy, vxy = u.unbind(0)
-        num, den, _ = scratch
-        c1t, c2t = _const(c1, u), _const(c2, u)
-        torch.addcmul(c1t, sx, sy, value=2, out=num)  # luminance numerator
-        torch.addcmul(c1t, sx, sx, out=den).addcmul_(sy, sy)  # luminance denominator
-        vx.addcmul_(sx, sx, value=-1 / _N)  # Vx
-        vy.addcmul_(sy, sy, value=-1 / _N)  # Vy
-        vxy.addcmul_(sx, sy, value=-1 / _N)  # Vxy
-        con_den = torch.add(vx, vy, out=sx).add_(c2)
-        # sqrt(max(Vx, 0)) sqrt(max(Vy, 0)), with one square root
-        sd = vx.clamp_(min=0).mul_(vy.clamp_(min=0)).sqrt_()
-        con_num = torch.add(c2t, sd, alpha=2, out=sy)
-        st_num = vxy.add_(c3).clamp_(min=0)
-        st_den = sd.add_(c3)
-        num.mul_(con_num).mul_(st_num)
-        den.mul_(con_den).mul_(st_den)
-        # The published code raises the luminance term to every level's weight too;
-        # (l c s) ** w equals l**w * c**w * s**w up to rounding. exp(w log v) is faster
-        # than pow on CPU (and log 0 = -inf gives 0, like 0 ** w).
-        return num.div_(den).log_().mul_(weight).exp_()
-
-    return f
+    if t.device.type != "cpu":
+        return t.log_().mul_(w).exp_()
+    a = t.numpy()
+    with np.errstate(divide="ignore"):
+        np.log(a, out=a)
+    a *= w
+    np.exp(a, out=a)
+    return t
 
 
 # ---------------------------------------------------------------------------------------
@@ -343,14 +349,17 @@ def _count(mask: torch.Tensor) -> int:
 
 def _scored_fill(
     ct: torch.Tensor, sct: torch.Tensor, inside: torch.Tensor, spec: ProfileSpec,
-    sums: torch.Tensor, keep: torch.Tensor | None = None, down: torch.Tensor | None = None,
+    scores: tuple[Total, Total], clock: PhaseClock, keep: torch.Tensor | None = None,
+    down: torch.Tensor | None = None, zmap: list[tuple[int, bool]] | None = None,
 ) -> SliceFill:
     """Slice fill straight from the raw images, one slice at a time while it is in cache.
 
-    Loads a slice (any dtype -> float64), adds |ct - sct| and, after preparing (clip, mask,
-    shift), (x - y)^2 over the mask into ``sums``, optionally keeps the prepared slice in
-    ``keep`` (2, z, y, x) or adds its 2x2x2 pair sums into ``down`` (2, z', y', x'):
-    MS-SSIM's next level, see :func:`_down2`; the caller scales it by 1/8. Returns the
+    Loads a slice (any dtype -> float64), adds |ct - sct| over the mask and, after preparing
+    (clip, mask, shift), (x - y)^2 into ``scores`` (MAE, PSNR sums), optionally keeps the
+    prepared slice in ``keep`` (2, z, y, x) or adds its 2x2x2 pair sums into ``down``
+    (2, z', y', x'): MS-SSIM's next level, see :func:`_down2`; the caller scales it by 1/8.
+    ``zmap[z]``: (slice of ``ct``/``sct``, scored) for slice ``z`` of ``inside`` (edge
+    padding repeats a slice, which is prepared again but not scored twice). Returns the
     prepared (2, y, x) slice.
     """
     ny, nx = inside.shape[1:]
@@ -359,7 +368,7 @@ def _scored_fill(
         return torch.empty(shape, dtype=torch.float64, device=inside.device)
 
     off_buf = torch.empty((ny, nx), dtype=torch.bool, device=inside.device)
-
+    mae, sq = scores
     diff = buf(ny, nx)
     n_down = down.shape[1] if down is not None else 0
     half_x, quarter = buf(2, ny, (nx + 1) // 2), buf(2, (ny + 1) // 2, (nx + 1) // 2)
@@ -367,15 +376,21 @@ def _scored_fill(
     def fill(z: int, out: torch.Tensor) -> torch.Tensor:
         xy = out if keep is None else keep[:, z]
         xs, ys = xy.unbind(0)
+        src, scored = (z, True) if zmap is None else zmap[z]
         off = torch.logical_not(inside[z], out=off_buf)  # per slice, while in cache
-        xs.copy_(ct[z])
-        ys.copy_(sct[z])
-        # sum |ct - sct| over the mask: zero the difference outside (whatever it holds there)
-        torch.sub(xs, ys, out=diff).masked_fill_(off, 0.0)
-        sums[0] += diff.abs_().sum()
+        xs.copy_(ct[src])
+        ys.copy_(sct[src])
+        clock.lap("load")
+        if scored:
+            # |ct - sct| over the mask: zero the difference outside (whatever it holds there)
+            mae.add(torch.sub(xs, ys, out=diff).masked_fill_(off, 0.0).abs_())
+            clock.lap("mae")
         _prepare_(xy, off, spec)
-        flat = torch.sub(xs, ys, out=diff).view(-1)
-        sums[1] += torch.dot(flat, flat)
+        clock.lap("prepare")
+        if scored:  # prepared images are equal (0) outside the mask
+            d = torch.sub(xs, ys, out=diff)
+            sq.add(d.mul_(d))
+            clock.lap("psnr")
         if down is not None and (k := (z + 1) // 2) < n_down:
             # down-sampled slice k pairs slices 2k - 1 and 2k (slice 0 alone), in the order
             # of _down2: x, then y, then z
@@ -384,13 +399,14 @@ def _scored_fill(
                 _pair_sum(half_x, 1, down[:, k])
             else:
                 down[:, k].add_(_pair_sum(half_x, 1, quarter))
+            clock.lap("downsample")
         return xy
 
     return fill
 
 
-def _run_level(fill: SliceFill, mask: torch.Tensor, formula: Formula,
-               channels: int) -> tuple[float, int]:
+def _run_level(fill: SliceFill, mask: torch.Tensor, formula: Formula, clock: PhaseClock,
+               phase: str) -> tuple[float, int]:
     """``_masked_map_sum``, but still calls ``fill`` on every slice when the volume is too
     small for the window (no map voxel: NaN (M)S-SSIM as published; MAE/PSNR still count)."""
     if min(mask.shape) < WIN:
@@ -398,12 +414,12 @@ def _run_level(fill: SliceFill, mask: torch.Tensor, formula: Formula,
         for z in range(mask.shape[0]):
             fill(z, tmp)
         return 0.0, 0
-    return _masked_map_sum(fill, mask, formula, channels)
+    return _masked_map_sum(fill, mask, formula, clock, phase)
 
 
 def _profile_2023(
     ct: torch.Tensor, sct: torch.Tensor, mask: torch.Tensor, bbox: list[tuple[int, int]],
-    device: torch.device,
+    device: torch.device, clock: PhaseClock,
 ) -> dict[str, float]:
     spec = PROFILE_SPECS["synthrad2023"]
     if min(ct.shape) < WIN:
@@ -419,12 +435,12 @@ def _profile_2023(
     )
     m = _binary(mask[crop].to(device))
     n = _count(m)
-    sums = torch.zeros(2, dtype=torch.float64, device=device)  # |ct - sct|, (x - y)^2
-    fill = _scored_fill(ct[crop], sct[crop], m, spec, sums)
-    total, count = _run_level(fill, m, _ssim_2023_formula(spec.data_range), 4)
-    mae = float(sums[0]) / n
-    psnr = _psnr(float(sums[1]), n, spec)
-    return {"mae": mae, "psnr": psnr, "ssim": total / count if count else float("nan")}
+    mae, sq = Total(device), Total(device)
+    clock.lap("mask")
+    fill = _scored_fill(ct[crop], sct[crop], m, spec, (mae, sq), clock)
+    total, count = _run_level(fill, m, _ssim_formula(spec.data_range), clock, "ssim")
+    return {"mae": mae.value() / n, "psnr": _psnr(sq.value(), n, spec),
+            "ssim": total / count if count else float("nan")}
 
 
 def _edge_pad_to(t: torch.Tensor, size: int) -> torch.Tensor:
@@ -543,9 +559,17 @@ def _level_box(bbox: list[tuple[int, int]] | None, shape: tuple[int, ...] | torc
     return tuple(box)
 
 
+def _edge_index(n: int, size: int) -> tuple[int, list[int]]:
+    """Edge padding of one axis of length ``n`` to ``size`` as in :func:`_edge_pad_to`:
+    the padding before, and the source index of every padded position."""
+    before = max(0, size - n) // 2
+    total = max(n, size)
+    return before, [min(max(p - before, 0), n - 1) for p in range(total)]
+
+
 def _profile_2025(
     ct: torch.Tensor, sct: torch.Tensor, mask: torch.Tensor, bbox: list[tuple[int, int]],
-    device: torch.device,
+    device: torch.device, clock: PhaseClock,
 ) -> dict[str, float]:
     """MAE, PSNR and masked MS-SSIM (SynthRAD2025).
 
@@ -554,15 +578,18 @@ def _profile_2025(
     on the mask's box plus the window radius: the same numbers as the full-volume code.
     """
     spec = PROFILE_SPECS["synthrad2025"]
-    sums = torch.zeros(2, dtype=torch.float64, device=device)  # |ct - sct|, (x - y)^2
-    box0 = tuple(_pair_aligned_box(lo, hi, n) for (lo, hi), n in zip(bbox, ct.shape, strict=True))
-    m = _binary(mask[box0].to(device))
-    n = _count(m)
+    scores = (Total(device), Total(device))  # |ct - sct|, (x - y)^2 over the mask
     first: SliceFill | None = None
-    if min(ct.shape) < MS_SSIM_MIN_SIZE:
-        # Small volume: score and prepare it whole, then edge-pad as published.
+    nz = ct.shape[0]
+    if min(ct.shape[1:]) < MS_SSIM_MIN_SIZE:
+        # Small slices: score and prepare the image whole, then edge-pad as published.
+        box0 = tuple(_pair_aligned_box(lo, hi, n)
+                     for (lo, hi), n in zip(bbox, ct.shape, strict=True))
+        m = _binary(mask[box0].to(device))
+        n = _count(m)
+        clock.lap("mask")
         xy = torch.stack([_load(ct, box0, device), _load(sct, box0, device)])
-        score = _scored_fill(xy[0], xy[1], m, spec, sums, keep=xy)
+        score = _scored_fill(xy[0], xy[1], m, spec, scores, clock, keep=xy)
         for z in range(xy.shape[1]):
             score(z, xy[:, z])
         full = torch.zeros((2, *ct.shape), dtype=torch.float64, device=device)
@@ -571,17 +598,40 @@ def _profile_2025(
         m_full = _edge_pad_to(_binary(mask).to(device=device, dtype=torch.float64),
                               MS_SSIM_MIN_SIZE) > 0
         bbox_full = _bbox(m_full)
+        shape_full = tuple(m_full.shape)
+
+        def level_mask(step: int, box: tuple[slice, ...]) -> torch.Tensor:
+            return m_full[::step, ::step, ::step][box]
         images = _Sparse(full, (0, 0, 0), tuple(full.shape[1:]))
+        clock.lap("prepare")
     else:
         # Level 0 is loaded, scored and prepared slice by slice by the first map pass,
         # which also down-samples it into level 1 (box0 is pair-aligned: no padding needed).
+        # Fewer than 97 slices (common: 96 x 384 x 384) are edge-padded along z on the fly
+        # (zmap): a repeated slice is prepared again but not scored.
         # Level 1 is held on a box that also covers the level-1 map's box (no padding
         # copy) and is pair-aligned in turn (level 2 needs none either); the part that
         # level 0 does not write is zero.
-        shape1 = tuple((n + 1) // 2 for n in ct.shape)
+        before, zsrc = _edge_index(nz, MS_SSIM_MIN_SIZE)
+        (zlo, zhi), pz = bbox[0], len(zsrc)
+        # an edge slice of the mask repeats into the padding
+        bbox_full = [(0 if zlo == 0 else zlo + before, pz - 1 if zhi == nz - 1 else zhi + before),
+                     *bbox[1:]]
+        shape0 = (pz, *ct.shape[1:])
+        box0 = tuple(_pair_aligned_box(lo, hi, n)
+                     for (lo, hi), n in zip(bbox_full, shape0, strict=True))
+        zs = zsrc[box0[0]]
+        src = (slice(zs[0], zs[-1] + 1), *box0[1:])  # the source slices (a view)
+        m = _binary(mask[src].to(device))
+        n = _count(m)
+        if pz > nz:
+            m = m.index_select(0, torch.tensor(zs, device=device) - zs[0])
+        zmap = [(s - zs[0], 0 <= z - before < nz) for z, s in zip(range(pz)[box0[0]], zs,
+                                                                    strict=True)]
+        shape1 = tuple((n + 1) // 2 for n in shape0)
         inner = [slice(sl.start // 2, sl.start // 2 + (sl.stop - sl.start + 1) // 2)
                  for sl in box0]
-        box1 = _level_box(bbox, shape1, 2) or tuple(inner)
+        box1 = _level_box(bbox_full, shape1, 2) or tuple(inner)
         held = [_aligned(min(a.start, b.start), max(a.stop, b.stop), n)
                 for a, b, n in zip(inner, box1, shape1, strict=True)]
         level1 = torch.empty((2, *(sl.stop - sl.start for sl in held)), dtype=torch.float64,
@@ -591,31 +641,42 @@ def _profile_2025(
         for axis, (a, h) in enumerate(zip(inner, held, strict=True), start=1):
             level1.narrow(axis, 0, a.start - h.start).zero_()
             level1.narrow(axis, a.stop - h.start, h.stop - a.stop).zero_()
-        first = _scored_fill(ct[box0], sct[box0], m, spec, sums, down=interior)
+        first = _scored_fill(ct[src], sct[src], m, spec, scores, clock, down=interior,
+                             zmap=zmap)
         images = _Sparse(level1, tuple(sl.start for sl in held), shape1)
-        m_full, bbox_full = mask.to(device), bbox
+        shape_full = shape0
+
+        def level_mask(step: int, box: tuple[slice, ...]) -> torch.Tensor:
+            # the padded mask's [::step, ::step, ::step][box], from the unpadded one
+            rows = torch.tensor([zsrc[j * step] for j in range(box[0].start, box[0].stop)],
+                                device=mask.device)
+            return mask[:, ::step, ::step][(slice(None), *box[1:])].index_select(0, rows)
+
+        clock.lap("mask")
     levels = len(MS_SSIM_WEIGHTS)
     product = 1.0
     for level, weight in enumerate(MS_SSIM_WEIGHTS):
-        formula = _ssim_2025_formula(spec.data_range, weight)
+        formula = _ssim_formula(spec.data_range, weight)
         step = 2**level
-        m_level = m_full[::step, ::step, ::step]
+        level_shape = tuple((n - 1) // step + 1 for n in shape_full)
         if level == 0 and first is not None:
-            total, count = _run_level(first, m, formula, 5)  # m: mask[box0]
-        elif (box_l := _level_box(bbox_full, m_level.shape, step)) is None:
+            total, count = _run_level(first, m, formula, clock, "ms_ssim")  # m: box0
+        elif (box_l := _level_box(bbox_full, level_shape, step)) is None:
             total, count = 0.0, 0
         else:
             fill = _product_fill(images.region(box_l))
-            total, count = _run_level(fill, _binary(m_level[box_l]), formula, 5)
+            m_level = _binary(level_mask(step, box_l).to(device))
+            total, count = _run_level(fill, m_level, formula, clock, "ms_ssim")
         value = total / count if count else float("nan")
         product *= min(max(value, 0.0), 1.0) if value == value else value
         if level == 0 and first is not None:
             interior.mul_(0.125)  # level 1, summed during the level-0 pass
         elif level < levels - 1:
             images = images.down2()
-    mae = float(sums[0]) / n  # outside-mask voxels are -1024 in both images: no effect
-    psnr = _psnr(float(sums[1]), n, spec)
-    return {"mae": mae, "psnr": psnr, "ms_ssim": product}
+        clock.lap("downsample")
+    # outside-mask voxels are -1024 in both images: no effect on MAE
+    return {"mae": scores[0].value() / n, "psnr": _psnr(scores[1].value(), n, spec),
+            "ms_ssim": product}
 
 
 def compute_image_metrics(
@@ -625,6 +686,7 @@ def compute_image_metrics(
     profile: str = "synthrad2023",
     device: str | torch.device = "cpu",
     threads: int | None = 1,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Image metrics of a synthetic CT against its CT inside a body mask.
 
@@ -634,15 +696,23 @@ def compute_image_metrics(
     voxels all lie within 3 voxels of the border gives a NaN (M)S-SSIM, as the published
     code does; a perfect prediction gives ``psnr = inf``.
 
+    On the CPU the values are bit-identical across runs and across torch thread counts: sums
+    run in a fixed order (:class:`evaluator.reductions.Total`) and the transcendental
+    functions in numpy; everything else is element-wise IEEE arithmetic.
+
     ``threads``: torch CPU threads during the call (restored afterwards; None leaves torch's
     setting). The default 1 is deliberate: the per-plane operations are too small to gain
     from intra-op threads, and on a busy machine threads waiting for each other made the
     computation over 10x slower. Run cases in parallel processes instead.
+
+    ``timings``: if given, wall-clock seconds are added to it per phase ("mask", "load",
+    "mae", "prepare", "psnr", "ssim" or "ms_ssim", "downsample"); CPU only.
     """
     if profile not in PROFILE_SPECS:
         raise EvaluationInputError(
             f"unknown profile {profile!r} (expected one of {', '.join(PROFILES)})"
         )
+    clock = PhaseClock(timings)
     dev = torch.device(device)
     ct_t, sct_t, mask_t = _raw(ct), _raw(sct), _raw(mask)
     if ct_t.ndim != 3 or ct_t.shape != sct_t.shape or ct_t.shape != mask_t.shape:
@@ -654,13 +724,13 @@ def compute_image_metrics(
     if threads is not None and dev.type == "cpu":
         torch.set_num_threads(threads)
     try:
-        return _compute(ct_t, sct_t, mask_t, profile, dev)
+        return _compute(ct_t, sct_t, mask_t, profile, dev, clock)
     finally:
         torch.set_num_threads(before)
 
 
 def _compute(ct_t: torch.Tensor, sct_t: torch.Tensor, mask_t: torch.Tensor, profile: str,
-             dev: torch.device) -> dict[str, float]:
+             dev: torch.device, clock: PhaseClock) -> dict[str, float]:
     with torch.no_grad():
         # unsigned masks are binarised only where the profiles look (inside the box)
         unsigned = mask_t.dtype in (torch.bool, torch.uint8)
@@ -669,5 +739,5 @@ def _compute(ct_t: torch.Tensor, sct_t: torch.Tensor, mask_t: torch.Tensor, prof
         if bbox is None:
             raise EvaluationInputError("mask is empty (no voxel > 0)")
         if profile == "synthrad2023":
-            return _profile_2023(ct_t, sct_t, mask_b, bbox, dev)
-        return _profile_2025(ct_t, sct_t, mask_b, bbox, dev)
+            return _profile_2023(ct_t, sct_t, mask_b, bbox, dev, clock)
+        return _profile_2025(ct_t, sct_t, mask_b, bbox, dev, clock)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import gc
+import json
+
 import numpy as np
 import pytest
+import SimpleITK as sitk  # noqa: N813
 import torch
 from scipy.signal import fftconvolve
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+import evaluator.cli as cli
 from evaluator.errors import EvaluationInputError
 from evaluator.image_metrics import _down2, compute_image_metrics
-from evaluator.io import Volume
+from evaluator.io import Volume, read_volume, read_volumes, write_volume
 from evaluator.reference_metrics import reference_2025
 
 from .conftest import make_pair
@@ -100,6 +105,44 @@ def test_synthrad2025_matches_published_definition(shape, center, radii):
     psnr = peak_signal_noise_ratio(np.clip(ct[mask], -1024, 3071),
                                    np.clip(sct[mask], -1024, 3071), data_range=4095)
     assert got["psnr"] == pytest.approx(psnr, rel=REL)
+
+
+@pytest.mark.parametrize(
+    ("shape", "center", "radii"),
+    [
+        ((40, 100, 110), (0, 0, 0), (1.3, 0.7, 0.6)),  # z < 97, mask in the first/last slice
+        ((41, 98, 101), (0.2, 0.1, 0), (0.5, 0.7, 0.6)),  # z < 97, mask clear of the padding
+        ((96, 100, 98), (0, 0, 0), (1.2, 0.8, 1.3)),  # one slice of padding, after the last
+    ],
+)
+def test_synthrad2025_fewer_than_97_slices_padded_on_the_fly(shape, center, radii):
+    # 96 x 384 x 384 is a common size: the edge padding along z happens slice by slice in
+    # the first map pass (repeated slices prepared again, not scored twice).
+    ct, sct, mask = make_pair(shape, seed=14, center=center, radii=radii)
+    want = reference_2025(ct, sct, mask)
+    assert np.isfinite(want["ms_ssim"])
+    assert_close(compute_image_metrics(ct, sct, mask, "synthrad2025"), want)
+
+
+@pytest.mark.parametrize("profile", ["synthrad2023", "synthrad2025"])
+@pytest.mark.parametrize("shape", [(37, 257, 263), (29, 211, 233)])
+def test_bit_identical_across_reruns_and_thread_counts(profile, shape):
+    # Odd planes of 50-70k voxels: torch splits reductions over them between threads and
+    # adds the partial sums (torch.dot goes to a threaded BLAS); the previous code's PSNR
+    # differed in the last bits with 2 threads on these inputs. z < 97: the padded 2025 path.
+    ct, sct, mask = make_pair(shape, seed=15, radii=(1.1, 0.9, 0.8))
+    one = compute_image_metrics(ct, sct, mask, profile, threads=1)
+    assert compute_image_metrics(ct, sct, mask, profile, threads=2) == one
+    assert compute_image_metrics(ct, sct, mask, profile, threads=1) == one
+
+
+def test_timings_split_the_computation_into_phases():
+    ct, sct, mask = make_pair((20, 30, 26), seed=16)
+    for profile, phase in (("synthrad2023", "ssim"), ("synthrad2025", "ms_ssim")):
+        timings: dict[str, float] = {}
+        compute_image_metrics(ct, sct, mask, profile, timings=timings)
+        assert {"mask", "load", "mae", "psnr", phase} <= set(timings)
+        assert all(t >= 0 for t in timings.values())
 
 
 @pytest.mark.parametrize(
@@ -214,3 +257,33 @@ def test_cuda_matches_cpu(profile):
     b = compute_image_metrics(ct, sct, mask, profile, device="cuda")
     for k in a:
         assert b[k] == pytest.approx(a[k], rel=1e-9)
+
+
+@pytest.mark.parametrize("profile", ["synthrad2023", "synthrad2025"])
+def test_cli_reads_views_and_gives_the_in_process_values(tmp_path, capsys, profile):
+    ct, sct, mask = make_pair((20, 98, 101), seed=17)
+    ct16, sct32, mask8 = np.round(ct).astype(np.int16), sct.astype(np.float32), mask.astype(
+        np.uint8)
+    paths = [write_volume(tmp_path / f"{name}.mha", a, compress=name != "ct")
+             for name, a in (("ct", ct16), ("sct", sct32), ("mask", mask8))]
+    assert cli.main(["image-metrics", "--ct", str(paths[0]), "--sct", str(paths[1]),
+                     "--mask", str(paths[2]), "--profile", profile, "--timings"]) == 0
+    out, err = capsys.readouterr()
+    want = compute_image_metrics(ct16, sct32, mask8, profile)
+    assert json.loads(out) == want  # same bits from read-only views of SimpleITK's buffers
+    phases = json.loads(err.strip().splitlines()[-1])
+    assert {"read", "check", "mask", "mae", "psnr", next(iter(set(want) - {"mae", "psnr"}))
+            } <= set(phases)
+
+
+def test_read_volume_view_outlives_the_reader(tmp_path):
+    # GetArrayViewFromImage does not keep the image alive: the Volume must (owner).
+    a = np.arange(40 * 30 * 20, dtype=np.float32).reshape(40, 30, 20)
+    path = write_volume(tmp_path / "a.mha", a, compress=False)
+    views = read_volumes([path, path], copy=False)
+    gc.collect()
+    for v in views:
+        assert not v.array.flags.writeable
+        assert np.shares_memory(v.array, sitk.GetArrayViewFromImage(v.owner))
+        np.testing.assert_array_equal(v.array, a)
+    assert read_volume(path).owner is None and read_volume(path).array.flags.writeable
