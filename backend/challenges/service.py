@@ -16,6 +16,7 @@ from backend.challenges.schemas import (
 )
 from backend.config import settings
 from backend.errors import BadRequestError, ConflictError, ForbiddenError, NotFoundError
+from backend.leaderboards import service as leaderboards
 from backend.models import Challenge, ChallengeMember, ChallengeRole, Phase, User, utcnow
 from backend.models.challenges import DEFAULT_SUBMISSION_PERIOD_S
 from evaluator.metrics import METRICS, spec_for
@@ -166,6 +167,7 @@ def update_phase(
     access.require_organizer(session, user, challenge)
     _apply(session, phase, data)
     session.flush()
+    leaderboards.invalidate(session, phase.id)
     return phase
 
 

@@ -23,6 +23,8 @@ class LeaderboardRow(BaseModel):
     score: float | None
     values: dict[str, float | None]
     ranks: dict[str, int | None]
+    cases: int = 0  # cases scored
+    rank_interval: tuple[float, float] | None = None  # 95 % bootstrap rank range
 
 
 class Leaderboard(BaseModel):
@@ -31,3 +33,6 @@ class Leaderboard(BaseModel):
     ranking_method: RankingMethod
     columns: list[ColumnOut]
     rows: list[LeaderboardRow]
+    total: int = 0  # rows in the whole leaderboard; ``rows`` is the page offset..offset+limit
+    offset: int = 0
+    limit: int | None = None

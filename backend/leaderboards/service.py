@@ -1,120 +1,139 @@
+"""Per-phase leaderboards, computed when they change and stored (``leaderboard_snapshots``).
+
+Everything that changes what a phase's leaderboard shows calls ``invalidate`` in its own
+transaction: the phase's ``leaderboard_version`` goes up and ``leaderboards.recompute`` is
+enqueued after the commit. A read compares the stored snapshot's version with the phase's
+(one query); a missing or stale snapshot is recomputed by the reader once, under the same
+row lock as the worker's recomputation, so reads are right even without a worker and a
+read never sees half a leaderboard.
+"""
+
 from __future__ import annotations
 
 import csv
 import io
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from backend import access
 from backend.errors import ForbiddenError
+from backend.leaderboards import document
 from backend.leaderboards import repository as repo
-from backend.leaderboards.ranking import Column, rank_rows
+from backend.leaderboards.document import columns_of
 from backend.leaderboards.schemas import ColumnOut, Leaderboard, LeaderboardRow
-from backend.models import (
-    AggregateResult,
-    Challenge,
-    Phase,
-    RankingMethod,
-    Submission,
-    SubmissionSelection,
-    User,
-)
-from backend.numbers import finite_or_none
-from evaluator.metrics import spec_for
+from backend.models import Challenge, Phase, RankingMethod, User, utcnow
+from backend.tasks_client import enqueue_after_commit
 
 
-def columns_of(phase: Phase) -> list[Column]:
-    cols = [Column(phase.primary_metric, phase.primary_higher_is_better)]
-    for extra in phase.extra_columns or []:
-        if extra.get("metric") and extra["metric"] != phase.primary_metric:
-            cols.append(Column(str(extra["metric"]), bool(extra.get("higher_is_better"))))
-    return cols
+@dataclass(frozen=True)
+class Stored:
+    etag: str
+    doc: dict[str, Any]
 
 
-def _label(metric: str) -> str:
-    spec = spec_for(metric)
-    return spec.label if spec is not None else metric
+# Parsed documents by phase (this process): a read whose snapshot's ETag matches skips
+# loading and decoding the document.
+_parsed: dict[int, Stored] = {}
+_parsed_lock = threading.Lock()
+_MAX_PARSED = 256
 
 
-def _value(agg: AggregateResult, metric: str) -> float | None:
-    return finite_or_none(agg.metrics.get(metric))
+def _remember(phase_id: int, stored: Stored) -> Stored:
+    with _parsed_lock:
+        if len(_parsed) >= _MAX_PARSED and phase_id not in _parsed:
+            _parsed.pop(next(iter(_parsed)))
+        _parsed[phase_id] = stored
+    return stored
 
 
-def _pick(
-    entries: list[tuple[Submission, str, AggregateResult]], phase: Phase
-) -> tuple[Submission, str, AggregateResult]:
-    if phase.submission_selection is SubmissionSelection.LATEST:
-        return max(entries, key=lambda e: (e[0].created_at, e[0].id))
-    sign = -1.0 if phase.primary_higher_is_better else 1.0
-
-    def key(e: tuple[Submission, str, AggregateResult]) -> tuple[int, float, int]:
-        v = _value(e[2], phase.primary_metric)
-        return (1, 0.0, e[0].id) if v is None else (0, sign * v, e[0].id)
-
-    return min(entries, key=key)
+def invalidate(session: Session, phase_id: int) -> None:
+    """The phase's leaderboard changes in this transaction: bump its version and recompute
+    it after the commit."""
+    repo.bump_version(session, phase_id)
+    enqueue_after_commit(session, "leaderboards.recompute", [phase_id])
 
 
-def build(
-    session: Session, user: User | None, challenge: Challenge, phase: Phase
-) -> Leaderboard:
-    if not phase.leaderboard_public and not access.is_organizer(
-        session, user, challenge.id
-    ):
+def refresh(session: Session, phase_id: int) -> Stored:
+    """Recompute the phase's snapshot unless it is current, under its row lock (held until
+    the caller's transaction ends: concurrent recomputations of one phase serialise and the
+    later ones find it current)."""
+    snap = repo.lock_snapshot(session, phase_id)
+    # Read after the lock: the version names every change whose data this computation sees.
+    version = repo.phase_version(session, phase_id)
+    if snap.version == version and snap.etag:
+        return _remember(phase_id, Stored(snap.etag, snap.document))
+    phase = session.get(Phase, phase_id, populate_existing=True)
+    assert phase is not None
+    doc = document.compute(session, phase, version)
+    snap.version, snap.etag, snap.document = version, document.etag_of(doc), doc
+    snap.computed_at = utcnow()
+    session.flush()
+    return _remember(phase_id, Stored(snap.etag, doc))
+
+
+def stored(session: Session, phase_id: int) -> Stored:
+    """The phase's current leaderboard document (read-through)."""
+    state = repo.snapshot_state(session, phase_id)
+    if state is not None and state.version == state.phase_version and state.etag:
+        with _parsed_lock:
+            cached = _parsed.get(phase_id)
+        if cached is not None and cached.etag == state.etag:
+            return cached
+        found = repo.document(session, phase_id)
+        if found is not None and found[0] == state.etag:
+            return _remember(phase_id, Stored(*found))
+    return refresh(session, phase_id)
+
+
+def require_visible(session: Session, user: User | None, challenge: Challenge,
+                    phase: Phase) -> None:
+    if not phase.leaderboard_public and not access.is_organizer(session, user, challenge.id):
         raise ForbiddenError("The leaderboard of this phase is hidden until the organisers "
                              "publish it.")
-    cols = columns_of(phase)
-    by_user: dict[int, list[tuple[Submission, str, AggregateResult]]] = {}
-    baselines: list[tuple[Submission, str, AggregateResult]] = []
-    disqualified: dict[int, list[tuple[Submission, str, AggregateResult]]] = {}
-    for entry in repo.scored_submissions(session, phase.id):
-        sub = entry[0]
-        if sub.is_baseline:
-            baselines.append(entry)
-        elif sub.is_disqualified:
-            disqualified.setdefault(sub.user_id, []).append(entry)
-        else:
-            by_user.setdefault(sub.user_id, []).append(entry)
-    picked = [_pick(entries, phase) for entries in by_user.values()]
-    ranked = rank_rows(
-        [{c.metric: _value(e[2], c.metric) for c in cols} for e in picked],
-        cols,
-        phase.ranking_method,
+
+
+def board(session: Session, user: User | None, challenge: Challenge, phase: Phase) -> Stored:
+    """The stored leaderboard, where the viewer may see it."""
+    require_visible(session, user, challenge, phase)
+    return stored(session, phase.id)
+
+
+def _row_out(row: dict[str, Any]) -> LeaderboardRow:
+    iv = row.get("interval")
+    return LeaderboardRow(
+        rank=row["rank"], username=row["username"], submission_id=row["submission_id"],
+        created_at=datetime.fromisoformat(row["created_at"]), is_baseline=row["is_baseline"],
+        is_disqualified=row["is_disqualified"], score=row["score"], values=row["values"],
+        ranks=row["ranks"], cases=row.get("cases", 0),
+        rank_interval=None if iv is None else (iv[0], iv[1]),
     )
-    rows = [_row(e, cols, r.rank, r.score, r.metric_ranks) for e, r in zip(picked, ranked,
-                                                                          strict=True)]
-    # Ranked rows first (by rank, then submission time); unranked ones never above them.
-    rows.sort(key=lambda r: (r.rank is None, r.rank or 0, r.created_at, r.submission_id))
-    rows += [_row(e, cols, None, None, {}) for e in baselines]
-    rows += [_row(_pick(v, phase), cols, None, None, {}) for v in disqualified.values()]
+
+
+def to_schema(challenge: Challenge, phase: Phase, found: Stored, offset: int = 0,
+              limit: int | None = None) -> Leaderboard:
+    rows = found.doc["rows"]
+    page = rows[offset:] if limit is None else rows[offset:offset + limit]
     return Leaderboard(
         challenge=challenge.slug,
         phase=phase.slug,
-        ranking_method=phase.ranking_method,
-        columns=[ColumnOut(metric=c.metric, higher_is_better=c.higher_is_better,
-                           label=_label(c.metric)) for c in cols],
-        rows=rows,
+        ranking_method=RankingMethod(found.doc["ranking_method"]),
+        columns=[ColumnOut(**c) for c in found.doc["columns"]],
+        rows=[_row_out(r) for r in page],
+        total=len(rows),
+        offset=offset,
+        limit=limit,
     )
 
 
-def _row(
-    entry: tuple[Submission, str, AggregateResult],
-    cols: list[Column],
-    rank: int | None,
-    score: float | None,
-    ranks: dict[str, int | None],
-) -> LeaderboardRow:
-    sub, username, agg = entry
-    return LeaderboardRow(
-        rank=rank,
-        username=username,
-        submission_id=sub.id,
-        created_at=sub.created_at,
-        is_baseline=sub.is_baseline,
-        is_disqualified=sub.is_disqualified,
-        score=score,
-        values={c.metric: _value(agg, c.metric) for c in cols},
-        ranks={c.metric: ranks.get(c.metric) for c in cols},
-    )
+def build(session: Session, user: User | None, challenge: Challenge, phase: Phase) -> (
+    Leaderboard
+):
+    """The whole leaderboard (CSV, scripts)."""
+    return to_schema(challenge, phase, board(session, user, challenge, phase))
 
 
 def to_csv(board: Leaderboard) -> str:
@@ -136,4 +155,11 @@ def to_csv(board: Leaderboard) -> str:
     return buf.getvalue()
 
 
-__all__ = ["RankingMethod", "build", "columns_of", "to_csv"]
+def recompute_task(session: Session, phase_id: int) -> None:
+    """``leaderboards.recompute``: a phase deleted since is nothing to do."""
+    if repo.snapshot_state(session, phase_id) is not None:
+        refresh(session, phase_id)
+
+
+__all__ = ["RankingMethod", "build", "columns_of", "invalidate", "refresh", "stored",
+           "to_csv"]

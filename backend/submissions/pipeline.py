@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from backend.config import settings
 from backend.db import session_scope
+from backend.leaderboards import service as leaderboards
 from backend.models import (
     TERMINAL_RUN_STATUSES,
     AlgorithmImage,
@@ -410,6 +411,7 @@ def finalize(submission_id: int) -> None:
         state.transition(s, submission_id, S.EVALUATING, S.SUCCEEDED, current_step="done",
                          error_message=message)
         sub.cases_done = p.total
+        leaderboards.invalidate(s, sub.phase_id)
 
 
 def store_result(s: Session, submission_id: int, case_id: int,

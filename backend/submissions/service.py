@@ -17,6 +17,7 @@ from backend.errors import (
     NotFoundError,
     TooManyRequestsError,
 )
+from backend.leaderboards import service as leaderboards
 from backend.models import (
     ACTIVE_STATUSES,
     AggregateResult,
@@ -205,6 +206,7 @@ def cancel(session: Session, user: User, submission_id: int) -> Submission:
                            current_step="cancelled by an organiser" if organizer
                            else "cancelled by its owner")
     pipeline.cancel_open_runs(session, sub.id)
+    leaderboards.invalidate(session, sub.phase_id)
     return sub
 
 
@@ -223,6 +225,7 @@ def reevaluate(session: Session, user: User, submission_id: int) -> Submission:
     repo.clear_evaluation(session, sub.id)
     sub = state.transition(session, sub.id, sub.status, SubmissionStatus.PENDING,
                            current_step="queued for re-evaluation")
+    leaderboards.invalidate(session, sub.phase_id)
     pipeline.enqueue_start(session, sub.id)
     return sub
 
@@ -236,4 +239,5 @@ def set_flags(session: Session, user: User, submission_id: int, flags: Submissio
         if value is not None:
             setattr(sub, key, value)
     session.flush()
+    leaderboards.invalidate(session, sub.phase_id)
     return sub
