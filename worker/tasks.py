@@ -8,7 +8,6 @@ from contextlib import contextmanager
 
 from celery import current_task
 
-from backend.db import session_scope
 from backend.errors import NotFoundError
 from backend.leaderboards import service as leaderboards
 from worker import steps
@@ -66,5 +65,4 @@ def reap_stale() -> None:
 @task("leaderboards.recompute", time_limit_s=EVAL_LIMIT_S)
 def recompute_leaderboard(phase_id: int) -> None:
     """Store the phase's leaderboard (a no-op when a reader or an earlier run already did)."""
-    with session_scope() as s:
-        leaderboards.recompute_task(s, phase_id)
+    leaderboards.recompute(phase_id)

@@ -1,6 +1,10 @@
 """Computing a phase's leaderboard document: the counted submissions picked per team, ranked
-by the phase's method, with case counts and bootstrap rank ranges. Called only by a
-recomputation (``service.refresh``), never per read.
+by the phase's method, with case counts; then, separately, the bootstrap rank ranges. Called
+only by a recomputation (``service``), never per read.
+
+The ranks take a fraction of a second at thousands of submissions; the bootstrap takes
+seconds, so it is a second step (``intervals``) that the worker adds to the stored document
+(``intervals_pending`` until then) without holding the phase's lock.
 
 The document is plain JSON (stored in ``leaderboard_snapshots``) and the same for every
 viewer; what depends on the viewer (own rows, links) is decided when it is shown.
@@ -16,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from backend.leaderboards import repository as repo
 from backend.leaderboards.ranking import Column, rank_rows
-from backend.leaderboards.stability import rank_intervals
+from backend.leaderboards.stability import Interval, rank_intervals
 from backend.models import Phase, RankingMethod, SubmissionSelection
 from backend.numbers import finite_or_none
 from evaluator.metrics import spec_for
@@ -53,7 +57,7 @@ def _pick(entries: list[repo.Entry], phase: Phase) -> repo.Entry:
     return min(entries, key=key)
 
 
-def _row(entry: repo.Entry, cols: list[Column], cases: int, rank: int | None = None,
+def _row(entry: repo.Entry, cols: list[Column], rank: int | None = None,
          score: float | None = None, ranks: dict[str, int | None] | None = None,
          ) -> dict[str, Any]:
     return {
@@ -67,7 +71,7 @@ def _row(entry: repo.Entry, cols: list[Column], cases: int, rank: int | None = N
         "score": finite_or_none(score),
         "values": {c.metric: _value(entry, c.metric) for c in cols},
         "ranks": {c.metric: (ranks or {}).get(c.metric) for c in cols},
-        "cases": cases,
+        "cases": entry.cases_scored,
         "interval": None,
     }
 
@@ -84,35 +88,43 @@ def compute(session: Session, phase: Phase, version: int) -> dict[str, Any]:
             disqualified.setdefault(entry.user_id, []).append(entry)
         else:
             by_user.setdefault(entry.user_id, []).append(entry)
-    counts = repo.case_counts(session, phase.id)
     picked = [_pick(entries, phase) for entries in by_user.values()]
     ranked = rank_rows([{c.metric: _value(e, c.metric) for c in cols} for e in picked], cols,
                        phase.ranking_method)
-    rows = [_row(e, cols, counts.get(e.submission_id, 0), r.rank, r.score, r.metric_ranks)
+    rows = [_row(e, cols, r.rank, r.score, r.metric_ranks)
             for e, r in zip(picked, ranked, strict=True)]
     # Ranked rows first (by rank, then submission time); unranked ones never above them.
     rows.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0, r["created_at"],
                              r["submission_id"]))
-    rows += [_row(e, cols, counts.get(e.submission_id, 0)) for e in baselines]
-    rows += [_row(p, cols, counts.get(p.submission_id, 0))
-             for p in (_pick(v, phase) for v in disqualified.values())]
-    ranked_ids = [r["submission_id"] for r in rows if r["rank"] is not None]
-    intervals = rank_intervals(repo.case_metrics(session, ranked_ids), cols,
-                               phase.ranking_method, samples=BOOTSTRAP_SAMPLES)
-    for row in rows:
-        iv = intervals.get(row["submission_id"])
-        if iv is not None and row["rank"] is not None:
-            row["interval"] = [float(iv[0]), float(iv[1])]
+    rows += [_row(e, cols) for e in baselines]
+    rows += [_row(p, cols) for p in (_pick(v, phase) for v in disqualified.values())]
+    ranked = sum(1 for r in rows if r["rank"] is not None)
     return {
         "version": version,
         "ranking_method": phase.ranking_method.value,
         "columns": [{"metric": c.metric, "higher_is_better": c.higher_is_better,
                      "label": _label(c.metric)} for c in cols],
         "rows": rows,
-        "ranked": len(ranked_ids),
-        "has_intervals": bool(intervals),
+        "ranked": ranked,
+        "has_intervals": False,
+        "intervals_pending": ranked >= 2,
         "bootstrap_samples": BOOTSTRAP_SAMPLES,
     }
+
+
+def intervals(session: Session, phase: Phase, doc: dict[str, Any]) -> dict[int, Interval]:
+    """Bootstrap rank ranges of the document's ranked rows over their per-case results."""
+    ranked_ids = [r["submission_id"] for r in doc["rows"] if r["rank"] is not None]
+    return rank_intervals(repo.case_metrics(session, ranked_ids), columns_of(phase),
+                          phase.ranking_method, samples=BOOTSTRAP_SAMPLES)
+
+
+def with_intervals(doc: dict[str, Any], found: dict[int, Interval]) -> dict[str, Any]:
+    rows = []
+    for row in doc["rows"]:
+        iv = found.get(row["submission_id"]) if row["rank"] is not None else None
+        rows.append({**row, "interval": None if iv is None else [float(iv[0]), float(iv[1])]})
+    return {**doc, "rows": rows, "has_intervals": bool(found), "intervals_pending": False}
 
 
 def etag_of(doc: dict[str, Any]) -> str:
@@ -123,4 +135,5 @@ def etag_of(doc: dict[str, Any]) -> str:
     return digest[:32]
 
 
-__all__ = ["BOOTSTRAP_SAMPLES", "RankingMethod", "columns_of", "compute", "etag_of"]
+__all__ = ["BOOTSTRAP_SAMPLES", "RankingMethod", "columns_of", "compute", "etag_of",
+           "intervals", "with_intervals"]

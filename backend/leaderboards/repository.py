@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -36,6 +36,7 @@ class Entry:
     is_baseline: bool
     is_disqualified: bool
     metrics: dict[str, Any]
+    cases_scored: int
 
 
 def _counted(phase_id: int) -> Any:
@@ -47,24 +48,13 @@ def scored_submissions(session: Session, phase_id: int) -> list[Entry]:
     rows = session.execute(
         select(Submission.id, Submission.user_id, User.username, Submission.created_at,
                Submission.comment, Submission.is_baseline, Submission.is_disqualified,
-               AggregateResult.metrics)
+               AggregateResult.metrics, AggregateResult.cases_scored)
         .join(User, User.id == Submission.user_id)
         .join(AggregateResult, AggregateResult.submission_id == Submission.id)
         .where(*_counted(phase_id))
         .order_by(Submission.created_at, Submission.id)
     ).all()
     return [Entry(*row) for row in rows]
-
-
-def case_counts(session: Session, phase_id: int) -> dict[int, int]:
-    """Scored cases per counted submission of the phase (one grouped query)."""
-    rows = session.execute(
-        select(Result.submission_id, func.count())
-        .join(Submission, Submission.id == Result.submission_id)
-        .where(*_counted(phase_id))
-        .group_by(Result.submission_id)
-    ).all()
-    return {int(s): int(n) for s, n in rows}
 
 
 def case_metrics(session: Session, submission_ids: Sequence[int]) -> dict[int, dict[int, Any]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,72 +19,93 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from backend import access
+from backend.config import settings
+from backend.db import session_scope
 from backend.errors import ForbiddenError
-from backend.leaderboards import document
+from backend.leaderboards import cache, document
 from backend.leaderboards import repository as repo
+from backend.leaderboards.cache import Stored
 from backend.leaderboards.document import columns_of
 from backend.leaderboards.schemas import ColumnOut, Leaderboard, LeaderboardRow
-from backend.models import Challenge, Phase, RankingMethod, User, utcnow
+from backend.models import (
+    Challenge,
+    LeaderboardSnapshot,
+    Phase,
+    RankingMethod,
+    User,
+    utcnow,
+)
 from backend.tasks_client import enqueue_after_commit
 
-
-@dataclass(frozen=True)
-class Stored:
-    etag: str
-    doc: dict[str, Any]
-
-
-# Parsed documents by phase (this process): a read whose snapshot's ETag matches skips
-# loading and decoding the document.
-_parsed: dict[int, Stored] = {}
-_parsed_lock = threading.Lock()
-_MAX_PARSED = 256
-
-
-def _remember(phase_id: int, stored: Stored) -> Stored:
-    with _parsed_lock:
-        if len(_parsed) >= _MAX_PARSED and phase_id not in _parsed:
-            _parsed.pop(next(iter(_parsed)))
-        _parsed[phase_id] = stored
-    return stored
+# Up to this many ranked teams the bootstrap (a few tenths of a second) is part of every
+# recomputation, a reader's too; above, the worker adds it afterwards.
+INLINE_INTERVAL_TEAMS = 100
 
 
 def invalidate(session: Session, phase_id: int) -> None:
     """The phase's leaderboard changes in this transaction: bump its version and recompute
     it after the commit."""
     repo.bump_version(session, phase_id)
+    cache.forget(phase_id)
     enqueue_after_commit(session, "leaderboards.recompute", [phase_id])
 
 
 def refresh(session: Session, phase_id: int) -> Stored:
-    """Recompute the phase's snapshot unless it is current, under its row lock (held until
-    the caller's transaction ends: concurrent recomputations of one phase serialise and the
-    later ones find it current)."""
+    """Recompute the phase's ranks unless its snapshot is current, under the snapshot's row
+    lock (held until the caller's transaction ends: concurrent recomputations of one phase
+    serialise and the later ones find it current). Rank ranges follow (``recompute``)."""
     snap = repo.lock_snapshot(session, phase_id)
     # Read after the lock: the version names every change whose data this computation sees.
     version = repo.phase_version(session, phase_id)
     if snap.version == version and snap.etag:
-        return _remember(phase_id, Stored(snap.etag, snap.document))
+        return cache.remember_document(phase_id, Stored(snap.etag, snap.document))
     phase = session.get(Phase, phase_id, populate_existing=True)
     assert phase is not None
     doc = document.compute(session, phase, version)
+    if doc["intervals_pending"] and doc["ranked"] <= INLINE_INTERVAL_TEAMS:
+        doc = document.with_intervals(doc, document.intervals(session, phase, doc))
+    return _store(session, snap, version, doc)
+
+
+def _store(session: Session, snap: LeaderboardSnapshot, version: int,
+           doc: dict[str, Any]) -> Stored:
     snap.version, snap.etag, snap.document = version, document.etag_of(doc), doc
     snap.computed_at = utcnow()
     session.flush()
-    return _remember(phase_id, Stored(snap.etag, doc))
+    return cache.remember_document(snap.phase_id, Stored(snap.etag, doc))
+
+
+def recompute(phase_id: int) -> None:
+    """``leaderboards.recompute``: the ranks (as a reader would), then the bootstrap rank
+    ranges, computed without the lock (seconds at thousands of teams) and stored only if the
+    snapshot is still the one they were computed for; else a later task does it."""
+    with session_scope() as s:
+        if repo.snapshot_state(s, phase_id) is None:
+            return  # the phase was deleted since
+        current = refresh(s, phase_id)
+    if not current.doc.get("intervals_pending"):
+        return
+    with session_scope() as s:
+        phase = s.get(Phase, phase_id)
+        if phase is None:
+            return
+        found = document.intervals(s, phase, current.doc)
+    with session_scope() as s:
+        snap = repo.lock_snapshot(s, phase_id)
+        if snap.etag == current.etag and snap.version == current.doc["version"]:
+            _store(s, snap, snap.version, document.with_intervals(snap.document, found))
 
 
 def stored(session: Session, phase_id: int) -> Stored:
     """The phase's current leaderboard document (read-through)."""
     state = repo.snapshot_state(session, phase_id)
     if state is not None and state.version == state.phase_version and state.etag:
-        with _parsed_lock:
-            cached = _parsed.get(phase_id)
-        if cached is not None and cached.etag == state.etag:
+        cached = cache.document(phase_id, state.etag)
+        if cached is not None:
             return cached
         found = repo.document(session, phase_id)
         if found is not None and found[0] == state.etag:
-            return _remember(phase_id, Stored(*found))
+            return cache.remember_document(phase_id, Stored(*found))
     return refresh(session, phase_id)
 
 
@@ -129,6 +149,32 @@ def to_schema(challenge: Challenge, phase: Phase, found: Stored, offset: int = 0
     )
 
 
+@dataclass(frozen=True)
+class JsonPage:
+    etag: str
+    body: bytes
+    public: bool  # anyone may read it: the same bytes for every viewer
+
+
+def json_page(session: Session, user: User | None, challenge: Challenge, phase: Phase,
+              offset: int, limit: int) -> JsonPage:
+    """One page of the leaderboard as JSON with its ETag; a public one is kept for anonymous
+    readers (``cached_page``)."""
+    found = board(session, user, challenge, phase)
+    etag = f'"{found.etag}-{offset}-{limit}"'
+    body = to_schema(challenge, phase, found, offset, limit).model_dump_json().encode()
+    public = phase.leaderboard_public and access.can_view(session, None, challenge)
+    if public:
+        cache.remember_page((challenge.slug, phase.slug, offset, limit), phase.id, etag, body)
+    return JsonPage(etag, body, public)
+
+
+def cached_page(slug: str, phase_slug: str, offset: int, limit: int) -> JsonPage | None:
+    """A public page checked against the database within ``leaderboard_cache_s``."""
+    hit = cache.page((slug, phase_slug, offset, limit), settings.leaderboard_cache_s)
+    return None if hit is None else JsonPage(hit.etag, hit.body, True)
+
+
 def build(session: Session, user: User | None, challenge: Challenge, phase: Phase) -> (
     Leaderboard
 ):
@@ -155,11 +201,5 @@ def to_csv(board: Leaderboard) -> str:
     return buf.getvalue()
 
 
-def recompute_task(session: Session, phase_id: int) -> None:
-    """``leaderboards.recompute``: a phase deleted since is nothing to do."""
-    if repo.snapshot_state(session, phase_id) is not None:
-        refresh(session, phase_id)
-
-
-__all__ = ["RankingMethod", "build", "columns_of", "invalidate", "refresh", "stored",
-           "to_csv"]
+__all__ = ["RankingMethod", "build", "columns_of", "invalidate", "recompute", "refresh",
+           "stored", "to_csv"]
