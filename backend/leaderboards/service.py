@@ -72,6 +72,7 @@ def _store(session: Session, snap: LeaderboardSnapshot, version: int,
     snap.version, snap.etag, snap.document = version, document.etag_of(doc), doc
     snap.computed_at = utcnow()
     session.flush()
+    cache.forget(snap.phase_id)
     return cache.remember_document(snap.phase_id, Stored(snap.etag, doc))
 
 
