@@ -98,16 +98,16 @@ def compute(session: Session, phase: Phase, version: int) -> dict[str, Any]:
                              r["submission_id"]))
     rows += [_row(e, cols) for e in baselines]
     rows += [_row(p, cols) for p in (_pick(v, phase) for v in disqualified.values())]
-    ranked = sum(1 for r in rows if r["rank"] is not None)
+    ranked_n = sum(1 for r in rows if r["rank"] is not None)
     return {
         "version": version,
         "ranking_method": phase.ranking_method.value,
         "columns": [{"metric": c.metric, "higher_is_better": c.higher_is_better,
                      "label": _label(c.metric)} for c in cols],
         "rows": rows,
-        "ranked": ranked,
+        "ranked": ranked_n,
         "has_intervals": False,
-        "intervals_pending": ranked >= 2,
+        "intervals_pending": ranked_n >= 2,
         "bootstrap_samples": BOOTSTRAP_SAMPLES,
     }
 
