@@ -5,6 +5,8 @@ view rows; nothing here queries per row."""
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,6 +19,7 @@ from backend.leaderboards import service as leaderboards_service
 from backend.models import Challenge, Phase, RankingMethod, SubmissionSelection, User
 from backend.web.metrics_meta import MetricMeta
 from backend.web.plots import rank_interval
+from backend.web.templating import templates
 from backend.web.views import RANKING_TEXT, phase_columns
 
 DEFAULT_PER_PAGE, MAX_PER_PAGE = 100, 1000
@@ -60,6 +63,7 @@ class LbView:
     per_page: int = DEFAULT_PER_PAGE
     total: int = 0
     ranked: int = 0
+    rows_html: Markup = field(default_factory=Markup)
 
 
 SCORE_LABELS = {
@@ -98,7 +102,8 @@ def build(
     page: int = 1,
     per_page: int = DEFAULT_PER_PAGE,
 ) -> LbView:
-    doc = leaderboards_service.board(session, user, challenge, phase).doc
+    found = leaderboards_service.board(session, user, challenge, phase)
+    doc = found.doc
     organizer = access.is_organizer(session, user, challenge.id)
     columns = phase_columns(phase)
     valid_keys = {"rank", "team", "submitted", "cases", "score", *(c.name for c in columns)}
@@ -114,6 +119,10 @@ def build(
     own_id = user.id if user is not None else None
     view_rows = [_view_row(r, own_id, organizer, ranked_n)
                  for r in rows[(page - 1) * per_page:page * per_page]]
+    # The same page looks the same to every viewer without own rows on it (organisers: links
+    # on every row), so its rendered rows are kept per stored document.
+    viewer = "organizer" if organizer else (own_id if any(r.own for r in view_rows) else "")
+    rows_key = (phase.id, found.etag, sort, direction, page, per_page, viewer)
     score_label, score_hib = SCORE_LABELS.get(phase.ranking_method, ("", False))
     selection = (
         "Each team's best submission counts"
@@ -123,7 +132,7 @@ def build(
     note = ""
     if any(r["is_disqualified"] for r in doc["rows"]):
         note = "Disqualified submissions are listed at the end without a rank."
-    return LbView(
+    view = LbView(
         columns=columns,
         rows=view_rows,
         sort=sort,
@@ -142,6 +151,26 @@ def build(
         total=len(rows),
         ranked=ranked_n,
     )
+    view.rows_html = _rows_html(rows_key, view)
+    return view
+
+
+_rendered: OrderedDict[tuple[object, ...], Markup] = OrderedDict()
+_rendered_lock = threading.Lock()
+
+
+def _rows_html(key: tuple[object, ...], view: LbView) -> Markup:
+    with _rendered_lock:
+        html = _rendered.get(key)
+    if html is None:
+        # The template escapes every value (autoescape): its output is safe HTML.
+        rendered = templates.get_template("_leaderboard_rows.html").render(lb=view)
+        html = Markup(rendered)  # noqa: S704
+        with _rendered_lock:
+            _rendered[key] = html
+            while len(_rendered) > 256:
+                _rendered.popitem(last=False)
+    return html
 
 
 def _view_row(r: dict[str, Any], own_id: int | None, organizer: bool, ranked_n: int) -> LbRow:
