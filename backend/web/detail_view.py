@@ -6,6 +6,8 @@ policy, ``backend.access.submission_view``, as in the API.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,7 @@ from backend.access import SubmissionView
 from backend.config import settings
 from backend.errors import AppError
 from backend.leaderboards import service as leaderboards_service
+from backend.leaderboards.cache import Stored
 from backend.models import (
     AlgorithmImage,
     Case,
@@ -139,13 +142,22 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
     ranked_count = 0
     if sub.status is SubmissionStatus.SUCCEEDED and view.scores:
         try:
-            doc: dict[str, Any] | None = leaderboards_service.board(
-                session, user, challenge, phase).doc
+            found: Stored | None = leaderboards_service.board(session, user, challenge, phase)
         except AppError:
-            doc = None
-        if doc is not None:
-            comparison, rank = _comparison(doc, sub.id, columns, aggregate)
-            ranked_count = int(doc.get("ranked", 0))
+            found = None
+        if found is not None:
+            key = (phase.id, found.etag, sub.id, tuple(c.name for c in columns),
+                   tuple(sorted((aggregate or {}).items())))
+            with _plots_lock:
+                cached = _plots.get(key)
+            if cached is None:
+                cached = _comparison(found.doc, sub.id, columns, aggregate)
+                with _plots_lock:
+                    _plots[key] = cached
+                    while len(_plots) > 512:
+                        _plots.popitem(last=False)
+            comparison, rank = cached
+            ranked_count = int(found.doc.get("ranked", 0))
 
     return {
         "sub": sub,
@@ -176,6 +188,10 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
 
 
 COMPARED_TEAMS = 25
+# Comparison plots by (phase, stored leaderboard's ETag, submission, columns, its aggregate):
+# they change only when the leaderboard does.
+_plots: OrderedDict[tuple[object, ...], tuple[list[Any], int | None]] = OrderedDict()
+_plots_lock = threading.Lock()
 
 
 def _comparison(doc: dict[str, Any], sub_id: int, columns: list[MetricMeta],

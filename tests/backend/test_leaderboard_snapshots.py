@@ -3,6 +3,7 @@ phase's recomputations serialise, pages come in a stable order, ETag/If-None-Mat
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -217,6 +218,14 @@ def test_pages_in_a_stable_order(client: TestClient, db_session: Session) -> Non
                                                headers=hdr).json()]
     assert cases + [c["case_name"] for c in rest] == full == sorted(full)
     assert len(cases) == 2 and len(rest) == 1
+    # The organisers' submissions page: newest first, a page at a time.
+    seen = []
+    for n in (1, 2, 3):
+        text = client.get(f"/manage/challenges/{ch.slug}/submissions",
+                          params={"per_page": 3, "page": n}, headers={**hdr, **html}).text
+        seen += [int(m) for m in re.findall(r'href="/submissions/(\d+)"', text)]
+        assert f"page {n} of 3 (7 submissions)" in text, text[text.find("<main"):][:1500]
+    assert list(dict.fromkeys(seen)) == sorted((s.id for s in subs), reverse=True)
     owner = users[0]
     images = [f.make_image(db_session, owner) for _ in range(3)]
     first = client.get("/api/images?limit=2", headers=f.auth(db_session, owner))
