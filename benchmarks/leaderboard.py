@@ -219,9 +219,13 @@ async def drive(base: str, path: str, headers: dict[str, str], requests: int,
             while left > 0:
                 left -= 1
                 t0 = time.perf_counter()
-                r = await client.get(path)
+                try:
+                    r = await client.get(path)
+                    errors += r.status_code != 200
+                except httpx.TransportError as exc:  # counted and named, the run goes on
+                    errors += 1
+                    print(f"  {path}: {type(exc).__name__} {exc}", file=sys.stderr)
                 latencies.append(time.perf_counter() - t0)
-                errors += r.status_code != 200
 
         t0 = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(connections)))
