@@ -196,6 +196,7 @@ def test_pages_in_a_stable_order(client: TestClient, db_session: Session) -> Non
         body = text.split("<tbody>")[1].split("</tbody>")[0]
         seen += [int(part.split('"')[0]) for part in body.split('data-submission="')[1:]]
         assert f"page {n} of 3" in text
+        assert "data-sortable" not in text  # sorting one page in the browser would mislead
     by_team = sorted(whole["rows"], key=lambda r: r["username"].lower(), reverse=True)
     assert seen == [r["submission_id"] for r in by_team]
     # Submissions (newest first), cases (by name) and images: Link rel="next" pages.
