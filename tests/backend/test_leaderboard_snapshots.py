@@ -309,3 +309,40 @@ def test_concurrent_recomputations_of_a_phase_serialise(
         service.stored(s, committed_phase)
         s.commit()
     assert len(computed) == 2
+
+
+def test_pages_query_the_same_whatever_the_rows(client: TestClient, db_session: Session,
+                                                db_connection: Any) -> None:
+    """No per-row queries: the HTML leaderboard and a submission page cost as many queries
+    with 3 teams as with 12 (the stored document has the case counts and ranks)."""
+    from sqlalchemy import event
+
+    org, ch, phase = _phase(db_session)
+    hdr = {**f.auth(db_session, org), "accept": "text/html"}
+    first = f.make_submission(db_session, phase, f.make_user(db_session),
+                              metrics={"mae": 1.0, "psnr": 30.0})
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    def queries(path: str) -> int:
+        assert client.get(path, headers=hdr).status_code == 200  # recomputes if stale
+        statements.clear()
+        event.listen(db_connection, "before_cursor_execute", count)
+        try:
+            assert client.get(path, headers=hdr).status_code == 200
+        finally:
+            event.remove(db_connection, "before_cursor_execute", count)
+        return len(statements)
+
+    board, page = f"/challenges/{ch.slug}/{phase.slug}/leaderboard", f"/submissions/{first.id}"
+    for _ in range(2):
+        f.make_submission(db_session, phase, f.make_user(db_session),
+                          metrics={"mae": 2.0, "psnr": 30.0})
+    few = queries(board), queries(page)
+    assert min(few) > 0
+    for i in range(9):
+        f.make_submission(db_session, phase, f.make_user(db_session),
+                          metrics={"mae": 3.0 + i, "psnr": 30.0})
+    assert (queries(board), queries(page)) == few
