@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     # overflow): a request that holds a connection (and row locks) always gets a thread for
     # its next step, so a burst queues instead of dead-locking threads against connections.
     api_db_requests: int = 30
+    # How long an API process may serve a public leaderboard page to anonymous readers from
+    # memory without asking the database whether it changed (0: ask on every read). A change
+    # made through this process is seen at once; one made through another, within this time.
+    leaderboard_cache_s: float = 1.0
     redis_url: str = "redis://127.0.0.1:6379/0"
 
     # On a development or test machine only: allows the placeholder secret key below.

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from celery import current_task
 
 from backend.errors import NotFoundError
+from backend.leaderboards import service as leaderboards
 from worker import steps
 from worker.celery_app import (
     CASE_RUN_MAX_S,
@@ -59,3 +60,9 @@ def finalize_submission(submission_id: int) -> None:
 @task("submissions.reap", time_limit_s=EVAL_LIMIT_S)
 def reap_stale() -> None:
     reap()
+
+
+@task("leaderboards.recompute", time_limit_s=EVAL_LIMIT_S)
+def recompute_leaderboard(phase_id: int) -> None:
+    """Store the phase's leaderboard (a no-op when a reader or an earlier run already did)."""
+    leaderboards.recompute(phase_id)

@@ -22,6 +22,7 @@ from backend.errors import (
     NotFoundError,
     UnprocessableError,
 )
+from backend.leaderboards import service as leaderboards
 from backend.models import (
     CasePolicy,
     Challenge,
@@ -205,6 +206,7 @@ def update_phase(
     access.require_organizer(session, user, challenge)
     _apply(session, phase, data)
     session.flush()
+    leaderboards.invalidate(session, phase.id)
     return phase
 
 

@@ -56,11 +56,13 @@ def image_by_sha(session: Session, owner_id: int, sha256: str) -> AlgorithmImage
     ).one_or_none()
 
 
-def images_of(session: Session, owner_id: int) -> Sequence[AlgorithmImage]:
+def images_of(session: Session, owner_id: int, offset: int = 0,
+              limit: int | None = None) -> Sequence[AlgorithmImage]:
     return session.scalars(
         select(AlgorithmImage)
         .where(AlgorithmImage.owner_id == owner_id)
         .order_by(AlgorithmImage.id.desc())
+        .offset(offset).limit(limit)
     ).all()
 
 

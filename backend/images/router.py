@@ -13,6 +13,7 @@ from backend.errors import BadRequestError
 from backend.images import service
 from backend.images.schemas import ImageCreatedOut, ImageOut, UploadIn, UploadOut
 from backend.models import ImageUpload
+from backend.pagination import PageDep
 from backend.storage import is_disk_full
 
 router = APIRouter(prefix="/api/images", tags=["images"])
@@ -119,8 +120,13 @@ def abort_upload(upload_id: str, session: SessionDep, user: CurrentUser) -> None
 
 
 @router.get("")
-def list_images(session: SessionDep, user: CurrentUser) -> list[ImageOut]:
-    return [ImageOut.model_validate(i) for i in service.list_images(session, user)]
+def list_images(request: Request, response: Response, session: SessionDep,
+                user: CurrentUser, page: PageDep) -> list[ImageOut]:
+    """Newest first, a page at a time (``Link: rel="next"`` names the next one)."""
+    out = [ImageOut.model_validate(i)
+           for i in service.list_images(session, user, page.offset, page.limit)]
+    page.link_next(request, response, len(out))
+    return out
 
 
 @router.get("/{image_id}")

@@ -368,8 +368,10 @@ def abort(session: Session, user: User, upload_id: str) -> None:
         _hashers.pop(upload_id, None)
 
 
-def list_images(session: Session, user: User) -> Sequence[AlgorithmImage]:
-    return repo.images_of(session, user.id)
+def list_images(session: Session, user: User, offset: int = 0,
+                limit: int | None = None) -> Sequence[AlgorithmImage]:
+    """The user's images, newest first (``offset``/``limit``: one page)."""
+    return repo.images_of(session, user.id, offset, limit)
 
 
 def get_image(session: Session, user: User, image_id: int) -> AlgorithmImage:

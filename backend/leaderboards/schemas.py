@@ -28,8 +28,11 @@ class LeaderboardRow(BaseModel):
     score: float | None
     values: dict[str, float | None]
     ranks: dict[str, int | None]
-    # Is this row's difference to the next ranked row significant? (None: no next row)
+    # Is this row's difference to the next ranked row significant? (None: no next row, or
+    # not computed yet)
     significant_vs_next: bool | None = None
+    cases: int = 0  # cases scored
+    rank_interval: tuple[float, float] | None = None  # 95 % bootstrap rank range
 
 
 class PairSignificance(BaseModel):
@@ -53,3 +56,6 @@ class Leaderboard(BaseModel):
     columns: list[ColumnOut]
     rows: list[LeaderboardRow]
     significance: list[PairSignificance] = []
+    total: int = 0  # rows in the whole leaderboard; ``rows`` is the page offset..offset+limit
+    offset: int = 0
+    limit: int | None = None

@@ -1,15 +1,32 @@
+"""Per-phase leaderboards, computed when they change and stored (``leaderboard_snapshots``).
+
+Everything that changes what a phase's leaderboard shows calls ``invalidate`` in its own
+transaction: the phase's ``leaderboard_version`` goes up and ``leaderboards.recompute`` is
+enqueued after the commit. A read compares the stored snapshot's version with the phase's
+(one query); a missing or stale snapshot is recomputed by the reader once, under the same
+row lock as the worker's recomputation, so reads are right even without a worker and a
+read never sees half a leaderboard.
+"""
+
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from backend import access
+from backend.config import settings
+from backend.db import session_scope
 from backend.errors import ForbiddenError
+from backend.leaderboards import cache, document
 from backend.leaderboards import repository as repo
-from backend.leaderboards.ranking import Column, column, number, rank_rows, ranked_columns
+from backend.leaderboards.cache import Stored
+from backend.leaderboards.document import columns_of
+from backend.leaderboards.ranking import number
 from backend.leaderboards.schemas import (
     ColumnOut,
     Leaderboard,
@@ -17,141 +34,163 @@ from backend.leaderboards.schemas import (
     PairSignificance,
 )
 from backend.models import (
-    AggregateResult,
     Challenge,
+    LeaderboardSnapshot,
     Phase,
     RankingMethod,
-    Submission,
-    SubmissionSelection,
     User,
+    utcnow,
 )
-from evaluator.metrics import spec_for
-from evaluator.significance import adjacent_significance
+from backend.tasks_client import enqueue_after_commit
+
+# Up to this many ranked teams the bootstrap (a few tenths of a second) is part of every
+# recomputation, a reader's too; above, the worker adds it afterwards.
+INLINE_INTERVAL_TEAMS = 100
 
 
-def columns_of(phase: Phase) -> list[Column]:
-    """The primary metric, then the extra columns (directions from the metric registry; an
-    extra entry naming the primary metric may only set its ranking group)."""
-    extras = [e for e in phase.extra_columns or [] if e.get("metric")]
-    primary_group = next((e.get("group") for e in extras
-                          if e["metric"] == phase.primary_metric), None)
-    cols = [column(phase.primary_metric, phase.primary_higher_is_better, primary_group)]
-    for extra in extras:
-        if extra["metric"] != phase.primary_metric:
-            cols.append(column(str(extra["metric"]), extra.get("higher_is_better"),
-                               extra.get("group")))
-    return cols
+def invalidate(session: Session, phase_id: int) -> None:
+    """The phase's leaderboard changes in this transaction: bump its version and recompute
+    it after the commit."""
+    repo.bump_version(session, phase_id)
+    cache.forget(phase_id)
+    enqueue_after_commit(session, "leaderboards.recompute", [phase_id])
 
 
-def _label(metric: str) -> str:
-    spec = spec_for(metric)
-    return spec.label if spec is not None else metric
+def refresh(session: Session, phase_id: int) -> Stored:
+    """Recompute the phase's ranks unless its snapshot is current, under the snapshot's row
+    lock (held until the caller's transaction ends: concurrent recomputations of one phase
+    serialise and the later ones find it current). Rank ranges follow (``recompute``)."""
+    snap = repo.lock_snapshot(session, phase_id)
+    # Read after the lock: the version names every change whose data this computation sees.
+    version = repo.phase_version(session, phase_id)
+    if snap.version == version and snap.etag:
+        return cache.remember_document(phase_id, Stored(snap.etag, snap.document))
+    phase = session.get(Phase, phase_id, populate_existing=True)
+    assert phase is not None
+    doc = document.compute(session, phase, version)
+    if doc["intervals_pending"] and doc["ranked"] <= INLINE_INTERVAL_TEAMS:
+        doc = document.with_intervals(doc, document.intervals(session, phase, doc))
+    return _store(session, snap, version, doc)
 
 
-def _value(agg: AggregateResult, metric: str) -> float | None:
-    return number(agg.metrics.get(metric))
+def _store(session: Session, snap: LeaderboardSnapshot, version: int,
+           doc: dict[str, Any]) -> Stored:
+    snap.version, snap.etag, snap.document = version, document.etag_of(doc), doc
+    snap.computed_at = utcnow()
+    session.flush()
+    cache.forget(snap.phase_id)
+    return cache.remember_document(snap.phase_id, Stored(snap.etag, doc))
 
 
-def _pick(
-    entries: list[tuple[Submission, str, AggregateResult]], phase: Phase
-) -> tuple[Submission, str, AggregateResult]:
-    if phase.submission_selection is SubmissionSelection.LATEST:
-        return max(entries, key=lambda e: (e[0].created_at, e[0].id))
-    sign = -1.0 if columns_of(phase)[0].higher_is_better else 1.0
+def recompute(phase_id: int) -> None:
+    """``leaderboards.recompute``: the ranks (as a reader would), then the bootstrap rank
+    ranges, computed without the lock (seconds at thousands of teams) and stored only if the
+    snapshot is still the one they were computed for; else a later task does it."""
+    with session_scope() as s:
+        if repo.snapshot_state(s, phase_id) is None:
+            return  # the phase was deleted since
+        current = refresh(s, phase_id)
+    if not current.doc.get("intervals_pending"):
+        return
+    with session_scope() as s:
+        phase = s.get(Phase, phase_id)
+        if phase is None:
+            return
+        found = document.intervals(s, phase, current.doc)
+    with session_scope() as s:
+        snap = repo.lock_snapshot(s, phase_id)
+        if snap.etag == current.etag and snap.version == current.doc["version"]:
+            _store(s, snap, snap.version, document.with_intervals(snap.document, found))
 
-    def key(e: tuple[Submission, str, AggregateResult]) -> tuple[int, float, int]:
-        v = _value(e[2], phase.primary_metric)
-        return (1, 0.0, e[0].id) if v is None else (0, sign * v, e[0].id)
 
-    return min(entries, key=key)
+def stored(session: Session, phase_id: int) -> Stored:
+    """The phase's current leaderboard document (read-through)."""
+    state = repo.snapshot_state(session, phase_id)
+    if state is not None and state.version == state.phase_version and state.etag:
+        cached = cache.document(phase_id, state.etag)
+        if cached is not None:
+            return cached
+        found = repo.document(session, phase_id)
+        if found is not None and found[0] == state.etag:
+            return cache.remember_document(phase_id, Stored(*found))
+    return refresh(session, phase_id)
 
 
-def build(
-    session: Session, user: User | None, challenge: Challenge, phase: Phase
-) -> Leaderboard:
-    if not phase.leaderboard_public and not access.is_organizer(
-        session, user, challenge.id
-    ):
+def require_visible(session: Session, user: User | None, challenge: Challenge,
+                    phase: Phase) -> None:
+    if not phase.leaderboard_public and not access.is_organizer(session, user, challenge.id):
         raise ForbiddenError("The leaderboard of this phase is hidden until the organisers "
                              "publish it.")
-    cols = columns_of(phase)
-    by_user: dict[int, list[tuple[Submission, str, AggregateResult]]] = {}
-    baselines: list[tuple[Submission, str, AggregateResult]] = []
-    disqualified: dict[int, list[tuple[Submission, str, AggregateResult]]] = {}
-    for entry in repo.scored_submissions(session, phase.id):
-        sub = entry[0]
-        if sub.is_baseline:
-            baselines.append(entry)
-        elif sub.is_disqualified:
-            disqualified.setdefault(sub.user_id, []).append(entry)
-        else:
-            by_user.setdefault(sub.user_id, []).append(entry)
-    picked = [_pick(entries, phase) for entries in by_user.values()]
-    ranked = rank_rows(
-        [{c.metric: _value(e[2], c.metric) for c in cols} for e in picked],
-        cols,
-        phase.ranking_method,
+
+
+def board(session: Session, user: User | None, challenge: Challenge, phase: Phase) -> Stored:
+    """The stored leaderboard, where the viewer may see it."""
+    require_visible(session, user, challenge, phase)
+    return stored(session, phase.id)
+
+
+def _row_out(row: dict[str, Any]) -> LeaderboardRow:
+    iv = row.get("interval")
+    return LeaderboardRow(
+        rank=row["rank"], username=row["username"], submission_id=row["submission_id"],
+        created_at=datetime.fromisoformat(row["created_at"]), is_baseline=row["is_baseline"],
+        is_disqualified=row["is_disqualified"], score=row["score"],
+        values={k: number(v) for k, v in row["values"].items()},
+        ranks=row["ranks"], cases=row.get("cases", 0),
+        rank_interval=None if iv is None else (iv[0], iv[1]),
+        significant_vs_next=row.get("significant_vs_next"),
     )
-    rows = [_row(e, cols, r.rank, r.score, r.metric_ranks) for e, r in zip(picked, ranked,
-                                                                          strict=True)]
-    # Ranked rows first (by rank, then submission time); unranked ones never above them.
-    rows.sort(key=lambda r: (r.rank is None, r.rank or 0, r.created_at, r.submission_id))
-    significance = _significance(session, rows, ranked_columns(cols, phase.ranking_method))
-    rows += [_row(e, cols, None, None, {}) for e in baselines]
-    rows += [_row(_pick(v, phase), cols, None, None, {}) for v in disqualified.values()]
+
+
+def to_schema(challenge: Challenge, phase: Phase, found: Stored, offset: int = 0,
+              limit: int | None = None) -> Leaderboard:
+    rows = found.doc["rows"]
+    page = rows[offset:] if limit is None else rows[offset:offset + limit]
     return Leaderboard(
         challenge=challenge.slug,
         phase=phase.slug,
-        ranking_method=phase.ranking_method,
-        columns=[ColumnOut(metric=c.metric, higher_is_better=c.higher_is_better,
-                           label=_label(c.metric)) for c in cols],
-        rows=rows,
-        significance=significance,
+        ranking_method=RankingMethod(found.doc["ranking_method"]),
+        columns=[ColumnOut(**c) for c in found.doc["columns"]],
+        rows=[_row_out(r) for r in page],
+        significance=[PairSignificance(**p) for p in found.doc.get("significance", [])
+                      if p.get("p_value") is not None and p.get("p_holm") is not None],
+        total=len(rows),
+        offset=offset,
+        limit=limit,
     )
 
 
-def _significance(
-    session: Session, rows: list[LeaderboardRow], ranked: Sequence[Column]
-) -> list[PairSignificance]:
-    """Adjacent ranked rows: paired Wilcoxon per ranked metric over cases, Holm-corrected."""
-    order = [r.submission_id for r in rows if r.rank is not None]
-    if len(order) < 2:
-        return []
-    per_case = repo.case_metrics(session, order)
-    tests = adjacent_significance(
-        {str(s): {str(c): m for c, m in cases.items()} for s, cases in per_case.items()},
-        [str(s) for s in order], [c.metric for c in ranked])
-    out = [PairSignificance(upper_submission_id=int(t.upper), lower_submission_id=int(t.lower),
-                            metric=t.metric, cases=t.cases, p_value=t.p_value, p_holm=t.p_holm,
-                            significant=t.significant) for t in tests]
-    by_upper: dict[int, bool] = {}
-    for p in out:
-        by_upper[p.upper_submission_id] = by_upper.get(p.upper_submission_id, False) or (
-            p.significant)
-    for r in rows:
-        r.significant_vs_next = by_upper.get(r.submission_id)
-    return out
+@dataclass(frozen=True)
+class JsonPage:
+    etag: str
+    body: bytes
+    public: bool  # anyone may read it: the same bytes for every viewer
 
 
-def _row(
-    entry: tuple[Submission, str, AggregateResult],
-    cols: list[Column],
-    rank: int | None,
-    score: float | None,
-    ranks: dict[str, int | None],
-) -> LeaderboardRow:
-    sub, username, agg = entry
-    return LeaderboardRow(
-        rank=rank,
-        username=username,
-        submission_id=sub.id,
-        created_at=sub.created_at,
-        is_baseline=sub.is_baseline,
-        is_disqualified=sub.is_disqualified,
-        score=score,
-        values={c.metric: _value(agg, c.metric) for c in cols},
-        ranks={c.metric: ranks.get(c.metric) for c in cols},
-    )
+def json_page(session: Session, user: User | None, challenge: Challenge, phase: Phase,
+              offset: int, limit: int) -> JsonPage:
+    """One page of the leaderboard as JSON with its ETag; a public one is kept for anonymous
+    readers (``cached_page``)."""
+    found = board(session, user, challenge, phase)
+    etag = f'"{found.etag}-{offset}-{limit}"'
+    body = to_schema(challenge, phase, found, offset, limit).model_dump_json().encode()
+    public = phase.leaderboard_public and access.can_view(session, None, challenge)
+    if public:
+        cache.remember_page((challenge.slug, phase.slug, offset, limit), phase.id, etag, body)
+    return JsonPage(etag, body, public)
+
+
+def cached_page(slug: str, phase_slug: str, offset: int, limit: int) -> JsonPage | None:
+    """A public page checked against the database within ``leaderboard_cache_s``."""
+    hit = cache.page((slug, phase_slug, offset, limit), settings.leaderboard_cache_s)
+    return None if hit is None else JsonPage(hit.etag, hit.body, True)
+
+
+def build(session: Session, user: User | None, challenge: Challenge, phase: Phase) -> (
+    Leaderboard
+):
+    """The whole leaderboard (CSV, scripts)."""
+    return to_schema(challenge, phase, board(session, user, challenge, phase))
 
 
 def to_csv(board: Leaderboard) -> str:
@@ -179,4 +218,5 @@ def to_csv(board: Leaderboard) -> str:
     return buf.getvalue()
 
 
-__all__ = ["RankingMethod", "build", "columns_of", "to_csv"]
+__all__ = ["RankingMethod", "build", "columns_of", "invalidate", "recompute", "refresh",
+           "stored", "to_csv"]

@@ -12,6 +12,7 @@ from backend.models.challenges import (
 )
 from backend.models.datasets import Case, Dataset, DatasetVersion, Modality
 from backend.models.images import AlgorithmImage, ImageStatus, ImageUpload, UploadStatus
+from backend.models.leaderboards import LeaderboardSnapshot
 from backend.models.submissions import (
     ACTIVE_STATUSES,
     ALLOWED_TRANSITIONS,
@@ -50,6 +51,7 @@ __all__ = [
     "DatasetVersion",
     "ImageStatus",
     "ImageUpload",
+    "LeaderboardSnapshot",
     "Modality",
     "Phase",
     "PhaseKind",

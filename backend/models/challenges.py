@@ -116,5 +116,8 @@ class Phase(TimestampMixin, Base):
 
     # Visibility to participants.
     leaderboard_public: Mapped[bool] = mapped_column(default=True)
+    # Bumped (in the same transaction) by everything that changes the phase's leaderboard;
+    # the stored snapshot is current while its version equals this one.
+    leaderboard_version: Mapped[int] = mapped_column(default=0, server_default="0")
     show_case_results: Mapped[bool] = mapped_column(default=False)
     show_case_logs: Mapped[bool] = mapped_column(default=False)

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from backend.config import settings
 from backend.db import session_scope
+from backend.leaderboards import service as leaderboards
 from backend.models import (
     TERMINAL_RUN_STATUSES,
     AlgorithmImage,
@@ -435,6 +436,7 @@ def finalize(submission_id: int) -> None:
         sub.cases_done = p.total
         if others_incomplete:
             scoring.refill(s, others_incomplete, worst)
+        leaderboards.invalidate(s, sub.phase_id)
 
 
 def filled_cases(statistics: Mapping[str, Any]) -> set[str]:

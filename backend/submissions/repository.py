@@ -64,7 +64,8 @@ def case_count(session: Session, dataset_version_id: int) -> int:
 
 
 def of_phase(
-    session: Session, phase_id: int, user_id: int | None
+    session: Session, phase_id: int, user_id: int | None, offset: int = 0,
+    limit: int | None = None,
 ) -> Sequence[tuple[Submission, str]]:
     stmt = (
         select(Submission, User.username)
@@ -74,6 +75,7 @@ def of_phase(
     )
     if user_id is not None:
         stmt = stmt.where(Submission.user_id == user_id)
+    stmt = stmt.offset(offset).limit(limit)
     return [(s, u) for s, u in session.execute(stmt).all()]
 
 
@@ -83,12 +85,14 @@ def aggregate(session: Session, submission_id: int) -> AggregateResult | None:
     ).one_or_none()
 
 
-def case_runs(session: Session, submission_id: int) -> Sequence[tuple[CaseRun, str]]:
+def case_runs(session: Session, submission_id: int, offset: int = 0,
+              limit: int | None = None) -> Sequence[tuple[CaseRun, str]]:
     rows = session.execute(
         select(CaseRun, Case.name)
         .join(Case, Case.id == CaseRun.case_id)
         .where(CaseRun.submission_id == submission_id)
-        .order_by(Case.name)
+        .order_by(Case.name, CaseRun.id)
+        .offset(offset).limit(limit)
     ).all()
     return [(r, n) for r, n in rows]
 

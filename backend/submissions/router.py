@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from sqlalchemy.orm import Session
 
 from backend import access
@@ -9,6 +9,7 @@ from backend.db import SessionDep
 from backend.deps import CurrentUser
 from backend.errors import ForbiddenError
 from backend.models import Phase, Submission, User
+from backend.pagination import PageDep
 from backend.submissions import service
 from backend.submissions.schemas import CaseRunOut, SubmissionFlags, SubmissionIn, SubmissionOut
 
@@ -46,16 +47,21 @@ def create_submission(
 
 @router.get("/api/challenges/{slug}/phases/{phase_slug}/submissions")
 def list_submissions(
-    slug: str, phase_slug: str, session: SessionDep, user: CurrentUser
+    request: Request, response: Response, slug: str, phase_slug: str, session: SessionDep,
+    user: CurrentUser, page: PageDep,
 ) -> list[SubmissionOut]:
-    """Organisers see every submission of the phase; participants their own."""
+    """Organisers see every submission of the phase; participants their own. Newest first,
+    a page at a time (``Link: rel="next"`` names the next one)."""
     challenge = access.challenge_by_slug(session, slug, user)
     phase = access.phase_by_slug(session, challenge, phase_slug)
     view = access.submission_view(phase, access.is_organizer(session, user, challenge.id))
-    return [
+    out = [
         submission_out(session, s, view, name)
-        for s, name in service.list_for_phase(session, user, challenge, phase)
+        for s, name in service.list_for_phase(session, user, challenge, phase, page.offset,
+                                              page.limit)
     ]
+    page.link_next(request, response, len(out))
+    return out
 
 
 @router.get("/api/submissions/{submission_id}")
@@ -66,12 +72,14 @@ def get_submission(submission_id: int, session: SessionDep, user: CurrentUser) -
 
 @router.get("/api/submissions/{submission_id}/cases")
 def list_case_runs(
-    submission_id: int, session: SessionDep, user: CurrentUser
+    request: Request, response: Response, submission_id: int, session: SessionDep,
+    user: CurrentUser, page: PageDep,
 ) -> list[CaseRunOut]:
+    """By case name, a page at a time."""
     sub, _, view = service.open_submission(session, user, submission_id)
     if not view.cases:
         raise ForbiddenError("Per-case results of this phase are hidden from participants.")
-    return [
+    out = [
         CaseRunOut(
             case_name=c.name,
             status=c.run.status,
@@ -83,8 +91,10 @@ def list_case_runs(
             stdout=c.run.stdout if view.logs else None,
             stderr=c.run.stderr if view.logs else None,
         )
-        for c in service.case_records(session, sub, view)
+        for c in service.case_records(session, sub, view, page.offset, page.limit)
     ]
+    page.link_next(request, response, len(out))
+    return out
 
 
 @router.post("/api/submissions/{submission_id}/cancel")

@@ -17,6 +17,7 @@ from backend.errors import (
     NotFoundError,
     TooManyRequestsError,
 )
+from backend.leaderboards import service as leaderboards
 from backend.models import (
     ACTIVE_STATUSES,
     AggregateResult,
@@ -140,14 +141,15 @@ class CaseRecord:
     metrics: dict[str, Any] | None  # None: not scored, or scores hidden from this viewer
 
 
-def case_records(session: Session, sub: Submission, view: SubmissionView) -> list[CaseRecord]:
+def case_records(session: Session, sub: Submission, view: SubmissionView, offset: int = 0,
+                 limit: int | None = None) -> list[CaseRecord]:
     """The case runs by case name, where the viewer may see cases or logs; metrics only where
     the viewer may see per-case scores."""
     if not (view.cases or view.logs):
         return []
     metrics = repo.case_metrics(session, sub.id) if view.case_scores else {}
     return [CaseRecord(run, name, metrics.get(run.case_id))
-            for run, name in repo.case_runs(session, sub.id)]
+            for run, name in repo.case_runs(session, sub.id, offset, limit)]
 
 
 def case_of(session: Session, submission_id: int, case_name: str) -> tuple[Case, CaseRun]:
@@ -184,10 +186,12 @@ def used_since(session: Session, phase: Phase, user: User,
 
 
 def list_for_phase(
-    session: Session, user: User, challenge: Challenge, phase: Phase
+    session: Session, user: User, challenge: Challenge, phase: Phase, offset: int = 0,
+    limit: int | None = None,
 ) -> Sequence[tuple[Submission, str]]:
+    """Newest first (``offset``/``limit``: one page)."""
     organizer = access.is_organizer(session, user, challenge.id)
-    return repo.of_phase(session, phase.id, None if organizer else user.id)
+    return repo.of_phase(session, phase.id, None if organizer else user.id, offset, limit)
 
 
 def _require_organizer(session: Session, user: User, phase: Phase) -> None:
@@ -205,6 +209,7 @@ def cancel(session: Session, user: User, submission_id: int) -> Submission:
                            current_step="cancelled by an organiser" if organizer
                            else "cancelled by its owner")
     pipeline.cancel_open_runs(session, sub.id)
+    leaderboards.invalidate(session, sub.phase_id)
     return sub
 
 
@@ -223,6 +228,7 @@ def reevaluate(session: Session, user: User, submission_id: int) -> Submission:
     repo.clear_evaluation(session, sub.id)
     sub = state.transition(session, sub.id, sub.status, SubmissionStatus.PENDING,
                            current_step="queued for re-evaluation")
+    leaderboards.invalidate(session, sub.phase_id)
     pipeline.enqueue_start(session, sub.id)
     return sub
 
@@ -236,4 +242,5 @@ def set_flags(session: Session, user: User, submission_id: int, flags: Submissio
         if value is not None:
             setattr(sub, key, value)
     session.flush()
+    leaderboards.invalidate(session, sub.phase_id)
     return sub

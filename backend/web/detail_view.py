@@ -6,6 +6,8 @@ policy, ``backend.access.submission_view``, as in the API.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,8 @@ from backend import access
 from backend.access import SubmissionView
 from backend.config import settings
 from backend.errors import AppError
+from backend.leaderboards import service as leaderboards_service
+from backend.leaderboards.cache import Stored
 from backend.models import (
     AlgorithmImage,
     Case,
@@ -24,8 +28,7 @@ from backend.models import (
 )
 from backend.numbers import finite_or_none, metric_value
 from backend.submissions import service as submissions_service
-from backend.web import leaderboard_view
-from backend.web.metrics_meta import metric_meta
+from backend.web.metrics_meta import MetricMeta, metric_meta
 from backend.web.plots import TeamValue, comparison_plot, distribution_plot
 from backend.web.slices import shape_of
 from backend.web.submission_views import submission_status
@@ -134,32 +137,29 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
                     values, metric_label=c.label, unit=c.unit,
                     higher_is_better=c.higher_is_better))
 
-    comparison = []
+    comparison: list[Any] = []
     rank = None
     ranked_count = 0
     if sub.status is SubmissionStatus.SUCCEEDED and view.scores:
         try:
-            _, lb = leaderboard_view.build(session, user, challenge, phase)
+            found: Stored | None = leaderboards_service.board(session, user, challenge, phase)
         except AppError:
-            lb = None
-        if lb is not None:
-            ranked_count = sum(1 for r in lb.rows if r.rank is not None)
-            rows = [r for r in lb.rows if not r.disqualified]
-            in_board = any(r.submission_id == sub.id for r in rows)
+            found = None
+        if found is not None:
             # An organiser looking at alice's submission is not alice.
             own_note = " (you)" if sub.user_id == user.id else " (this submission)"
-            for c in columns:
-                teams = [TeamValue(label=r.team, value=r.values.get(c.name),
-                                   own=r.submission_id == sub.id, baseline=r.baseline)
-                         for r in rows]
-                if not in_board and aggregate is not None:
-                    teams.append(TeamValue(label=f"#{sub.id}", value=aggregate.get(c.name),
-                                           own=True))
-                if len(teams) > 1:
-                    comparison.append(comparison_plot(
-                        teams[:25], metric_label=c.label, unit=c.unit,
-                        higher_is_better=c.higher_is_better, own_note=own_note))
-            rank = next((r.rank for r in lb.rows if r.submission_id == sub.id), None)
+            key = (phase.id, found.etag, sub.id, own_note, tuple(c.name for c in columns),
+                   tuple(sorted((aggregate or {}).items())))
+            with _plots_lock:
+                cached = _plots.get(key)
+            if cached is None:
+                cached = _comparison(found.doc, sub.id, columns, aggregate, own_note)
+                with _plots_lock:
+                    _plots[key] = cached
+                    while len(_plots) > 512:
+                        _plots.popitem(last=False)
+            comparison, rank = cached
+            ranked_count = int(found.doc.get("ranked", 0))
 
     return {
         "sub": sub,
@@ -189,3 +189,38 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
         "ranked_count": ranked_count,
         "is_challenge_organizer": access.is_organizer(session, user, challenge.id),
     }
+
+
+COMPARED_TEAMS = 25
+# Comparison plots by (phase, stored leaderboard's ETag, submission, columns, its aggregate):
+# they change only when the leaderboard does.
+_plots: OrderedDict[tuple[object, ...], tuple[list[Any], int | None]] = OrderedDict()
+_plots_lock = threading.Lock()
+
+
+def _comparison(doc: dict[str, Any], sub_id: int, columns: list[MetricMeta],
+                aggregate: dict[str, float | None] | None,
+                own_note: str) -> tuple[list[Any], int | None]:
+    """Comparison plots (the top teams and this submission) and its rank, from the stored
+    leaderboard; disqualified rows are not compared against."""
+    rows = [r for r in doc["rows"] if not r["is_disqualified"]]
+    own = next((r for r in doc["rows"] if r["submission_id"] == sub_id), None)
+    shown = rows[:COMPARED_TEAMS]
+    plots = []
+    for c in columns:
+        teams = [TeamValue(label=r["username"], value=metric_value(r["values"].get(c.name)),
+                           own=r["submission_id"] == sub_id, baseline=r["is_baseline"])
+                 for r in shown]
+        if not any(t.own for t in teams):
+            if own is not None and not own["is_disqualified"]:
+                teams.append(TeamValue(label=own["username"],
+                                       value=metric_value(own["values"].get(c.name)),
+                                       own=True, baseline=own["is_baseline"]))
+            elif aggregate is not None:
+                teams.append(TeamValue(label=f"#{sub_id}", value=aggregate.get(c.name),
+                                       own=True))
+        if len(teams) > 1:
+            plots.append(comparison_plot(teams, metric_label=c.label, unit=c.unit,
+                                         higher_is_better=c.higher_is_better,
+                                         own_note=own_note))
+    return plots, None if own is None else own["rank"]

@@ -8,15 +8,16 @@ import io
 import json
 from dataclasses import dataclass
 from typing import Annotated
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from backend import access
 from backend.challenges import service as challenges_service
 from backend.db import SessionDep
 from backend.errors import AppError, ForbiddenError
-from backend.models import Submission
+from backend.models import Phase, Submission
 from backend.submissions import service as submissions_service
 from backend.submissions.schemas import SubmissionFlags
 from backend.web import flash
@@ -43,25 +44,33 @@ def submissions_admin(
     user: PageUser,
     phase: str | None = None,
     status: str | None = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     challenge = access.challenge_by_slug(session, slug, user)
     access.require_organizer(session, user, challenge)
     phases = challenges_service.phases_of(session, challenge.id)
-    rows: list[AdminRow] = []
+    found: list[tuple[Submission, str, Phase]] = []
     for p in phases:
         if phase and p.slug != phase:
             continue
         for sub, username in submissions_service.list_for_phase(session, user, challenge, p):
             if status and sub.status.value != status:
                 continue
-            rows.append(AdminRow(sub, username, submission_row(session, sub, p, challenge,
-                                                               True)))
-    rows.sort(key=lambda r: r.sub.id, reverse=True)
+            found.append((sub, username, p))
+    found.sort(key=lambda r: r[0].id, reverse=True)  # newest first: a stable order for pages
+    pages = max(1, -(-len(found) // per_page))
+    page = min(page, pages)
+    # Status rows (a few queries each) only for the page shown.
+    rows = [AdminRow(sub, username, submission_row(session, sub, p, challenge, True))
+            for sub, username, p in found[(page - 1) * per_page:page * per_page]]
+    query = {k: v for k, v in (("phase", phase), ("status", status)) if v}
     return render(
         request,
         "manage/submissions.html",
         {"challenge": challenge, "phases": phases, "rows": rows, "phase_filter": phase or "",
-         "status_filter": status or "",
+         "status_filter": status or "", "page": page, "pages": pages, "total": len(found),
+         "page_query": urlencode({**query, "per_page": per_page}),
          "next_url": str(request.url.path) + (f"?{request.url.query}" if request.url.query
                                                else "")},
         user=user,

@@ -33,10 +33,13 @@ def leaderboard_page(
     user: WebUser,
     sort: str = "rank",
     dir: str = "asc",
+    page: Annotated[int, Query(ge=1)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=leaderboard_view.MAX_PER_PAGE)] =
+    leaderboard_view.DEFAULT_PER_PAGE,
 ) -> Response:
     challenge = access.challenge_by_slug(session, slug, user)
     phase = access.phase_by_slug(session, challenge, phase_slug)
-    _, lb = leaderboard_view.build(session, user, challenge, phase, sort, dir)
+    lb = leaderboard_view.build(session, user, challenge, phase, sort, dir, page, per_page)
     return render(request, "leaderboard.html",
                   {"challenge": challenge, "phase": phase, "lb": lb}, user=user)
 

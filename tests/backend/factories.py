@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from backend.auth.service import create_token
+from backend.leaderboards import service as leaderboards
 from backend.models import (
     AggregateResult,
     AlgorithmImage,
@@ -148,4 +149,6 @@ def make_submission(
         session.add(AggregateResult(submission_id=sub.id, metrics=metrics, statistics={},
                                     cases_scored=1))
         session.flush()
+    # As the pipeline's finalize does: the phase's stored leaderboard is stale now.
+    leaderboards.invalidate(session, phase.id)
     return sub

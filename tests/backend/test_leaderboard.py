@@ -67,9 +67,11 @@ def test_leaderboard_rows_selection_and_csv(client: TestClient, db_session: Sess
     table = list(csv.DictReader(io.StringIO(r.text)))
     assert table[0]["username"] == alice.username and table[0]["mae"] == "50.0"
     assert table[2]["rank"] == "" and table[2]["mae"] == ""
-    # Most recent instead of best.
-    phase.submission_selection = SubmissionSelection.LATEST
-    db_session.flush()
+    # Most recent instead of best (the settings change recomputes the stored leaderboard).
+    r = client.patch(f"/api/challenges/{ch.slug}/phases/{phase.slug}",
+                     json={"submission_selection": SubmissionSelection.LATEST.value},
+                     headers=f.auth(db_session, org))
+    assert r.status_code == 200, r.text
     rows = client.get(url).json()["rows"]
     assert rows[0]["username"] == bob.username
 

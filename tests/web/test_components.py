@@ -12,6 +12,7 @@ import SimpleITK as sitk  # noqa: N813 - the usual alias
 
 from backend.errors import BadRequestError, NotFoundError
 from backend.leaderboards.ranking import Column
+from backend.leaderboards.stability import rank_intervals
 from backend.models import RankingMethod, Submission, SubmissionStatus
 from backend.web import forms
 from backend.web.plots import (
@@ -22,7 +23,6 @@ from backend.web.plots import (
     rank_interval,
 )
 from backend.web.slices import Axis, SliceKind, encode_png, render_slice
-from backend.web.stability import rank_intervals
 from backend.web.status import hint_for, status_view
 
 

@@ -1,0 +1,298 @@
+"""Leaderboard reads at challenge scale over loopback (issue #20).
+
+Seeds its own database through the project's models (one phase ranked by mean rank over six
+columns; U users with N succeeded submissions between them, each with an aggregate and
+per-case results), starts the API as deployed (uvicorn, one worker by default as in
+docker-compose), and drives it from an asyncio httpx client with C connections and a bounded
+number of requests per endpoint. Ends with one line per endpoint:
+
+    <endpoint>: p50 X ms, p99 Y ms, Z req/s at N submissions, C connections
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/leaderboard.py --submissions 10000 \\
+        --users 2000 --connections 32 --database-url postgresql+psycopg://…/postgres
+
+A PostgreSQL URL names a server: the script creates a scratch database next to the named one
+and drops it afterwards. Without a URL it uses a SQLite file in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from statistics import quantiles
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ENDPOINT_KEYS = ["json", "html", "page", "status", "health"]
+COLUMNS = [("mae", False), ("psnr", True), ("ssim", True), ("ms_ssim", True),
+           ("dice", True), ("hd95", False)]
+
+
+@contextmanager
+def scratch_database(url: str | None) -> Iterator[str]:
+    from sqlalchemy import create_engine, make_url, text
+
+    if url is None or url.startswith("sqlite"):
+        with tempfile.TemporaryDirectory() as tmp:
+            yield url or f"sqlite:///{tmp}/bench.db"
+        return
+    u = make_url(url)
+    name = f"syntharena_bench_{os.getpid()}"
+    admin = create_engine(u, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield u.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def migrate(url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        cfg = Config(str(ROOT / "alembic.ini"))
+        cfg.set_main_option("script_location", str(ROOT / "migrations"))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    engine.dispose()
+
+
+def seed(url: str, submissions: int, users: int, cases: int) -> tuple[int, str, str]:
+    """Returns (a submission id in mid-table, its owner's API token, a status line)."""
+    from sqlalchemy import create_engine, insert
+    from sqlalchemy.orm import Session
+
+    from backend.auth.service import create_token
+    from backend.models import (
+        AggregateResult,
+        AlgorithmImage,
+        Case,
+        Challenge,
+        Dataset,
+        DatasetVersion,
+        ImageStatus,
+        Modality,
+        Phase,
+        PhaseKind,
+        RankingMethod,
+        Result,
+        Submission,
+        SubmissionStatus,
+        User,
+        utcnow,
+    )
+
+    rng = random.Random(0)
+    engine = create_engine(url)
+    t0 = time.perf_counter()
+    with Session(engine) as s:
+        org = User(email="org@bench.test", username="org", password_hash="x")
+        s.add(org)
+        s.flush()
+        ch = Challenge(slug="bench", title="Bench", created_by_id=org.id)
+        ds = Dataset(slug="bench-data", title="Bench data")
+        s.add_all([ch, ds])
+        s.flush()
+        dv = DatasetVersion(dataset_id=ds.id, version=1, source="bench", case_count=cases)
+        s.add(dv)
+        s.flush()
+        case_ids = []
+        for i in range(cases):
+            c = Case(dataset_version_id=dv.id, name=f"1BA{i:03d}", modality=Modality.MRI,
+                     region="Brain", input_image_path=f"in/{i}.mha", mask_path=f"in/{i}m.mha",
+                     ground_truth_path=f"gt/{i}.mha", labels_path=None, plan_path=None)
+            s.add(c)
+            s.flush()
+            case_ids.append(c.id)
+        phase = Phase(challenge_id=ch.id, slug="val", title="Validation",
+                      kind=PhaseKind.VALIDATION, dataset_version_id=dv.id, is_open=True,
+                      ranking_method=RankingMethod.MEAN_RANK, primary_metric="mae",
+                      primary_higher_is_better=False,
+                      extra_columns=[{"metric": m, "higher_is_better": h}
+                                     for m, h in COLUMNS[1:]])
+        s.add(phase)
+        s.flush()
+        s.execute(insert(User), [{"email": f"u{i}@bench.test", "username": f"team{i:05d}",
+                                  "password_hash": "x"} for i in range(users)])
+        user_ids = list(s.scalars(User.__table__.select().with_only_columns(User.id)
+                                  .where(User.username.like("team%")).order_by(User.id)))
+        s.execute(insert(AlgorithmImage), [
+            {"owner_id": u, "name": "algo", "sha256": uuid.uuid4().hex * 2, "size_bytes": 1,
+             "status": ImageStatus.VALID, "validation_message": "", "storage_key": f"k/{u}"}
+            for u in user_ids])
+        image_of = dict(s.execute(AlgorithmImage.__table__.select().with_only_columns(
+            AlgorithmImage.owner_id, AlgorithmImage.id)).all())
+        start = utcnow() - timedelta(days=30)
+        owners = [user_ids[i % users] for i in range(submissions)]
+        s.execute(insert(Submission), [
+            {"phase_id": phase.id, "user_id": u, "image_id": image_of[u],
+             "status": SubmissionStatus.SUCCEEDED, "cases_total": cases, "cases_done": cases,
+             "current_step": "done", "created_at": start + timedelta(seconds=37 * i),
+             "finished_at": start + timedelta(seconds=37 * i + 30)}
+            for i, u in enumerate(owners)])
+        sub_ids = list(s.scalars(Submission.__table__.select().with_only_columns(
+            Submission.id).order_by(Submission.id)))
+        aggs, results = [], []
+        for sid in sub_ids:
+            skill = rng.random()
+            per_case = [{m: (40 + 60 * skill + rng.gauss(0, 5)) if not h else
+                         (0.5 + 0.4 * (1 - skill) + rng.gauss(0, 0.03)) for m, h in COLUMNS}
+                        for _ in case_ids]
+            means = {m: sum(p[m] for p in per_case) / cases for m, _ in COLUMNS}
+            aggs.append({"submission_id": sid, "metrics": means, "cases_scored": cases,
+                         "statistics": {"per_metric": {m: {"mean": means[m], "std": 1.0,
+                                                           "n": cases} for m, _ in COLUMNS}}})
+            results += [{"submission_id": sid, "case_id": c, "metrics": p}
+                        for c, p in zip(case_ids, per_case, strict=True)]
+        s.execute(insert(AggregateResult), aggs)
+        for i in range(0, len(results), 20000):
+            s.execute(insert(Result), results[i:i + 20000])
+        probe = sub_ids[len(sub_ids) // 2]
+        owner = s.get(User, owners[len(sub_ids) // 2])
+        assert owner is not None
+        _, token = create_token(s, owner, "bench", None)
+        s.commit()
+    engine.dispose()
+    return probe, token, f"seeded in {time.perf_counter() - t0:.1f} s"
+
+
+def recompute_time(url: str) -> str:
+    """What a change costs the worker: the ranks (a reader's read-through does the same),
+    then the bootstrap rank ranges; stored, so reads find a complete document."""
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.orm import Session
+
+    from backend.config import settings
+    from backend.leaderboards import service
+    from backend.models import Phase
+
+    if not hasattr(service, "refresh"):
+        return "recompute: n/a (ranked on every read)"
+    settings.database_url = url
+    engine = create_engine(url)
+    with Session(engine) as s:
+        phase_id = s.scalars(select(Phase.id)).one()
+        t0 = time.perf_counter()
+        service.refresh(s, phase_id)
+        s.commit()
+        ranks = time.perf_counter() - t0
+    engine.dispose()
+    t0 = time.perf_counter()
+    service.recompute(phase_id)
+    return f"recompute: ranks {ranks:.2f} s, rank ranges {time.perf_counter() - t0:.2f} s"
+
+
+async def drive(base: str, path: str, headers: dict[str, str], requests: int,
+                connections: int) -> tuple[list[float], float, int]:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    latencies: list[float] = []
+    errors = 0
+    left = requests
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits,
+                                 timeout=120) as client:
+        await client.get(path)  # warm: templates, caches, the parsed document
+
+        async def one() -> None:
+            nonlocal left, errors
+            while left > 0:
+                left -= 1
+                t0 = time.perf_counter()
+                try:
+                    r = await client.get(path)
+                    errors += r.status_code != 200
+                except httpx.TransportError as exc:  # counted and named, the run goes on
+                    errors += 1
+                    print(f"  {path}: {type(exc).__name__} {exc}", file=sys.stderr)
+                latencies.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(connections)))
+        wall = time.perf_counter() - t0
+    return latencies, wall, errors
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--submissions", type=int, default=1000)
+    ap.add_argument("--users", type=int, default=0, help="default: submissions / 5")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=1000, help="per endpoint")
+    ap.add_argument("--cases", type=int, default=5, help="scored cases per submission")
+    ap.add_argument("--workers", type=int, default=1, help="uvicorn workers")
+    ap.add_argument("--database-url", default=None)
+    ap.add_argument("--endpoints", default="json,html,page,status,health",
+                    help="which to drive, comma-separated (json, html, page, status, health)")
+    args = ap.parse_args()
+    users = args.users or max(1, args.submissions // 5)
+    with scratch_database(args.database_url) as url, tempfile.TemporaryDirectory() as data:
+        migrate(url)
+        probe, token, seeded = seed(url, args.submissions, users, args.cases)
+        print(f"{seeded}; {users} users; {recompute_time(url)}", flush=True)
+        port = free_port()
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "SYNTHARENA_DATABASE_URL": url,
+               "SYNTHARENA_DATA_DIR": data}
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", str(args.workers), "--log-level", "warning",
+             "--timeout-worker-healthcheck", "60"], cwd=ROOT, env=env)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(300):
+                try:
+                    if httpx.get(base + "/api/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            auth = {"Authorization": f"Bearer {token}"}
+            html = {"accept": "text/html"}
+            endpoints = [e for key, e in zip(ENDPOINT_KEYS, [
+                ("JSON leaderboard", "/api/challenges/bench/phases/val/leaderboard", {}),
+                ("HTML leaderboard", "/challenges/bench/val/leaderboard", html),
+                ("submission page", f"/submissions/{probe}", {**html, **auth}),
+                ("submission status", f"/api/submissions/{probe}", auth),
+                # The floor on this machine: no database, one thread-pool hop, same client.
+                ("health (reference)", "/api/health", {}),
+            ], strict=True) if key in args.endpoints.split(",")]
+            for name, path, headers in endpoints:
+                lat, wall, errors = asyncio.run(
+                    drive(base, path, headers, args.requests, args.connections))
+                q = quantiles(lat, n=100, method="inclusive")
+                note = f" ({errors} errors)" if errors else ""
+                print(f"{name}: p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, "
+                      f"{len(lat) / wall:.0f} req/s at {args.submissions} submissions, "
+                      f"{args.connections} connections{note}", flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
