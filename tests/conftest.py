@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,26 @@ def ensure_database(url: str) -> None:
         if not exists:
             conn.execute(text(f'CREATE DATABASE "{u.database}"'))
     admin.dispose()
+
+
+@contextmanager
+def scratch_database(name: str) -> Iterator[Connection]:
+    """A connection to a fresh PostgreSQL database of its own (dropped afterwards), for tests
+    that move the schema up and down: the shared test database may be in use by another run."""
+    from sqlalchemy import create_engine, make_url, text
+
+    url = make_url(database_url_for_tests()).set(database=f"syntharena_test_{name}_{os.getpid()}")
+    ensure_database(url.render_as_string(hide_password=False))
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+        admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}"'))
+        admin.dispose()
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -33,8 +33,11 @@ build_one() {
             [ "$name" = skip-some ] && mode=skip-some
             quiet docker build -q --build-arg "MODE=$mode" -t "$tag" "$ctx"
             rm -rf "$ctx" ;;
-        python|gc-style)
+        python)
             bash "$HERE/build_python_base.sh"
+            quiet docker build -q -t "$tag" "$HERE/$name" ;;
+        gc-style)  # FROM the python example: only its entry point differs
+            build_one python
             quiet docker build -q -t "$tag" "$HERE/$name" ;;
         *) echo "unknown example '$name'; one of: ${ALL[*]} all" >&2; return 2 ;;
     esac

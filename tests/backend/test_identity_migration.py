@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 from alembic import command
-from sqlalchemy import Connection, create_engine, make_url, text
+from sqlalchemy import Connection, text
 
-from tests.conftest import alembic_config, database_url_for_tests, ensure_database
+from tests.conftest import alembic_config, scratch_database
 
 INSERT = text("INSERT INTO users (email, username, password_hash, is_admin, is_active) "
               "VALUES (:e, :u, 'x', false, true)")
@@ -18,22 +17,11 @@ INSERT = text("INSERT INTO users (email, username, password_hash, is_admin, is_a
 
 @pytest.fixture
 def at_0001() -> Iterator[Connection]:
-    url = make_url(database_url_for_tests()).set(
-        database=f"syntharena_test_identity_{os.getpid()}")
-    ensure_database(url.render_as_string(hide_password=False))
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            command.downgrade(alembic_config(conn), "base")
-            command.upgrade(alembic_config(conn), "0001")
-            conn.commit()
-            yield conn
-    finally:
-        engine.dispose()
-        admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}"'))
-        admin.dispose()
+    with scratch_database("identity") as conn:
+        command.downgrade(alembic_config(conn), "base")
+        command.upgrade(alembic_config(conn), "0001")
+        conn.commit()
+        yield conn
 
 
 def test_existing_accounts_are_normalised(at_0001: Connection) -> None:

@@ -165,6 +165,17 @@ def committed(db_engine: Engine) -> Iterator[Committed]:
         s.execute(delete(User).where(User.id == user_id))  # uploads and images cascade
 
 
+def commit_after_connection_loss(c: Committed, s: Session) -> None:
+    """Terminates the session's database connection right before COMMIT, so the commit raises
+    and everything rolls back (a real lost connection, not a mock)."""
+    pid = s.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    with c.engine.connect() as admin:
+        admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        admin.commit()
+    with pytest.raises(sa_exc.OperationalError):
+        s.commit()
+
+
 def _request(c: Committed, action: Callable[[Session, User], object], *,
              commit_fails: bool) -> None:
     """One unit of work like a request's; with ``commit_fails`` the database connection is
@@ -175,12 +186,7 @@ def _request(c: Committed, action: Callable[[Session, User], object], *,
         assert user is not None
         action(s, user)
         if commit_fails:
-            pid = s.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
-            with c.engine.connect() as admin:
-                admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
-                admin.commit()
-            with pytest.raises(sa_exc.OperationalError):
-                s.commit()
+            commit_after_connection_loss(c, s)
         else:
             s.commit()
     finally:

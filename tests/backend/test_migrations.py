@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from alembic import command
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Engine, create_engine, text
 
-from tests.conftest import alembic_config, database_url_for_tests, ensure_database
+from tests.conftest import alembic_config, scratch_database
 
 
 def test_alembic_check_is_clean_on_postgres(db_engine: Engine) -> None:
@@ -17,31 +16,19 @@ def test_alembic_check_is_clean_on_postgres(db_engine: Engine) -> None:
 
 
 def test_downgrade_and_upgrade_roundtrip() -> None:
-    # A scratch database: the shared test database may be in use by another run.
-    url = make_url(database_url_for_tests()).set(
-        database=f"syntharena_test_migrations_{os.getpid()}")
-    ensure_database(url.render_as_string(hide_password=False))
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            cfg = alembic_config(conn)
-            command.upgrade(cfg, "head")
-            conn.commit()
-            command.downgrade(cfg, "base")
-            conn.commit()
-            tables = conn.scalar(text(
-                "SELECT count(*) FROM information_schema.tables WHERE table_schema='public' "
-                "AND table_name <> 'alembic_version'"))
-            assert tables == 0
-            command.upgrade(cfg, "head")
-            conn.commit()
-            command.check(cfg)
-    finally:
-        engine.dispose()
-        admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}"'))
-        admin.dispose()
+    with scratch_database("migrations") as conn:
+        cfg = alembic_config(conn)
+        command.upgrade(cfg, "head")
+        conn.commit()
+        command.downgrade(cfg, "base")
+        conn.commit()
+        tables = conn.scalar(text(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema='public' "
+            "AND table_name <> 'alembic_version'"))
+        assert tables == 0
+        command.upgrade(cfg, "head")
+        conn.commit()
+        command.check(cfg)
 
 
 def test_sqlite_default_migrates_and_checks(tmp_path: Path) -> None:

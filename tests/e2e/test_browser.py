@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,26 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -
     raise TimeoutError(url)
 
 
+@contextmanager
+def serve_app(env: dict[str, str], log_name: str) -> Iterator[str]:
+    """The app under uvicorn on a free port, its output in test-artifacts/``log_name``; yields
+    the base URL once /api/health answers (test_pages_browser shares it)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    port = _free_port()
+    with open(ARTIFACTS / log_name, "ab") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", "127.0.0.1",
+             "--port", str(port), "--log-level", "warning"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            _wait_http(f"http://127.0.0.1:{port}/api/health", server)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if not Path(CHROMIUM).exists():
@@ -92,36 +113,32 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ARTIFACTS.mkdir(exist_ok=True)
         worker = harness.start_worker(env, "browser", concurrency=1,
                                       log_path=ARTIFACTS / "browser-worker.log")
-        port = _free_port()
         server_env = {**env.env(), "SYNTHARENA_ADMIN_EMAILS": f'["{ORGANIZER_EMAIL}"]',
                       "SYNTHARENA_SECRET_KEY": "browser-test-secret"}
-        log = open(ARTIFACTS / "browser-uvicorn.log", "ab")  # noqa: SIM115
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning"],
-            cwd=ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
         try:
-            _wait_http(f"http://127.0.0.1:{port}/api/health", server)
-            ARTIFACTS.mkdir(exist_ok=True)
-            yield Stack(f"http://127.0.0.1:{port}", env, EXAMPLES_OUT / "static-c.tar.gz")
+            with serve_app(server_env, "browser-uvicorn.log") as base_url:
+                yield Stack(base_url, env, EXAMPLES_OUT / "static-c.tar.gz")
         finally:
-            server.terminate()
-            server.wait(timeout=20)
             harness.stop_worker(worker)
-            log.close()
             # Only this test's worker's containers: other tests may share the engine.
             sandbox.remove_containers(**{sandbox.LABEL_WORKER: f"browser@{socket.gethostname()}"})
 
 
-@pytest.fixture(scope="module")
-def browser(stack: Stack) -> Iterator[Any]:
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright (test_pages_browser shares it)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def browser(stack: Stack) -> Iterator[Any]:
+    with chromium() as b:
+        yield b
 
 
 def shot(page: Any, name: str) -> None:

@@ -6,8 +6,6 @@ the way the worker's state transitions write it. Screenshots go to test-artifact
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,15 +15,12 @@ import httpx
 import pytest
 
 from tests.e2e.test_browser import (
-    ARTIFACTS,
     CHROMIUM,
-    CHROMIUM_ARGS,
     PASSWORD,
-    ROOT,
-    _free_port,
-    _wait_http,
+    chromium,
     drop_file,
     register,
+    serve_app,
     shot,
 )
 from tests.worker import harness
@@ -64,32 +59,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             s.add(sub)
             s.flush()
             ids = (phase.slug, sub.id)
-        ARTIFACTS.mkdir(exist_ok=True)
-        port = _free_port()
-        log = open(ARTIFACTS / "pages-uvicorn.log", "ab")  # noqa: SIM115
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning"],
-            cwd=ROOT, env={**env.env(), "SYNTHARENA_SECRET_KEY": "pages-test-secret"},
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        try:
-            _wait_http(f"http://127.0.0.1:{port}/api/health", server)
-            yield Site(f"http://127.0.0.1:{port}", *ids)
-        finally:
-            server.terminate()
-            server.wait(timeout=20)
-            log.close()
+        with serve_app({**env.env(), "SYNTHARENA_SECRET_KEY": "pages-test-secret"},
+                       "pages-uvicorn.log") as base_url:
+            yield Site(base_url, *ids)
 
 
 @pytest.fixture(scope="module")
 def browser(site: Site) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def _login(page: Any, base: str) -> None:
@@ -205,15 +183,7 @@ def test_per_case_table_fits_the_page(site: Site, browser: Any) -> None:
     """Every metric a dose phase reports, in a 1280 px window: labels, not keys; no sideways
     scrolling; times on one line."""
     from backend.db import session_scope
-    from backend.models import (
-        AggregateResult,
-        CaseRunStatus,
-        Phase,
-        Result,
-        Submission,
-        SubmissionStatus,
-        User,
-    )
+    from backend.models import AggregateResult, CaseRunStatus, Result, Submission, SubmissionStatus
     from backend.submissions.pipeline import ensure_case_runs
 
     metrics = {"mae": 61.5, "psnr": 29.1, "ms_ssim": 0.93, "ssim": 0.91, "dice": 0.8,
@@ -222,11 +192,10 @@ def test_per_case_table_fits_the_page(site: Site, browser: Any) -> None:
                "gamma_proton": 96.0, "dice_air": 0.9, "dice_bone": 0.85, "hd95_bone": 2.5,
                "hd95_air": 4.0}
     with session_scope() as s:
-        alice = s.query(User).filter_by(username="alice").one()
-        phase = s.query(Phase).filter_by(slug=site.phase_slug).one()
+        # Alice's second submission to the site's phase, with her first one's image.
         first = s.get(Submission, site.submission_id)
         assert first is not None
-        sub = Submission(phase_id=phase.id, user_id=alice.id, image_id=first.image_id,
+        sub = Submission(phase_id=first.phase_id, user_id=first.user_id, image_id=first.image_id,
                          status=SubmissionStatus.SUCCEEDED)
         s.add(sub)
         s.flush()

@@ -28,17 +28,12 @@ from backend.models import (
     Submission,
     User,
 )
-from tests.backend.factories import (
-    add_member,
-    auth,
-    make_challenge,
-    make_dataset_version,
-    make_image,
-    make_phase,
-    make_submission,
-    make_user,
+from tests.backend import factories as f
+from tests.backend.test_image_upload import (  # noqa: F401  (fixture)
+    Committed,
+    commit_after_connection_loss,
+    committed,
 )
-from tests.backend.test_image_upload import Committed, committed  # noqa: F401  (fixture)
 from tests.reliability import figures
 from tests.web.conftest import (  # noqa: F401  (fixtures)
     broker_url,
@@ -172,12 +167,12 @@ def _json_body(payload: dict[str, Any]) -> bytes:
 
 
 def _targets(db_session: Session) -> tuple[dict[str, str], dict[str, str], list[tuple]]:
-    organizer, participant = make_user(db_session), make_user(db_session)
-    ch = make_challenge(db_session, organizer)
-    add_member(db_session, ch, participant, ChallengeRole.PARTICIPANT)
-    phase = make_phase(db_session, ch)
-    image = make_image(db_session, participant)
-    org, par = auth(db_session, organizer), auth(db_session, participant)
+    organizer, participant = f.make_user(db_session), f.make_user(db_session)
+    ch = f.make_challenge(db_session, organizer)
+    f.add_member(db_session, ch, participant, ChallengeRole.PARTICIPANT)
+    phase = f.make_phase(db_session, ch)
+    image = f.make_image(db_session, participant)
+    org, par = f.auth(db_session, organizer), f.auth(db_session, participant)
     base = f"/api/challenges/{ch.slug}"
     # (who, method, url, body with "{X}" where the control character goes)
     return org, par, [
@@ -238,10 +233,10 @@ def test_control_bytes_in_every_text_field(web: TestClient,  # noqa: F811
 
 def test_control_bytes_in_web_forms(web: TestClient, db_session: Session) -> None:  # noqa: F811
     """HTML forms: an error page that says which field, never a 500."""
-    organizer = make_user(db_session)
-    ch = make_challenge(db_session, organizer)
-    phase = make_phase(db_session, ch)
-    image = make_image(db_session, organizer)
+    organizer = f.make_user(db_session)
+    ch = f.make_challenge(db_session, organizer)
+    phase = f.make_phase(db_session, ch)
+    image = f.make_image(db_session, organizer)
     forms = [
         ("/login", {"username": "a\x00b", "password": "x"}),
         ("/register", {"username": "nul", "email": "n\x00@example.org", "password": "long pw 1"}),
@@ -270,9 +265,9 @@ def test_container_logs_with_control_bytes_are_stored(db_session: Session) -> No
     """What a container prints is stored (NUL made visible), never a database error."""
     from backend.submissions.state import cap_log
 
-    organizer = make_user(db_session)
-    phase = make_phase(db_session, make_challenge(db_session, organizer))
-    sub = make_submission(db_session, phase, organizer)
+    organizer = f.make_user(db_session)
+    phase = f.make_phase(db_session, f.make_challenge(db_session, organizer))
+    sub = f.make_submission(db_session, phase, organizer)
     raw = "step 1\x00\x00 ok\x1b[31m red\x1b[0m\r\nbinary \x07\x08\x7f\x9b tail\ttab\n"
     sub.error_message = cap_log(raw)
     db_session.flush()
@@ -288,11 +283,11 @@ def test_container_logs_with_control_bytes_are_stored(db_session: Session) -> No
 # --- 3. Numbers that do not fit --------------------------------------------------------------
 
 def test_bad_numbers_answer_422(web: TestClient, db_session: Session) -> None:  # noqa: F811
-    organizer = make_user(db_session)
-    ch = make_challenge(db_session, organizer)
-    phase = make_phase(db_session, ch, make_dataset_version(db_session, ch))
-    add_member(db_session, ch, make_user(db_session), ChallengeRole.PARTICIPANT)
-    h = {**auth(db_session, organizer), **JSON}
+    organizer = f.make_user(db_session)
+    ch = f.make_challenge(db_session, organizer)
+    phase = f.make_phase(db_session, ch, f.make_dataset_version(db_session, ch))
+    f.add_member(db_session, ch, f.make_user(db_session), ChallengeRole.PARTICIPANT)
+    h = {**f.auth(db_session, organizer), **JSON}
     base = f"/api/challenges/{ch.slug}/phases/{phase.slug}"
     paths = [("GET", f"/api/images/{n}") for n in (2**31, 2**63, 2**64, 10**30)] + [
         ("GET", f"/api/submissions/{2**63}"), ("GET", f"/api/submissions/{2**31}/cases"),
@@ -341,7 +336,6 @@ def test_failed_upload_create_leaves_no_file(committed: Committed) -> None:  # n
     """An upload whose row is refused (text the database cannot hold, reaching the service
     past the API's checks) or whose transaction fails at COMMIT leaves no part file."""
     from sqlalchemy import exc as sa_exc
-    from sqlalchemy import text
 
     uploads = settings.uploads_dir
     s = committed.maker()
@@ -353,12 +347,7 @@ def test_failed_upload_create_leaves_no_file(committed: Committed) -> None:  # n
         s.rollback()
         upload = images_service.create_upload(s, user, UploadIn(name="ok", size_bytes=10))
         assert images_service.part_path(upload.id).exists()
-        pid = s.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
-        with committed.engine.connect() as admin:
-            admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
-            admin.commit()
-        with pytest.raises(sa_exc.OperationalError):
-            s.commit()
+        commit_after_connection_loss(committed, s)
         s.rollback()
     finally:
         s.close()

@@ -11,7 +11,6 @@ upload check, so what is tested here is the worker's own defence at run time:
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -23,7 +22,7 @@ from backend.db import session_scope
 from backend.models import CaseRunStatus, SubmissionStatus
 from tests.reliability import figures, image_tars
 from tests.reliability.conftest import ReliabilityEnv
-from tests.reliability.helpers import runs, submit_tarball
+from tests.reliability.helpers import hostile_worker, judge_container, runs, submit_tarball
 from tests.worker import harness
 from tests.worker.helpers import EXAMPLES_OUT, ensure_example
 from worker import sandbox
@@ -72,10 +71,8 @@ def _volume_image(tmp: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def worker(reliability_env: ReliabilityEnv):
-    proc = harness.start_worker(reliability_env, "rel-configs", concurrency=2)
-    yield proc
-    harness.stop_worker(proc)
-    sandbox.remove_containers(**{sandbox.LABEL_WORKER: f"rel-configs@{os.uname().nodename}"})
+    with hostile_worker(reliability_env, "rel-configs") as proc:
+        yield proc
 
 
 def test_hostile_image_configs_are_contained(clean_env: ReliabilityEnv, worker: Any,
@@ -125,17 +122,9 @@ def test_hostile_image_configs_are_contained(clean_env: ReliabilityEnv, worker: 
                 why.append(f"case {r.status.value}")
             if case_words not in r.error_message:
                 why.append(f"case message {r.error_message!r} lacks {case_words!r}")
-        if evidence and evidence not in logs:
-            why.append(f"no evidence {evidence!r} in {logs[-300:]!r}")
-        if "BREACH" in logs:
-            why.append("breach: " + logs[-300:])
         outcome = sub.error_message or "; ".join(r.error_message for r in case_runs)
-        figures.record("attacks", name, kind="container", contained=not why,
-                       outcome=f"{sub.status.value}: {outcome}"[:300],
-                       evidence=next((x for x in logs.splitlines() if evidence and evidence in x),
-                                     ""), problems=why)
-        if why:
-            problems.append(f"{name}: {'; '.join(why)}")
+        judge_container(name, why, logs=logs, evidence=evidence,
+                        outcome=f"{sub.status.value}: {outcome}", problems=problems)
     assert not problems, "\n".join(problems)
     # No Docker volume was created for the VOLUME: its writes went to a capped tmpfs.
     assert {v.name for v in sandbox.client().volumes.list()} <= volumes_before

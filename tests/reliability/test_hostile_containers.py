@@ -4,7 +4,6 @@ contained, and the platform stays healthy: a normal submission afterwards succee
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from backend.db import session_scope
 from backend.models import CaseRunStatus, SubmissionStatus
 from tests.reliability import figures
 from tests.reliability.conftest import SANDBOX_ENV, ReliabilityEnv
-from tests.reliability.helpers import runs, submit_tarball
+from tests.reliability.helpers import hostile_worker, judge_container, runs, submit_tarball
 from tests.worker import harness
 from tests.worker.helpers import EXAMPLES_OUT
 from worker import sandbox
@@ -50,10 +49,8 @@ ALLOWED_ENV = {"PATH", "HOSTNAME", "HOME", "HOSTILE_MODE", "HOSTILE_TARGETS",
 
 @pytest.fixture(scope="module")
 def worker(reliability_env: ReliabilityEnv):
-    proc = harness.start_worker(reliability_env, "reliability", concurrency=2)
-    yield proc
-    harness.stop_worker(proc)
-    sandbox.remove_containers(**{sandbox.LABEL_WORKER: f"reliability@{os.uname().nodename}"})
+    with hostile_worker(reliability_env, "reliability") as proc:
+        yield proc
 
 
 def _secret_values(env: ReliabilityEnv) -> list[str]:
@@ -85,10 +82,6 @@ def test_hostile_containers_are_contained(clean_env: ReliabilityEnv, worker: Any
             why.append(f"case {run.status.value}, expected {status.value}")
         if message not in run.error_message:
             why.append(f"message {run.error_message!r} lacks {message!r}")
-        if evidence and evidence not in logs:
-            why.append(f"no evidence {evidence!r} in the logs")
-        if "BREACH" in logs:
-            why.append("breach: " + "; ".join(x for x in logs.splitlines() if "BREACH" in x))
         leaked = [v for v in secrets if v in logs]
         if leaked:
             why.append(f"secret values in the logs: {leaked}")
@@ -101,12 +94,8 @@ def test_hostile_containers_are_contained(clean_env: ReliabilityEnv, worker: Any
         sizes = (len(run.stdout.encode()), len(run.stderr.encode()))
         if mode == "log-flood" and max(sizes) > 16384 + 64:
             why.append(f"log capture over its cap: {sizes} bytes")
-        figures.record("attacks", mode, kind="container", contained=not why,
-                       outcome=f"{run.status.value}: {run.error_message}",
-                       evidence=next((x for x in logs.splitlines() if evidence and evidence in x),
-                                     "")[:160], problems=why)
-        if why:
-            problems.append(f"{mode}: {'; '.join(why)}")
+        judge_container(mode, why, logs=logs, evidence=evidence,
+                        outcome=f"{run.status.value}: {run.error_message}", problems=problems)
     assert not problems, "\n".join(problems)
 
     # Nothing left behind: no container, no run directory, no input modified.

@@ -36,6 +36,24 @@ def _no_leftovers() -> None:
     assert sandbox.remove_containers(**LABELS) == 0
 
 
+@pytest.fixture
+def created(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """The engine's view (``docker inspect``) of every container the sandbox creates, in order:
+    what the engine got, not what the sandbox meant to send."""
+    from docker.models.containers import ContainerCollection
+
+    seen: list[dict] = []
+    real_create = ContainerCollection.create
+
+    def spy(self: ContainerCollection, image: str, **kw: object):
+        c = real_create(self, image, **kw)
+        seen.append(self.client.api.inspect_container(c.id))
+        return c
+
+    monkeypatch.setattr(ContainerCollection, "create", spy)
+    return seen
+
+
 def test_static_image_maps_mr_to_hu(tmp_path: Path, static_images: dict[str, str]) -> None:
     res, cases, out = _run(tmp_path, static_images["static-c"])
     assert res.ok, (res.error_message, res.stderr)
@@ -105,26 +123,15 @@ def test_python_template_image(tmp_path: Path, python_image: str) -> None:
     assert (out / "results.json").exists()
 
 
-def test_sandbox_is_locked_down(tmp_path: Path, python_image: str,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sandbox_is_locked_down(tmp_path: Path, python_image: str, created: list[dict]) -> None:
     """Inspect the container config the engine got (network, caps, ro, user, limits)."""
-    from docker.models.containers import ContainerCollection
-
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()
-    seen: dict = {}
-    real_create = ContainerCollection.create
-
-    def spy(self: ContainerCollection, image: str, **kw: object):
-        c = real_create(self, image, **kw)
-        seen.update(self.client.api.inspect_container(c.id))
-        return c
-
-    monkeypatch.setattr(ContainerCollection, "create", spy)
     sandbox.run_container(python_image, input_dir=inp, output_dir=out,
                           limits=sandbox.SandboxLimits(time_limit_s=20, memory_bytes=512 * 1024**2,
                                                        cpus=0.5, pids_limit=64),
                           labels=LABELS)
+    seen = created[-1]
     hc = seen["HostConfig"]
     assert hc["NetworkMode"] == "none"
     assert hc["Memory"] == hc["MemorySwap"] == 512 * 1024**2
@@ -202,23 +209,12 @@ def test_uid0_under_any_spelling_never_runs(tmp_path: Path, static_images: dict[
 
 
 def test_named_user_runs_as_its_numeric_ids(tmp_path: Path, static_images: dict[str, str],
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from docker.models.containers import ContainerCollection
-
+                                            created: list[dict]) -> None:
     tag = _build(tmp_path, "syntharena-test/bob:latest", [*ID_LINES, "USER bob"], ID_FILES)
-    seen: list[dict] = []
-    real_create = ContainerCollection.create
-
-    def spy(self: ContainerCollection, image: str, **kw: object):
-        c = real_create(self, image, **kw)
-        seen.append(self.client.api.inspect_container(c.id))
-        return c
-
-    monkeypatch.setattr(ContainerCollection, "create", spy)
     res, _, _ = _run(tmp_path, tag)
     assert res.ok, res.error_message
     # The engine got numbers, never the name: it resolves nothing itself.
-    assert seen[-1]["Config"]["User"] == "1000:1000"
+    assert created[-1]["Config"]["User"] == "1000:1000"
     ghost = _build(tmp_path, "syntharena-test/ghost:latest", [*ID_LINES, "USER ghost"],
                    ID_FILES)
     with pytest.raises(sandbox.SandboxError, match="no user 'ghost'"):
@@ -227,27 +223,16 @@ def test_named_user_runs_as_its_numeric_ids(tmp_path: Path, static_images: dict[
 
 
 def test_image_volumes_become_capped_tmpfs(tmp_path: Path, static_images: dict[str, str],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+                                           created: list[dict]) -> None:
     """A VOLUME gets no Docker volume on the host: a tmpfs of the /tmp cap covers it."""
-    from docker.models.containers import ContainerCollection
-
     tag = _build(tmp_path, "syntharena-test/volume:latest",
                  ["VOLUME /data /var/cache/model", "HEALTHCHECK CMD [\"/synth\"]",
                   "LABEL org.syntharena.worker=someone-else", "ENV NVIDIA_VISIBLE_DEVICES=all"],
                  {})
-    seen: list[dict] = []
-    real_create = ContainerCollection.create
-
-    def spy(self: ContainerCollection, image: str, **kw: object):
-        c = real_create(self, image, **kw)
-        seen.append(self.client.api.inspect_container(c.id))
-        return c
-
-    monkeypatch.setattr(ContainerCollection, "create", spy)
     volumes_before = {v.name for v in sandbox.client().volumes.list()}
     res, _, _ = _run(tmp_path, tag, tmp_bytes=8 * 1024**2)
     assert res.ok, res.error_message
-    info = seen[-1]
+    info = created[-1]
     assert not [m for m in info["Mounts"] if m["Type"] == "volume"], info["Mounts"]
     tmpfs = info["HostConfig"]["Tmpfs"]
     assert {"/data", "/var/cache/model"} <= set(tmpfs)
