@@ -85,23 +85,15 @@ def seed(url: str, submissions: int, users: int, cases: int) -> tuple[int, str, 
     from sqlalchemy.orm import Session
 
     from backend.auth.service import create_token
-    from backend.models import (
+    from backend.models import User, utcnow
+    from backend.models.challenges import Challenge, Phase, PhaseKind, RankingMethod
+    from backend.models.datasets import Case, Dataset, DatasetVersion, Modality
+    from backend.models.images import AlgorithmImage, ImageStatus
+    from backend.models.submissions import (
         AggregateResult,
-        AlgorithmImage,
-        Case,
-        Challenge,
-        Dataset,
-        DatasetVersion,
-        ImageStatus,
-        Modality,
-        Phase,
-        PhaseKind,
-        RankingMethod,
         Result,
         Submission,
         SubmissionStatus,
-        User,
-        utcnow,
     )
 
     rng = random.Random(0)

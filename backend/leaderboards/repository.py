@@ -11,16 +11,9 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from backend.models import (
-    AggregateResult,
-    LeaderboardSnapshot,
-    Phase,
-    Result,
-    Submission,
-    SubmissionStatus,
-    User,
-    utcnow,
-)
+from backend.models import Phase, User, utcnow
+from backend.models.leaderboards import LeaderboardSnapshot
+from backend.models.submissions import AggregateResult, Result, Submission, SubmissionStatus
 
 
 @dataclass(frozen=True)

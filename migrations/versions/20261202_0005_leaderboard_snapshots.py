@@ -4,6 +4,9 @@ Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-02 17:30:00.000000
 
+Every change that can move a phase's ranks bumps phases.leaderboard_version in its own
+transaction; a snapshot stores the document computed for one version, so a read compares the
+two numbers and never sees half a leaderboard.
 """
 from collections.abc import Sequence
 

@@ -16,17 +16,9 @@ from sqlalchemy.orm import Session
 
 from backend import tasks_client
 from backend.leaderboards import document, service
-from backend.models import (
-    CaseRunStatus,
-    Challenge,
-    Dataset,
-    LeaderboardSnapshot,
-    Phase,
-    Result,
-    Submission,
-    SubmissionStatus,
-    User,
-)
+from backend.models import Challenge, Dataset, Phase, User
+from backend.models.leaderboards import LeaderboardSnapshot
+from backend.models.submissions import CaseRunStatus, Result, Submission, SubmissionStatus
 from backend.submissions import pipeline
 from tests.backend import factories as f
 from tests.backend.conftest import TaskQueue
