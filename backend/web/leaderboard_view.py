@@ -43,6 +43,7 @@ class LbRow:
     comment: str = ""
     interval: tuple[float, float] | None = None
     interval_svg: Markup = field(default_factory=Markup)
+    significant_vs_next: bool | None = None  # paired Wilcoxon vs the next rank (Holm)
 
 
 @dataclass
@@ -190,6 +191,7 @@ def _view_row(r: dict[str, Any], own_id: int | None, organizer: bool, ranked_n: 
         disqualified=r["is_disqualified"],
         cases=int(r.get("cases", 0)),
         can_open=own or organizer,
+        significant_vs_next=r.get("significant_vs_next"),
     )
     iv = r.get("interval")
     if iv is not None and row.rank is not None:

@@ -174,6 +174,10 @@ def test_leaderboard_readable_without_js(web: TestClient, db_session: Session) -
     assert 'class="own"' in rows[1] and "zz-me" in rows[1]
     assert "baseline" in rows[3] and "–" in rows[3]
     assert "Rank range" in text and "interval-bar" in text
+    # Three cases cannot make a paired Wilcoxon test significant; the last ranked row has
+    # no next rank to compare with.
+    assert "vs next" in text and "not significant" in rows[0]
+    assert "significant" not in rows[2]
     assert '?sort=psnr&amp;dir=desc' in text  # sortable without JS
     by_psnr = web.get(f"/challenges/{slug}/{ph.slug}/leaderboard?sort=mae&dir=desc",
                       headers=HTML).text
