@@ -53,6 +53,14 @@ def scratch_database(name: str) -> Iterator[Connection]:
     from sqlalchemy import create_engine, make_url, text
 
     url = make_url(database_url_for_tests()).set(database=f"syntharena_test_{name}_{os.getpid()}")
+
+    def drop() -> None:
+        admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}"'))
+        admin.dispose()
+
+    drop()  # a run killed earlier under the same pid may have left one (at any revision)
     ensure_database(url.render_as_string(hide_password=False))
     engine = create_engine(url)
     try:
@@ -60,10 +68,7 @@ def scratch_database(name: str) -> Iterator[Connection]:
             yield conn
     finally:
         engine.dispose()
-        admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}"'))
-        admin.dispose()
+        drop()
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
