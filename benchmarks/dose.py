@@ -191,7 +191,9 @@ def bench_engines(case: dict[str, Any], device: str, skip_pyradplan: bool,
         from evaluator.dose.engines.pyradplan import PyRadPlanEngine, available
 
         if not available():
-            print("  (pyRadPlan not installed: pip install 'syntharena[dose]')")
+            from evaluator.dose.engines.pyradplan_remote import INSTALL_HINT
+
+            print(f"  (pyRadPlan not installed: {INSTALL_HINT})")
             return
         ref = PyRadPlanEngine()
         t = clock()

@@ -145,8 +145,9 @@ def _phantom_run(args: argparse.Namespace) -> int:
         from evaluator.dose.engines.pyradplan import available
 
         if not available():
-            raise EvaluationInputError(
-                "--planner pyradplan needs the optional extra: pip install 'syntharena[dose]'")
+            from evaluator.dose.engines.pyradplan_remote import INSTALL_HINT
+
+            raise EvaluationInputError(f"--planner pyradplan needs pyRadPlan. {INSTALL_HINT}")
     dirs = generate_dataset(args.out, args.anatomy, args.cases, args.seed, args.size,
                             plans=args.plans, planner=args.planner,
                             vary_layout=args.vary_layout)

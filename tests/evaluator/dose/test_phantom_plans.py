@@ -78,7 +78,7 @@ def test_cli_planner_pyradplan_without_the_extra(
     code = main(["phantom", "--anatomy", "brain", "--out", str(out), "--plans",
                  "--planner", "pyradplan"])
     assert code == 2
-    assert "pip install 'syntharena[dose]'" in capsys.readouterr().err
+    assert "python3 -m venv .venv-pyradplan" in capsys.readouterr().err
     assert not out.exists()
 
 
