@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     # when this worker sees a GPU).  Keep "cpu" where eval workers share GPUs with running
     # submissions.
     eval_device: Literal["cpu", "cuda", "auto"] = "cpu"
+    # Threads (torch intra-op, BLAS/OpenMP) each eval child may use; 0 = its share of the
+    # cores: max(1, cores // worker concurrency).  Children x threads above the cores
+    # oversubscribe them (worker/threads.py).
+    eval_threads: int = Field(default=0, ge=0)
     reaper_interval_s: int = 60
     reaper_grace_s: int = 120  # a running case with no live task this long is requeued
 

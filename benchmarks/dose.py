@@ -2,8 +2,16 @@
 
     .venv/bin/python benchmarks/dose.py [--device cpu|cuda] [--skip-pymedphys]
         [--skip-pyradplan] [--skip-gamma] [--skip-engines] [--pymedphys-default]
-        [--anatomy brain|pelvis] [--size small|medium|realistic] [--perturbation mild|synthrad]
-        [--dose-grids 4,3.5,3,2.5]
+        [--anatomy brain|pelvis] [--size small|medium|realistic] [--seed N] [--vary-layout]
+        [--cases DIR] [--perturbation mild|synthrad] [--dose-grids 4,3.5,3,2.5]
+        [--threads N] [--recompute-only]
+
+The engines run on a phantom made with --anatomy/--size/--seed (--vary-layout: the target
+and organs move per seed), or on every case folder under --cases DIR (``ct.mha``,
+``structures.mha``, ``plan_{photon,proton}.json``, ``region.json``: e.g. written by
+``python -m evaluator phantom --plans``).  --threads caps torch and BLAS threads as an eval
+worker does (``SYNTHARENA_EVAL_THREADS``); --recompute-only times the recompute alone (run
+several at once to measure a busy machine).
 
 1. Gamma 2 %/2 mm (cutoff 10 %, interp fraction 10) on a 100^3 plan-like dose at 2 mm, ours
    (pass-rate search, torch) vs ``pymedphys.gamma`` on the same doses: with max_gamma=1.1
@@ -24,17 +32,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from evaluator.dose.engines.torch_pb import SpotList, TorchPencilBeamEngine
 from evaluator.dose.gamma import GammaSettings, gamma_pass_rate
 from evaluator.dose.metrics import dose_metrics, dvh_metric, mae_target
 from evaluator.dose.phantom_plans import make_phantom_plans, make_phantom_structures
-from evaluator.phantoms import make_case
+from evaluator.dose.plan import PLAN_FILE, Plan, load_plan
+from evaluator.io import read_volume
+from evaluator.phantoms import REGIONS, make_case
 
 
 def clock() -> tuple[float, float]:
@@ -93,18 +106,57 @@ def bench_gamma(device: str, skip_pymedphys: bool, pymedphys_default: bool) -> N
 PERTURBATIONS = {"mild": (1.03, 1.03, 40.0, 10.0), "synthrad": (1.02, 0.90, 80.0, 25.0)}
 
 
-def phantom(anatomy: str, size: str, perturbation: str = "mild") -> dict[str, Any]:
-    case = make_case(anatomy, size, np.random.default_rng(0))
-    structures, _ = make_phantom_structures(case["labels"], anatomy)
-    ct = case["ct"].astype(np.float32)
-    rng = np.random.default_rng(1)
+def perturb(ct: np.ndarray, perturbation: str, seed: int = 1) -> np.ndarray:
+    """An sCT: the CT with one of the :data:`PERTURBATIONS` (deterministic for a seed)."""
+    rng = np.random.default_rng(seed)
     soft_scale, bone_scale, field_hu, noise_hu = PERTURBATIONS[perturbation]
     err = ndimage.gaussian_filter(rng.normal(0, 1, ct.shape), 4.0)
     err *= field_hu / max(float(err.std()), 1e-6)
     scaled = np.where(ct > 300, ct * bone_scale, ct * soft_scale)
     sct = np.where(ct > -500, scaled + err + rng.normal(0, noise_hu, ct.shape), ct)
-    return {"ct": ct, "sct": sct.astype(np.float32), "structures": structures,
-            "spacing": case["spacing"], "labels": case["labels"]}
+    return sct.astype(np.float32)
+
+
+def phantom(anatomy: str, size: str, perturbation: str = "mild", seed: int = 0,
+            vary_layout: bool = False) -> dict[str, Any]:
+    """A phantom case made here, with its plans (no weights yet)."""
+    case = make_case(anatomy, size, np.random.default_rng(seed), vary_layout=vary_layout)
+    structures, _ = make_phantom_structures(case["labels"], anatomy, case["layout"])
+    ct = case["ct"].astype(np.float32)
+    return {"name": f"{anatomy} {size} seed {seed}", "ct": ct, "anatomy": anatomy,
+            "sct": perturb(ct, perturbation), "structures": structures,
+            "spacing": case["spacing"], "body": case["labels"] > 0,
+            "plans": make_phantom_plans(case["labels"], case["spacing"], anatomy,
+                                        case["layout"])}
+
+
+def case_dirs(root: str | Path) -> list[Path]:
+    """The case folders under ``root`` that hold a CT, structures and at least one plan."""
+    found = sorted(d for d in Path(root).iterdir() if d.is_dir() and (d / "ct.mha").is_file()
+                   and (d / "structures.mha").is_file()
+                   and any((d / f).is_file() for f in PLAN_FILE.values()))
+    if not found:
+        raise SystemExit(f"no case folders under {root} (each needs ct.mha, structures.mha "
+                         "and plan_photon.json or plan_proton.json; write some with "
+                         "`python -m evaluator phantom --plans --out DIR`)")
+    return found
+
+
+def load_case(case_dir: Path, perturbation: str = "mild") -> dict[str, Any]:
+    """A case folder's CT, structures and plans (the weights it holds are not used)."""
+    ct = read_volume(case_dir / "ct.mha")
+    structures = read_volume(case_dir / "structures.mha").array
+    plans: dict[str, Plan] = {m: load_plan(case_dir / f) for m, f in PLAN_FILE.items()
+                              if (case_dir / f).is_file()}
+    for plan in plans.values():
+        plan.weights.clear()
+    region = case_dir / "region.json"
+    names = {v: k for k, v in REGIONS.items()}
+    anatomy = names.get(json.loads(region.read_text()), "?") if region.is_file() else "?"
+    hu = ct.array.astype(np.float32)
+    return {"name": case_dir.name, "ct": hu, "sct": perturb(hu, perturbation),
+            "anatomy": anatomy, "structures": structures, "spacing": ct.spacing,
+            "body": structures > 0, "plans": plans}
 
 
 def _metrics(plan: Any, d_ct: np.ndarray, d_sct: np.ndarray, case: dict[str, Any],
@@ -115,17 +167,16 @@ def _metrics(plan: Any, d_ct: np.ndarray, d_sct: np.ndarray, case: dict[str, Any
                         plan.prescription_gy, plan.modality, GammaSettings(), device)
 
 
-def bench_engines(anatomy: str, size: str, device: str, skip_pyradplan: bool,
-                  perturbation: str = "mild", grids: tuple[float, ...] = ()) -> None:
-    case = phantom(anatomy, size, perturbation)
+def bench_engines(case: dict[str, Any], device: str, skip_pyradplan: bool,
+                  perturbation: str = "mild", grids: tuple[float, ...] = (),
+                  recompute_only: bool = False) -> None:
     ct, sct, st, sp = case["ct"], case["sct"], case["structures"], case["spacing"]
-    plans = make_phantom_plans(case["labels"], sp, anatomy)
     ours = TorchPencilBeamEngine(device)
-    mae = float(np.abs(sct - ct)[case["labels"] > 0].mean())
-    print(f"[dose] {anatomy} phantom {ct.shape[::-1]} (x, y, z) @ "
+    mae = float(np.abs(sct - ct)[case["body"]].mean())
+    print(f"[dose] {case['name']} ({case['anatomy']}) {ct.shape[::-1]} (x, y, z) @ "
           f"{tuple(round(s, 2) for s in sp)} mm, device={device}, sCT {perturbation} "
-          f"(MAE {mae:.0f} HU in the body)")
-    for modality, plan in plans.items():
+          f"(MAE {mae:.0f} HU in the body), torch threads {torch.get_num_threads()}")
+    for modality, plan in case["plans"].items():
         t = clock()
         plan.weights["torch_pb"] = ours.optimize(ct, sp, plan, st)
         owall, _ = since(t)
@@ -135,12 +186,14 @@ def bench_engines(anatomy: str, size: str, device: str, skip_pyradplan: bool,
         wall, cpu = since(t)
         print(f"  {modality:6s} ours       optimise {owall:7.2f} s | recompute sCT "
               f"{wall:7.2f} s wall {cpu:7.2f} s cpu")
-        if skip_pyradplan:
+        if skip_pyradplan or recompute_only:
             continue
         from evaluator.dose.engines.pyradplan import PyRadPlanEngine, available
 
         if not available():
-            print("  (pyRadPlan not installed: pip install 'syntharena[dose]')")
+            from evaluator.dose.engines.pyradplan_remote import INSTALL_HINT
+
+            print(f"  (pyRadPlan not installed: {INSTALL_HINT})")
             return
         ref = PyRadPlanEngine()
         t = clock()
@@ -214,17 +267,36 @@ def main() -> None:
                    help="also time pymedphys's default call (full gamma search; minutes)")
     p.add_argument("--anatomy", default="brain", choices=["brain", "pelvis"])
     p.add_argument("--size", default="small", choices=["small", "medium", "realistic"])
+    p.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
+    p.add_argument("--vary-layout", action="store_true",
+                   help="the phantom's target and organs move and resize per seed")
+    p.add_argument("--cases", default="",
+                   help="folder of case folders to run the engines on (instead of a phantom)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch/BLAS threads (default: torch's own, one per core)")
+    p.add_argument("--recompute-only", action="store_true",
+                   help="only optimise and time the recompute with our engine")
     p.add_argument("--perturbation", default="mild", choices=list(PERTURBATIONS))
     p.add_argument("--dose-grids", default="",
                    help="comma-separated dose grids (mm): DVH metric of both engines on the "
                         "same weights at each (the metric's sensitivity to numerics)")
     args = p.parse_args()
-    if not args.skip_gamma:
+    if args.threads > 0:  # as an eval worker child does (worker/threads.py)
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(args.threads)
+        threadpool_limits(limits=args.threads)
+    if not args.skip_gamma and not args.recompute_only:
         bench_gamma(args.device, args.skip_pymedphys, args.pymedphys_default)
-    if not args.skip_engines:
-        grids = tuple(float(g) for g in args.dose_grids.split(",") if g.strip())
-        bench_engines(args.anatomy, args.size, args.device, args.skip_pyradplan,
-                      args.perturbation, grids)
+    if args.skip_engines:
+        return
+    grids = tuple(float(g) for g in args.dose_grids.split(",") if g.strip())
+    cases = ([load_case(d, args.perturbation) for d in case_dirs(args.cases)] if args.cases
+             else [phantom(args.anatomy, args.size, args.perturbation, args.seed,
+                           args.vary_layout)])
+    for case in cases:
+        bench_engines(case, args.device, args.skip_pyradplan, args.perturbation, grids,
+                      args.recompute_only)
 
 
 if __name__ == "__main__":

@@ -140,6 +140,9 @@ def _phantom_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--plans", action="store_true",
                    help="also write photon/proton plans for the dose metrics")
+    p.add_argument("--vary-layout", action="store_true",
+                   help="move and resize each case's target and organs (and so its plans) "
+                        "per seed; without it the layout is the fixed one")
     p.add_argument("--planner", default="torch_pb", choices=["torch_pb", "pyradplan"],
                    help="who steers and optimises the plans (pyradplan: optional extra; "
                         "its beamlets are listed in the plan and recomputed by torch_pb)")
@@ -154,10 +157,12 @@ def _phantom_run(args: argparse.Namespace) -> int:
         from evaluator.dose.engines.pyradplan import available
 
         if not available():
-            raise EvaluationInputError(
-                "--planner pyradplan needs the optional extra: pip install 'syntharena[dose]'")
+            from evaluator.dose.engines.pyradplan_remote import INSTALL_HINT
+
+            raise EvaluationInputError(f"--planner pyradplan needs pyRadPlan. {INSTALL_HINT}")
     dirs = generate_dataset(args.out, args.anatomy, args.cases, args.seed, args.size,
-                            plans=args.plans, planner=args.planner)
+                            plans=args.plans, planner=args.planner,
+                            vary_layout=args.vary_layout)
     print(dumps({"cases": [str(d) for d in dirs]}))
     return 0
 

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from evaluator.io import write_volume
+from evaluator.phantom_layout import Layout, fixed_layout, varied_layout
 
 Anatomy = Literal["brain", "pelvis"]
 Size = Literal["small", "realistic"]
@@ -109,7 +110,8 @@ def _brain(shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray[
     return t
 
 
-def _pelvis(shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray[Any, Any]:
+def _pelvis(shape: tuple[int, int, int], rng: np.random.Generator,
+            layout: Layout | None = None) -> np.ndarray[Any, Any]:
     g = _grid(shape)
     z, y, x = g
     j = rng.uniform(0.95, 1.05, size=2)
@@ -125,9 +127,11 @@ def _pelvis(shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray
     sacrum = _ellipsoid(g, (0.0, 0.42 * j[0], 0.0), (1.5, 0.10, 0.14))
     t[sacrum < 1.0] = CORTICAL
     t[sacrum < 0.5] = MARROW
-    bladder = _ellipsoid(g, (-0.3, -0.22, 0.0), (0.45, 0.15, 0.18))
+    organs = (layout or fixed_layout("pelvis")).oars
+    bladder = _ellipsoid(g, organs["bladder"].centre, organs["bladder"].radii)
     t[bladder < 1.0] = FLUID
-    rectum = _ellipsoid(g, (0.0, 0.22, 0.0), (1.2, 0.06, 0.06))
+    r = organs["rectum"].radii  # the gas column; the organ (wall included) is 0.02 wider
+    rectum = _ellipsoid(g, organs["rectum"].centre, (r[0], r[1] - 0.02, r[2] - 0.02))
     t[rectum < 1.0] = AIR
     bowel = _ellipsoid(g, (0.7, -0.15, float(rng.uniform(-0.2, 0.2))), (0.3, 0.12, 0.2))
     t[bowel < 1.0] = LUNG  # low-density gas/content mix
@@ -144,14 +148,21 @@ def _smooth_field(shape: tuple[int, int, int], rng: np.random.Generator,
     return (amplitude / 3.0) * f
 
 
-def make_case(anatomy: str, size: str, rng: np.random.Generator) -> dict[str, Any]:
-    """Arrays for one case: ``mr``, ``ct``, ``mask``, ``labels`` and ``spacing`` (x, y, z)."""
+def make_case(anatomy: str, size: str, rng: np.random.Generator,
+              vary_layout: bool = False) -> dict[str, Any]:
+    """Arrays for one case: ``mr``, ``ct``, ``mask``, ``labels``, ``spacing`` (x, y, z) and
+    ``layout`` (where the target and organs sit: :mod:`evaluator.phantom_layout`).
+
+    ``vary_layout`` draws the target's and organs' positions and sizes from ``rng`` first;
+    without it they sit where they always have, and a seed gives the same case as before.
+    """
     if anatomy not in REGIONS:
         raise ValueError(f"unknown anatomy {anatomy!r} (expected brain or pelvis)")
     if (anatomy, size) not in SHAPES:
         raise ValueError(f"unknown size {size!r} (expected small, medium or realistic)")
     shape = SHAPES[(anatomy, size)]
-    tissue = _brain(shape, rng) if anatomy == "brain" else _pelvis(shape, rng)
+    layout = varied_layout(anatomy, rng) if vary_layout else fixed_layout(anatomy)
+    tissue = _brain(shape, rng) if anatomy == "brain" else _pelvis(shape, rng, layout)
     lut = {k: np.array([getattr(TISSUES[i], k) for i in range(len(TISSUES))], np.float32)
            for k in ("hu", "pd", "t1", "t2")}
     label_lut = np.array([TISSUES[i].label for i in range(len(TISSUES))], np.uint8)
@@ -186,6 +197,7 @@ def make_case(anatomy: str, size: str, rng: np.random.Generator) -> dict[str, An
         "mask": mask.astype(np.uint8),
         "labels": labels,
         "spacing": (spacing_zyx[2], spacing_zyx[1], spacing_zyx[0]),
+        "layout": layout,
     }
 
 
@@ -195,13 +207,15 @@ def case_id(anatomy: str, index: int) -> str:
 
 def generate_dataset(
     out_dir: str | Path, anatomy: str, cases: int, seed: int = 0, size: str = "small",
-    plans: bool = False, planner: str = "torch_pb",
+    plans: bool = False, planner: str = "torch_pb", vary_layout: bool = False,
 ) -> list[Path]:
     """Write ``cases`` phantom cases under ``out_dir``; returns the case directories.
 
     With ``plans`` each case also gets ``structures.mha`` and ``plan_{photon,proton}.json``
     (weights optimised on its CT) for the dose metrics (:mod:`evaluator.dose`), steered and
     optimised by ``planner`` (``torch_pb``, or ``pyradplan`` with the optional extra).
+    ``vary_layout`` moves and resizes each case's target and organs (and so its plans); off,
+    a seed writes the cases it always wrote.
     """
     if cases < 1:
         raise ValueError("cases must be at least 1")
@@ -209,7 +223,7 @@ def generate_dataset(
     written = []
     for index in range(cases):
         rng = np.random.default_rng([seed, index, 0 if anatomy == "brain" else 1])
-        arrays = make_case(anatomy, size, rng)
+        arrays = make_case(anatomy, size, rng, vary_layout)
         case_dir = out / case_id(anatomy, index)
         spacing = arrays["spacing"]
         nz, ny, nx = arrays["ct"].shape
@@ -222,6 +236,7 @@ def generate_dataset(
             from evaluator.dose.phantom_plans import write_phantom_plans
 
             write_phantom_plans(case_dir, arrays["labels"], spacing, anatomy, origin=origin,
-                                ct_hu=arrays["ct"].astype(np.float32), planner=planner)
+                                ct_hu=arrays["ct"].astype(np.float32), planner=planner,
+                                layout=arrays["layout"])
         written.append(case_dir)
     return written

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from celery import Celery, Task
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_init, worker_process_init, worker_ready
 
 from backend.config import settings
 from backend.tasks_client import QUEUE_EVAL, queue_of
@@ -96,6 +96,15 @@ def _fresh_connections(**_: Any) -> None:
     from backend.db import get_engine
 
     get_engine().dispose(close=False)
+
+
+@worker_init.connect
+def _record_concurrency(sender: Any = None, **_: Any) -> None:
+    # In the parent, before it forks: each child inherits the pool size it shares cores with
+    # (applied when it scores: worker/steps.py; children of other queues need no torch).
+    from worker import threads
+
+    threads.set_concurrency(getattr(sender, "concurrency", None))
 
 
 # Liveness of worker instances (one per process start, sandbox.INSTANCE_ID), kept in Redis:

@@ -411,7 +411,9 @@ def eval_device() -> str:
 
 def _score(job: pipeline.Evaluation) -> dict[str, Any]:
     from evaluator.scoring import score_case
+    from worker.threads import limit_threads
 
+    limit_threads()  # children x threads within the cores (also for a solo pool)
     device = eval_device()
     prediction = settings.data_dir / job.prediction_path
     metrics: dict[str, Any] = dict(score_case(

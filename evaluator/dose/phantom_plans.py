@@ -1,8 +1,9 @@
 """Radiotherapy structures and plans for the synthetic brain and pelvis phantoms.
 
 The phantom label maps hold tissue classes, so the RT structures are drawn geometrically in
-the same normalised coordinates the phantom generator uses ([-1, 1] along z, y, x): a
-spherical PTV and 3-4 organs at risk placed where the phantom's anatomy puts them.  The
+the same normalised coordinates the phantom generator uses ([-1, 1] along z, y, x): an
+ellipsoidal PTV and 3-4 organs at risk placed where the case's layout puts them
+(:mod:`evaluator.phantom_layout`: fixed, or varied per seed).  The
 structure map (``structures.mha``) labels: 1 BODY, 2 PTV, 3.. OARs (PTV wins overlaps).
 """
 
@@ -15,25 +16,9 @@ from typing import Any
 import numpy as np
 
 from evaluator.dose.plan import PLAN_FILE, Beam, Plan, save_plan
+from evaluator.phantom_layout import Layout, fixed_layout
 
 STRUCTURE_FILE = "structures.mha"
-# name -> (centre z, y, x; radii z, y, x) in normalised phantom coordinates
-_BRAIN_OARS = {
-    "brainstem": ((-0.35, 0.15, 0.0), (0.25, 0.10, 0.10)),
-    "chiasm": ((-0.10, -0.25, 0.0), (0.06, 0.05, 0.10)),
-    "eye_l": ((-0.30, -0.62, 0.25), (0.09, 0.09, 0.09)),
-    "eye_r": ((-0.30, -0.62, -0.25), (0.09, 0.09, 0.09)),
-}
-_BRAIN_PTV = ((0.05, -0.05, 0.22), (0.16, 0.16, 0.16))
-_PELVIS_OARS = {
-    "bladder": ((-0.30, -0.22, 0.0), (0.45, 0.15, 0.18)),
-    "rectum": ((0.0, 0.22, 0.0), (1.2, 0.08, 0.08)),
-    "femur_l": ((0.0, 0.05, 0.45), (1.3, 0.16, 0.13)),
-    "femur_r": ((0.0, 0.05, -0.45), (1.3, 0.16, 0.13)),
-}
-_PELVIS_PTV = ((-0.05, 0.0, 0.0), (0.30, 0.13, 0.13))
-
-
 def _ellipsoid(shape: Sequence[int], centre: Sequence[float], radii: Sequence[float]) -> np.ndarray:
     axes = [np.linspace(-1.0, 1.0, n).reshape([n if i == d else 1 for i in range(3)])
             for d, n in enumerate(shape)]
@@ -41,20 +26,19 @@ def _ellipsoid(shape: Sequence[int], centre: Sequence[float], radii: Sequence[fl
     return np.asarray(r < 1.0)
 
 
-def make_phantom_structures(labels: np.ndarray, anatomy: str) -> tuple[np.ndarray, dict[str, int]]:
-    """RT structure map (uint8) and its names for a phantom label map (z, y, x)."""
-    if anatomy not in ("brain", "pelvis"):
-        raise ValueError(f"unknown anatomy {anatomy!r} (expected brain or pelvis)")
+def make_phantom_structures(labels: np.ndarray, anatomy: str, layout: Layout | None = None,
+                            ) -> tuple[np.ndarray, dict[str, int]]:
+    """RT structure map (uint8) and its names for a phantom label map (z, y, x); ``layout``
+    is the case's (``make_case(...)["layout"]``), the fixed one when not given."""
+    layout = layout or fixed_layout(anatomy)
     body = np.asarray(labels) > 0
-    ptv_def, oar_defs = (_BRAIN_PTV, _BRAIN_OARS) if anatomy == "brain" else (
-        _PELVIS_PTV, _PELVIS_OARS)
     shape = labels.shape
     out = np.zeros(shape, dtype=np.uint8)
     out[body] = 1
     names = {"BODY": 1, "PTV": 2}
-    ptv = _ellipsoid(shape, *ptv_def) & body
-    for k, (name, (c, r)) in enumerate(oar_defs.items()):
-        mask = _ellipsoid(shape, c, r) & body & ~ptv
+    ptv = _ellipsoid(shape, layout.ptv.centre, layout.ptv.radii) & body
+    for k, (name, e) in enumerate(layout.oars.items()):
+        mask = _ellipsoid(shape, e.centre, e.radii) & body & ~ptv
         if anatomy == "pelvis" and name.startswith("femur"):
             mask &= np.asarray(labels) == 3  # bone voxels only
         out[mask] = 3 + k
@@ -68,14 +52,21 @@ PLANNERS = ("torch_pb", "pyradplan")
 
 
 def make_phantom_plans(
-    labels: np.ndarray, spacing: Sequence[float], anatomy: str
+    labels: np.ndarray, spacing: Sequence[float], anatomy: str, layout: Layout | None = None,
 ) -> dict[str, Plan]:
-    """Photon and proton plans (no weights yet) for a phantom; ``spacing`` is (x, y, z) mm."""
-    structures, names = make_phantom_structures(labels, anatomy)
+    """Photon and proton plans (no weights yet) for a phantom; ``spacing`` is (x, y, z) mm.
+    A varied ``layout`` also rotates the beams (by its ``beam_offset_deg``)."""
+    layout = layout or fixed_layout(anatomy)
+    structures, names = make_phantom_structures(labels, anatomy, layout)
     oars = [n for n in names if n not in ("BODY", "PTV") and (structures == names[n]).any()]
     grid = float(max(3.0, min(spacing)))
-    photon_angles = [0.0, 72.0, 144.0, 216.0, 288.0]
-    proton_angles = [90.0, 270.0] if anatomy == "pelvis" else [60.0, 300.0]
+    turn = layout.beam_offset_deg
+
+    def angles(base: list[float]) -> list[float]:
+        return [round((a + turn) % 360.0, 3) for a in base]
+
+    photon_angles = angles([0.0, 72.0, 144.0, 216.0, 288.0])
+    proton_angles = angles([90.0, 270.0] if anatomy == "pelvis" else [60.0, 300.0])
     common: dict[str, Any] = {
         "target": "PTV", "structures": names, "oars": oars, "dose_grid_mm": grid,
         "structure_file": STRUCTURE_FILE, "ct_file": "ct.mha",
@@ -97,6 +88,7 @@ def write_phantom_plans(
     ct_hu: np.ndarray | None = None,
     engines: Sequence[str] = ("torch_pb",),
     planner: str = "torch_pb",
+    layout: Layout | None = None,
 ) -> dict[str, Path]:
     """Write ``structures.mha`` and ``plan_{photon,proton}.json`` into ``case_dir``.
 
@@ -115,14 +107,14 @@ def write_phantom_plans(
 
     case_dir = Path(case_dir)
     case_dir.mkdir(parents=True, exist_ok=True)
-    structures, _ = make_phantom_structures(labels, anatomy)
+    structures, _ = make_phantom_structures(labels, anatomy, layout)
     img: Any = sitk.GetImageFromArray(structures)
     img.SetSpacing(tuple(float(s) for s in spacing))
     if origin is not None:
         img.SetOrigin(tuple(float(o) for o in origin))
     sitk.WriteImage(img, str(case_dir / STRUCTURE_FILE), True)
     written = {}
-    for modality, plan in make_phantom_plans(labels, spacing, anatomy).items():
+    for modality, plan in make_phantom_plans(labels, spacing, anatomy, layout).items():
         if ct_hu is not None and planner == "pyradplan":
             from evaluator.dose.engines.pyradplan import PyRadPlanEngine
 

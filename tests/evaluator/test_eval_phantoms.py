@@ -49,8 +49,8 @@ def test_tissue_values(anatomy, monkeypatch):
     captured = {}
     original = ph._brain if anatomy == "brain" else ph._pelvis
 
-    def spy(shape, rng):
-        captured["t"] = original(shape, rng)
+    def spy(shape, rng, *layout):
+        captured["t"] = original(shape, rng, *layout)
         return captured["t"]
 
     monkeypatch.setattr(ph, "_brain" if anatomy == "brain" else "_pelvis", spy)

@@ -1,4 +1,8 @@
-"""Reference engine: pyRadPlan (matRad in Python), optional (``pip install syntharena[dose]``).
+"""Reference engine: pyRadPlan (matRad in Python), optional, in its own virtualenv.
+
+Where pyRadPlan cannot be imported (the platform's environment), each call runs in pyRadPlan's
+own virtualenv as a subprocess (:mod:`evaluator.dose.engines.pyradplan_remote`, which also
+says how to create it); the adapter below is the same code on both sides.
 
 Photons use pyRadPlan's SVD pencil beam on its ``Generic`` 6 MV machine, protons its Hong
 pencil beam on the ``Generic`` proton machine; HU are converted with the same default HLUT
@@ -17,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from evaluator.dose.engines import pyradplan_remote as remote
 from evaluator.dose.engines.base import DoseComputationError, StaleWeightsError
 from evaluator.dose.optimize import OAR_MAX_FRACTION, OAR_PENALTY, TARGET_PENALTY
 from evaluator.dose.plan import Plan
@@ -56,12 +61,18 @@ def _r80_to_range() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(out), grid
 
 
-def available() -> bool:
+def in_process() -> bool:
+    """pyRadPlan importable here (its own environment, or a development install)."""
     try:
         import pyRadPlan  # noqa: F401
     except ImportError:
         return False
     return True
+
+
+def available() -> bool:
+    """The reference engine can run: here, or in its own virtualenv."""
+    return in_process() or remote.reference_python() is not None
 
 
 def _version() -> str:
@@ -86,9 +97,9 @@ class PyRadPlanEngine:
 
     def __init__(self) -> None:
         if not available():
-            raise DoseComputationError(
-                "the pyradplan engine needs the optional extra: pip install 'syntharena[dose]'"
-            )
+            raise DoseComputationError(f"the pyradplan engine is not installed. "
+                                       f"{remote.INSTALL_HINT}")
+        self.remote = not in_process()
         # its defaults (generator, engine, solver fallback) are announced as warnings
         logging.getLogger("pyRadPlan").setLevel(logging.ERROR)
 
@@ -164,12 +175,17 @@ class PyRadPlanEngine:
         self, ct_hu: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray,
         planning_ct_hu: np.ndarray | None = None, weights: Sequence[float] | None = None,
     ) -> np.ndarray:
-        import SimpleITK as sitk  # noqa: N813
-        from pyRadPlan import calc_dose_forward
-
         w = weights if weights is not None else plan.weights.get(self.name)
         if w is None:
             raise DoseComputationError("plan has no 'pyradplan' weights; optimise it first")
+        if self.remote:
+            arrays = {"ct": ct_hu, "labels": labels, "weights": np.asarray(w, np.float64)}
+            if planning_ct_hu is not None:
+                arrays["planning"] = planning_ct_hu
+            return np.asarray(remote.call("compute", arrays, plan, spacing), np.float32)
+        import SimpleITK as sitk  # noqa: N813
+        from pyRadPlan import calc_dose_forward
+
         stf = self.steering(
             planning_ct_hu if planning_ct_hu is not None else ct_hu, spacing, plan, labels
         )
@@ -191,6 +207,9 @@ class PyRadPlanEngine:
     def optimize(
         self, ct_hu: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray
     ) -> list[float]:
+        if self.remote:
+            return [float(x) for x in remote.call(
+                "optimize", {"ct": ct_hu, "labels": labels}, plan, spacing)]
         return self._optimize(ct_hu, spacing, plan, labels)[0]
 
     def _optimize(
@@ -247,6 +266,10 @@ class PyRadPlanEngine:
         weights (SynthRAD's procedure: plan once in the planning system, recompute sCTs)."""
         import dataclasses
 
+        if self.remote:
+            done = Plan.from_dict(remote.call("plan_with_beamlets",
+                                              {"ct": ct_hu, "labels": labels}, plan, spacing))
+            return dataclasses.replace(done, weights={**plan.weights, **done.weights})
         bare = dataclasses.replace(plan, beamlets=None, beamlet_source=None,
                                    weights=dict(plan.weights))
         w, stf = self._optimize(ct_hu, spacing, bare, labels)
@@ -266,6 +289,8 @@ class PyRadPlanEngine:
     @staticmethod
     def ranges_mm(energies: np.ndarray) -> np.ndarray:
         """Water-equivalent ranges (mm, our model's R) of Generic-machine proton energies."""
+        if not in_process():
+            return np.asarray(remote.call("ranges_mm", {"energies": np.asarray(energies)}))
         from pyRadPlan.machines import load_from_name
 
         machine: Any = load_from_name("protons", "Generic")
@@ -287,4 +312,8 @@ class PyRadPlanEngine:
         self, planning_ct: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray
     ) -> list[dict[str, np.ndarray]]:
         """Per beam: BEV ray positions (mm at the isocentre) and beamlet energies (MeV)."""
+        if self.remote:
+            beams = remote.call("spots", {"ct": planning_ct, "labels": labels}, plan, spacing)
+            return [{"pos_bev": np.asarray(b["pos_bev"]).reshape(-1, 3),
+                     "energy": np.asarray(b["energy"])} for b in beams]
         return self._steered(self.steering(planning_ct, spacing, plan, labels))

@@ -78,5 +78,80 @@ def test_cli_planner_pyradplan_without_the_extra(
     code = main(["phantom", "--anatomy", "brain", "--out", str(out), "--plans",
                  "--planner", "pyradplan"])
     assert code == 2
-    assert "pip install 'syntharena[dose]'" in capsys.readouterr().err
+    assert "python3 -m venv .venv-pyradplan" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("anatomy", ["brain", "pelvis"])
+def test_varied_layouts_move_the_target_and_organs(anatomy: str) -> None:
+    """With vary_layout each seed puts the target (and organs, and beams) elsewhere, within
+    the anatomy: the target stays in the body (brain: in brain tissue, not bone), every
+    organ keeps voxels, and a seed gives the same case twice."""
+    centres, angles = [], []
+    for seed in range(8):
+        case = make_case(anatomy, "small", np.random.default_rng(seed), vary_layout=True)
+        again = make_case(anatomy, "small", np.random.default_rng(seed), vary_layout=True)
+        assert case["layout"] == again["layout"]
+        assert np.array_equal(case["ct"], again["ct"])
+        structures, names = make_phantom_structures(case["labels"], anatomy, case["layout"])
+        for name, value in names.items():
+            assert (structures == value).sum() > 0, (seed, name)
+        ptv = structures == names["PTV"]
+        assert not (ptv & (case["labels"] == 0)).any()
+        if anatomy == "brain":  # soft tissue, not the skull
+            assert (case["labels"][ptv] == 2).mean() > 0.95, seed
+        plans = make_phantom_plans(case["labels"], case["spacing"], anatomy, case["layout"])
+        for plan in plans.values():
+            assert 2 <= len(plan.oars) <= 4
+            plan.check_structures(structures)
+        centres.append(np.argwhere(ptv).mean(axis=0) * np.array(case["spacing"][::-1]))
+        angles.append(plans["proton"].beams[0].gantry_deg)
+    spread = np.ptp(np.array(centres), axis=0)  # mm, (z, y, x)
+    assert spread.max() > 20, spread
+    assert len(set(angles)) == len(angles)
+
+
+def test_pelvis_organs_in_the_tissue_follow_the_layout() -> None:
+    """The bladder's fluid and the rectum's gas are drawn where the organ structures are."""
+    from evaluator.phantom_layout import FIXED
+    from evaluator.phantoms import FLUID
+
+    for seed in range(3):
+        case = make_case("pelvis", "small", np.random.default_rng(seed), vary_layout=True)
+        assert case["layout"].oars["bladder"] != FIXED["pelvis"].oars["bladder"]
+        structures, names = make_phantom_structures(case["labels"], "pelvis", case["layout"])
+        import evaluator.phantoms as ph
+
+        tissue = ph._pelvis(case["ct"].shape, np.random.default_rng(0), case["layout"])
+        bladder_fluid = tissue == FLUID
+        organ = (structures == names["bladder"]) | (structures == names["PTV"])
+        assert (organ[bladder_fluid]).mean() > 0.9
+
+
+def test_fixed_layout_is_the_default() -> None:
+    from evaluator.phantom_layout import fixed_layout
+
+    case = make_case("brain", "small", np.random.default_rng(4))
+    assert case["layout"] == fixed_layout("brain")
+    a, _ = make_phantom_structures(case["labels"], "brain")
+    b, _ = make_phantom_structures(case["labels"], "brain", fixed_layout("brain"))
+    assert np.array_equal(a, b)
+
+
+def test_cli_vary_layout(tmp_path: Path) -> None:
+    """`phantom --vary-layout --plans`: two cases of one seed differ in their target."""
+    from evaluator.cli import main
+    from evaluator.io import read_volume
+
+    out = tmp_path / "cases"
+    assert main(["phantom", "--anatomy", "brain", "--cases", "2", "--seed", "11",
+                 "--out", str(out), "--vary-layout"]) == 0
+    cases = sorted(out.iterdir())
+    assert len(cases) == 2
+    labels = [read_volume(c / "labels.mha").array for c in cases]
+    layouts = [make_case("brain", "small", np.random.default_rng([11, i, 0]),
+                         vary_layout=True)["layout"] for i in range(2)]
+    assert layouts[0].ptv != layouts[1].ptv
+    ptvs = [make_phantom_structures(lab, "brain", lay)[0] == 2
+            for lab, lay in zip(labels, layouts, strict=True)]
+    assert not np.array_equal(ptvs[0], ptvs[1])
