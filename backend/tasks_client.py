@@ -18,7 +18,8 @@ from backend.config import settings
 
 # The one task -> queue table: the worker's task decorator routes by it and every enqueue
 # looks its queue up here. ``images``: load an image and create the case runs; ``gpu``: the
-# containers (one child per GPU); ``eval``: scoring, finalising and the periodic reaper.
+# containers (one child per GPU); ``eval``: scoring, finalising, the periodic reaper and dataset
+# imports (each task stores cases for a few minutes, then queues the rest behind other work).
 QUEUE_IMAGES, QUEUE_GPU, QUEUE_EVAL = "images", "gpu", "eval"
 TASK_QUEUES: dict[str, str] = {
     "submissions.start": QUEUE_IMAGES,
@@ -26,6 +27,7 @@ TASK_QUEUES: dict[str, str] = {
     "cases.evaluate": QUEUE_EVAL,
     "submissions.finalize": QUEUE_EVAL,
     "submissions.reap": QUEUE_EVAL,
+    "datasets.import": QUEUE_EVAL,
 }
 
 

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 from celery import current_task
 
+from backend.datasets import jobs as import_jobs
 from backend.errors import NotFoundError
 from worker import steps
 from worker.celery_app import (
@@ -59,3 +60,8 @@ def finalize_submission(submission_id: int) -> None:
 @task("submissions.reap", time_limit_s=EVAL_LIMIT_S)
 def reap_stale() -> None:
     reap()
+
+
+@task("datasets.import", time_limit_s=IMAGE_LOAD_LIMIT_S)
+def import_dataset(job_id: int) -> None:
+    import_jobs.run(job_id)
