@@ -281,15 +281,8 @@ def run(job_id: int, budget_s: float = RUN_BUDGET_S) -> None:
             return
         job.cases_total = len(planned)
     deadline = time.monotonic() + budget_s
-    for case in planned:
-        if case.name in done:
-            continue
-        if time.monotonic() > deadline:
-            with session_scope() as s:
-                if (job := this.owned(s)) is not None:
-                    job.runner = None  # whoever takes the next message continues
-                    enqueue_after_commit(s, TASK, [job_id])
-            return
+    todo = [case for case in planned if case.name not in done]
+    for i, case in enumerate(todo):
         record, size, error = None, 0, None
         try:
             record, size = store_case(target, case)
@@ -301,6 +294,10 @@ def run(job_id: int, budget_s: float = RUN_BUDGET_S) -> None:
             if (job := this.owned(s)) is None:
                 return
             _record(job, case.name, record, size, error)
+            if i + 1 < len(todo) and time.monotonic() > deadline:
+                job.runner = None  # whoever takes the next message continues
+                enqueue_after_commit(s, TASK, [job_id])
+                return
     with session_scope() as s:
         if (job := this.owned(s)) is None:
             return
