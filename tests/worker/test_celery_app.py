@@ -14,6 +14,7 @@ EXPECTED = {
     "cases.evaluate": "eval",
     "submissions.finalize": "eval",
     "submissions.reap": "eval",
+    "datasets.import": "eval",
 }
 
 
