@@ -78,7 +78,11 @@ def check_source(user: User, data: ImportIn) -> tuple[dict[str, Any], str]:
     the version's source text."""
     if data.source == "synthrad":
         root = check_import_path(user, data.path)
-        if not root.is_dir():
+        try:
+            is_dir = root.is_dir()
+        except OSError as exc:  # e.g. a name longer than the filesystem allows
+            raise BadRequestError(f"{root} cannot be read: {exc.strerror}.") from exc
+        if not is_dir:
             raise BadRequestError(f"{root} is not a folder on the server.")
         return {"kind": "synthrad", "path": str(root)}, f"synthrad:{root}"
     # Whether it is installed, without importing it (numpy/scipy: 100+ MiB in the API).

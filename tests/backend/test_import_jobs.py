@@ -254,3 +254,13 @@ def test_cli_shows_progress_until_done_and_no_wait_returns(
     assert db_session.get(ImportJob, job_id).status is ImportStatus.QUEUED  # type: ignore[union-attr]
     status = runner.invoke(cli.app, ["dataset", "import-status", slug, str(job_id)])
     assert status.exit_code == 0 and status.output.startswith("queued: case 0/?")
+
+
+def test_an_unreadable_path_is_a_clear_400(client: TestClient, db_session: Session) -> None:
+    h = f.auth(db_session, f.make_user(db_session, admin=True))
+    slug = f"ds-{f.uid()}"
+    assert client.post("/api/datasets", headers=h,
+                       json={"slug": slug, "title": "X"}).status_code == 201
+    r = client.post(f"/api/datasets/{slug}/imports", headers=h,
+                    json={"source": "synthrad", "path": "/tmp/" + "x" * 300})
+    assert r.status_code == 400 and "cannot be read" in r.json()["detail"]
