@@ -41,10 +41,12 @@ def get_dataset(slug: str, session: SessionDep, user: CurrentUser) -> DatasetOut
     return _out(session, service.get(session, user, slug))
 
 
-@router.post("/{slug}/versions", status_code=201)
+@router.post("/{slug}/versions", status_code=201, deprecated=True)
 def import_version(
     slug: str, data: ImportIn, session: SessionDep, user: CurrentUser
 ) -> DatasetVersionOut:
+    """Import inside this request (small datasets only: it holds a request for the whole
+    import). Use ``POST /{slug}/imports``, which runs it in the background."""
     dataset = service.get(session, user, slug)
     return DatasetVersionOut.model_validate(service.import_version(session, user, dataset, data))
 
