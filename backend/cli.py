@@ -399,18 +399,72 @@ def dataset_import(
     phantom: Annotated[str | None, typer.Option(help="phantom anatomy: brain | pelvis")] = None,
     cases: Annotated[int, typer.Option(help="phantom cases to generate")] = 4,
     seed: Annotated[int, typer.Option(help="phantom random seed")] = 0,
+    phantom_size: Annotated[str, typer.Option(
+        "--size", help="phantom size: small | medium | realistic")] = "small",
+    plans: Annotated[bool, typer.Option(help="phantom: also write treatment plans")] = False,
     note: Annotated[str, typer.Option(help="kept with the version")] = "",
+    wait: Annotated[bool, typer.Option(help="Show progress until the import ends")] = True,
+    interval: Annotated[float, typer.Option(help="seconds between polls")] = 2.0,
 ) -> None:
-    """Import a new version from a SynthRAD-layout folder or the phantom generator."""
+    """Import a new version from a SynthRAD-layout folder or the phantom generator; the server
+    imports in the background, this shows its progress (--no-wait: queue it and return)."""
     if (synthrad is None) == (phantom is None):
         raise fail("Give exactly one of --synthrad PATH or --phantom ANATOMY.", code=2)
     body: dict[str, Any] = (
         {"source": "synthrad", "path": synthrad, "note": note} if synthrad
         else {"source": "phantom", "anatomy": phantom, "cases": cases, "seed": seed,
-              "note": note})
+              "size": phantom_size, "plans": plans, "note": note})
     with client() as c:
-        v = check(c.post(f"/api/datasets/{slug}/versions", json=body))
-    say(f"Dataset {slug} version {v['version']}: {v['case_count']} cases.")
+        job = check(c.post(f"/api/datasets/{slug}/imports", json=body))
+        say(f"Import {job['id']} of {slug} queued.")
+        if not wait:
+            say(f"Follow it with `syntharena dataset import-status {slug} {job['id']} --watch`.")
+            return
+        _follow_import(c, slug, job, interval)
+
+
+@dataset_app.command("import-status")
+def dataset_import_status(
+    slug: Annotated[str, typer.Argument(help="the dataset's slug")],
+    job_id: Annotated[int, typer.Argument(help="the import's number")],
+    watch: Annotated[bool, typer.Option(help="Poll until it ends")] = False,
+    interval: Annotated[float, typer.Option(help="seconds between polls")] = 2.0,
+) -> None:
+    """Show (or follow) a background import's progress."""
+    with client() as c:
+        job = check(c.get(f"/api/datasets/{slug}/imports/{job_id}"))
+        if watch:
+            _follow_import(c, slug, job, interval)
+        else:
+            say(_import_line(job))
+            if job["status"] == "failed":
+                raise typer.Exit(1)
+
+
+def _import_line(job: dict[str, Any]) -> str:
+    total = "?" if job["cases_total"] is None else job["cases_total"]
+    line = (f"{job['status']}: case {job['cases_done']}/{total}, {size(job['bytes_done'])}, "
+            f"{len(job['errors'])} errors")
+    return line + (f". {job['message']}" if job["message"] else "")
+
+
+def _follow_import(c: httpx.Client, slug: str, job: dict[str, Any], interval: float) -> None:
+    """One line per change of progress until the job ends; exit 1 when it failed."""
+    shown = ""
+    while True:
+        line = _import_line(job)
+        if line != shown:
+            say(line)
+            shown = line
+        if job["status"] in ("succeeded", "failed"):
+            break
+        time.sleep(interval)
+        job = check(c.get(f"/api/datasets/{slug}/imports/{job['id']}"))
+    for error in job["errors"]:
+        say((f"  {error['case']}: ", "red"), error["error"], to_err=True)
+    if job["status"] == "failed":
+        raise typer.Exit(1)
+    say(f"Dataset {slug} version {job['version']}: {job['cases_done']} cases.")
 
 
 @server_app.command("migrate")

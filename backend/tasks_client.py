@@ -18,8 +18,9 @@ from backend.config import settings
 
 # The one task -> queue table: the worker's task decorator routes by it and every enqueue
 # looks its queue up here. ``images``: load an image and create the case runs; ``gpu``: the
-# containers (one child per GPU); ``eval``: scoring, finalising, the periodic reaper and
-# leaderboard recomputations.
+# containers (one child per GPU); ``eval``: scoring, finalising, the periodic reaper,
+# leaderboard recomputations and dataset imports (each import task stores cases for a few
+# minutes, then queues the rest behind other work).
 QUEUE_IMAGES, QUEUE_GPU, QUEUE_EVAL = "images", "gpu", "eval"
 TASK_QUEUES: dict[str, str] = {
     "submissions.start": QUEUE_IMAGES,
@@ -28,6 +29,7 @@ TASK_QUEUES: dict[str, str] = {
     "submissions.finalize": QUEUE_EVAL,
     "submissions.reap": QUEUE_EVAL,
     "leaderboards.recompute": QUEUE_EVAL,
+    "datasets.import": QUEUE_EVAL,
 }
 
 

@@ -219,24 +219,30 @@ def generate_dataset(
     """
     if cases < 1:
         raise ValueError("cases must be at least 1")
-    out = Path(out_dir)
-    written = []
-    for index in range(cases):
-        rng = np.random.default_rng([seed, index, 0 if anatomy == "brain" else 1])
-        arrays = make_case(anatomy, size, rng, vary_layout)
-        case_dir = out / case_id(anatomy, index)
-        spacing = arrays["spacing"]
-        nz, ny, nx = arrays["ct"].shape
-        origin = (-0.5 * spacing[0] * nx, -0.5 * spacing[1] * ny, -0.5 * spacing[2] * nz)
-        for name in ("mr", "ct", "mask", "labels"):
-            write_volume(case_dir / f"{name}.mha", arrays[name], spacing=spacing,
-                         origin=origin)
-        (case_dir / "region.json").write_text(json.dumps(REGIONS[anatomy]) + "\n")
-        if plans:
-            from evaluator.dose.phantom_plans import write_phantom_plans
+    return [generate_case(out_dir, anatomy, index, seed, size, plans=plans, planner=planner,
+                          vary_layout=vary_layout)
+            for index in range(cases)]
 
-            write_phantom_plans(case_dir, arrays["labels"], spacing, anatomy, origin=origin,
-                                ct_hu=arrays["ct"].astype(np.float32), planner=planner,
-                                layout=arrays["layout"])
-        written.append(case_dir)
-    return written
+
+def generate_case(
+    out_dir: str | Path, anatomy: str, index: int, seed: int = 0, size: str = "small",
+    plans: bool = False, planner: str = "torch_pb", vary_layout: bool = False,
+) -> Path:
+    """Write case ``index`` of the dataset ``generate_dataset`` makes (the same bytes: each
+    case has its own random stream), so an import can make and store one case at a time."""
+    rng = np.random.default_rng([seed, index, 0 if anatomy == "brain" else 1])
+    arrays = make_case(anatomy, size, rng, vary_layout)
+    case_dir = Path(out_dir) / case_id(anatomy, index)
+    spacing = arrays["spacing"]
+    nz, ny, nx = arrays["ct"].shape
+    origin = (-0.5 * spacing[0] * nx, -0.5 * spacing[1] * ny, -0.5 * spacing[2] * nz)
+    for name in ("mr", "ct", "mask", "labels"):
+        write_volume(case_dir / f"{name}.mha", arrays[name], spacing=spacing, origin=origin)
+    (case_dir / "region.json").write_text(json.dumps(REGIONS[anatomy]) + "\n")
+    if plans:
+        from evaluator.dose.phantom_plans import write_phantom_plans
+
+        write_phantom_plans(case_dir, arrays["labels"], spacing, anatomy, origin=origin,
+                            ct_hu=arrays["ct"].astype(np.float32), planner=planner,
+                            layout=arrays["layout"])
+    return case_dir

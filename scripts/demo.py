@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -25,27 +22,6 @@ PHASES = {"brain": ("Brain (MRI to CT)", 6), "pelvis": ("Pelvis (MRI to CT)", 6)
 
 def say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
-
-
-@contextmanager
-def ticking(what: str, every_s: float = 10.0) -> Iterator[None]:
-    """A long request has no progress of its own to show: say it is still going, with the
-    time it has taken so far, so the demo never looks stuck."""
-    stop = threading.Event()
-    t0 = time.monotonic()
-
-    def tick() -> None:
-        while not stop.wait(every_s):
-            say(f"  ... still {what} ({time.monotonic() - t0:.0f} s)")
-
-    thread = threading.Thread(target=tick, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        say(f"  {what}: done in {time.monotonic() - t0:.0f} s")
 
 
 def client(base: str, username: str, email: str) -> httpx.Client:
@@ -64,6 +40,20 @@ def ok(r: httpx.Response) -> dict:  # type: ignore[type-arg]
     return r.json() if r.content else {}
 
 
+def wait_import(org: httpx.Client, ds: str, job: dict) -> None:  # type: ignore[type-arg]
+    """The import runs on the worker: show its progress until it ends."""
+    t0, shown = time.monotonic(), None
+    while job["status"] not in ("succeeded", "failed"):
+        time.sleep(2)
+        job = ok(org.get(f"/api/datasets/{ds}/imports/{job['id']}"))
+        if (job["status"], job["cases_done"]) != shown:
+            shown = (job["status"], job["cases_done"])
+            say(f"  {ds}: {job['status']}, case {job['cases_done']}/"
+                f"{job['cases_total'] or '?'} ({time.monotonic() - t0:.0f} s)")
+    if job["status"] == "failed":
+        sys.exit(f"[demo] the import into {ds} failed: {job['message']} {job['errors']}")
+
+
 def setup_challenge(org: httpx.Client, slug: str, cases: int, size: str) -> None:
     if org.get(f"/api/challenges/{slug}").status_code == 200:
         say(f"challenge {slug} exists")
@@ -80,10 +70,10 @@ def setup_challenge(org: httpx.Client, slug: str, cases: int, size: str) -> None
         what = (f"generating {cases} phantom {anatomy} cases ({size})"
                 + (" with photon and proton plans" if dose else ""))
         say(what + (" - the plans take a few minutes" if dose else ""))
-        with ticking(what):
-            ok(org.post(f"/api/datasets/{ds}/versions", json={
-                "source": "phantom", "anatomy": anatomy, "cases": cases, "size": size,
-                "seed": 1, "plans": dose}))
+        job = ok(org.post(f"/api/datasets/{ds}/imports", json={
+            "source": "phantom", "anatomy": anatomy, "cases": cases, "size": size,
+            "seed": 1, "plans": dose}))
+        wait_import(org, ds, job)
         ok(org.post(f"/api/challenges/{slug}/phases", json={
             "slug": anatomy, "title": title, "kind": "test", "dataset": ds, "is_open": True,
             "case_time_limit_s": 120, "memory_mb": 2048, "cpus": 1.0,

@@ -3,7 +3,8 @@
 A worker killed mid-run leaves case runs RUNNING whose message Redis will only redeliver after
 the visibility timeout (hours). The reaper asks the live workers what they are doing
 (``inspect().active()``) and leaves the rules — which runs to requeue or fail, which stuck
-submissions get their next step again — to ``backend.submissions.pipeline.reap``; it also
+submissions get their next step again — to ``backend.submissions.pipeline.reap`` (and
+``backend.datasets.jobs.reap`` for dataset imports); it also
 removes containers older than any case run may live.
 """
 
@@ -13,10 +14,11 @@ import logging
 from typing import Any
 
 from backend.config import settings
+from backend.datasets import jobs as import_jobs
 from backend.submissions.pipeline import LiveWork, ReapReport
 from backend.submissions.pipeline import reap as reap_rules
 from worker import sandbox
-from worker.celery_app import CASE_RUN_MAX_S, SLACK_S, app
+from worker.celery_app import CASE_RUN_MAX_S, IMAGE_LOAD_LIMIT_S, SLACK_S, app
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,10 @@ def _active_tasks() -> list[dict[str, Any]] | None:
 
 def live_work() -> LiveWork | None:
     """The case runs and submissions the live workers own; None when no worker answered."""
-    active = _active_tasks()
+    return _live_from(_active_tasks())
+
+
+def _live_from(active: list[dict[str, Any]] | None) -> LiveWork | None:
     if active is None:
         return None
     runs: set[int] = set()
@@ -50,9 +55,20 @@ def live_work() -> LiveWork | None:
     return LiveWork(frozenset(runs), frozenset(subs))
 
 
+def live_imports(active: list[dict[str, Any]] | None) -> frozenset[int] | None:
+    """The import jobs the live workers are running; None when no worker answered."""
+    if active is None:
+        return None
+    return frozenset(int(t["args"][0]) for t in active
+                     if t.get("name") == import_jobs.TASK and t.get("args"))
+
+
 def reap(grace_s: float | None = None) -> ReapReport:
     grace = float(settings.reaper_grace_s if grace_s is None else grace_s)
-    report = reap_rules(live_work(), grace_s=grace, slack_s=SLACK_S)
+    active = _active_tasks()
+    report = reap_rules(_live_from(active), grace_s=grace, slack_s=SLACK_S)
+    report.resent += [f"import {j}" for j in import_jobs.reap(
+        live_imports(active), grace_s=grace, hard_s=IMAGE_LOAD_LIMIT_S + SLACK_S)]
     try:
         report.containers_removed = sandbox.remove_containers_older_than(CASE_RUN_MAX_S + SLACK_S)
     except sandbox.EngineError as exc:  # restarting: the next round removes them

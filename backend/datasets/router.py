@@ -10,10 +10,11 @@ from backend.datasets.schemas import (
     DatasetOut,
     DatasetVersionOut,
     ImportIn,
+    ImportJobOut,
 )
 from backend.db import SessionDep
 from backend.deps import CurrentUser
-from backend.models import Dataset
+from backend.models import Dataset, ImportJob
 
 router = APIRouter(prefix="/api/datasets", tags=["datasets"])
 
@@ -40,12 +41,33 @@ def get_dataset(slug: str, session: SessionDep, user: CurrentUser) -> DatasetOut
     return _out(session, service.get(session, user, slug))
 
 
-@router.post("/{slug}/versions", status_code=201)
+@router.post("/{slug}/versions", status_code=201, deprecated=True)
 def import_version(
     slug: str, data: ImportIn, session: SessionDep, user: CurrentUser
 ) -> DatasetVersionOut:
+    """Import inside this request (small datasets only: it holds a request for the whole
+    import). Use ``POST /{slug}/imports``, which runs it in the background."""
     dataset = service.get(session, user, slug)
     return DatasetVersionOut.model_validate(service.import_version(session, user, dataset, data))
+
+
+def job_out(session: Session, job: ImportJob) -> ImportJobOut:
+    out = ImportJobOut.model_validate(job)
+    out.version = service.published_version(session, job)
+    return out
+
+
+@router.post("/{slug}/imports", status_code=202)
+def start_import(slug: str, data: ImportIn, session: SessionDep, user: CurrentUser) -> ImportJobOut:
+    """Queue an import (checks the source only); poll ``GET .../imports/{id}`` for progress."""
+    dataset = service.get(session, user, slug)
+    return job_out(session, service.start_import(session, user, dataset, data))
+
+
+@router.get("/{slug}/imports/{job_id}")
+def get_import(slug: str, job_id: int, session: SessionDep, user: CurrentUser) -> ImportJobOut:
+    dataset = service.get(session, user, slug)
+    return job_out(session, service.import_job(session, user, dataset, job_id))
 
 
 @router.get("/{slug}/versions/{version}/cases")

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from backend.models import Modality
+from backend.models import ImportStatus, Modality
 from backend.text import Text
 
 
@@ -68,3 +68,27 @@ class CaseOut(BaseModel):
     ground_truth_path: str
     labels_path: str | None
     plan_path: str | None
+
+
+class ImportErrorOut(BaseModel):
+    case: str
+    error: str
+
+
+class ImportJobOut(BaseModel):
+    """A background import and its progress."""
+
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    status: ImportStatus
+    source: str
+    note: str
+    cases_total: int | None = Field(description="known once the source has been read")
+    cases_done: int
+    bytes_done: int
+    errors: list[ImportErrorOut]
+    message: str
+    version: int | None = Field(default=None, description="the version, once published")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None

@@ -1,20 +1,15 @@
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from backend import access
-from backend.config import settings
-from backend.datasets import importers
+from backend.datasets import jobs
 from backend.datasets import repository as repo
 from backend.datasets.schemas import DatasetIn, ImportIn
-from backend.errors import BadRequestError, ConflictError, ForbiddenError, NotFoundError
-from backend.models import Case, Challenge, Dataset, DatasetVersion, User
+from backend.errors import ConflictError, ForbiddenError, NotFoundError
+from backend.models import Case, Challenge, Dataset, DatasetVersion, ImportJob, User
 
 
 def _require_manager(session: Session, user: User, dataset: Dataset) -> None:
@@ -57,107 +52,30 @@ def list_visible(session: Session, user: User) -> Sequence[Dataset]:
     return repo.visible_to(session, user)
 
 
-def _check_import_path(user: User, raw: str | None) -> Path:
-    if not raw:
-        raise BadRequestError("Give `path`: the SynthRAD folder on the server.")
-    path = Path(raw).resolve()
-    if user.is_admin:
-        return path
-    roots = [r.resolve() for r in settings.dataset_import_roots]
-    if not any(path.is_relative_to(r) for r in roots):
-        raise ForbiddenError(
-            "Organisers may import only from the server's import folders "
-            f"({', '.join(map(str, roots)) or 'none configured'}); ask an administrator."
-        )
-    return path
-
-
 def import_version(session: Session, user: User, dataset: Dataset, data: ImportIn) -> (
     DatasetVersion
 ):
+    """The whole import inside this request (small datasets; ``start_import`` for large)."""
     _require_manager(session, user, dataset)
-    repo.lock_dataset(session, dataset.id)  # serialise version numbers per dataset
-    number = repo.next_version(session, dataset.id)
-    with tempfile.TemporaryDirectory(prefix="syntharena-import-") as tmp:
-        if data.source == "synthrad":
-            root = _check_import_path(user, data.path)
-            source = f"synthrad:{root}"
-        else:
-            root = Path(tmp) / "phantoms"
-            _generate_phantoms(root, data)
-            source = (f"phantom:{data.anatomy}:cases={data.cases}:seed={data.seed}"
-                      f":size={data.size}" + (":plans" if data.plans else ""))
-        found = importers.find_cases(root)
-        version = DatasetVersion(
-            dataset_id=dataset.id, version=number, source=source, note=data.note,
-            case_count=len(found),
-        )
-        session.add(version)
-        session.flush()
-        rel = Path(dataset.slug) / f"v{number}"
-        written: list[Path] = []
-        try:
-            for case in found:
-                session.add(_store_case(version.id, rel, case, written))
-            session.flush()
-        except BaseException:
-            for path in written:
-                shutil.rmtree(path, ignore_errors=True)
-            raise
-    return version
+    return jobs.import_now(session, user, dataset, data)
 
 
-def _store_case(
-    version_id: int, rel: Path, case: importers.FoundCase, written: list[Path]
-) -> Case:
-    in_dir = settings.inputs_dir / rel / case.name
-    gt_dir = settings.groundtruth_dir / rel / case.name
-    # Only the service account (backend + worker) may read ground truth.
-    settings.groundtruth_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    written += [in_dir, gt_dir]
-    modality_dir = case.modality.value
-    image = in_dir / f"{modality_dir}.mha"
-    mask = in_dir / "mask.mha"
-    importers.write_as_mha(case.input_image, image)
-    importers.write_as_mha(case.mask, mask)
-    (in_dir / "region.json").write_text(json.dumps(case.region))
-    ct = importers.copy_ground_truth(case.ct, gt_dir, "ct")
-    labels = importers.copy_ground_truth(case.labels, gt_dir, "labels") if case.labels else None
-    plan = (importers.copy_ground_truth(case.plan, gt_dir, _plain_stem(case.plan))
-            if case.plan else None)
-    for extra in case.plan_extras:  # other plans and the structure maps the plans name
-        importers.copy_ground_truth(extra, gt_dir, _plain_stem(extra))
-
-    def r(p: Path | None) -> str | None:
-        return str(p.relative_to(settings.data_dir)) if p is not None else None
-
-    return Case(
-        dataset_version_id=version_id,
-        name=case.name,
-        modality=case.modality,
-        region=case.region,
-        input_image_path=str(r(image)),
-        mask_path=str(r(mask)),
-        ground_truth_path=str(r(ct)),
-        labels_path=r(labels),
-        plan_path=r(plan),
-    )
+def start_import(session: Session, user: User, dataset: Dataset, data: ImportIn) -> ImportJob:
+    """Check the source and queue the import as a background job (``datasets.import``)."""
+    _require_manager(session, user, dataset)
+    return jobs.start(session, user, dataset, data)
 
 
-def _plain_stem(path: Path) -> str:
-    """``plan_photon.json`` -> ``plan_photon``; ``structures.nii.gz`` -> ``structures``."""
-    return path.name.split(".", 1)[0]
+def import_job(session: Session, user: User, dataset: Dataset, job_id: int) -> ImportJob:
+    _require_manager(session, user, dataset)
+    job = repo.job(session, dataset.id, job_id)
+    if job is None:
+        raise NotFoundError(f"Dataset '{dataset.slug}' has no import {job_id}.")
+    return job
 
 
-def _generate_phantoms(out_dir: Path, data: ImportIn) -> None:
-    try:
-        from evaluator.phantoms import generate_dataset
-    except ImportError as exc:
-        raise BadRequestError(
-            "The phantom generator (evaluator.phantoms) is not installed on this server."
-        ) from exc
-    out_dir.mkdir(parents=True)
-    generate_dataset(out_dir, data.anatomy, data.cases, data.seed, data.size, plans=data.plans)
+def recent_imports(session: Session, dataset_id: int) -> Sequence[ImportJob]:
+    return repo.recent_jobs(session, dataset_id)
 
 
 def cases_of(session: Session, user: User, dataset: Dataset, number: int) -> Sequence[Case]:
@@ -170,3 +88,11 @@ def cases_of(session: Session, user: User, dataset: Dataset, number: int) -> Seq
 
 def versions_of(session: Session, dataset_id: int) -> Sequence[DatasetVersion]:
     return repo.versions(session, dataset_id)
+
+
+def published_version(session: Session, job: ImportJob) -> int | None:
+    """The version number the job published (None while it runs or when it failed)."""
+    if job.dataset_version_id is None:
+        return None
+    version = session.get(DatasetVersion, job.dataset_version_id)
+    return version.version if version is not None else None

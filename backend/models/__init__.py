@@ -10,7 +10,14 @@ from backend.models.challenges import (
     RankingMethod,
     SubmissionSelection,
 )
-from backend.models.datasets import Case, Dataset, DatasetVersion, Modality
+from backend.models.datasets import (
+    Case,
+    Dataset,
+    DatasetVersion,
+    ImportJob,
+    ImportStatus,
+    Modality,
+)
 from backend.models.images import AlgorithmImage, ImageStatus, ImageUpload, UploadStatus
 from backend.models.leaderboards import LeaderboardSnapshot
 from backend.models.submissions import (
@@ -51,6 +58,8 @@ __all__ = [
     "DatasetVersion",
     "ImageStatus",
     "ImageUpload",
+    "ImportJob",
+    "ImportStatus",
     "LeaderboardSnapshot",
     "Modality",
     "Phase",

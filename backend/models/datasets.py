@@ -8,8 +8,10 @@ reads and which is never mounted into a participant container.
 from __future__ import annotations
 
 import enum
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.models.base import Base, TimestampMixin, str_enum
@@ -68,3 +70,48 @@ class Case(TimestampMixin, Base):
     ground_truth_path: Mapped[str] = mapped_column(String(1000))
     labels_path: Mapped[str | None] = mapped_column(String(1000))
     plan_path: Mapped[str | None] = mapped_column(String(1000))
+
+
+class ImportStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class ImportJob(TimestampMixin, Base):
+    """One dataset import, run in the background case by case (``backend.datasets.jobs``).
+
+    ``imported`` maps each finished case's name to its stored paths: a case is done exactly
+    when it is there (committed with the progress counts), so a resumed job skips it. The
+    version and its cases are created together once every case is in, so a phase never sees
+    half a dataset.
+    """
+
+    __tablename__ = "import_jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), index=True
+    )
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    status: Mapped[ImportStatus] = mapped_column(
+        str_enum(ImportStatus, "import_status"), default=ImportStatus.QUEUED, index=True
+    )
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the checked request
+    source: Mapped[str] = mapped_column(String(500))  # becomes the version's source
+    note: Mapped[str] = mapped_column(Text, default="")
+    target_dir: Mapped[str] = mapped_column(String(500), default="")  # under inputs/, groundtruth/
+    cases_total: Mapped[int | None] = mapped_column(default=None)
+    cases_done: Mapped[int] = mapped_column(default=0)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)  # {case, error}
+    imported: Mapped[dict[str, dict[str, Any]]] = mapped_column(JSON, default=dict)
+    message: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(default=0)  # times the reaper re-sent it
+    runner: Mapped[str | None] = mapped_column(String(64))  # the task run that owns the job
+    dataset_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("dataset_versions.id", ondelete="SET NULL")
+    )
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)

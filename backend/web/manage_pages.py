@@ -20,11 +20,14 @@ from backend.models import ChallengeRole, PhaseKind, RankingMethod, SubmissionSe
 from backend.web import flash, forms
 from backend.web.auth_pages import safe_next
 from backend.web.deps import CsrfChecked, PageUser, rollback_on_error
+from backend.web.import_pages import recent_imports
+from backend.web.import_pages import router as imports_router
 from backend.web.manage_submissions import router as submissions_router
 from backend.web.templating import render
 
 router = APIRouter(prefix="/manage", include_in_schema=False)
 router.include_router(submissions_router)
+router.include_router(imports_router)
 
 
 def _redirect(url: str, message: str | None = None, kind: flash.Kind = "ok") -> Response:
@@ -40,8 +43,8 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 # The form is read on the event loop (a dependency); the handlers that use it are plain
-# functions, so FastAPI runs their database work (and a dataset import's generation, copying
-# and plan optimisation) in its thread pool instead of stalling every other request.
+# functions, so FastAPI runs their database work in its thread pool instead of stalling every
+# other request. A dataset import only queues a job (``datasets.import``) here.
 FormFields = Annotated[dict[str, str], Depends(_form)]
 
 
@@ -253,7 +256,8 @@ def update_phase(
 def datasets_page(request: Request, session: SessionDep, user: PageUser) -> Response:
     rows = []
     for ds in datasets_service.list_visible(session, user):
-        rows.append({"dataset": ds, "versions": datasets_service.versions_of(session, ds.id)})
+        rows.append({"dataset": ds, "versions": datasets_service.versions_of(session, ds.id),
+                     "imports": recent_imports(session, ds.slug, ds.id)})
     organised = [
         c for c in challenges_service.visible(session, user)
         if access.is_organizer(session, user, c.id)
@@ -292,11 +296,11 @@ def import_dataset(
         data = ImportIn.model_validate({k: v for k, v in form.items()
                                         if k != "csrf_token" and v != ""})
         with rollback_on_error(session):
-            version = datasets_service.import_version(session, user, dataset, data)
+            job = datasets_service.start_import(session, user, dataset, data)
     except ValidationError as err:
         return _redirect("/manage/datasets", "; ".join(
             f"{e['loc'][0]}: {_plain(e)}" for e in err.errors()), "error")
     except AppError as err:
         return _redirect("/manage/datasets", err.message, "error")
     return _redirect(safe_next(form.get("next") or "/manage/datasets"),
-                     f"Imported {dataset.slug} v{version.version} with {version.case_count} cases.")
+                     f"Import #{job.id} of {dataset.slug} queued; its progress shows below.")

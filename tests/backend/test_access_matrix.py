@@ -19,7 +19,13 @@ from sqlalchemy.orm import Session
 
 from backend.auth.service import create_token
 from backend.main import create_app
-from backend.models import ChallengeRole, ImageUpload, SubmissionStatus, UploadStatus
+from backend.models import (
+    ChallengeRole,
+    ImageUpload,
+    ImportJob,
+    SubmissionStatus,
+    UploadStatus,
+)
 from tests.backend import factories as f
 
 ROLES = ("anon", "outsider", "participant", "other", "organizer", "admin")
@@ -76,6 +82,9 @@ MATRIX: list[tuple[str, str, Body, dict[str, int]]] = [
     ("POST", "/api/datasets/{dataset}/versions", lambda w: {
         "source": "phantom", "anatomy": "brain", "cases": 1}, ORGANIZERS(201)),
     ("GET", "/api/datasets/{dataset}/versions/1/cases", lambda w: None, ORGANIZERS(200)),
+    ("POST", "/api/datasets/{dataset}/imports", lambda w: {
+        "source": "phantom", "anatomy": "brain", "cases": 1}, ORGANIZERS(202)),
+    ("GET", "/api/datasets/{dataset}/imports/{import_job}", lambda w: None, ORGANIZERS(200)),
     ("POST", "/api/images/uploads", lambda w: {"name": "a", "size_bytes": 10},
      LOGGED_IN(201)),
     ("GET", "/api/images/uploads/{upload}", lambda w: None, OWNER(200)),
@@ -123,6 +132,9 @@ def _world(db: Session) -> World:
     upload = ImageUpload(id=f"up{f.uid()}", owner_id=participant.id, name="x", total_bytes=10,
                          received_bytes=0, status=UploadStatus.OPEN)
     db.add(upload)
+    import_job = ImportJob(dataset_id=dataset.id, source="phantom:brain", spec={},
+                           errors=[], imported={})
+    db.add(import_job)
     token, _ = create_token(db, participant, "victim", None)
     db.flush()
     from backend.config import settings
@@ -137,7 +149,7 @@ def _world(db: Session) -> World:
         ids={"slug": ch.slug, "phase": phase.slug, "dataset": dataset.slug, "sub": sub.id,
              "active_sub": active.id, "image": image.id, "spare_image": spare.id,
              "upload": upload.id, "token": token.id, "username": participant.username,
-             "other_username": other.username},
+             "other_username": other.username, "import_job": import_job.id},
         headers=headers,
     )
 
@@ -173,7 +185,8 @@ def test_matrix_covers_every_endpoint() -> None:
     named = {"{token}": "{token_id}", "{phase}": "{phase_slug}", "{dataset}": "{slug}",
              "{sub}": "{submission_id}", "{active_sub}": "{submission_id}",
              "{image}": "{image_id}", "{spare_image}": "{image_id}",
-             "{upload}": "{upload_id}", "/versions/1/": "/versions/{version}/"}
+             "{upload}": "{upload_id}", "{import_job}": "{job_id}",
+             "/versions/1/": "/versions/{version}/"}
     covered = set()
     for method, path, _, _ in MATRIX:
         for short, real in named.items():

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from backend import cli
 from backend.models import Submission
 from tests.backend import factories as f
+from tests.backend.imports_inline import run_imports_while_cli_waits
 from tests.backend.tarballs import make_image_tar
 
 runner = CliRunner()
@@ -82,14 +83,17 @@ def test_participant_flow(cli_env: Path, db_session: Session,
     assert bad.exit_code == 1 and "still pending" in bad.output
 
 
-def test_organizer_flow(cli_env: Path, db_session: Session) -> None:
+def test_organizer_flow(cli_env: Path, db_session: Session,
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    run_imports_while_cli_waits(monkeypatch, db_session)
     admin = f.make_user(db_session, admin=True)
     _run("login", "--server", "http://testserver", "--username", admin.username,
          "--password", f.PASSWORD)
     slug = f"c{f.uid()}"
     _run("challenge", "create", slug, "My challenge")
     _run("dataset", "create", f"d{slug}", "Hidden", "--challenge", slug)
-    out = _run("dataset", "import", f"d{slug}", "--phantom", "brain", "--cases", "1")
+    out = _run("dataset", "import", f"d{slug}", "--phantom", "brain", "--cases", "1",
+               "--interval", "0")
     assert "1 cases" in out
     _run("phase", "create", slug, "val", "--dataset", f"d{slug}", "--open",
          "--set", "gpu_required=true", "--set", "batch_size=2")

@@ -15,6 +15,7 @@ EXPECTED = {
     "submissions.finalize": "eval",
     "submissions.reap": "eval",
     "leaderboards.recompute": "eval",
+    "datasets.import": "eval",
 }
 
 
