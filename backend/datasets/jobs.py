@@ -33,16 +33,9 @@ from backend.datasets import repository as repo
 from backend.datasets.schemas import ImportIn
 from backend.db import session_scope
 from backend.errors import AppError, BadRequestError, ForbiddenError
-from backend.models import (
-    Case,
-    Dataset,
-    DatasetVersion,
-    ImportJob,
-    ImportStatus,
-    Modality,
-    User,
-    utcnow,
-)
+from backend.models.auth import User
+from backend.models.base import utcnow
+from backend.models.datasets import Case, Dataset, DatasetVersion, ImportJob, ImportStatus, Modality
 from backend.tasks_client import enqueue_after_commit
 
 TASK = "datasets.import"

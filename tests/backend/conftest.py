@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from argon2 import PasswordHasher
@@ -16,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from backend import security, storage, tasks_client
+from backend import cli, security, storage, tasks_client
 from backend.config import settings
 from backend.main import create_app
 
@@ -84,3 +85,17 @@ def app() -> FastAPI:
 def client(app: FastAPI, db_session: Session, broker_url: str) -> Iterator[TestClient]:
     with TestClient(app) as c:
         yield c
+
+
+@pytest.fixture
+def cli_env(app: FastAPI, client: TestClient, tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The CLI talks to the in-process app and keeps its config under the returned folder."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+    def make_client(server: str, token: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return TestClient(app, base_url=server, headers=headers)
+
+    monkeypatch.setattr(cli, "make_client", make_client)
+    return tmp_path

@@ -8,6 +8,7 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
+from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from backend.auth.service import create_token
@@ -58,6 +59,17 @@ def auth(session: Session, user: User) -> dict[str, str]:
     _, secret = create_token(session, user, "test", None)
     session.flush()
     return {"Authorization": f"Bearer {secret}"}
+
+
+def api_dataset(client: TestClient, session: Session) -> tuple[dict[str, str], str]:
+    """A dataset created through the API by its challenge's organiser: their headers, its slug."""
+    org = make_user(session)
+    challenge = make_challenge(session, org)
+    headers = auth(session, org)
+    r = client.post("/api/datasets", headers=headers, json={
+        "slug": f"ds-{uid()}", "title": "Hidden test", "challenge": challenge.slug})
+    assert r.status_code == 201, r.text
+    return headers, r.json()["slug"]
 
 
 def make_challenge(session: Session, organizer: User | None = None, *,

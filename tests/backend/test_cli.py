@@ -5,7 +5,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
@@ -17,19 +16,6 @@ from tests.backend.imports_inline import run_imports_while_cli_waits
 from tests.backend.tarballs import make_image_tar
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def cli_env(app: FastAPI, client: TestClient, tmp_path: Path,
-            monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-
-    def make_client(server: str, token: str | None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return TestClient(app, base_url=server, headers=headers)
-
-    monkeypatch.setattr(cli, "make_client", make_client)
-    return tmp_path
 
 
 def _run(*args: str) -> str:

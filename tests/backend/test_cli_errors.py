@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 from backend import cli
 from backend.models import ImageStatus, SubmissionStatus
 from tests.backend import factories as f
-from tests.backend.test_cli import cli_env  # noqa: F401 - the fixture
 
 runner = CliRunner()
 
@@ -83,7 +82,7 @@ def test_not_logged_in_says_run_login(config_home: Path) -> None:
     assert code == 2 and "syntharena login" in _one_line_error(out)
 
 
-def test_rejected_token_says_run_login(cli_env: Path) -> None:  # noqa: F811
+def test_rejected_token_says_run_login(cli_env: Path) -> None:
     cfg = cli_env / "config" / "syntharena"
     cfg.mkdir(parents=True)
     (cfg / "config.json").write_text(json.dumps({"server": "http://testserver",
@@ -112,7 +111,7 @@ def test_every_command_has_help() -> None:
     assert len(group.commands) > 10  # type: ignore[attr-defined]
 
 
-def test_server_text_is_printed_verbatim(cli_env: Path, db_session: Session) -> None:  # noqa: F811
+def test_server_text_is_printed_verbatim(cli_env: Path, db_session: Session) -> None:
     org = f.make_user(db_session)
     ch = f.make_challenge(db_session, org)
     phase = f.make_phase(db_session, ch, f.make_dataset_version(db_session, ch))

@@ -28,19 +28,9 @@ def _synthrad(root: Path, ext: str, layout: dict[str, list[str]], modality: str)
     return root
 
 
-def _setup(client: TestClient, db_session: Session) -> tuple[dict[str, str], str]:
-    org = f.make_user(db_session)
-    challenge = f.make_challenge(db_session, org)
-    h = f.auth(db_session, org)
-    r = client.post("/api/datasets", headers=h, json={
-        "slug": f"ds-{f.uid()}", "title": "Hidden test", "challenge": challenge.slug})
-    assert r.status_code == 201, r.text
-    return h, r.json()["slug"]
-
-
 def test_import_synthrad_2023(client: TestClient, db_session: Session, tmp_path: Path,
                               monkeypatch: pytest.MonkeyPatch) -> None:
-    h, slug = _setup(client, db_session)
+    h, slug = f.api_dataset(client, db_session)
     root = _synthrad(tmp_path / "Task1", ".nii.gz", {"brain": ["1BA001", "1BA002"],
                                                      "pelvis": ["1PA001"]}, "mr")
     r = client.post(f"/api/datasets/{slug}/versions", headers=h,
@@ -92,7 +82,7 @@ def test_import_synthrad_2025_mha(client: TestClient, db_session: Session,
 
 def test_import_phantoms(client: TestClient, db_session: Session) -> None:
     pytest.importorskip("evaluator.phantoms")
-    h, slug = _setup(client, db_session)
+    h, slug = f.api_dataset(client, db_session)
     r = client.post(f"/api/datasets/{slug}/versions", headers=h,
                     json={"source": "phantom", "anatomy": "brain", "cases": 2, "seed": 1})
     assert r.status_code == 201, r.text
@@ -104,7 +94,7 @@ def test_import_phantoms_with_plans_keeps_them_with_the_ground_truth(
     client: TestClient, db_session: Session
 ) -> None:
     pytest.importorskip("evaluator.dose")
-    h, slug = _setup(client, db_session)
+    h, slug = f.api_dataset(client, db_session)
     r = client.post(f"/api/datasets/{slug}/versions", headers=h, json={
         "source": "phantom", "anatomy": "brain", "cases": 1, "seed": 2, "plans": True})
     assert r.status_code == 201, r.text
@@ -123,7 +113,7 @@ def test_plan_naming_a_missing_structure_map_is_refused(
 ) -> None:
     from evaluator.phantoms import generate_dataset
 
-    h, slug = _setup(client, db_session)
+    h, slug = f.api_dataset(client, db_session)
     [case] = generate_dataset(tmp_path / "brain", "brain", 1, seed=3)
     (case / "plan_photon.json").write_text('{"structure_file": "../../etc/passwd"}')
     monkeypatch.setattr(settings, "dataset_import_roots", [tmp_path])
@@ -134,7 +124,7 @@ def test_plan_naming_a_missing_structure_map_is_refused(
 
 
 def test_participants_cannot_reach_datasets(client: TestClient, db_session: Session) -> None:
-    _h, slug = _setup(client, db_session)
+    _h, slug = f.api_dataset(client, db_session)
     other = f.auth(db_session, f.make_user(db_session))
     assert client.get(f"/api/datasets/{slug}", headers=other).status_code == 403
     assert client.get(f"/api/datasets/{slug}/versions/1/cases", headers=other).status_code == 403

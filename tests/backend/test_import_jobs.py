@@ -11,10 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import SimpleITK as sitk  # noqa: N813
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -26,16 +24,6 @@ from backend.datasets import importers, jobs
 from backend.models import Case, ImportJob, ImportStatus
 from tests.backend import factories as f
 from tests.backend.imports_inline import run_imports_while_cli_waits
-
-
-def _setup(client: TestClient, db_session: Session) -> tuple[dict[str, str], str]:
-    org = f.make_user(db_session)
-    challenge = f.make_challenge(db_session, org)
-    h = f.auth(db_session, org)
-    r = client.post("/api/datasets", headers=h, json={
-        "slug": f"ds-{f.uid()}", "title": "Hidden", "challenge": challenge.slug})
-    assert r.status_code == 201, r.text
-    return h, r.json()["slug"]
 
 
 def _start(client: TestClient, h: dict[str, str], slug: str, **body: Any) -> dict[str, Any]:
@@ -59,7 +47,7 @@ def _on_disk(job_id: int, db_session: Session) -> int:
 
 
 def test_lifecycle_and_progress(client: TestClient, db_session: Session) -> None:
-    h, slug = _setup(client, db_session)
+    h, slug = f.api_dataset(client, db_session)
     job = _start(client, h, slug, cases=3)
     assert job["status"] == "queued" and job["cases_total"] is None and job["version"] is None
     jobs.run(job["id"], budget_s=0)  # one case per task run: the rest is sent on
@@ -88,7 +76,7 @@ class WorkerKilled(BaseException):
 def test_resume_after_a_worker_is_killed_mid_case(
     client: TestClient, db_session: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    h, slug = _setup(client, db_session)
+    h, slug = f.api_dataset(client, db_session)
     job = _start(client, h, slug, cases=4)
     real_copy, copied = importers.copy_ground_truth, []
 
@@ -133,7 +121,7 @@ def test_resume_after_a_worker_is_killed_mid_case(
 def test_reaper_leaves_live_imports_and_fails_after_repeated_losses(
     client: TestClient, db_session: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    h, slug = _setup(client, db_session)
+    h, slug = f.api_dataset(client, db_session)
     job_id = _start(client, h, slug, cases=1)["id"]
     # Queued, no message seen to run: only the hard limit re-sends it (its message may just
     # be waiting behind other work).
@@ -190,7 +178,7 @@ def test_the_request_only_checks_and_queues(
     client: TestClient, db_session: Session, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    h, slug = _setup(client, db_session)
+    h, slug = f.api_dataset(client, db_session)
     t0 = time.monotonic()
     job = _start(client, h, slug, anatomy="pelvis", size="realistic", cases=60, plans=True)
     assert time.monotonic() - t0 < 2.0  # minutes of work if it ran in the request
@@ -206,7 +194,7 @@ def test_the_request_only_checks_and_queues(
     r = client.post(f"/api/datasets/{slug}/imports", headers=h,
                     json={"source": "synthrad", "path": str(tmp_path / "allowed" / "none")})
     assert r.status_code == 400 and "is not a folder" in r.json()["detail"]
-    other_h, other_slug = _setup(client, db_session)
+    other_h, other_slug = f.api_dataset(client, db_session)
     assert client.get(f"/api/datasets/{other_slug}/imports/{job['id']}",
                       headers=other_h).status_code == 404
 
@@ -214,24 +202,10 @@ def test_the_request_only_checks_and_queues(
 runner = CliRunner()
 
 
-@pytest.fixture
-def cli_env(app: FastAPI, client: TestClient, tmp_path: Path, db_session: Session,
-            monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The CLI against the in-process app; its waits store the imports' cases."""
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-
-    def make_client(server: str, token: str | None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return TestClient(app, base_url=server, headers=headers)
-
-    monkeypatch.setattr(cli, "make_client", make_client)
-    run_imports_while_cli_waits(monkeypatch, db_session)
-    return tmp_path
-
-
 def test_cli_shows_progress_until_done_and_no_wait_returns(
-    cli_env: Path, db_session: Session
+    cli_env: Path, db_session: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    run_imports_while_cli_waits(monkeypatch, db_session)  # the CLI's waits store the cases
     admin = f.make_user(db_session, admin=True)
     assert runner.invoke(cli.app, ["login", "--server", "http://testserver", "--username",
                                    admin.username, "--password", f.PASSWORD]).exit_code == 0
