@@ -36,6 +36,9 @@ API_ROUTERS = (
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
+    if exc.status_code == 422:  # one shape for every 422 of the API: FastAPI's error list
+        return JSONResponse({"detail": [{"type": "value_error", "loc": ["body"],
+                                         "msg": exc.message}]}, status_code=422)
     return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
 
 
