@@ -72,7 +72,7 @@ def test_import_resumes_after_its_worker_is_killed(import_env: harness.PipelineE
 
     second = harness.start_worker(import_env, "imp2", concurrency=1, queues=("eval",))
     try:
-        harness.wait_ready("imp2")
+        harness.wait_ready("imp2", timeout_s=180)  # a loaded 2-core machine starts it slowly
         # The dead worker's message stays unacknowledged (Redis redelivers it only after the
         # visibility timeout): the reaper sees no live task for the job and sends it again.
         assert f"import {job_id}" in reaper.reap(grace_s=1).resent
