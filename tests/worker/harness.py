@@ -102,8 +102,7 @@ def configure(env: PipelineEnv) -> None:
     tasks_client.configure(env.redis_url)
     from worker.celery_app import app
 
-    app.conf.update(broker_url=env.redis_url)
-    app.close()  # drop connections to the previous broker
+    repoint_broker(app, env.redis_url)
 
 
 @contextmanager
@@ -120,7 +119,7 @@ def settings_restored() -> Iterator[None]:
     finally:
         (settings.database_url, settings.redis_url, settings.data_dir,
          settings.reaper_grace_s, _) = saved
-        app.conf.update(broker_url=saved[4])
+        repoint_broker(app, saved[4])
         db.get_engine.cache_clear()
         db.get_sessionmaker.cache_clear()
         storage.get_storage.cache_clear()
@@ -132,6 +131,16 @@ def redis_url_for_db(redis_db: int) -> str:
     port; the default 127.0.0.1:6379), so parallel test runs can each use their own server."""
     base = urlsplit(os.environ.get("SYNTHARENA_REDIS_URL", "redis://127.0.0.1:6379/0"))
     return f"redis://{base.netloc}/{redis_db}"
+
+
+def repoint_broker(app: Any, url: str) -> None:
+    """Point this process's Celery app (control messages: ping, inspect) at ``url``. Closing the
+    app drops its connection pool, but not the producer pool built on it: left alone, control
+    messages would still go to the previous broker (e.g. a private Redis a reliability test
+    has stopped) and no worker would ever answer."""
+    app.conf.update(broker_url=url)
+    app.close()
+    app.amqp._producer_pool = None
 
 
 def setup(name: str, data_dir: Path, redis_db: int) -> PipelineEnv:
