@@ -417,25 +417,28 @@ def finalize(submission_id: int) -> None:
         # and this one may have set a new worst for the phase's other incomplete ones.
         others_incomplete = scoring.uses_others \
             and repo.incomplete_aggregates(s, phase.id, len(scoring.case_names))
+        others: dict[int, dict[str, dict[str, Any]]] = {}
         worst: dict[str, dict[str, float]] = {}
         if scoring.uses_others and (error is not None or filled_cases(stats)
                                     or others_incomplete):
-            worst = scoring.worst_values(s, include=(submission_id, per_case))
+            others = repo.phase_case_metrics(s, phase.id, [S.SUCCEEDED])  # read once
+            worst = scoring.worst_values({**others, submission_id: per_case})
             means, stats, error = scoring.aggregate(per_case, worst)
         if error is not None:
             state.transition(s, submission_id, S.EVALUATING, S.FAILED, current_step="failed",
                              error_message=f"The submission is incomplete: {error}")
             return
-        store_aggregate(s, submission_id, means, stats,
-                        cases_scored=len(scoring.case_names) - len(filled_cases(stats)))
+        scoring.store(s, submission_id, means, stats)
         failed = p.total - len(rows)
         message = (f"{failed} of {p.total} cases failed; scored under the phase's "
                    f"'{scoring.policy}' policy.") if failed else ""
         state.transition(s, submission_id, S.EVALUATING, S.SUCCEEDED, current_step="done",
                          error_message=message)
         sub.cases_done = p.total
-        if others_incomplete:
-            scoring.refill(s, others_incomplete, worst)
+        for other_id in others_incomplete or ():  # aggregated again with the new worst
+            means, stats, error = scoring.aggregate(others.get(other_id, {}), worst)
+            if error is None:
+                scoring.store(s, other_id, means, stats)
         leaderboards.invalidate(s, sub.phase_id)
 
 
@@ -469,14 +472,12 @@ class PhaseScoring:
 
     @classmethod
     def of(cls, s: Session, phase: Phase) -> PhaseScoring:
-        from backend.leaderboards.service import columns_of
-
         cases = ([] if phase.dataset_version_id is None
                  else repo.cases_of_version(s, phase.dataset_version_id))
         return cls(
             phase_id=phase.id,
             case_names=tuple(c.name for c in cases),
-            directions={c.metric: c.higher_is_better for c in columns_of(phase)},
+            directions={c.metric: c.higher_is_better for c in leaderboards.columns_of(phase)},
             policy=CasePolicy(phase.case_policy).value,
             penalties={str(k): float(v) for k, v in (phase.case_penalties or {}).items()},
         )
@@ -487,17 +488,11 @@ class PhaseScoring:
         return self.policy == CasePolicy.WORST.value \
             and not set(self.directions) <= set(self.penalties)
 
-    def worst_values(self, s: Session, include: tuple[int, Mapping[str, Any]] | None = None,
+    def worst_values(self, per_sub: Mapping[int, Mapping[str, Any]],
                      ) -> dict[str, dict[str, float]]:
-        """Per case and metric, the worst value among the phase's scored submissions."""
+        """Per case and metric, the worst value among these submissions' per-case metrics."""
         from evaluator.aggregation import worst_values
 
-        if not self.uses_others:
-            return {}
-        per_sub: dict[int, Mapping[str, Any]] = dict(
-            repo.phase_case_metrics(s, self.phase_id, [S.SUCCEEDED]))
-        if include is not None:
-            per_sub[include[0]] = include[1]
         return worst_values((per_sub[k] for k in sorted(per_sub)), self.directions)
 
     def aggregate(self, per_case: Mapping[str, Mapping[str, Any]],
@@ -508,15 +503,11 @@ class PhaseScoring:
         return aggregate_submission(per_case, self.case_names, self.directions, self.policy,
                                     worst=worst, penalties=self.penalties)
 
-    def refill(self, s: Session, submission_ids: Sequence[int],
-               worst: Mapping[str, Mapping[str, float]]) -> None:
-        """Aggregate these (incomplete, succeeded) submissions again with ``worst``."""
-        metrics = repo.phase_case_metrics(s, self.phase_id, [S.SUCCEEDED])
-        for sub_id in submission_ids:
-            means, stats, error = self.aggregate(metrics.get(sub_id, {}), worst)
-            if error is None:
-                store_aggregate(s, sub_id, means, stats,
-                                len(self.case_names) - len(filled_cases(stats)))
+    def store(self, s: Session, submission_id: int, means: Mapping[str, Any],
+              stats: Mapping[str, Any]) -> None:
+        """The aggregate; cases scored = the phase's cases less those that were filled."""
+        store_aggregate(s, submission_id, means, stats,
+                        len(self.case_names) - len(filled_cases(stats)))
 
 
 # ---------------------------------------------------------------- the reaper's rules
