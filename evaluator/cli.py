@@ -133,7 +133,17 @@ def _score_dir_run(args: argparse.Namespace) -> int:
 
 
 def _phantom_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--anatomy", required=True, choices=["brain", "pelvis"])
+    from evaluator.phantom_regions import REGIONS, TASKS
+
+    p.add_argument("--region", "--anatomy", dest="anatomy", required=True, choices=list(REGIONS),
+                   help="body region to generate (--anatomy is the older name)")
+    p.add_argument("--task", default="mri", choices=list(TASKS),
+                   help="mri: MR -> CT cases (mr.mha, ids 1...); cbct: CBCT -> CT cases "
+                        "(cbct.mha with CBCT artefacts and a limited field of view, which the "
+                        "mask follows; ids 2...)")
+    p.add_argument("--synthrad-layout", action="store_true",
+                   help="write OUT/Task<1|2>/<region folder>/<case>/ as SynthRAD2025 does "
+                        "(e.g. Task2/HN/2HNA001) instead of OUT/<case>/")
     p.add_argument("--cases", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", default="small", choices=["small", "medium", "realistic"])
@@ -160,9 +170,14 @@ def _phantom_run(args: argparse.Namespace) -> int:
             from evaluator.dose.engines.pyradplan_remote import INSTALL_HINT
 
             raise EvaluationInputError(f"--planner pyradplan needs pyRadPlan. {INSTALL_HINT}")
-    dirs = generate_dataset(args.out, args.anatomy, args.cases, args.seed, args.size,
+    out = args.out
+    if args.synthrad_layout:
+        from evaluator.phantom_regions import REGIONS, TASKS
+
+        out = out / f"Task{TASKS[args.task]}" / REGIONS[args.anatomy].folder
+    dirs = generate_dataset(out, args.anatomy, args.cases, args.seed, args.size,
                             plans=args.plans, planner=args.planner,
-                            vary_layout=args.vary_layout)
+                            vary_layout=args.vary_layout, task=args.task)
     print(dumps({"cases": [str(d) for d in dirs]}))
     return 0
 
@@ -171,7 +186,7 @@ register(Subcommand("image-metrics", "image metrics of one sCT (JSON on stdout)"
                     _image_metrics_args, _image_metrics_run))
 register(Subcommand("score-dir", "score every case of a dataset (JSON file)",
                     _score_dir_args, _score_dir_run))
-register(Subcommand("phantom", "write synthetic MR/CT phantom cases",
+register(Subcommand("phantom", "write synthetic MR/CBCT/CT phantom cases (every region)",
                     _phantom_args, _phantom_run))
 
 

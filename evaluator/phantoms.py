@@ -1,71 +1,68 @@
-"""Synthetic paired MR/CT phantoms (brain, pelvis) in the SynthRAD directory layout.
+"""Synthetic phantoms in the SynthRAD directory layout: MRI->CT (task 1) and CBCT->CT (task 2)
+for brain, pelvis, head-and-neck, thorax and abdomen.
 
-``DIR/<case>/{mr,ct,mask,labels}.mha`` plus ``region.json`` (a JSON string, "Brain" or
-"Pelvis", as SynthRAD's ``/input/region.json``). Case ids follow SynthRAD: ``1BA001`` (task 1
-= MR->CT, B = brain / P = pelvis, centre A, number). Everything is deterministic for a seed.
+``DIR/<case>/{mr|cbct,ct,mask,labels,segmentation}.mha`` plus ``region.json`` (a JSON string
+such as "Head and Neck", as SynthRAD's ``/input/region.json``). Case ids follow SynthRAD:
+``1HNA001`` (task 1 = MR->CT, 2 = CBCT->CT; region code B, P, HN, TH, AB; centre A; number).
+Everything is deterministic for a seed; a case's CT is the same in both tasks.
 
-CT: tissue classes (air -1000, lung -800, fat -100, fluid 10, soft tissue ~40, marrow ~300,
-cortical bone ~1200 HU) with smooth texture, a slight blur and Gaussian noise, stored int16.
-MR: spin-echo signal S = PD (1 - exp(-TR/T1)) exp(-TE/T2) per tissue, times a smooth bias
-field, slight blur, Rician noise (cortical bone and air both dark), stored float32.
+The anatomy (which tissue sits where) is built here (brain, pelvis) and in
+:mod:`evaluator.phantom_anatomy` (head-and-neck, thorax, abdomen); every intensity (CT, MR,
+CBCT) comes from :mod:`evaluator.phantom_contrast`. Regions, sizes, prescriptions and
+structure lists are in :mod:`evaluator.phantom_regions`.
 labels: 0 outside the body mask, then :data:`evaluator.segmentation.THRESHOLD_LABELS`
-(1 air, 2 soft tissue, 3 bone) from the noiseless tissue map.
+(1 air, 2 soft tissue, 3 bone) from the noiseless tissue map. segmentation: TotalSegmentator
+'total' class ids of the region's structures (:data:`evaluator.phantom_regions.TS`).
+CBCT task: ``cbct.mha`` (:func:`evaluator.phantom_contrast.cbct_from_ct`) and a mask that is
+the body within the CBCT's field of view.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from scipy import ndimage
 
+from evaluator import phantom_anatomy
 from evaluator.io import write_volume
+from evaluator.phantom_contrast import (  # noqa: F401 - tissue ids are part of this API
+    AIR,
+    BLOOD,
+    BRAIN_WM,
+    CORTICAL,
+    FAT,
+    FLUID,
+    GLAND,
+    KIDNEY,
+    LIVER,
+    LUNG,
+    MARROW,
+    SOFT,
+    TISSUES,
+    Tissue,
+    cbct_from_ct,
+    ct_from_tissue,
+    mr_from_tissue,
+    texture_field,
+    threshold_labels,
+)
 from evaluator.phantom_layout import Layout, fixed_layout, varied_layout
+from evaluator.phantom_regions import REGIONS as REGION_TABLE
+from evaluator.phantom_regions import TASKS, region
 
-Anatomy = Literal["brain", "pelvis"]
-Size = Literal["small", "realistic"]
-REGIONS: dict[str, str] = {"brain": "Brain", "pelvis": "Pelvis"}
-ANATOMY_CODE = {"brain": "B", "pelvis": "P"}
+Anatomy = Literal["brain", "pelvis", "head_neck", "thorax", "abdomen"]
+Task = Literal["mri", "cbct"]
+Size = Literal["small", "medium", "realistic"]
+REGIONS: dict[str, str] = {k: r.name for k, r in REGION_TABLE.items()}
+ANATOMY_CODE = {k: r.code for k, r in REGION_TABLE.items()}
 
 # (z, y, x) voxels and the physical field of view in mm (z, y, x).
 SHAPES: dict[tuple[str, str], tuple[int, int, int]] = {
-    ("brain", "small"): (48, 64, 64),
-    ("brain", "medium"): (100, 128, 128),
-    ("brain", "realistic"): (200, 256, 256),
-    ("pelvis", "small"): (40, 64, 80),
-    ("pelvis", "medium"): (75, 128, 160),
-    ("pelvis", "realistic"): (150, 512, 512),
-}
-FOV_MM: dict[str, tuple[float, float, float]] = {
-    "brain": (200.0, 256.0, 256.0),
-    "pelvis": (375.0, 440.0, 512.0),
-}
-
-
-@dataclass(frozen=True)
-class Tissue:
-    hu: float
-    label: int  # segmentation class (THRESHOLD_LABELS)
-    pd: float  # proton density (relative)
-    t1: float  # ms
-    t2: float  # ms
-
-
-AIR, LUNG, FAT, FLUID, SOFT, BRAIN_WM, MARROW, CORTICAL = range(8)
-TISSUES: dict[int, Tissue] = {
-    AIR: Tissue(-1000.0, 1, 0.0, 1.0, 1.0),
-    LUNG: Tissue(-800.0, 1, 0.1, 1000.0, 30.0),
-    FAT: Tissue(-100.0, 2, 0.9, 260.0, 80.0),
-    FLUID: Tissue(10.0, 2, 1.0, 2500.0, 1500.0),
-    SOFT: Tissue(40.0, 2, 0.7, 870.0, 47.0),
-    BRAIN_WM: Tissue(28.0, 2, 0.65, 600.0, 80.0),
-    MARROW: Tissue(300.0, 3, 0.8, 350.0, 70.0),
-    CORTICAL: Tissue(1200.0, 3, 0.05, 1000.0, 1.0),
-}
-TR_MS, TE_MS = 500.0, 15.0
+    (k, size): shape for k, r in REGION_TABLE.items() for size, shape in r.shapes.items()}
+FOV_MM: dict[str, tuple[float, float, float]] = {k: r.fov_mm for k, r in REGION_TABLE.items()}
 
 
 def _grid(shape: tuple[int, int, int]) -> tuple[np.ndarray[Any, Any], ...]:
@@ -138,76 +135,76 @@ def _pelvis(shape: tuple[int, int, int], rng: np.random.Generator,
     return t
 
 
-def _smooth_field(shape: tuple[int, int, int], rng: np.random.Generator,
-                  amplitude: float) -> np.ndarray[Any, Any]:
-    """A smooth random field (low-order polynomial in the coordinates), mean ~0."""
-    z, y, x = _grid(shape)
-    a = rng.normal(0.0, 1.0, size=6).astype(np.float32)
-    f: np.ndarray[Any, Any] = a[0] * x + a[1] * y + a[2] * z + a[3] * x * y + a[4] * y * z \
-        + a[5] * x * x
-    return (amplitude / 3.0) * f
+def _tissue_and_segmentation(anatomy: str, shape: tuple[int, int, int],
+                              rng: np.random.Generator,
+                              layout: Layout) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    if anatomy == "brain":
+        tissue = _brain(shape, rng)
+        return tissue, phantom_anatomy.brain_segmentation(tissue)
+    if anatomy == "pelvis":
+        tissue = _pelvis(shape, rng, layout)
+        return tissue, phantom_anatomy.pelvis_segmentation(tissue, layout)
+    build = {"head_neck": phantom_anatomy.head_neck, "thorax": phantom_anatomy.thorax,
+             "abdomen": phantom_anatomy.abdomen}[anatomy]
+    return build(shape, rng, layout)
 
 
 def make_case(anatomy: str, size: str, rng: np.random.Generator,
-              vary_layout: bool = False) -> dict[str, Any]:
-    """Arrays for one case: ``mr``, ``ct``, ``mask``, ``labels``, ``spacing`` (x, y, z) and
-    ``layout`` (where the target and organs sit: :mod:`evaluator.phantom_layout`).
+              vary_layout: bool = False, task: str = "mri") -> dict[str, Any]:
+    """Arrays for one case: ``mr`` (task mri) or ``cbct`` and ``fov`` (task cbct), ``ct``,
+    ``mask``, ``labels``, ``segmentation``, ``spacing`` (x, y, z) and ``layout`` (where the
+    target and organs sit: :mod:`evaluator.phantom_layout`).
 
     ``vary_layout`` draws the target's and organs' positions and sizes from ``rng`` first;
     without it they sit where they always have, and a seed gives the same case as before.
+    The CT is drawn before the MR or CBCT, so both tasks of a seed share it. In the CBCT task
+    the mask (and the label maps within it) is the body within the CBCT's field of view.
     """
-    if anatomy not in REGIONS:
-        raise ValueError(f"unknown anatomy {anatomy!r} (expected brain or pelvis)")
-    if (anatomy, size) not in SHAPES:
+    spec = region(anatomy)
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r} (expected one of {', '.join(TASKS)})")
+    if size not in spec.shapes:
         raise ValueError(f"unknown size {size!r} (expected small, medium or realistic)")
-    shape = SHAPES[(anatomy, size)]
+    shape = spec.shapes[size]
     layout = varied_layout(anatomy, rng) if vary_layout else fixed_layout(anatomy)
-    tissue = _brain(shape, rng) if anatomy == "brain" else _pelvis(shape, rng, layout)
-    lut = {k: np.array([getattr(TISSUES[i], k) for i in range(len(TISSUES))], np.float32)
-           for k in ("hu", "pd", "t1", "t2")}
-    label_lut = np.array([TISSUES[i].label for i in range(len(TISSUES))], np.uint8)
+    tissue, segmentation = _tissue_and_segmentation(anatomy, shape, rng, layout)
 
     body = tissue != AIR
     body = ndimage.binary_fill_holes(body)
     mask = ndimage.binary_dilation(body, iterations=1)
 
-    texture = ndimage.gaussian_filter(rng.normal(0.0, 1.0, shape).astype(np.float32), 2.0)
-    texture /= max(float(texture.std()), 1e-6)
-    hu = lut["hu"][tissue] + np.where(tissue == MARROW, 40.0, 8.0).astype(np.float32) * texture
-    hu = ndimage.gaussian_filter(hu, 0.6)
-    hu += rng.normal(0.0, 15.0, shape).astype(np.float32)
-    ct = np.clip(np.round(hu), -1024, 3071).astype(np.int16)
-
-    pd, t1, t2 = lut["pd"][tissue], lut["t1"][tissue], lut["t2"][tissue]
-    signal = pd * (1.0 - np.exp(-TR_MS / t1)) * np.exp(-TE_MS / t2)
-    signal = ndimage.gaussian_filter(signal * (1.0 + 0.05 * texture), 0.6)
-    signal *= np.exp(_smooth_field(shape, rng, 0.25))  # bias field
-    sigma = 0.02 * float(signal.max())
-    n1 = rng.normal(0.0, sigma, shape).astype(np.float32)
-    n2 = rng.normal(0.0, sigma, shape).astype(np.float32)
-    mr = (np.sqrt((signal + n1) ** 2 + n2**2) * 1000.0).astype(np.float32)
+    texture = texture_field(shape, rng)
+    ct = ct_from_tissue(tissue, texture, rng)
+    spacing_zyx = tuple(f / n for f, n in zip(spec.fov_mm, shape, strict=True))
+    images: dict[str, Any] = {}
+    if task == "mri":
+        images["mr"] = mr_from_tissue(tissue, texture, rng)
+    else:
+        cbct, fov = cbct_from_ct(ct, body, spacing_zyx, rng)  # type: ignore[arg-type]
+        images.update(cbct=cbct, fov=fov)
+        mask &= fov.astype(bool)
 
     # Inside the mask (which includes a 1-voxel rim of air around the body) by tissue class.
-    labels = np.where(mask, label_lut[tissue], 0).astype(np.uint8)
-    fov = FOV_MM[anatomy]
-    spacing_zyx = tuple(f / n for f, n in zip(fov, shape, strict=True))
+    labels = np.where(mask, threshold_labels(tissue), 0).astype(np.uint8)
     return {
-        "mr": mr,
+        **images,
         "ct": ct,
         "mask": mask.astype(np.uint8),
         "labels": labels,
+        "segmentation": np.where(mask, segmentation, 0).astype(np.uint8),
         "spacing": (spacing_zyx[2], spacing_zyx[1], spacing_zyx[0]),
         "layout": layout,
     }
 
 
-def case_id(anatomy: str, index: int) -> str:
-    return f"1{ANATOMY_CODE[anatomy]}A{index + 1:03d}"
+def case_id(anatomy: str, index: int, task: str = "mri") -> str:
+    return f"{TASKS[task]}{region(anatomy).code}A{index + 1:03d}"
 
 
 def generate_dataset(
     out_dir: str | Path, anatomy: str, cases: int, seed: int = 0, size: str = "small",
     plans: bool = False, planner: str = "torch_pb", vary_layout: bool = False,
+    task: str = "mri",
 ) -> list[Path]:
     """Write ``cases`` phantom cases under ``out_dir``; returns the case directories.
 
@@ -215,28 +212,32 @@ def generate_dataset(
     (weights optimised on its CT) for the dose metrics (:mod:`evaluator.dose`), steered and
     optimised by ``planner`` (``torch_pb``, or ``pyradplan`` with the optional extra).
     ``vary_layout`` moves and resizes each case's target and organs (and so its plans); off,
-    a seed writes the cases it always wrote.
+    a seed writes the cases it always wrote. ``task``: ``mri`` (mr.mha) or ``cbct``
+    (cbct.mha).
     """
     if cases < 1:
         raise ValueError("cases must be at least 1")
+    region(anatomy)  # a clear error before any file is written
     return [generate_case(out_dir, anatomy, index, seed, size, plans=plans, planner=planner,
-                          vary_layout=vary_layout)
+                          vary_layout=vary_layout, task=task)
             for index in range(cases)]
 
 
 def generate_case(
     out_dir: str | Path, anatomy: str, index: int, seed: int = 0, size: str = "small",
     plans: bool = False, planner: str = "torch_pb", vary_layout: bool = False,
+    task: str = "mri",
 ) -> Path:
     """Write case ``index`` of the dataset ``generate_dataset`` makes (the same bytes: each
     case has its own random stream), so an import can make and store one case at a time."""
-    rng = np.random.default_rng([seed, index, 0 if anatomy == "brain" else 1])
-    arrays = make_case(anatomy, size, rng, vary_layout)
-    case_dir = Path(out_dir) / case_id(anatomy, index)
+    rng = np.random.default_rng([seed, index, region(anatomy).stream])
+    arrays = make_case(anatomy, size, rng, vary_layout, task=task)
+    case_dir = Path(out_dir) / case_id(anatomy, index, task)
     spacing = arrays["spacing"]
     nz, ny, nx = arrays["ct"].shape
     origin = (-0.5 * spacing[0] * nx, -0.5 * spacing[1] * ny, -0.5 * spacing[2] * nz)
-    for name in ("mr", "ct", "mask", "labels"):
+    image = "mr" if task == "mri" else "cbct"
+    for name in (image, "ct", "mask", "labels", "segmentation"):
         write_volume(case_dir / f"{name}.mha", arrays[name], spacing=spacing, origin=origin)
     (case_dir / "region.json").write_text(json.dumps(REGIONS[anatomy]) + "\n")
     if plans:

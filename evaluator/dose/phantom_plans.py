@@ -1,10 +1,13 @@
-"""Radiotherapy structures and plans for the synthetic brain and pelvis phantoms.
+"""Radiotherapy structures and plans for the synthetic phantoms (every region).
 
 The phantom label maps hold tissue classes, so the RT structures are drawn geometrically in
 the same normalised coordinates the phantom generator uses ([-1, 1] along z, y, x): an
-ellipsoidal PTV and 3-4 organs at risk placed where the case's layout puts them
-(:mod:`evaluator.phantom_layout`: fixed, or varied per seed).  The
-structure map (``structures.mha``) labels: 1 BODY, 2 PTV, 3.. OARs (PTV wins overlaps).
+ellipsoidal PTV and 3-5 organs at risk placed where the case's layout puts them
+(:mod:`evaluator.phantom_layout`: fixed, or varied per seed; the anatomy draws the organs
+from the same ellipsoids).  An organ the region table restricts to one tissue class (femurs:
+bone; lungs: air/lung) keeps only those voxels.  The structure map (``structures.mha``)
+labels: 1 BODY, 2 PTV, 3.. OARs in the layout's order (PTV wins overlaps, later organs win
+earlier ones).  Prescriptions and beam angles per region: :mod:`evaluator.phantom_regions`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 
 from evaluator.dose.plan import PLAN_FILE, Beam, Plan, save_plan
 from evaluator.phantom_layout import Layout, fixed_layout
+from evaluator.phantom_regions import region
 
 STRUCTURE_FILE = "structures.mha"
 def _ellipsoid(shape: Sequence[int], centre: Sequence[float], radii: Sequence[float]) -> np.ndarray:
@@ -31,6 +35,7 @@ def make_phantom_structures(labels: np.ndarray, anatomy: str, layout: Layout | N
     """RT structure map (uint8) and its names for a phantom label map (z, y, x); ``layout``
     is the case's (``make_case(...)["layout"]``), the fixed one when not given."""
     layout = layout or fixed_layout(anatomy)
+    only = region(anatomy).oar_class
     body = np.asarray(labels) > 0
     shape = labels.shape
     out = np.zeros(shape, dtype=np.uint8)
@@ -39,8 +44,8 @@ def make_phantom_structures(labels: np.ndarray, anatomy: str, layout: Layout | N
     ptv = _ellipsoid(shape, layout.ptv.centre, layout.ptv.radii) & body
     for k, (name, e) in enumerate(layout.oars.items()):
         mask = _ellipsoid(shape, e.centre, e.radii) & body & ~ptv
-        if anatomy == "pelvis" and name.startswith("femur"):
-            mask &= np.asarray(labels) == 3  # bone voxels only
+        if name in only:
+            mask &= np.asarray(labels) == only[name]
         out[mask] = 3 + k
         names[name] = 3 + k
     out[ptv] = 2
@@ -65,16 +70,17 @@ def make_phantom_plans(
     def angles(base: list[float]) -> list[float]:
         return [round((a + turn) % 360.0, 3) for a in base]
 
-    photon_angles = angles([0.0, 72.0, 144.0, 216.0, 288.0])
-    proton_angles = angles([90.0, 270.0] if anatomy == "pelvis" else [60.0, 300.0])
+    spec = region(anatomy)
+    photon_angles = angles(list(spec.photon_angles))
+    proton_angles = angles(list(spec.proton_angles))
     common: dict[str, Any] = {
         "target": "PTV", "structures": names, "oars": oars, "dose_grid_mm": grid,
         "structure_file": STRUCTURE_FILE, "ct_file": "ct.mha",
     }
     return {
-        "photon": Plan(modality="photon", prescription_gy=2.0,
+        "photon": Plan(modality="photon", prescription_gy=spec.prescription_gy,
                        beams=[Beam(a) for a in photon_angles], bixel_width_mm=5.0, **common),
-        "proton": Plan(modality="proton", prescription_gy=2.0,
+        "proton": Plan(modality="proton", prescription_gy=spec.prescription_gy,
                        beams=[Beam(a) for a in proton_angles], bixel_width_mm=6.0, **common),
     }
 
