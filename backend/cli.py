@@ -396,7 +396,9 @@ def dataset_create(
 def dataset_import(
     slug: Annotated[str, typer.Argument(help="the dataset's slug")],
     synthrad: Annotated[str | None, typer.Option(help="SynthRAD folder on the server")] = None,
-    phantom: Annotated[str | None, typer.Option(help="phantom anatomy: brain | pelvis")] = None,
+    phantom: Annotated[str | None, typer.Option(
+        help="phantom region: brain | pelvis | head_neck | thorax | abdomen")] = None,
+    task: Annotated[str, typer.Option(help="phantom task: mri | cbct")] = "mri",
     cases: Annotated[int, typer.Option(help="phantom cases to generate")] = 4,
     seed: Annotated[int, typer.Option(help="phantom random seed")] = 0,
     phantom_size: Annotated[str, typer.Option(
@@ -412,8 +414,8 @@ def dataset_import(
         raise fail("Give exactly one of --synthrad PATH or --phantom ANATOMY.", code=2)
     body: dict[str, Any] = (
         {"source": "synthrad", "path": synthrad, "note": note} if synthrad
-        else {"source": "phantom", "anatomy": phantom, "cases": cases, "seed": seed,
-              "size": phantom_size, "plans": plans, "note": note})
+        else {"source": "phantom", "anatomy": phantom, "task": task, "cases": cases,
+              "seed": seed, "size": phantom_size, "plans": plans, "note": note})
     with client() as c:
         job = check(c.post(f"/api/datasets/{slug}/imports", json=body))
         say(f"Import {job['id']} of {slug} queued.")

@@ -175,8 +175,9 @@ def thorax(shape: tuple[int, int, int], rng: np.random.Generator,
         lung = (ell(g, oars[name]) < 1.0) & inner
         t[lung] = LUNG
         _lobes(seg, g, lung, left)
-    tumour = (ell(g, Ellipsoid(layout.ptv.centre, tuple(0.6 * r for r in layout.ptv.radii)))
-              < 1.0) & (t == LUNG)  # type: ignore[arg-type]
+    r = layout.ptv.radii
+    tumour = (ell(g, Ellipsoid(layout.ptv.centre, (0.6 * r[0], 0.6 * r[1], 0.6 * r[2])))
+              < 1.0) & (t == LUNG)
     t[tumour] = SOFT
     heart = ell(g, oars["heart"]) < 1.0
     _draw(t, seg, heart, SOFT, TS["heart"])
@@ -209,7 +210,7 @@ def abdomen(shape: tuple[int, int, int], rng: np.random.Generator,
     """Abdominal wall (fat, muscle), liver, kidneys, spleen, stomach (wall, content, gas),
     aorta, bowel gas and the lower thoracic and lumbar spine."""
     g = grid(shape)
-    z, y, x = g
+    _z, y, _x = g
     j = rng.uniform(0.95, 1.05, size=2)
     t = np.full(shape, AIR, dtype=np.uint8)
     seg = np.zeros(shape, dtype=np.uint8)
@@ -255,7 +256,8 @@ def brain_segmentation(tissue: Array) -> Array:
 
 def pelvis_segmentation(tissue: Array, layout: Layout) -> Array:
     """Bladder, sacrum and hip bones of the pelvis phantom."""
-    g = grid(tissue.shape)  # type: ignore[arg-type]
+    nz, ny, nx = tissue.shape
+    g = grid((nz, ny, nx))
     _, y, x = g
     bone = (tissue == CORTICAL) | (tissue == MARROW)
     seg = np.zeros(tissue.shape, np.uint8)

@@ -53,6 +53,10 @@ TISSUES: dict[int, Tissue] = {
 TR_MS, TE_MS = 500.0, 15.0
 
 
+def _shape(a: Array) -> tuple[int, ...]:
+    return tuple(int(n) for n in a.shape)
+
+
 def _lut(key: str) -> Array:
     return np.array([getattr(TISSUES[i], key) for i in range(len(TISSUES))], np.float32)
 
@@ -75,7 +79,7 @@ def ct_from_tissue(tissue: Array, texture: Array, rng: np.random.Generator) -> A
     """CT (int16 HU): tissue HU plus texture (stronger in marrow), slight blur, noise."""
     hu = _lut("hu")[tissue] + np.where(tissue == MARROW, 40.0, 8.0).astype(np.float32) * texture
     hu = ndimage.gaussian_filter(hu, 0.6)
-    hu += rng.normal(0.0, 15.0, tissue.shape).astype(np.float32)
+    hu += rng.normal(0.0, 15.0, _shape(tissue)).astype(np.float32)
     out: Array = np.clip(np.round(hu), -1024, 3071).astype(np.int16)
     return out
 
@@ -92,7 +96,7 @@ def _smooth_field(shape: tuple[int, ...], rng: np.random.Generator, amplitude: f
 def mr_from_tissue(tissue: Array, texture: Array, rng: np.random.Generator) -> Array:
     """MR (float32): spin-echo signal PD (1 - exp(-TR/T1)) exp(-TE/T2) per tissue, texture,
     slight blur, a smooth bias field and Rician noise (cortical bone and air both dark)."""
-    shape = tissue.shape
+    shape = _shape(tissue)
     pd, t1, t2 = _lut("pd")[tissue], _lut("t1")[tissue], _lut("t2")[tissue]
     signal = pd * (1.0 - np.exp(-TR_MS / t1)) * np.exp(-TE_MS / t2)
     signal = ndimage.gaussian_filter(signal * (1.0 + 0.05 * texture), 0.6)
@@ -107,7 +111,7 @@ def mr_from_tissue(tissue: Array, texture: Array, rng: np.random.Generator) -> A
 # CBCT artefact strengths (drawn per case within these ranges)
 CBCT_GAIN = (0.88, 1.02)  # HU scale against the CT
 CBCT_OFFSET_HU = (-120.0, 40.0)  # HU shift against the CT
-CBCT_CUPPING_HU = (60.0, 140.0)  # how much darker the centre of the body is than its edge
+CBCT_CUPPING_HU = (80.0, 160.0)  # how much darker the centre of the body is than its edge
 CBCT_STREAK_HU = (25.0, 60.0)  # amplitude of the bright/dark streaks through bone
 CBCT_NOISE_HU = 35.0
 CBCT_FOV_RADIUS = 0.8  # axial field of view: this fraction of the half-width (y) of the scan
@@ -115,7 +119,7 @@ CBCT_FOV_Z = 0.85  # and |z| within this fraction of the scan length
 CBCT_OUTSIDE_HU = -1000  # what the scanner reports outside its field of view
 
 
-def cbct_fov(shape: tuple[int, int, int], spacing_zyx: tuple[float, float, float]) -> Array:
+def cbct_fov(shape: tuple[int, ...], spacing_zyx: tuple[float, float, float]) -> Array:
     """The CBCT's field of view: a cylinder about the scan's z axis (a disc of radius
     ``CBCT_FOV_RADIUS`` times the y half-width, in mm so that it is round), cut in z."""
     half_y = 0.5 * shape[1] * spacing_zyx[1]
@@ -136,8 +140,8 @@ def cbct_from_ct(ct: Array, body: Array, spacing_zyx: tuple[float, float, float]
     HU gain and offset, cupping (the body's centre darker, from scatter and beam hardening),
     streaks radiating from dense bone, extra blur, noise; outside the field of view the CBCT
     holds ``CBCT_OUTSIDE_HU``. ``body`` is the body mask (the cupping follows its extent)."""
-    shape = ct.shape
-    fov = cbct_fov(shape, spacing_zyx)  # type: ignore[arg-type]
+    shape = _shape(ct)
+    fov = cbct_fov(shape, spacing_zyx)
     gain = float(rng.uniform(*CBCT_GAIN))
     offset = float(rng.uniform(*CBCT_OFFSET_HU))
     img = ndimage.gaussian_filter(ct.astype(np.float32), 1.0) * gain + offset
@@ -149,7 +153,7 @@ def cbct_from_ct(ct: Array, body: Array, spacing_zyx: tuple[float, float, float]
             d = ndimage.distance_transform_edt(body[k], sampling=spacing_zyx[1:])
             depth[k] = d / max(float(d.max()), 1e-6)
     cup = float(rng.uniform(*CBCT_CUPPING_HU))
-    img -= cup * np.sqrt(depth) * body
+    img -= cup * depth * body
 
     # Streaks: lines through the densest bone of each slice at a few angles, alternating sign.
     ny, nx = shape[1:]

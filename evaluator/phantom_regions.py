@@ -47,9 +47,9 @@ class Region:
     oar_class: dict[str, int] = field(default_factory=dict)
 
 
-_SPINE_HN = tuple(f"vertebrae_C{n}" for n in range(1, 8)) + ("vertebrae_T1",)
+_SPINE_HN = (*(f"vertebrae_C{n}" for n in range(1, 8)), "vertebrae_T1")
 _SPINE_TH = tuple(f"vertebrae_T{n}" for n in range(1, 13))
-_SPINE_AB = ("vertebrae_T11", "vertebrae_T12") + tuple(f"vertebrae_L{n}" for n in range(1, 5))
+_SPINE_AB = ("vertebrae_T11", "vertebrae_T12", *(f"vertebrae_L{n}" for n in range(1, 5)))
 _LOBES = ("lung_upper_lobe_left", "lung_lower_lobe_left", "lung_upper_lobe_right",
           "lung_middle_lobe_right", "lung_lower_lobe_right")
 _RIBS = tuple(f"rib_{s}_{n}" for s in ("left", "right") for n in range(1, 13))

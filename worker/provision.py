@@ -4,7 +4,8 @@ Layout of one run's ``/input`` (one case, or N in batch mode)::
 
     images/<modality>/<case>.mha   MR or CBCT, uncompressed MetaImage
     images/body/<case>.mha         body mask
-    region.json                    "Head and Neck" (JSON string; of the first case in a batch)
+    region.json                    "Head and Neck" (JSON string; a batch's cases share one
+                                   region: the pipeline never batches regions together)
     inputs.json                    grand-challenge's list of socket values (slug, relative_path…)
 
 The platform always provisions *uncompressed* ``.mha`` (converted once and cached when the

@@ -82,9 +82,10 @@ def check_source(user: User, data: ImportIn) -> tuple[dict[str, Any], str]:
     if importlib.util.find_spec("evaluator.phantoms") is None:
         raise BadRequestError(
             "The phantom generator (evaluator.phantoms) is not installed on this server.")
-    spec = {"kind": "phantom", **data.model_dump(include={"anatomy", "cases", "seed", "size",
-                                                          "plans"})}
+    spec = {"kind": "phantom", **data.model_dump(include={"anatomy", "task", "cases", "seed",
+                                                          "size", "plans"})}
     source = (f"phantom:{data.anatomy}:cases={data.cases}:seed={data.seed}:size={data.size}"
+              + (f":task={data.task}" if data.task != "mri" else "")
               + (":plans" if data.plans else ""))
     return spec, source
 
@@ -113,7 +114,9 @@ def plan_cases(spec: dict[str, Any]) -> list[Planned]:
                 for c in importers.find_cases(Path(spec["path"]))]
     from evaluator.phantoms import case_id
 
-    return [Planned(case_id(spec["anatomy"], i), partial(_phantom, spec, i))
+    # Jobs queued before the CBCT task existed have no "task": they made MRI cases.
+    return [Planned(case_id(spec["anatomy"], i, spec.get("task", "mri")),
+                    partial(_phantom, spec, i))
             for i in range(int(spec["cases"]))]
 
 
@@ -125,7 +128,7 @@ def _phantom(spec: dict[str, Any], index: int, scratch: Path) -> importers.Found
     from evaluator.phantoms import generate_case
 
     folder = generate_case(scratch, spec["anatomy"], index, int(spec["seed"]), spec["size"],
-                           plans=bool(spec["plans"]))
+                           plans=bool(spec["plans"]), task=spec.get("task", "mri"))
     return importers.find_cases(folder)[0]
 
 

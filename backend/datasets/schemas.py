@@ -39,8 +39,11 @@ class DatasetOut(BaseModel):
 class ImportIn(BaseModel):
     source: Literal["synthrad", "phantom"]
     path: Text | None = Field(default=None, description="synthrad: folder on the server")
-    anatomy: Literal["brain", "pelvis"] = Field(
-        default="brain", description="phantom: anatomy to generate"
+    anatomy: Literal["brain", "pelvis", "head_neck", "thorax", "abdomen"] = Field(
+        default="brain", description="phantom: body region to generate"
+    )
+    task: Literal["mri", "cbct"] = Field(
+        default="mri", description="phantom: MR -> CT (mri) or CBCT -> CT (cbct) cases"
     )
     cases: int = Field(default=4, ge=1, le=1000, description="phantom: number of cases")
     seed: int = 0

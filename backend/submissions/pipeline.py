@@ -8,6 +8,7 @@ machines, and every next step is enqueued after the commit (``tasks_client``)::
 
     submissions.start     claim_start: PENDING -> RUNNING; (worker loads the image)
                           image_loaded: case runs created, enqueue cases.run per batch
+                          (batches split by region and input modality)
     cases.run             claim_runs: case runs PENDING -> RUNNING; (worker runs the container)
                           record_runs: -> SUCCEEDED / FAILED / TIMED_OUT, or given back (bounded);
                           enqueue cases.evaluate per succeeded case
@@ -68,8 +69,19 @@ def enqueue_start(session: Session, submission_id: int) -> None:
 
 def enqueue_runs(session: Session, submission_id: int, run_ids: Sequence[int],
                  batch_size: int) -> None:
-    for batch in batches(run_ids, batch_size):
-        enqueue_after_commit(session, "cases.run", [submission_id, batch])
+    """One ``cases.run`` message per batch; a batch never mixes regions or input modalities
+    (the container gets one ``/input/region.json`` for all its cases, as on grand-challenge)."""
+    if batch_size <= 1:  # one case per container: nothing to keep apart
+        groups: list[list[int]] = [list(run_ids)]
+    else:
+        kinds = repo.run_input_kinds(session, run_ids)
+        by_kind: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for rid in run_ids:
+            by_kind[kinds.get(rid, ("", ""))].append(rid)
+        groups = [by_kind[k] for k in sorted(by_kind)]
+    for group in groups:
+        for batch in batches(group, batch_size):
+            enqueue_after_commit(session, "cases.run", [submission_id, batch])
 
 
 # ---------------------------------------------------------------- submissions.start

@@ -139,6 +139,16 @@ def cases_of_version(session: Session, dataset_version_id: int) -> Sequence[Case
     ).all()
 
 
+def run_input_kinds(session: Session, run_ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+    """Each case run's (region, input modality): what one container run must share."""
+    rows = session.execute(
+        select(CaseRun.id, Case.region, Case.modality)
+        .join(Case, Case.id == CaseRun.case_id)
+        .where(CaseRun.id.in_(list(run_ids)))
+    ).all()
+    return {rid: (region, modality.value) for rid, region, modality in rows}
+
+
 def runs_of(session: Session, submission_id: int) -> Sequence[CaseRun]:
     return session.scalars(
         select(CaseRun).where(CaseRun.submission_id == submission_id).order_by(CaseRun.id)
