@@ -109,7 +109,7 @@ def head_neck(shape: tuple[int, int, int], rng: np.random.Generator,
     seg[(head < 0.9) & (head >= 0.72)] = TS["skull"]
     t[head < 0.72] = SOFT
     seg[head < 0.72] = TS["brain"]
-    face = ell(g, Ellipsoid((0.1, -0.2, 0.0), (0.3, 0.55 * j[1], 0.5 * j[2])))
+    face = ell(g, Ellipsoid((0.02, -0.2, 0.0), (0.36, 0.55 * j[1], 0.5 * j[2])))
     t[(face < 1.0) & (head >= 0.9)] = FAT
     t[(face < 0.8) & (head >= 0.9)] = SOFT
     # Neck, widening into the shoulders below z = -0.7.
@@ -210,7 +210,7 @@ def abdomen(shape: tuple[int, int, int], rng: np.random.Generator,
     """Abdominal wall (fat, muscle), liver, kidneys, spleen, stomach (wall, content, gas),
     aorta, bowel gas and the lower thoracic and lumbar spine."""
     g = grid(shape)
-    _z, y, _x = g
+    _z, y, x = g
     j = rng.uniform(0.95, 1.05, size=2)
     t = np.full(shape, AIR, dtype=np.uint8)
     seg = np.zeros(shape, dtype=np.uint8)
@@ -224,6 +224,13 @@ def abdomen(shape: tuple[int, int, int], rng: np.random.Generator,
         gas = (ell(g, Ellipsoid(c, (0.08, 0.05, 0.07))) < 1.0) & inner
         t[gas] = AIR
     oars = layout.oars
+    # Retroperitoneal fat behind the organs and perirenal fat around the kidneys (what
+    # makes the kidneys stand out on a CT without contrast).
+    t[inner & (y > 0.08 + 0.25 * x**2) & (np.abs(x) > 0.15) & (y < 0.45)] = FAT
+    for name in ("kidney_l", "kidney_r"):
+        e = oars[name]
+        t[(ell(g, Ellipsoid(e.centre, (e.radii[0] * 1.25, e.radii[1] * 1.5, e.radii[2] * 1.6)))
+           < 1.0) & inner] = FAT
     _draw(t, seg, (ell(g, oars["liver"]) < 1.0) & inner, LIVER, TS["liver"])
     for name, label in (("kidney_l", "kidney_left"), ("kidney_r", "kidney_right")):
         _draw(t, seg, (ell(g, oars[name]) < 1.0) & inner, KIDNEY, TS[label])
