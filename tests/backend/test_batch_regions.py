@@ -1,6 +1,7 @@
-"""Batch mode never puts cases of different regions (or input modalities) into one container
-run: the container gets one ``/input/region.json`` for all its cases. The real pipeline step
-(``image_loaded``) enqueues into a real Redis list; the test reads the messages back."""
+"""Regions and tasks in the backend. Batch mode never puts cases of different regions (or
+input modalities) into one container run: the container gets one ``/input/region.json`` for
+all its cases. The real pipeline step (``image_loaded``) enqueues into a real Redis list; the
+test reads the messages back. The phantom import takes a region and a task."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -77,3 +79,24 @@ def test_one_case_per_container_keeps_the_case_order(db_session: Session,
                                                      run_queue: TaskQueue) -> None:
     batches, kind = _batches(db_session, run_queue, batch_size=1)
     assert [b[0] for b in batches] == sorted(kind)
+
+
+def test_phantom_import_of_a_cbct_region(client: TestClient, db_session: Session) -> None:
+    """The API's phantom import takes the region and the task: CBCT thorax cases arrive with
+    their modality, SynthRAD ids and region, the CBCT as the container's input."""
+    from backend.config import settings
+    from backend.datasets import jobs
+
+    h, slug = f.api_dataset(client, db_session)
+    r = client.post(f"/api/datasets/{slug}/imports", headers=h, json={
+        "source": "phantom", "anatomy": "thorax", "task": "cbct", "cases": 2})
+    assert r.status_code == 202, r.text
+    assert r.json()["source"].endswith(":task=cbct")
+    jobs.run(r.json()["id"])
+    cases = client.get(f"/api/datasets/{slug}/versions/1/cases", headers=h).json()
+    assert [c["name"] for c in cases] == ["2THA001", "2THA002"]
+    assert {(c["modality"], c["region"]) for c in cases} == {("cbct", "Thorax")}
+    assert all((settings.data_dir / c["input_image_path"]).name == "cbct.mha" for c in cases)
+    bad = client.post(f"/api/datasets/{slug}/imports", headers=h, json={
+        "source": "phantom", "anatomy": "knee", "task": "cbct"})
+    assert bad.status_code == 422 and "head_neck" in bad.text
