@@ -48,7 +48,7 @@ METRICS: dict[str, MetricSpec] = _specs(
                "'total' 3 mm on the sCT vs the ground-truth segmentation"),
     MetricSpec("hd95", "HD95 (TotalSegmentator)", "mm", False,
                "SynthRAD2025 geometry: mean 95th-percentile Hausdorff distance over the "
-               "region's structures, TotalSegmentator 'total' 3 mm (+inf: a structure missed)"),
+               "region's structures found on the sCT, TotalSegmentator 'total' 3 mm"),
     MetricSpec("dice_hu", "Dice (HU threshold)", "", True,
                "Phantom geometry: mean Dice over air / soft tissue / bone by HU thresholds"),
     MetricSpec("hd95_hu", "HD95 (HU threshold)", "mm", False,

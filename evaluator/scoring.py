@@ -49,8 +49,8 @@ def score_case(
     TotalSegmentator geometry (``dice``, ``hd95``) compares the sCT's segmentation with the
     dataset's (``labels_path``) or, without one, with the CT's (cached under ``cache_dir``);
     ``region``/``case_name`` pick the structure list. HU-threshold geometry (``dice_hu``, ...)
-    needs ``labels_path``. ``geometry=False``: image metrics only. A geometry failure never loses the image metrics: the case keeps
-    them and ``geometry_error`` says why geometry is missing.
+    needs ``labels_path``; ``geometry=False``: image metrics only. A geometry failure never
+    loses the image metrics: the case keeps them and ``geometry_error`` says why.
 
     Raises EvaluationInputError (naming the file) for unreadable or mismatching input.
     """

@@ -9,9 +9,12 @@ MONAI's ``DiceMetric`` and ``HausdorffDistanceMetric(percentile=95)`` once per s
 - HD95 of one structure: surface voxels are the voxels of the mask with a 6-neighbour outside
   it (the image border counts as outside); distances in mm (Euclidean distance transform with
   the voxel spacing) from each surface voxel to the other mask's surface, as float32; the 95th
-  percentile (linear interpolation) of each direction; the larger of the two. A structure
-  missing from the prediction has HD95 = +inf (MONAI's convention), so the case's mean is +inf;
-- the case's values are the float32 means over the scored structures (NaN skipped);
+  percentile (linear interpolation) of each direction; the larger of the two;
+- a structure missing from the prediction: Dice 0; HD95 NaN (MONAI's +inf distances make
+  torch's quantile NaN), so it is left out of the HD95 mean;
+- the case's values are the float32 means over the scored structures, NaN skipped, and 0
+  when every value is NaN: a case where the sCT's segmentation misses every structure gets
+  Dice 0 and HD95 0 (the official quirk, reproduced);
 - a case whose ground truth holds none of the region's structures gets Dice 0 and HD95 0.
 
 The arithmetic runs through the same torch operations as MONAI so the float32 results are the
@@ -91,12 +94,12 @@ def dice_one(gt: LabelArray, pred: LabelArray) -> torch.Tensor:
 
 
 def hd95_one(gt: LabelArray, pred: LabelArray, spacing: Sequence[float]) -> torch.Tensor:
-    """MONAI's symmetric HD95 of one structure (float32, mm); +inf for an empty prediction,
-    NaN when both are empty. ``spacing`` in the arrays' axis order."""
+    """MONAI's symmetric HD95 of one structure (float32, mm). ``spacing`` in the arrays' axis
+    order. Both empty: NaN. One empty: MONAI's distances are +inf for every surface voxel of
+    the other, and torch's quantile of those is NaN (inf - inf in its interpolation), so the
+    structure drops out of the case's mean: computed the same way here."""
     if not gt.any() and not pred.any():
         return torch.tensor(float("nan"))
-    if not gt.any() or not pred.any():
-        return torch.tensor(float("inf"))
     # Cropping to the union's box changes no distance; padding by one voxel keeps the image
     # border counting as outside (MONAI pads the same way).
     box = _union_box(gt, pred)
@@ -105,7 +108,12 @@ def hd95_one(gt: LabelArray, pred: LabelArray, spacing: Sequence[float]) -> torc
     eg, ep = _edges(g), _edges(p)
     quantiles = []
     for src, dst in ((ep, eg), (eg, ep)):
-        d = ndimage.distance_transform_edt(~dst, sampling=spacing)[src].astype(np.float32)
+        if not dst.any() or not src.any():
+            # MONAI: +inf for each surface voxel of whichever mask is not empty.
+            n = int(np.count_nonzero(src if src.any() else dst))
+            d = np.full(n, np.inf, dtype=np.float32)
+        else:
+            d = ndimage.distance_transform_edt(~dst, sampling=spacing)[src].astype(np.float32)
         quantiles.append(torch.quantile(torch.from_numpy(d), 0.95))
     return torch.max(torch.stack(quantiles)).to(torch.float32)
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import nibabel as nib
+import nibabel
 import numpy as np
-from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 from scipy import ndimage
+
+nib: Any = nibabel  # nibabel has no type hints
 
 
 def change_spacing(
@@ -50,5 +51,7 @@ def change_spacing(
 
 def undo_canonical(img_can: Any, img_orig: Any) -> Any:
     """Inverse of ``nib.as_closest_canonical`` for an image on the canonical grid."""
-    from_canonical = ornt_transform(axcodes2ornt("RAS"), io_orientation(img_orig.affine))
+    ornt = nib.orientations
+    from_canonical = ornt.ornt_transform(ornt.axcodes2ornt("RAS"),
+                                         ornt.io_orientation(img_orig.affine))
     return img_can.as_reoriented(from_canonical)

@@ -18,6 +18,7 @@ import io
 import os
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,10 @@ def _predictor(folder: Path) -> Any:
         except ImportError as exc:
             raise SegmenterUnavailableError(
                 "nnU-Net v2 is not installed: pip install 'syntharena[segmentation]'") from exc
-        with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints its setup steps
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            # nnU-Net prints its setup steps, and warns about the published weights' plans
+            # (the old format, which it converts).
+            warnings.filterwarnings("ignore", message="Detected old nnU-Net plans format")
             predictor = nnUNetPredictor(
                 tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                 perform_everything_on_device=False, device=torch.device("cpu"),
@@ -145,10 +149,9 @@ class TotalSegmentatorSegmenter:
         return _FINGERPRINTS[key]
 
     def segment(self, ct: Volume, mask: Volume | None = None) -> LabelArray:
-        import nibabel as nib
         import torch
 
-        from evaluator.segmentation.resample import change_spacing, undo_canonical
+        from evaluator.segmentation.resample import change_spacing, nib, undo_canonical
 
         predictor = _predictor(self.check())
         with tempfile.TemporaryDirectory(prefix="syntharena-ts-") as tmp:

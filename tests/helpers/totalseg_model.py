@@ -16,6 +16,7 @@ every voxel gets that label (the network's last layer is only a bias).
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,9 @@ def make_totalseg_weights(
     (folder / "plans.json").write_text(json.dumps(plans, indent=1))
     (folder / "dataset.json").write_text(json.dumps(dataset, indent=1))
 
-    config = PlansManager(plans).get_configuration("3d_fullres")
+    with warnings.catch_warnings():  # the old plans format is the published weights' format
+        warnings.filterwarnings("ignore", message="Detected old nnU-Net plans format")
+        config = PlansManager(plans).get_configuration("3d_fullres")
     torch.manual_seed(seed)
     network = get_network_from_plans(
         config.network_arch_class_name, config.network_arch_init_kwargs,
