@@ -16,7 +16,7 @@ COPY migrations migrations
 # Dependencies (skipped when the base image already provides them, e.g. the offline base).
 RUN if [ -f /etc/syntharena-deps-installed ]; then echo "deps from base image"; \
     else pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
-    && pip install --no-cache-dir . ; fi
+    && pip install --no-cache-dir ".[segmentation]" ; fi
 # The API and migrate run unprivileged. The worker needs the Docker socket (see compose).
 # With the data dir bind-mounted from the host, the host folder must be writable by uid 10001
 # (install -d -o 10001 /var/lib/syntharena); workers run as root for the Docker socket.

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     # cores: max(1, cores // worker concurrency).  Children x threads above the cores
     # oversubscribe them (worker/threads.py).
     eval_threads: int = Field(default=0, ge=0)
+    # TotalSegmentator 'total' 3 mm weights for SynthRAD2025 geometry metrics (profile
+    # synthrad2025): a TotalSegmentator home (<dir>/nnunet/results/Dataset297_...) or an
+    # nnU-Net results folder. Never downloaded; without them such a phase cannot open.
+    totalseg_weights_dir: Path | None = None
     reaper_interval_s: int = 60
     reaper_grace_s: int = 120  # a running case with no live task this long is requeued
 

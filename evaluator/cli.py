@@ -106,21 +106,31 @@ def _score_dir_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pred", required=True, type=Path,
                    help="predictions: PRED/<case>/sct.mha or PRED/<case>.mha")
     p.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
-    p.add_argument("--segmenter", default="threshold",
-                   choices=["threshold", "totalsegmentator", "none"],
-                   help="segments the sCT when GT/<case>/labels.mha exists (default threshold)")
+    p.add_argument("--segmenter", default="profile",
+                   choices=["profile", "threshold", "totalsegmentator", "none"],
+                   help="geometry: the profile's segmenter (default), another, or none")
+    p.add_argument("--totalseg-weights", type=Path, default=None,
+                   help="TotalSegmentator weights directory (profile synthrad2025)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="where TotalSegmentator segmentations of the CTs are cached")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _profile_arg(p)
+    from evaluator.profiles import PROFILES
+
+    p.add_argument("--profile", required=True, choices=list(PROFILES),
+                   help="scoring profile (see evaluator/profiles.py)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default cpu)")
 
 
 def _score_dir_run(args: argparse.Namespace) -> int:
     from evaluator.scoring import score_dir
     from evaluator.segmentation import make_segmenter
 
-    segmenter = None if args.segmenter == "none" else make_segmenter(args.segmenter)
+    segmenter = (None if args.segmenter in ("none", "profile")
+                 else make_segmenter(args.segmenter, args.totalseg_weights))
     result = score_dir(args.gt, args.pred, args.profile, device=args.device,
-                       segmenter=segmenter, use_labels=segmenter is not None,
-                       progress=not args.no_progress)
+                       segmenter=segmenter, use_labels=args.segmenter != "none",
+                       progress=not args.no_progress, weights_dir=args.totalseg_weights,
+                       cache_dir=args.cache)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(dumps(result, indent=2) + "\n")
     errors = result["errors"]

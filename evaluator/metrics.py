@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-# Per-structure segmentation metrics are reported as ``dice_<structure>``/``hd95_<structure>``.
+# Per-structure segmentation metrics are reported as ``dice_<structure>``/``hd95_<structure>``
+# (the phantom profile's as ``dice_hu_<structure>``/``hd95_hu_<structure>``).
 PER_STRUCTURE = ("dice", "hd95")
+# Geometry families: the name says which segmenter produced the value (the label says it too).
+GEOMETRY_FAMILIES = ("dice_hu", "hd95_hu", "dice", "hd95")  # longest prefix first
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ def _group_of(name: str) -> str:
         return PHOTON
     if name.endswith("_proton"):
         return PROTON
-    return GEOMETRY if name in PER_STRUCTURE else IMAGE
+    return GEOMETRY if name in GEOMETRY_FAMILIES else IMAGE
 
 
 METRICS: dict[str, MetricSpec] = _specs(
@@ -40,8 +43,16 @@ METRICS: dict[str, MetricSpec] = _specs(
     MetricSpec("psnr", "PSNR", "dB", True, "Peak signal-to-noise ratio (population range)"),
     MetricSpec("ssim", "SSIM", "", True, "Masked 3-D SSIM (SynthRAD2023)"),
     MetricSpec("ms_ssim", "MS-SSIM", "", True, "Masked multi-scale SSIM (SynthRAD2025)"),
-    MetricSpec("dice", "Dice", "", True, "Mean Dice over structures"),
-    MetricSpec("hd95", "HD95", "mm", False, "Mean 95th-percentile Hausdorff distance"),
+    MetricSpec("dice", "Dice (TotalSegmentator)", "", True,
+               "SynthRAD2025 geometry: mean Dice over the region's structures, TotalSegmentator "
+               "'total' 3 mm on the sCT vs the ground-truth segmentation"),
+    MetricSpec("hd95", "HD95 (TotalSegmentator)", "mm", False,
+               "SynthRAD2025 geometry: mean 95th-percentile Hausdorff distance over the "
+               "region's structures found on the sCT, TotalSegmentator 'total' 3 mm"),
+    MetricSpec("dice_hu", "Dice (HU threshold)", "", True,
+               "Phantom geometry: mean Dice over air / soft tissue / bone by HU thresholds"),
+    MetricSpec("hd95_hu", "HD95 (HU threshold)", "mm", False,
+               "Phantom geometry: mean HD95 over air / soft tissue / bone by HU thresholds"),
     MetricSpec("mae_target_photon", "Dose MAE (photon)", "fraction of Rx", False,
                "Mean absolute dose difference above 90 % of prescription, photon plan"),
     MetricSpec("dvh_photon", "DVH metric (photon)", "", False,
@@ -61,12 +72,16 @@ def spec_for(name: str) -> MetricSpec | None:
     """The spec of ``name``, including per-structure names such as ``dice_bone``."""
     if name in METRICS:
         return METRICS[name]
-    for base in PER_STRUCTURE:
+    for base in GEOMETRY_FAMILIES:
         prefix = base + "_"
         if name.startswith(prefix) and len(name) > len(prefix):
             parent = METRICS[base]
             structure = name[len(prefix):].replace("_", " ")
-            return MetricSpec(name, f"{parent.label} ({structure})", parent.unit,
+            # "Dice (HU threshold: bone)"; plain dice_<structure> (no profile writes these any
+            # more) says no segmenter rather than claim TotalSegmentator's.
+            label = (f"{parent.label[:-1]}: {structure})" if base in ("dice_hu", "hd95_hu")
+                     else f"{parent.label.split(' (')[0]} ({structure})")
+            return MetricSpec(name, label, parent.unit,
                               parent.higher_is_better, f"{parent.label} of the {structure} label",
                               parent.group)
     return None

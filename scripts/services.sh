@@ -91,7 +91,7 @@ setup_venv() {
         .venv/bin/pip install -q --upgrade pip
         # torch first: pins the CPU wheel that lies on disk instead of a multi-GB CUDA build.
         .venv/bin/pip install -q torch==2.13.0
-        .venv/bin/pip install -q -e ".[dev]" "pydantic==2.12.5"
+        .venv/bin/pip install -q -e ".[dev,segmentation]" "pydantic==2.12.5"
         echo "$want" > .venv/.deps-sha
     fi
 }

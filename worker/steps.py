@@ -423,6 +423,11 @@ def _score(job: pipeline.Evaluation) -> dict[str, Any]:
         job.profile,
         labels_path=settings.data_dir / job.labels_path if job.labels_path else None,
         device=device,
+        region=job.region,
+        case_name=job.case_name,
+        weights_dir=settings.totalseg_weights_dir,
+        # TotalSegmentator's segmentation of a CT without one in the dataset: computed once.
+        cache_dir=settings.data_dir / "cache" / "segmentation",
     ))
     if job.plan_path:
         try:

@@ -35,6 +35,7 @@ from backend.models import (
 )
 from backend.models.challenges import DEFAULT_SUBMISSION_PERIOD_S
 from evaluator.metrics import METRICS, DirectionError, resolve_direction, spec_for
+from evaluator.profiles import PROFILES
 
 
 def create_challenge(session: Session, user: User, data: ChallengeIn) -> Challenge:
@@ -112,7 +113,24 @@ def accepting_reason(phase: Phase, now: datetime | None = None) -> str | None:
         return f"Phase '{phase.slug}' closed at {phase.closes_at.isoformat()}."
     if phase.dataset_version_id is None:
         return f"Phase '{phase.slug}' has no dataset yet; the organisers must attach one."
-    return None
+    return scoring_unavailable(phase)
+
+
+def scoring_unavailable(phase: Phase) -> str | None:
+    """Why this phase's scoring profile cannot score here (its segmenter's weights are
+    missing), or None when it can."""
+    profile = PROFILES.get(phase.metric_profile)
+    if profile is None or not profile.needs_totalsegmentator:
+        return None
+    from evaluator.segmentation import weights_problem
+
+    problem = weights_problem(settings.totalseg_weights_dir)
+    if problem is None:
+        return None
+    return (f"Phase '{phase.slug}' cannot accept submissions: its scoring profile "
+            f"'{phase.metric_profile}' computes SynthRAD2025's geometry metrics with "
+            f"TotalSegmentator, and {problem[0].lower()}{problem[1:]} Or choose the profile "
+            f"'{phase.metric_profile}-phantom' (HU-threshold geometry) for phantom data.")
 
 
 def _apply(session: Session, phase: Phase, data: PhaseSettings) -> None:
@@ -160,6 +178,12 @@ def _resolve_directions(phase: Phase, declared_primary: bool | None) -> None:
 def _validate(phase: Phase) -> None:
     if phase.opens_at and phase.closes_at and phase.closes_at <= phase.opens_at:
         raise BadRequestError("closes_at must be after opens_at.")
+    if phase.metric_profile not in PROFILES:
+        raise BadRequestError(
+            f"Unknown scoring profile '{phase.metric_profile}'. Known profiles: "
+            + "; ".join(f"{p.name} ({p.description})" for p in PROFILES.values()) + ".")
+    if phase.is_open and (reason := scoring_unavailable(phase)) is not None:
+        raise BadRequestError(reason.replace("cannot accept submissions", "cannot be opened"))
     if phase.case_time_limit_s > settings.max_case_time_limit_s:
         raise BadRequestError(f"case_time_limit_s is at most {settings.max_case_time_limit_s}.")
     if phase.memory_mb > settings.max_memory_mb:

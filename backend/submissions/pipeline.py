@@ -354,6 +354,7 @@ class Evaluation:
     submission_id: int
     case_id: int
     case_name: str
+    region: str
     profile: str
     prediction_path: str
     ground_truth_path: str
@@ -377,7 +378,7 @@ def evaluation_of(case_run_id: int) -> Evaluation | None:
         assert case is not None and phase is not None
         return Evaluation(
             case_run_id=run.id, submission_id=sub.id, case_id=case.id, case_name=case.name,
-            profile=phase.metric_profile, prediction_path=run.prediction_path,
+            region=case.region, profile=phase.metric_profile, prediction_path=run.prediction_path,
             ground_truth_path=case.ground_truth_path, mask_path=case.mask_path,
             labels_path=case.labels_path, plan_path=case.plan_path,
         )

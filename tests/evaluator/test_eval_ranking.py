@@ -133,7 +133,8 @@ def test_metric_registry():
                 "dvh_photon", "gamma_photon", "mae_target_proton", "dvh_proton",
                 "gamma_proton"):
         assert key in METRICS and METRICS[key].name == key
-    lower = {"mae", "hd95", "mae_target_photon", "dvh_photon", "mae_target_proton", "dvh_proton"}
+    lower = {"mae", "hd95", "hd95_hu", "mae_target_photon", "dvh_photon", "mae_target_proton",
+             "dvh_proton"}
     for key, spec in METRICS.items():
         assert spec.higher_is_better == (key not in lower), key
     with pytest.raises(KeyError, match="unknown metric"):

@@ -33,11 +33,11 @@ def make_predictions(phantom_dir: Path, out: Path) -> Path:
 
 def test_score_case_image_and_segmentation_metrics(phantom_dir):
     case = phantom_dir / "1BA001"
-    same = score_case(case / "ct.mha", case / "ct.mha", case / "mask.mha", "synthrad2025",
-                      labels_path=case / "labels.mha")
+    same = score_case(case / "ct.mha", case / "ct.mha", case / "mask.mha",
+                      "synthrad2025-phantom", labels_path=case / "labels.mha")
     assert same["mae"] == 0.0 and same["ms_ssim"] == pytest.approx(1.0)
-    assert 0.5 < same["dice"] <= 1.0 and same["hd95"] >= 0.0
-    assert {"dice_air", "dice_soft_tissue", "dice_bone"} <= set(same)
+    assert 0.5 < same["dice_hu"] <= 1.0 and same["hd95_hu"] >= 0.0
+    assert {"dice_hu_air", "dice_hu_soft_tissue", "dice_hu_bone"} <= set(same)
     other = score_case(case / "ct.mha", phantom_dir / "1BA002" / "ct.mha", case / "mask.mha",
                        "synthrad2023")
     assert set(other) == {"mae", "psnr", "ssim"}
@@ -55,12 +55,12 @@ def test_score_case_rejects_mismatching_geometry(phantom_dir):
 
 def test_score_dir_aggregates_and_reports_missing_cases(phantom_dir, tmp_path):
     pred = make_predictions(phantom_dir, tmp_path / "pred")
-    result = score_dir(phantom_dir, pred, "synthrad2023")
+    result = score_dir(phantom_dir, pred, "synthrad2023-phantom")
     assert sorted(result["cases"]) == ["1BA001", "1BA002", "1PA001"]
     assert result["errors"] == {}
     maes = [m["mae"] for m in result["cases"].values()]
     assert result["aggregates"]["mae"]["mean"] == pytest.approx(np.mean(maes))
-    assert result["aggregates"]["dice"]["count"] == 3
+    assert result["aggregates"]["dice_hu"]["count"] == 3
     shutil.rmtree(pred / "1BA001")
     result = score_dir(phantom_dir, pred, "synthrad2023")
     assert "no prediction found for case 1BA001" in result["errors"]["1BA001"]
@@ -117,16 +117,16 @@ def test_cli_score_dir_and_phantom(phantom_dir, tmp_path, capsys):
     pred = make_predictions(phantom_dir, tmp_path / "pred")
     out = tmp_path / "metrics.json"
     assert cli.main(["score-dir", "--gt", str(phantom_dir), "--pred", str(pred), "--profile",
-                     "synthrad2023", "--out", str(out), "--no-progress"]) == 0
+                     "synthrad2023-phantom", "--out", str(out), "--no-progress"]) == 0
     data = json.loads(out.read_text())
     assert set(data["cases"]) == {"1BA001", "1BA002", "1PA001"}
-    assert {"mae", "psnr", "ssim", "dice", "hd95"} <= set(data["aggregates"])
+    assert {"mae", "psnr", "ssim", "dice_hu", "hd95_hu"} <= set(data["aggregates"])
     shutil.rmtree(pred / "1BA001")
     assert cli.main(["score-dir", "--gt", str(phantom_dir), "--pred", str(pred), "--profile",
-                     "synthrad2023", "--out", str(out), "--no-progress",
+                     "synthrad2023-phantom", "--out", str(out), "--no-progress",
                      "--segmenter", "none"]) == 1
     assert "1 of 3 cases could not be scored" in capsys.readouterr().err
-    assert "dice" not in json.loads(out.read_text())["aggregates"]
+    assert "dice_hu" not in json.loads(out.read_text())["aggregates"]
     assert cli.main(["score-dir", "--gt", str(tmp_path / "none"), "--pred", str(pred),
                      "--profile", "synthrad2025", "--out", str(out)]) == 2
 

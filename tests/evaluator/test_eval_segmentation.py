@@ -1,15 +1,12 @@
 from __future__ import annotations
 
-import sys
-import types
-
 import numpy as np
 import pytest
 from scipy.ndimage import binary_erosion
 from scipy.spatial.distance import cdist
 
 from evaluator.errors import EvaluationInputError
-from evaluator.io import Volume, read_volume, write_volume
+from evaluator.io import Volume
 from evaluator.segmentation import (
     Segmenter,
     ThresholdSegmenter,
@@ -80,6 +77,9 @@ def test_missing_structure_gets_dice_zero_and_worst_case_hd95():
     assert mean["dice"] == 0.5
     assert mean["hd95"] == pytest.approx(worst / 2)
     assert mean["dice_b"] == 0.0
+    tagged = segmentation_metrics(gt, pred, (2.0, 1.0, 1.0), names={1: "a", 2: "b"}, tag="hu")
+    assert tagged == {k.replace("dice", "dice_hu").replace("hd95", "hd95_hu"): v
+                      for k, v in mean.items()}
 
 
 def test_structures_absent_from_ground_truth_are_not_scored():
@@ -103,38 +103,9 @@ def test_threshold_segmenter_classes_inside_the_mask():
     assert out.ravel().tolist() == [1, 1, 2, 2, 3, 3, 0]
 
 
-def test_totalsegmentator_adapter_plumbing(monkeypatch, tmp_path):
-    calls = {}
-
-    def fake_totalsegmentator(input, output, **kwargs):
-        calls.update(kwargs, input=input)
-        image = read_volume(input)
-        labels = (image.array > 100).astype(np.uint8) * 7
-        write_volume(output, labels, like=image)
-
-    api = types.ModuleType("totalsegmentator.python_api")
-    api.totalsegmentator = fake_totalsegmentator
-    pkg = types.ModuleType("totalsegmentator")
-    pkg.python_api = api
-    monkeypatch.setitem(sys.modules, "totalsegmentator", pkg)
-    monkeypatch.setitem(sys.modules, "totalsegmentator.python_api", api)
-
-    hu = np.zeros((4, 5, 6), np.float32)
-    hu[1:3, 1:3, 1:3] = 500
-    out = TotalSegmentatorSegmenter(task="total", fast=True, device="cpu").segment(
-        Volume(hu, spacing=(1.0, 2.0, 3.0)))
-    assert calls["ml"] is True and calls["fast"] is True and calls["task"] == "total"
-    assert calls["input"].endswith(".nii.gz")
-    np.testing.assert_array_equal(out, (hu > 100) * 7)
-
-
-def test_totalsegmentator_missing_gives_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "totalsegmentator", None)
-    with pytest.raises(EvaluationInputError, match="TotalSegmentator is not installed"):
-        TotalSegmentatorSegmenter().segment(Volume(np.zeros((2, 2, 2))))
-
-
-def test_make_segmenter():
+def test_make_segmenter(tmp_path):
     assert isinstance(make_segmenter("threshold"), ThresholdSegmenter)
+    ts = make_segmenter("totalsegmentator", tmp_path)
+    assert isinstance(ts, TotalSegmentatorSegmenter) and ts.weights_dir == tmp_path
     with pytest.raises(EvaluationInputError, match="unknown segmenter"):
         make_segmenter("magic")

@@ -258,7 +258,7 @@ def test_organizer_phase_form_validates_every_field(
         "opens_at": "2030-01-01T00:00", "closes_at": "2030-02-01T00:00",
         "submissions_per_period": "0", "submission_period_s": "", "case_time_limit_s": "60",
         "memory_mb": "1024", "cpus": "1", "batch_size": "2", "primary_metric": "mae",
-        "metric_profile": "synthrad2025", "ranking_method": "absolute",
+        "metric_profile": "synthrad2025-phantom", "ranking_method": "absolute",
         "submission_selection": "latest", "extra_columns": "psnr higher",
         "leaderboard_public": "on"})
     assert ok.status_code == 303, ok.text
@@ -270,7 +270,7 @@ def test_organizer_phase_form_validates_every_field(
         "csrf_token": token, "title": "Final test", "kind": "test",
         "submissions_per_period": "5", "submission_period_s": "3600", "case_time_limit_s": "0",
         "memory_mb": "1024", "cpus": "1", "batch_size": "1", "primary_metric": "mae",
-        "metric_profile": "synthrad2025", "ranking_method": "absolute",
+        "metric_profile": "synthrad2025-phantom", "ranking_method": "absolute",
         "submission_selection": "best"})
     assert edit.status_code == 422 and 'data-error-for="case_time_limit_s"' in edit.text
     db_session.refresh(phase)

@@ -1,27 +1,29 @@
-"""Segmentation metrics (Dice, HD95) and pluggable segmenters for synthetic CTs.
+"""The phantom geometry profile: an HU-threshold segmenter and its per-structure metrics.
 
-The sCT is segmented by a :class:`Segmenter` and compared, structure by structure, with the
-ground-truth label map of the CT. Structures absent from the ground truth are not scored. A
-structure present in the ground truth but missing from the prediction gets Dice 0 and the
-worst-case HD95 :func:`worst_case_hd95` (the diagonal of the image's physical extent), so a
-missed structure is never rewarded and never a silent NaN.
+Not SynthRAD's method (that is :mod:`evaluator.segmentation.official` with TotalSegmentator):
+phantoms carry air / soft tissue / bone label maps, and this segmenter needs no weights. The
+sCT is segmented and compared, structure by structure, with the ground-truth label map.
+Structures absent from the ground truth are not scored. A structure present in the ground
+truth but missing from the prediction gets Dice 0 and the worst-case HD95
+:func:`worst_case_hd95` (the diagonal of the image's physical extent), so a missed structure is
+never rewarded and never a silent NaN. Metric names carry the tag ``hu`` (``dice_hu``,
+``hd95_hu``, ``dice_hu_<structure>``) so a leaderboard never passes them off as SynthRAD's.
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from scipy import ndimage
 
 from evaluator.errors import EvaluationInputError
-from evaluator.io import Volume, read_volume, write_volume
+from evaluator.io import Volume
+from evaluator.segmentation.base import LabelArray
 
-LabelArray = np.ndarray[Any, Any]
+# The tag of this profile's metric names: dice_hu, hd95_hu, dice_hu_<structure>.
+TAG = "hu"
 
 # Classes of the built-in HU-threshold segmenter and of the phantom label maps.
 THRESHOLD_LABELS: dict[int, str] = {1: "air", 2: "soft_tissue", 3: "bone"}
@@ -29,19 +31,12 @@ AIR_MAX_HU = -400.0  # below: air / lung
 BONE_MIN_HU = 200.0  # above: bone (marrow ~300 HU, cortical ~1200 HU)
 
 
-@runtime_checkable
-class Segmenter(Protocol):
-    """Turns a (synthetic) CT into an integer label map of the same shape (z, y, x)."""
-
-    name: str
-
-    def segment(self, ct: Volume, mask: Volume | None = None) -> LabelArray: ...
-
-
 class ThresholdSegmenter:
     """Air / soft tissue / bone by HU thresholds inside the body mask; no weights needed."""
 
     name = "threshold"
+    tag = TAG
+    label = "HU threshold (phantom)"
     labels = THRESHOLD_LABELS
 
     def __init__(self, air_max_hu: float = AIR_MAX_HU, bone_min_hu: float = BONE_MIN_HU) -> None:
@@ -56,66 +51,6 @@ class ThresholdSegmenter:
         if mask is not None:
             out[mask.array <= 0] = 0
         return out
-
-
-class TotalSegmentatorSegmenter:
-    """Adapter for TotalSegmentator (optional extra ``syntharena[totalsegmentator]``).
-
-    Writes the sCT to a temporary NIfTI, runs ``totalsegmentator.python_api.totalsegmentator``
-    in multi-label mode and reads the label map back. Model weights must already be in
-    TotalSegmentator's cache (they cannot be downloaded inside the evaluation sandbox).
-    """
-
-    name = "totalsegmentator"
-
-    def __init__(self, task: str = "total", fast: bool = False, device: str = "gpu",
-                 roi_subset: list[str] | None = None) -> None:
-        self.task = task
-        self.fast = fast
-        self.device = device
-        self.roi_subset = roi_subset
-
-    @staticmethod
-    def _api() -> Any:
-        try:
-            from totalsegmentator import python_api
-        except ImportError as exc:
-            raise EvaluationInputError(
-                "TotalSegmentator is not installed: pip install 'syntharena[totalsegmentator]' "
-                "or use the threshold segmenter"
-            ) from exc
-        return python_api
-
-    def segment(self, ct: Volume, mask: Volume | None = None) -> LabelArray:
-        api = self._api()
-        with tempfile.TemporaryDirectory(prefix="syntharena-ts-") as tmp:
-            src = write_volume(Path(tmp) / "sct.nii.gz", ct.array.astype(np.float32), like=ct)
-            dst = Path(tmp) / "labels.nii.gz"
-            api.totalsegmentator(
-                input=str(src), output=str(dst), ml=True, fast=self.fast, task=self.task,
-                device=self.device, roi_subset=self.roi_subset, quiet=True,
-            )
-            labels = read_volume(dst)
-        if labels.array.shape != ct.array.shape:
-            raise EvaluationInputError(
-                f"TotalSegmentator returned shape {labels.size}, expected {ct.size}"
-            )
-        out: LabelArray = labels.array.astype(np.int32)
-        return out
-
-
-SEGMENTERS: dict[str, type[ThresholdSegmenter] | type[TotalSegmentatorSegmenter]] = {
-    "threshold": ThresholdSegmenter,
-    "totalsegmentator": TotalSegmentatorSegmenter,
-}
-
-
-def make_segmenter(name: str) -> Segmenter:
-    if name not in SEGMENTERS:
-        raise EvaluationInputError(
-            f"unknown segmenter {name!r} (expected one of {', '.join(SEGMENTERS)})"
-        )
-    return SEGMENTERS[name]()
 
 
 # ---------------------------------------------------------------------------------------
@@ -193,20 +128,23 @@ def segmentation_metrics(
     spacing_zyx: tuple[float, ...],
     labels: Iterable[int] | None = None,
     names: Mapping[int, str] | None = None,
+    tag: str = "",
 ) -> dict[str, float]:
-    """Mean Dice and HD95 over structures, plus ``dice_<name>``/``hd95_<name>`` per structure.
+    """Mean Dice and HD95 over structures, plus ``dice_<name>``/``hd95_<name>`` per structure
+    (with ``tag``: ``dice_<tag>``, ``dice_<tag>_<name>``, ...).
 
     Raises EvaluationInputError when the ground truth holds none of the requested labels.
     """
     per = per_structure_metrics(gt_labels, pred_labels, spacing_zyx, labels)
     if not per:
         raise EvaluationInputError("ground-truth label map contains no structure to score")
+    dice_key, hd_key = (f"dice_{tag}", f"hd95_{tag}") if tag else ("dice", "hd95")
     result = {
-        "dice": float(np.mean([v["dice"] for v in per.values()])),
-        "hd95": float(np.mean([v["hd95"] for v in per.values()])),
+        dice_key: float(np.mean([v["dice"] for v in per.values()])),
+        hd_key: float(np.mean([v["hd95"] for v in per.values()])),
     }
     for label, v in per.items():
         name = (names or {}).get(label, str(label))
-        result[f"dice_{name}"] = v["dice"]
-        result[f"hd95_{name}"] = v["hd95"]
+        result[f"{dice_key}_{name}"] = v["dice"]
+        result[f"{hd_key}_{name}"] = v["hd95"]
     return result
