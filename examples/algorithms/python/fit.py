@@ -23,7 +23,7 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baseline import features, fit_table, table_key  # noqa: E402
+from baseline import features, fit_table, table_key
 
 INPUT_STEMS = {"mr": "mri", "mri": "mri", "cbct": "cbct"}  # file stem -> /input modality
 

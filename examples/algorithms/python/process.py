@@ -18,10 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+import baseline
 import numpy as np
 import SimpleITK as sitk  # noqa: N813
-
-import baseline
 
 INPUT = Path("/input")
 OUTPUT = Path("/output")
