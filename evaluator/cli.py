@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from evaluator.aggregation import AGGREGATE_NAMINGS, named_statistics
 from evaluator.errors import EvaluationInputError
 
 EXIT_INPUT_ERROR = 2
@@ -110,6 +111,10 @@ def _score_dir_args(p: argparse.ArgumentParser) -> None:
                    choices=["threshold", "totalsegmentator", "none"],
                    help="segments the sCT when GT/<case>/labels.mha exists (default threshold)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--aggregate-names", default="syntharena", choices=AGGREGATE_NAMINGS,
+                   help="statistics named ours (mean std median p25 p75 min max count) or as "
+                   "SynthRAD's official evaluation names them (mean max min std 25pc 50pc 75pc "
+                   "count; then also its 'results' list of per-case metrics)")
     _profile_arg(p)
 
 
@@ -121,6 +126,10 @@ def _score_dir_run(args: argparse.Namespace) -> int:
     result = score_dir(args.gt, args.pred, args.profile, device=args.device,
                        segmenter=segmenter, use_labels=segmenter is not None,
                        progress=not args.no_progress)
+    if args.aggregate_names != "syntharena":
+        result["aggregates"] = {m: named_statistics(stats, args.aggregate_names)
+                                for m, stats in result["aggregates"].items()}
+        result["results"] = [result["cases"][c] for c in sorted(result["cases"])]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(dumps(result, indent=2) + "\n")
     errors = result["errors"]
