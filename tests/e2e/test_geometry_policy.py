@@ -32,8 +32,8 @@ def test_impose_scores_what_reject_fails(clean_pipeline, worker_proc) -> None:  
         reject = harness.seed_phase(s, clean_pipeline.data_dir, slug="reject", n_cases=2)
         impose = harness.seed_phase(s, clean_pipeline.data_dir, slug="impose", n_cases=2,
                                     geometry_policy=GeometryPolicy.IMPOSE)
-        ids = {p.slug: harness.submit(s, p, "carol", "fail-wrong-geometry").id
-               for p in (reject, impose)}
+        ids = {p.slug: harness.submit(s, p, user, "fail-wrong-geometry").id
+               for p, user in ((reject, "carol"), (impose, "dave"))}
     subs = harness.wait_done(ids.values(), timeout_s=180)
     assert subs[ids["reject"]].status is SubmissionStatus.FAILED
     assert "spacing" in subs[ids["reject"]].error_message
