@@ -91,8 +91,12 @@ def predict(model: dict[str, Any], modality: str, region: str, image: np.ndarray
             mask: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
     """The sCT in HU (float32, same shape); -1000 HU outside the mask."""
     tables = model["tables"]
-    key = table_key(modality, region)
-    table = np.asarray(tables.get(key) or tables[f"{modality.lower()}/*"], np.float32)
+    found = tables.get(table_key(modality, region)) or tables.get(f"{modality.lower()}/*")
+    if found is None:
+        raise ValueError(
+            f"the model has no table for {modality} inputs (it has {', '.join(sorted(tables))});"
+            " rebuild the image with build.sh once the phantom generator offers that task")
+    table = np.asarray(found, np.float32)
     norm, depth = features(image, mask, spacing)
     out = np.empty(image.shape, np.float32)
     for z in range(0, image.shape[0], CHUNK_SLICES):
