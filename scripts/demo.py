@@ -34,6 +34,8 @@ class DemoPhase:
     task: str  # "mri" or "cbct": the input modality
     plans: bool  # photon and proton plans: dose metrics on the leaderboard
     batch_size: int
+    year: str = "2023"  # SynthRAD's image metrics: 2023 (SSIM) or 2025 (MS-SSIM)
+    ranking: str = "mean_rank"
 
 
 MRI_PHASES = {
@@ -57,7 +59,19 @@ def cbct_phase() -> tuple[str, DemoPhase] | None:
     if anatomy is None:
         return None
     return f"cbct-{anatomy}", DemoPhase(f"{anatomy.title()} (CBCT to CT)", anatomy, "cbct",
-                                        False, 3)
+                                        False, 3, "2025", "grouped_normalized_sum")
+
+
+def scoring(year: str) -> tuple[str, list[str]]:
+    """A phantom phase's metric profile and geometry columns. With the scoring profiles of
+    ``evaluator.profiles``, the phantom profile (HU-threshold geometry: dice_hu, hd95_hu), as
+    phantoms carry no TotalSegmentator segmentation; before them, the plain profile, whose
+    dice/hd95 come from the same HU threshold."""
+    try:
+        import evaluator.profiles  # noqa: F401
+    except ImportError:
+        return f"synthrad{year}", ["dice", "hd95"]
+    return f"synthrad{year}-phantom", ["dice_hu", "hd95_hu"]
 
 
 def say(msg: str) -> None:
@@ -113,17 +127,16 @@ def setup_challenge(org: httpx.Client, slug: str, cases: int, size: str,
             "source": "phantom", "anatomy": ph.anatomy, "cases": cases, "size": size,
             "seed": 1, "plans": ph.plans, **({"task": ph.task} if ph.task != "mri" else {})}))
         wait_import(org, ds, job)
+        profile, geometry = scoring(ph.year)
+        image = ["psnr", "ssim" if ph.year == "2023" else "ms_ssim"]
         ok(org.post(f"/api/challenges/{slug}/phases", json={
             "slug": phase_slug, "title": ph.title, "kind": "test", "dataset": ds,
             "is_open": True, "case_time_limit_s": 120, "memory_mb": 2048, "cpus": 1.0,
-            "batch_size": ph.batch_size,
-            "extra_columns": [{"metric": "psnr", "higher_is_better": True},
-                              {"metric": "ssim", "higher_is_better": True},
-                              {"metric": "dice", "higher_is_better": True},
-                              {"metric": "hd95", "higher_is_better": False},
-                              *([{"metric": "gamma_photon", "higher_is_better": True},
-                                 {"metric": "mae_target_proton", "higher_is_better": False}]
-                                if ph.plans else [])],
+            "batch_size": ph.batch_size, "metric_profile": profile,
+            "ranking_method": ph.ranking,
+            # directions come from the evaluator's registry
+            "extra_columns": [{"metric": m} for m in (
+                *image, *geometry, *(("gamma_photon", "mae_target_proton") if ph.plans else ()))],
             "submissions_per_period": 100, "show_case_logs": True, "show_case_results": True}))
 
 

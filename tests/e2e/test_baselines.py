@@ -15,6 +15,7 @@ from backend.datasets import jobs
 from backend.datasets.schemas import ImportIn
 from backend.db import session_scope
 from backend.models import Challenge, Dataset, Phase, PhaseKind, SubmissionStatus
+from evaluator.metrics import spec_for
 from tests.worker import harness
 from tests.worker.conftest import (  # noqa: F401  (fixtures)
     clean_pipeline,
@@ -28,9 +29,20 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 BASELINE = "python"
 TRIVIAL = ("trivial-zeros", "trivial-copy", "trivial-soft-tissue")
-# Every group a phantom phase scores without plans: image similarity and geometry.
-COLUMNS = [{"metric": m, "higher_is_better": hib} for m, hib in
-           (("psnr", True), ("ssim", True), ("dice", True), ("hd95", False))]
+
+
+def _scoring() -> tuple[str, list[dict[str, Any]]]:
+    """The phantom phases' profile and columns: every group scored without plans, image
+    similarity and geometry (HU-threshold on phantoms: the phantom profile where
+    ``evaluator.profiles`` has one)."""
+    try:
+        import evaluator.profiles  # noqa: F401
+    except ImportError:
+        profile, geometry = "synthrad2023", ["dice", "hd95"]
+    else:
+        profile, geometry = "synthrad2023-phantom", ["dice_hu", "hd95_hu"]
+    return profile, [{"metric": m, "higher_is_better": spec_for(m).higher_is_better}
+                     for m in ("psnr", "ssim", *geometry)]  # type: ignore[union-attr]
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +71,10 @@ def _phantom_phase(s: Any, anatomy: str, method: str) -> Phase:
     s.flush()
     version = jobs.import_now(s, organiser, dataset, ImportIn(
         source="phantom", anatomy=anatomy, cases=2, seed=3))  # type: ignore[arg-type]
+    profile, columns = _scoring()
     phase = Phase(challenge_id=challenge.id, slug=anatomy, title=anatomy, kind=PhaseKind.TEST,
                   dataset_version_id=version.id, is_open=True, ranking_method=method,
-                  extra_columns=COLUMNS, memory_mb=1024, batch_size=2)
+                  metric_profile=profile, extra_columns=columns, memory_mb=1024, batch_size=2)
     s.add(phase)
     s.flush()
     return phase
@@ -85,6 +98,7 @@ def test_baseline_ranks_above_trivial_outputs(clean_pipeline, worker_proc, anato
         phase = s.get(Phase, phase_id)
         assert phase is not None
         board = leaderboards.build(s, None, s.get(Challenge, phase.challenge_id), phase)
+    assert [c.metric for c in board.columns] == ["mae", *(c["metric"] for c in _scoring()[1])]
     ranks = {r.username: r.rank for r in board.rows}
     assert None not in ranks.values(), board.rows  # every row complete and ranked
     baseline = ranks[users[BASELINE]]
