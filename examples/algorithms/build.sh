@@ -23,10 +23,21 @@ project_python() {
 # Run quietly; show the output only when the command fails.
 quiet() { local log; log="$("$@" 2>&1)" || { echo "$log" >&2; return 1; }; }
 
+# The baseline's model depends on its code and on the phantom generator it is fitted on: an
+# image labelled with another key is refitted and rebuilt (e.g. after new regions or tasks).
+model_key() {
+    cat "$HERE/python/fit.py" "$HERE/python/baseline.py" "$ROOT"/evaluator/phantom*.py \
+        2>/dev/null | sha256sum | cut -c1-16
+}
+current() {  # the image exists and, for the baseline, carries the current model key
+    docker image inspect "$2" >/dev/null 2>&1 || return 1
+    [ "$1" != python ] || [ "$(docker image inspect -f \
+        '{{ with .Config.Labels }}{{ index . "syntharena.model" }}{{ end }}' "$2")" = "$(model_key)" ]
+}
+
 build_one() {
     local name="$1" tag="syntharena-example/$1:latest" ctx
-    if [ "${FORCE:-0}" != 1 ] && docker image inspect "$tag" >/dev/null 2>&1 \
-        && [ -s "$OUT/$name.tar.gz" ]; then
+    if [ "${FORCE:-0}" != 1 ] && current "$name" "$tag" && [ -s "$OUT/$name.tar.gz" ]; then
         echo "[build] $tag exists"; return 0
     fi
     case "$name" in
@@ -49,7 +60,7 @@ build_one() {
             # the project: PYTHON, else .venv, else python3), and baked into the image.
             PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$(project_python)" \
                 "$HERE/python/fit.py" "$ctx/model.json" >&2
-            quiet docker build -q -t "$tag" "$ctx"
+            quiet docker build -q --label "syntharena.model=$(model_key)" -t "$tag" "$ctx"
             rm -rf "$ctx" ;;
         gc-style)  # FROM the python example: only its entry point differs
             build_one python
