@@ -19,6 +19,13 @@ from typing import Literal
 CasePolicy = Literal["fail", "worst"]
 CASE_POLICIES: tuple[str, ...] = ("fail", "worst")
 STAT_KEYS = ("mean", "std", "median", "p25", "p75", "min", "max")
+# How the statistics are named in what the evaluator writes: ours, or as SynthRAD's official
+# evaluation names them (SynthRAD2025/evaluation evaluate.py:145-179, in its order), which its
+# rank_teams.py and grand-challenge leaderboards read (``aggregates[metric]["mean"]``).
+AGGREGATE_NAMINGS: tuple[str, ...] = ("syntharena", "synthrad")
+SYNTHRAD_AGGREGATE_NAMES: dict[str, str] = {
+    "mean": "mean", "max": "max", "min": "min", "std": "std",
+    "p25": "25pc", "median": "50pc", "p75": "75pc", "count": "count"}
 
 _ENCODED = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan,
             # also read what JSON writers such as pydantic's make of them
@@ -111,6 +118,16 @@ def aggregate(values: Iterable[float | str | None]) -> dict[str, float]:
         "max": nums[-1],
         "count": n,
     }
+
+
+def named_statistics(stats: Mapping[str, float], naming: str = "syntharena") -> dict[str, float]:
+    """:func:`aggregate`'s statistics under ``naming`` (see :data:`AGGREGATE_NAMINGS`); the same
+    numbers either way (both use numpy's linear percentile rule and the population std)."""
+    if naming == "syntharena":
+        return dict(stats)
+    if naming != "synthrad":
+        raise ValueError(f"unknown aggregate naming {naming!r} (expected syntharena or synthrad)")
+    return {new: stats[old] for old, new in SYNTHRAD_AGGREGATE_NAMES.items() if old in stats}
 
 
 PerCase = Mapping[str, Mapping[str, float | None]]  # case -> metric -> value

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from evaluator.aggregation import AGGREGATE_NAMINGS, named_statistics
 from evaluator.errors import EvaluationInputError
 
 EXIT_INPUT_ERROR = 2
@@ -114,6 +115,10 @@ def _score_dir_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", type=Path, default=None,
                    help="where TotalSegmentator segmentations of the CTs are cached")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--aggregate-names", default="syntharena", choices=AGGREGATE_NAMINGS,
+                   help="statistics named ours (mean std median p25 p75 min max count) or as "
+                   "SynthRAD's official evaluation names them (mean max min std 25pc 50pc 75pc "
+                   "count; then also its 'results' list of per-case metrics)")
     from evaluator.profiles import PROFILES
 
     p.add_argument("--profile", required=True, choices=list(PROFILES),
@@ -131,6 +136,10 @@ def _score_dir_run(args: argparse.Namespace) -> int:
                        segmenter=segmenter, use_labels=args.segmenter != "none",
                        progress=not args.no_progress, weights_dir=args.totalseg_weights,
                        cache_dir=args.cache)
+    if args.aggregate_names != "syntharena":
+        result["aggregates"] = {m: named_statistics(stats, args.aggregate_names)
+                                for m, stats in result["aggregates"].items()}
+        result["results"] = [result["cases"][c] for c in sorted(result["cases"])]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(dumps(result, indent=2) + "\n")
     errors = result["errors"]

@@ -1,7 +1,10 @@
-"""Drives the demo through the public HTTP API, as an organiser and two participants would.
+"""Drives the demo through the public HTTP API, as an organiser and its participants would.
 
-Creates a challenge with two phases (phantom brain and pelvis datasets), uploads the example
-algorithm tarballs (chunked upload), submits them, shows progress, prints the leaderboards.
+Creates a challenge with an MRI-to-CT phase per anatomy (phantom brain and pelvis) and a
+CBCT-to-CT phase, uploads the example algorithm tarballs (chunked upload), submits them, shows
+progress, prints the leaderboards. The participants: the fitted baseline (examples/algorithms/
+python) and three trivial outputs (all zeros, a copy of the input, a constant soft-tissue
+value) that any real algorithm must beat; the demo says so when a leaderboard disagrees.
 Run by scripts/demo.sh (which starts the API and a worker first).
 """
 
@@ -10,14 +13,65 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 ORGANIZER = ("organizer", "organizer@demo.local")
-PARTICIPANTS = {"alice": "static-c", "bob": "python"}
+BASELINE = "python"
+TRIVIAL = ("trivial-zeros", "trivial-copy", "trivial-soft-tissue")
+PARTICIPANTS = {"alice": BASELINE, "bob": "trivial-soft-tissue", "carol": "trivial-zeros",
+                "dave": "trivial-copy"}
 PASSWORD = "demo-password-1"  # noqa: S105  (demo accounts, printed to the user)
-PHASES = {"brain": ("Brain (MRI to CT)", 6), "pelvis": ("Pelvis (MRI to CT)", 6)}
+
+
+@dataclass(frozen=True)
+class DemoPhase:
+    title: str
+    anatomy: str
+    task: str  # "mri" or "cbct": the input modality
+    plans: bool  # photon and proton plans: dose metrics on the leaderboard
+    batch_size: int
+    year: str = "2023"  # SynthRAD's image metrics: 2023 (SSIM) or 2025 (MS-SSIM)
+    ranking: str = "mean_rank"
+
+
+MRI_PHASES = {
+    "brain": DemoPhase("Brain (MRI to CT)", "brain", "mri", True, 1),
+    "pelvis": DemoPhase("Pelvis (MRI to CT)", "pelvis", "mri", False, 3),
+}
+CBCT_ANATOMIES = ("thorax", "abdomen", "pelvis")  # the first one the phantom importer offers
+
+
+def cbct_phase() -> tuple[str, DemoPhase] | None:
+    """The CBCT phase, once the phantom importer offers the CBCT task (``task`` field)."""
+    try:
+        from backend.datasets.schemas import ImportIn
+    except ImportError:
+        return None
+    task = ImportIn.model_fields.get("task")
+    if task is None or "cbct" not in typing.get_args(task.annotation):
+        return None
+    offered = typing.get_args(ImportIn.model_fields["anatomy"].annotation)
+    anatomy = next((a for a in CBCT_ANATOMIES if a in offered), None)
+    if anatomy is None:
+        return None
+    return f"cbct-{anatomy}", DemoPhase(f"{anatomy.title()} (CBCT to CT)", anatomy, "cbct",
+                                        False, 3, "2025", "grouped_normalized_sum")
+
+
+def scoring(year: str) -> tuple[str, list[str]]:
+    """A phantom phase's metric profile and geometry columns. With the scoring profiles of
+    ``evaluator.profiles``, the phantom profile (HU-threshold geometry: dice_hu, hd95_hu), as
+    phantoms carry no TotalSegmentator segmentation; before them, the plain profile, whose
+    dice/hd95 come from the same HU threshold."""
+    try:
+        import evaluator.profiles  # noqa: F401
+    except ImportError:
+        return f"synthrad{year}", ["dice", "hd95"]
+    return f"synthrad{year}-phantom", ["dice_hu", "hd95_hu"]
 
 
 def say(msg: str) -> None:
@@ -54,35 +108,35 @@ def wait_import(org: httpx.Client, ds: str, job: dict) -> None:  # type: ignore[
         sys.exit(f"[demo] the import into {ds} failed: {job['message']} {job['errors']}")
 
 
-def setup_challenge(org: httpx.Client, slug: str, cases: int, size: str) -> None:
+def setup_challenge(org: httpx.Client, slug: str, cases: int, size: str,
+                    phases: dict[str, DemoPhase]) -> None:
     if org.get(f"/api/challenges/{slug}").status_code == 200:
         say(f"challenge {slug} exists")
         return
     ok(org.post("/api/challenges", json={
         "slug": slug, "title": "SynthArena demo",
-        "description": "MRI-to-CT synthesis on phantom brain and pelvis cases."}))
-    for anatomy, (title, _) in PHASES.items():
-        ds = f"{slug}-{anatomy}"
-        ok(org.post("/api/datasets", json={"slug": ds, "title": f"Phantom {anatomy}",
+        "description": "MRI-to-CT and CBCT-to-CT synthesis on phantom cases."}))
+    for phase_slug, ph in phases.items():
+        ds = f"{slug}-{phase_slug}"
+        ok(org.post("/api/datasets", json={"slug": ds, "title": f"Phantom {ph.title}",
                                            "challenge": slug}))
-        # The brain cases carry photon and proton plans: dose metrics on the leaderboard.
-        dose = anatomy == "brain"
-        what = (f"generating {cases} phantom {anatomy} cases ({size})"
-                + (" with photon and proton plans" if dose else ""))
-        say(what + (" - the plans take a few minutes" if dose else ""))
+        what = (f"generating {cases} phantom {ph.anatomy} {ph.task.upper()} cases ({size})"
+                + (" with photon and proton plans" if ph.plans else ""))
+        say(what + (" - the plans take a few minutes" if ph.plans else ""))
         job = ok(org.post(f"/api/datasets/{ds}/imports", json={
-            "source": "phantom", "anatomy": anatomy, "cases": cases, "size": size,
-            "seed": 1, "plans": dose}))
+            "source": "phantom", "anatomy": ph.anatomy, "cases": cases, "size": size,
+            "seed": 1, "plans": ph.plans, **({"task": ph.task} if ph.task != "mri" else {})}))
         wait_import(org, ds, job)
+        profile, geometry = scoring(ph.year)
+        image = ["psnr", "ssim" if ph.year == "2023" else "ms_ssim"]
         ok(org.post(f"/api/challenges/{slug}/phases", json={
-            "slug": anatomy, "title": title, "kind": "test", "dataset": ds, "is_open": True,
-            "case_time_limit_s": 120, "memory_mb": 2048, "cpus": 1.0,
-            "batch_size": 1 if anatomy == "brain" else 3,
-            "extra_columns": [{"metric": "psnr", "higher_is_better": True},
-                              {"metric": "ssim", "higher_is_better": True},
-                              *([{"metric": "gamma_photon", "higher_is_better": True},
-                                 {"metric": "mae_target_proton", "higher_is_better": False}]
-                                if dose else [])],
+            "slug": phase_slug, "title": ph.title, "kind": "test", "dataset": ds,
+            "is_open": True, "case_time_limit_s": 120, "memory_mb": 2048, "cpus": 1.0,
+            "batch_size": ph.batch_size, "metric_profile": profile,
+            "ranking_method": ph.ranking,
+            # directions come from the evaluator's registry
+            "extra_columns": [{"metric": m} for m in (
+                *image, *geometry, *(("gamma_photon", "mae_target_proton") if ph.plans else ()))],
             "submissions_per_period": 100, "show_case_logs": True, "show_case_results": True}))
 
 
@@ -115,6 +169,26 @@ def progress_text(s: dict) -> str:  # type: ignore[type-arg]
     return f"{s['status']:<10} " + "; ".join(x for x in (count, step) if x)
 
 
+def print_leaderboard(board: dict, title: str, teams: dict[str, str]) -> None:  # type: ignore[type-arg]
+    cols = [c["metric"] for c in board["columns"]]
+    print(f"\nLeaderboard - {title} ({board['ranking_method']})")
+    width = {m: max(10, len(m)) + 2 for m in cols}
+    print(f"  {'rank':<5}{'user':<8}{'algorithm':<21}"
+          + "".join(f"{m:>{width[m]}}" for m in cols))
+    for row in board["rows"]:
+        vals = "".join(f"{row['values'][m]:>{width[m]}.3f}" if row["values"][m] is not None
+                       else f"{'-':>{width[m]}}" for m in cols)
+        print(f"  {row['rank'] if row['rank'] is not None else '-':<5}"
+              f"{row['username']:<8}{teams.get(row['username'], ''):<21}{vals}")
+    ranks = {teams.get(r["username"]): r["rank"] for r in board["rows"]}
+    base = ranks.get(BASELINE)
+    beaten = [t for t in TRIVIAL if t in ranks and (base is None or ranks[t] is None
+                                                    or ranks[t] <= base)]
+    if beaten:  # a demo leaderboard must make sense: say so loudly when it does not
+        say(f"WARNING: on {title} the baseline (rank {base}) does not rank above "
+            f"{', '.join(beaten)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", default="http://127.0.0.1:8000")
@@ -124,19 +198,25 @@ def main() -> None:
     ap.add_argument("--size", default="small", help="phantom size: small | realistic")
     args = ap.parse_args()
 
+    phases = dict(MRI_PHASES)
+    cbct = cbct_phase()
+    if cbct is None:
+        say("no CBCT phase: this server's phantom importer offers no CBCT task yet")
+    else:
+        phases[cbct[0]] = cbct[1]
     org = client(args.url, *ORGANIZER)
-    setup_challenge(org, args.slug, args.cases, args.size)
+    setup_challenge(org, args.slug, args.cases, args.size, phases)
     subs: dict[int, str] = {}
     for user, example in PARTICIPANTS.items():
         c = client(args.url, user, f"{user}@demo.local")
         c.post(f"/api/challenges/{args.slug}/register")
         say(f"{user} uploads {example}.tar.gz")
         image_id = upload(c, Path(args.examples) / f"{example}.tar.gz", f"{user}/{example}")
-        for phase in PHASES:
+        for phase in phases:
             r = c.post(f"/api/challenges/{args.slug}/phases/{phase}/submissions",
                        json={"image_id": image_id, "comment": f"{example} example"})
             sub = ok(r)
-            subs[int(sub["id"])] = f"{user:<6} {example:<9} {phase:<7}"
+            subs[int(sub["id"])] = f"{user:<6} {example:<20} {phase:<12}"
     say(f"submitted {len(subs)} submissions; progress:")
     done: set[int] = set()
     last: dict[int, str] = {}
@@ -154,17 +234,9 @@ def main() -> None:
             if last.get(sid) != line:  # print changes only
                 last[sid] = line
                 print(line, flush=True)
-    for phase, (title, _) in PHASES.items():
+    for phase, ph in phases.items():
         board = ok(org.get(f"/api/challenges/{args.slug}/phases/{phase}/leaderboard"))
-        cols = [c["metric"] for c in board["columns"]]
-        print(f"\nLeaderboard - {title} ({board['ranking_method']})")
-        width = {m: max(10, len(m)) + 2 for m in cols}
-        print(f"  {'rank':<5}{'user':<10}" + "".join(f"{m:>{width[m]}}" for m in cols))
-        for row in board["rows"]:
-            vals = "".join(f"{row['values'][m]:>{width[m]}.3f}" if row["values"][m] is not None
-                           else f"{'-':>{width[m]}}" for m in cols)
-            print(f"  {row['rank'] if row['rank'] is not None else '-':<5}"
-                  f"{row['username']:<10}{vals}")
+        print_leaderboard(board, ph.title, PARTICIPANTS)
 
 
 if __name__ == "__main__":

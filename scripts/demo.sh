@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, one command: installs what is missing, starts Docker/Redis/PostgreSQL, creates
-# a demo challenge from phantom data (brain and pelvis), builds the example algorithms,
+# a demo challenge from phantom data (MRI: brain and pelvis; CBCT once the phantom importer
+# offers it), builds the example algorithms (the fitted baseline and three trivial outputs),
 # submits them, shows progress, prints the leaderboards and serves the web app until Ctrl-C.
 #   bash scripts/demo.sh            (PORT=8000 DEMO_CASES=6 DEMO_SIZE=small|realistic to change)
 set -euo pipefail
@@ -40,7 +41,7 @@ log "migrating"
 "$PY" -m alembic upgrade head
 
 log "building example algorithms (cached)"
-bash examples/algorithms/build.sh static-c python
+bash examples/algorithms/build.sh python trivial-zeros trivial-copy trivial-soft-tissue
 
 PIDS=()
 cleanup() {

@@ -187,8 +187,26 @@ def _outputs_by_name(output_dir: Path) -> dict[str, list[Path]]:
     return found
 
 
+@dataclass(frozen=True)
+class CheckedOutput:
+    path: Path  # the file the container wrote
+    # Under the 'impose' geometry policy, when the geometry differed: the sCT with the input's
+    # geometry (to be stored instead of ``path``) and the warning the case carries.
+    imposed: Any = None
+    warning: str = ""
+
+
 def validate_output(case: CaseInput, files: list[Path], batch: bool) -> Path:
     """The one sCT of ``case``, checked (readable, same geometry as the input, finite)."""
+    return check_output(case, files, batch).path
+
+
+def check_output(case: CaseInput, files: list[Path], batch: bool, *,
+                 impose_geometry: bool = False) -> CheckedOutput:
+    """The one sCT of ``case``, checked (readable, the input's size, finite). Its spacing,
+    origin and direction must be the input's too, unless ``impose_geometry`` (the phase's
+    'impose' policy, SynthRAD's official behaviour): then the input's are imposed and the
+    result says so."""
     where = f"/output/{OUTPUT_SUBDIR}/{case.name}.mha"
     if not files:
         hint = " (in batch mode, one file per input, named like the input)" if batch else ""
@@ -226,16 +244,17 @@ def validate_output(case: CaseInput, files: list[Path], batch: bool) -> Path:
         ) from exc
     if sct.GetNumberOfComponentsPerPixel() != 1:
         raise OutputError(f"The synthetic CT {path.name} must have one channel (HU values).")
-    s_size, s_sp, s_org, s_dir = _geometry(sct)
-    r_size, r_sp, r_org, r_dir = _geometry(ref)
-    for what, got, want in (("size", s_size, r_size), ("spacing", s_sp, r_sp),
-                            ("origin", s_org, r_org), ("direction", s_dir, r_dir)):
-        same = got == want if what == "size" else _close(got, want)
-        if not same:
-            raise OutputError(
-                f"The synthetic CT {path.name} has {what} {_fmt(got)} but the input has "
-                f"{_fmt(want)}; copy the input's geometry (e.g. sct.CopyInformation(input))."
-            )
+    _, s_sp, s_org, s_dir = _geometry(sct)
+    _, r_sp, r_org, r_dir = _geometry(ref)
+    differs = [(what, got, want) for what, got, want in (
+        ("spacing", s_sp, r_sp), ("origin", s_org, r_org), ("direction", s_dir, r_dir))
+        if not _close(got, want)]
+    if differs and not impose_geometry:
+        what, got, want = differs[0]
+        raise OutputError(
+            f"The synthetic CT {path.name} has {what} {_fmt(got)} but the input has "
+            f"{_fmt(want)}; copy the input's geometry (e.g. sct.CopyInformation(input))."
+        )
     values = sitk.GetArrayViewFromImage(sct)
     if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
         bad = int((~np.isfinite(values)).sum())
@@ -243,7 +262,27 @@ def validate_output(case: CaseInput, files: list[Path], batch: bool) -> Path:
             f"The synthetic CT {path.name} has {bad} non-finite values (NaN or inf); "
             "every voxel must be a finite HU value."
         )
-    return path
+    if not differs:
+        return CheckedOutput(path)
+    sct.CopyInformation(ref)
+    found = "; ".join(f"{what} {_fmt(got)} (input: {_fmt(want)})" for what, got, want in differs)
+    return CheckedOutput(path, sct, (
+        f"The synthetic CT {path.name} had {found}; the input's geometry was imposed on it, as "
+        "this phase's geometry policy ('impose', SynthRAD's official evaluation) says. Copy the "
+        "input's geometry (e.g. sct.CopyInformation(input)) so the scores do not depend on it."))
+
+
+def store_output(checked: CheckedOutput, target: Path) -> None:
+    """Copy the checked sCT to ``target``, or write it with the imposed geometry. Raises
+    OSError (ENOSPC on a full disk) for write failures, whichever way it is written."""
+    if checked.imposed is None:
+        shutil.copyfile(checked.path, target)
+        return
+    try:
+        sitk.WriteImage(checked.imposed, str(target), useCompression=True)
+    except RuntimeError as exc:  # SimpleITK's write errors
+        full = shutil.disk_usage(target.parent).free < 1 << 20
+        raise OSError(errno.ENOSPC if full else errno.EIO, str(exc)[:200]) from exc
 
 
 def _check_self_contained(path: Path) -> None:

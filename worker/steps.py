@@ -38,9 +38,10 @@ from worker import sandbox
 from worker.provision import (
     CaseInput,
     OutputError,
+    check_output,
     find_outputs,
     provision_inputs,
-    validate_output,
+    store_output,
 )
 
 log = logging.getLogger(__name__)
@@ -369,14 +370,16 @@ def _collect(claim: RunClaim, result: sandbox.SandboxResult, output_dir: Path) -
     target_dir = settings.predictions_dir / str(claim.submission_id)
     for case in claim.cases:
         try:
-            sct = validate_output(_case_input(case), found.get(case.name, []), claim.batch)
+            checked = check_output(_case_input(case), found.get(case.name, []), claim.batch,
+                                   impose_geometry=claim.impose_geometry)
         except OutputError as exc:
             outcomes[case.run_id] = CaseOutcome(R.FAILED, full or str(exc))
             continue
+        sct = checked.path
         target = target_dir / f"{case.name}{''.join(sct.suffixes) or '.mha'}"
         try:
             target_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(sct, target)
+            store_output(checked, target)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 target.unlink(missing_ok=True)  # no partial prediction is left behind
@@ -393,8 +396,9 @@ def _collect(claim: RunClaim, result: sandbox.SandboxResult, output_dir: Path) -
                 "and re-evaluate."))
             continue
         outcomes[case.run_id] = CaseOutcome(
-            R.SUCCEEDED, "", str(target.relative_to(settings.data_dir)))
+            R.SUCCEEDED, "", str(target.relative_to(settings.data_dir)), checked.warning)
     return outcomes
+
 
 
 # ---------------------------------------------------------------- cases.evaluate

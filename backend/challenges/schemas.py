@@ -9,6 +9,7 @@ from backend.auth.identity import Username
 from backend.models import (
     CasePolicy,
     ChallengeRole,
+    GeometryPolicy,
     PhaseKind,
     RankingMethod,
     SubmissionSelection,
@@ -110,6 +111,11 @@ class PhaseSettings(BaseModel):
     )
     case_penalties: dict[str, Penalty] | None = Field(
         default=None, description="{metric: value} a failed case takes under 'worst'.")
+    geometry_policy: GeometryPolicy | None = Field(
+        default=None,
+        description="An sCT whose spacing, origin or direction differs from the input's: "
+        "'reject' fails the case (default); 'impose' gives it the input's geometry when the "
+        "size matches, as SynthRAD's official evaluation does, and the case shows a warning.")
 
 
 class PhaseIn(PhaseSettings):
@@ -148,3 +154,4 @@ class PhaseOut(BaseModel):
     show_case_logs: bool
     case_policy: CasePolicy
     case_penalties: dict[str, float]
+    geometry_policy: GeometryPolicy

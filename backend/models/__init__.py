@@ -5,6 +5,7 @@ from backend.models.base import NAMING_CONVENTION, Base, utcnow
 from backend.models.challenges import (
     CasePolicy,
     Challenge,
+    GeometryPolicy,
     Phase,
     PhaseKind,
     RankingMethod,
@@ -56,6 +57,7 @@ __all__ = [
     "ChallengeRole",
     "Dataset",
     "DatasetVersion",
+    "GeometryPolicy",
     "ImageStatus",
     "ImageUpload",
     "ImportJob",

@@ -33,6 +33,15 @@ class CasePolicy(enum.StrEnum):
     WORST = "worst"  # the case takes the organiser's penalty, else the phase's worst value
 
 
+class GeometryPolicy(enum.StrEnum):
+    """What a synthetic CT whose geometry differs from the input's does to its case."""
+
+    REJECT = "reject"  # the case fails, saying what differs (default)
+    # Same size: the input's spacing, origin and direction are imposed and the case carries a
+    # warning (SynthRAD's official evaluation imposes them silently). Another size fails.
+    IMPOSE = "impose"
+
+
 class SubmissionSelection(enum.StrEnum):
     """Which of a user's submissions represents them on the leaderboard."""
 
@@ -113,6 +122,9 @@ class Phase(TimestampMixin, Base):
         str_enum(CasePolicy, "case_policy"), default=CasePolicy.FAIL
     )
     case_penalties: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    geometry_policy: Mapped[GeometryPolicy] = mapped_column(
+        str_enum(GeometryPolicy, "geometry_policy"), default=GeometryPolicy.REJECT,
+        server_default=GeometryPolicy.REJECT.value)
 
     # Visibility to participants.
     leaderboard_public: Mapped[bool] = mapped_column(default=True)

@@ -139,6 +139,9 @@ class CaseRun(TimestampMixin, Base):
     stdout: Mapped[str] = mapped_column(Text, default="")
     stderr: Mapped[str] = mapped_column(Text, default="")
     error_message: Mapped[str] = mapped_column(Text, default="")
+    # Something the participant should know about a case that succeeded (e.g. the input's
+    # geometry was imposed on the sCT under the phase's 'impose' geometry policy).
+    warning: Mapped[str] = mapped_column(Text, default="", server_default="")
     # Synthetic CT written by the container, relative to data_dir (under predictions/).
     prediction_path: Mapped[str | None] = mapped_column(String(1000))
     started_at: Mapped[datetime | None]

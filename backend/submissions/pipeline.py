@@ -41,6 +41,7 @@ from backend.models import (
     CasePolicy,
     CaseRun,
     CaseRunStatus,
+    GeometryPolicy,
     Phase,
     Submission,
     SubmissionStatus,
@@ -184,6 +185,8 @@ class RunClaim:
     memory_mb: int
     cpus: float
     logs_shown: bool  # participants see the container's logs (messages may point at them)
+    # Phase geometry policy 'impose': an sCT of the right size gets the input's geometry.
+    impose_geometry: bool = False
 
 
 GPU_MISSING = ("This phase requires a GPU, but the worker that took this case has none. "
@@ -223,6 +226,7 @@ def claim_runs(submission_id: int, run_ids: Iterable[int], *, has_gpu: bool) -> 
             batch=phase.batch_size > 1,
             time_limit_s=float(phase.case_time_limit_s * len(claimed)),
             memory_mb=phase.memory_mb, cpus=phase.cpus, logs_shown=phase.show_case_logs,
+            impose_geometry=phase.geometry_policy is GeometryPolicy.IMPOSE,
         )
 
 
@@ -231,6 +235,7 @@ class CaseOutcome:
     status: CaseRunStatus  # SUCCEEDED, FAILED or TIMED_OUT
     message: str = ""
     prediction_path: str | None = None  # relative to settings.data_dir
+    warning: str = ""  # shown with a succeeded case (e.g. its geometry was imposed)
 
 
 @dataclass(frozen=True)
@@ -285,7 +290,7 @@ def record_runs(
                 s, run.id, outcome.status, error_message=outcome.message,
                 exit_code=record.exit_code, duration_s=record.duration_s,
                 stdout=record.stdout, stderr=record.stderr,
-                prediction_path=outcome.prediction_path,
+                prediction_path=outcome.prediction_path, warning=outcome.warning,
             )
             if outcome.status is R.SUCCEEDED:
                 enqueue_after_commit(s, "cases.evaluate", [run.id])

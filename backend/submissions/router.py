@@ -87,6 +87,7 @@ def list_case_runs(
             exit_code=c.run.exit_code,
             duration_s=c.run.duration_s,
             error_message=c.run.error_message,
+            warning=c.run.warning,
             metrics=c.metrics,
             stdout=c.run.stdout if view.logs else None,
             stderr=c.run.stderr if view.logs else None,

@@ -52,6 +52,7 @@ class CaseRunOut(BaseModel):
     exit_code: int | None
     duration_s: float | None
     error_message: str
+    warning: str = ""  # e.g. the input's geometry was imposed (phase geometry policy)
     metrics: dict[str, Any] | None = None
     stdout: str | None = None  # null when logs are hidden from the viewer
     stderr: str | None = None

@@ -118,6 +118,7 @@ def move_case_run(
     stdout: str | None = None,
     stderr: str | None = None,
     prediction_path: str | None = None,
+    warning: str | None = None,
 ) -> CaseRun:
     """Every status write of a case run: under its row lock, checked against
     ``CASE_RUN_TRANSITIONS``. -> RUNNING counts an attempt; a terminal status records the
@@ -141,6 +142,7 @@ def move_case_run(
             run.stdout = cap_log(stdout or "")
             run.stderr = cap_log(stderr or "")
             run.prediction_path = prediction_path
+            run.warning = clean_log_text(warning or "")
     if error_message is not None:
         run.error_message = clean_log_text(error_message)
     session.flush()

@@ -54,6 +54,7 @@ class CaseRowView:
     duration: float | None
     error: str
     metrics: dict[str, float | None]
+    warning: str = ""
 
 
 @dataclass
@@ -112,7 +113,7 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
         m = {str(k): metric_value(v) for k, v in (record.metrics or {}).items()}
         if view.cases:
             case_rows.append(CaseRowView(name, run.status.value, run.duration_s,
-                                         run.error_message, m))
+                                         run.error_message, m, run.warning))
         if view.logs and (run.stdout or run.stderr or run.status.value != "pending"):
             logs.append(LogView(name, run.status.value, run.exit_code, run.stdout, run.stderr,
                                 run.status.value in ("failed", "timed_out")))

@@ -22,7 +22,7 @@ INT_FIELDS = ("submissions_per_period", "submission_period_s", "case_time_limit_
               "batch_size")
 FLOAT_FIELDS = ("cpus",)
 TEXT_FIELDS = ("slug", "title", "kind", "metric_profile", "ranking_method", "primary_metric",
-               "submission_selection", "case_policy")
+               "submission_selection", "case_policy", "geometry_policy")
 
 
 class FormError(Exception):
@@ -199,12 +199,13 @@ def phase_form_values(phase: Phase | None) -> dict[str, Any]:
                 defaults[col.key] = col.default.arg
         defaults.update(kind="validation", extra_columns="", opens_at="", closes_at="",
                         dataset="", slug="", title="", case_policy="", case_penalties="")
-        for key in ("kind", "ranking_method", "submission_selection"):
+        for key in ("kind", "ranking_method", "submission_selection", "geometry_policy"):
             value = defaults.get(key)
             defaults[key] = getattr(value, "value", value)
         return defaults
     values = {col.key: getattr(phase, col.key) for col in Phase.__table__.columns}
-    for key in ("kind", "ranking_method", "submission_selection", "case_policy"):
+    for key in ("kind", "ranking_method", "submission_selection", "case_policy",
+                "geometry_policy"):
         values[key] = values[key].value
     values["case_penalties"] = format_penalties(phase.case_penalties)
     values["opens_at"] = format_datetime(phase.opens_at)

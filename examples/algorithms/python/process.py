@@ -1,5 +1,9 @@
 """SynthRAD-style algorithm: every MR/CBCT under /input/images/<modality>/ -> sCT in HU.
 
+The model is the baseline of :mod:`baseline`: a lookup table from (normalised intensity,
+depth below the skin) to HU per modality and region, fitted on training phantoms when the
+image was built (``fit.py``; ``model.json`` beside this file).
+
 Follows the SynthRAD grand-challenge algorithm template: it processes every file it finds
 (so the platform can run one case or a batch per container), reads the body mask of the same
 name, writes /output/images/synthetic-ct/<same file name> with the input's geometry, and a
@@ -14,26 +18,24 @@ import sys
 import time
 from pathlib import Path
 
+import baseline
 import numpy as np
 import SimpleITK as sitk  # noqa: N813
 
 INPUT = Path("/input")
 OUTPUT = Path("/output")
+MODEL = Path(__file__).resolve().parent / "model.json"
 
 
 class SynthesisAlgorithm:
     def __init__(self) -> None:
-        # Load model weights here (once per container).
-        self.p99_quantile = 0.99
+        # Load the model once per container (batch mode: once for N cases).
+        self.model = json.loads(MODEL.read_text())
 
-    def predict(self, image: np.ndarray, mask: np.ndarray, region: str) -> np.ndarray:
-        """Intensities normalised inside the mask, then a piecewise-linear map to HU
-        (dark inside the body: air or bone, mid: fat and soft tissue, bright: fluid)."""
-        inside = image[mask > 0] if mask.any() else image.ravel()
-        scale = float(np.quantile(inside, self.p99_quantile)) or 1.0
-        t = np.clip(image.astype(np.float32) / scale, 0.0, 1.5)
-        hu = np.interp(t, [0.0, 0.15, 0.4, 0.8, 1.0, 1.5], [-800.0, 400.0, -80.0, 30.0, 50.0, 80.0])
-        return np.where(mask > 0, hu, -1000.0).astype(np.float32)
+    def predict(self, image: np.ndarray, mask: np.ndarray, region: str, modality: str,
+                spacing: tuple[float, ...]) -> np.ndarray:
+        """The sCT in HU: the fitted table of the modality and region (see baseline.py)."""
+        return baseline.predict(self.model, modality, region, image, mask, spacing)
 
     def process(self) -> int:
         region = "unknown"
@@ -52,7 +54,8 @@ class SynthesisAlgorithm:
                     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(mask_path)))
                 else:
                     mask = np.ones_like(array, dtype=np.uint8)
-                sct = sitk.GetImageFromArray(self.predict(array, mask, region))
+                sct = sitk.GetImageFromArray(
+                    self.predict(array, mask, region, modality, image.GetSpacing()))
                 sct.CopyInformation(image)  # same size, spacing, origin, direction
                 sitk.WriteImage(sct, str(out_dir / path.name), useCompression=True)
                 written.append({"outputs": [{"type": "metaio_image", "filename": path.name}]})

@@ -9,6 +9,8 @@
  * crash, sleep, oom, wrong-geometry, no-output, nan; slow (sleeps SYNTH_SLEEP_S seconds,
  * default 5, then works normally); and skip-some (the cherry-picker: works normally but writes
  * nothing for cases whose name ends in an odd digit).
+ * Trivial outputs, the floor every real algorithm must beat on a leaderboard: zeros (0 HU
+ * everywhere), copy (the input's intensities unchanged), soft-tissue (a constant 40 HU).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -158,6 +160,13 @@ static void synthesize(const Image *mr, const Image *mask, float *out, int nan_m
     }
 }
 
+/* The trivial modes replace the synthesis with a constant or the input itself. */
+static void trivial(const char *mode, const Image *mr, float *out) {
+    int zeros = !strcmp(mode, "zeros"), soft = !strcmp(mode, "soft-tissue");
+    if (!zeros && !soft && strcmp(mode, "copy")) return;
+    for (size_t i = 0; i < mr->n; i++) out[i] = zeros ? 0.0f : soft ? 40.0f : mr->data[i];
+}
+
 static int ends_with(const char *s, const char *suf) {
     size_t a = strlen(s), b = strlen(suf);
     return a >= b && !strcmp(s + a - b, suf);
@@ -226,6 +235,7 @@ int main(int argc, char **argv) {
             float *out = malloc(mr.n * sizeof(float));
             if (!out) die("out of memory", NULL);
             synthesize(&mr, has_mask ? &mask : NULL, out, nan_mode);
+            trivial(mode, &mr, out);
             size_t len = strlen(e->d_name);
             int odd = len > 4 && (e->d_name[len - 5] - '0') % 2 == 1;
             int skip = !strcmp(mode, "skip-some") && odd;
