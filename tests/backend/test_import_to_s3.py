@@ -1,7 +1,7 @@
 """A dataset import with the S3 backend, against moto's S3 server with IAM policies enforced:
 inputs go to the data bucket, ground truth to its own bucket (with the keys only the API and
 eval workers hold), nothing stays in the API host's data directory, a failed import removes
-what it stored, and a case folder (plans and the files beside them) comes back whole."""
+what it stored, and a case's ground-truth folder comes back whole on another host."""
 
 from __future__ import annotations
 
@@ -59,8 +59,7 @@ def test_import_stores_inputs_and_ground_truth_apart(
 ) -> None:
     h, slug = f.api_dataset(client, db_session)
     r = client.post(f"/api/datasets/{slug}/imports", headers=h,
-                    json={"source": "phantom", "anatomy": "pelvis", "cases": 2, "size": "small",
-                          "plans": True})
+                    json={"source": "phantom", "anatomy": "brain", "cases": 2, "size": "small"})
     assert r.status_code == 202, r.text
     jobs.run(r.json()["id"])
     job = db_session.get(ImportJob, r.json()["id"])
@@ -76,16 +75,16 @@ def test_import_stores_inputs_and_ground_truth_apart(
     for root in (settings.inputs_dir, settings.groundtruth_dir, settings.data_dir / "tmp"):
         assert _files(root) == []  # nothing kept on the API host
 
-    # The case folder of a plan (what dose scoring reads) comes back whole on an eval host.
+    # An eval host reads a case's ground-truth folder back whole (what dose scoring reads).
     record = next(iter(job.imported.values()))
-    prefix = str(Path(record["plan_path"]).parent) + "/"
+    prefix = str(Path(record["ground_truth_path"]).parent) + "/"
     monkeypatch.setattr(settings, "data_dir", tmp_path / "eval-host")
     with object_cache.local_folder(prefix, tmp_path / "case" / Path(prefix).name) as folder:
         local = sorted(str(p.relative_to(folder)) for p in _files(folder))
         assert local == sorted(k[len(prefix):] for k in truth if k.startswith(prefix))
-        plan = folder / Path(record["plan_path"]).name
-        stored = groundtruth_storage().head(record["plan_path"]).sha256
-        assert hashlib.sha256(plan.read_bytes()).hexdigest() == stored
+        ct = folder / Path(record["ground_truth_path"]).name
+        stored = groundtruth_storage().head(record["ground_truth_path"]).sha256
+        assert hashlib.sha256(ct.read_bytes()).hexdigest() == stored
 
 
 def test_a_failed_import_removes_what_it_stored(

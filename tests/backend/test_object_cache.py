@@ -150,3 +150,20 @@ def test_concurrent_fetches_of_one_key_download_it_once(s3: S3Server, tmp_path: 
     stats = _stats()
     assert (stats["misses"], stats["hits"], stats["bytes_fetched"]) == (1, n - 1, len(data))
     assert stats["entries"] == 1 and not list((settings.object_cache_dir / "tmp").iterdir())
+
+
+def test_a_folder_comes_back_whole(s3: S3Server, tmp_path: Path) -> None:
+    """A case's ground-truth folder (plans name files beside them; a legacy plan is a folder)
+    as local files, checked like any other object."""
+    prefix = "groundtruth/ds/v1/1PA001/"
+    files = {"ct.mha": b"ct" * 1000, "plan_photon.json": b"{}", "plan/beams.json": b"[1]"}
+    for rel, data in files.items():
+        src = tmp_path / "src" / rel
+        src.parent.mkdir(parents=True, exist_ok=True)
+        src.write_bytes(data)
+        storage.groundtruth_storage().put_file(src, prefix + rel)
+    with object_cache.local_folder(prefix, tmp_path / "case" / "1PA001") as folder:
+        got = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
+               if p.is_file()}
+        assert got == files and folder.name == "1PA001"
+    assert _stats()["misses"] == 3
