@@ -59,4 +59,5 @@ def test_bind_mounts_use_the_host_work_dir(clean_pipeline: harness.PipelineEnv,
     assert run.status is CaseRunStatus.FAILED
     assert "not-on-the-host" in (run.error_message or ""), run.error_message
     assert "does not exist" in (run.error_message or ""), run.error_message
+    assert "not a fault of the algorithm" in (run.error_message or "")
     assert not (tmp_path / "not-on-the-host").exists()  # the engine created nothing there
