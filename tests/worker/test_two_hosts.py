@@ -68,15 +68,16 @@ def test_predictions_travel_from_the_gpu_host_to_the_eval_host_through_storage(
         for name, value in role_settings(server, roles.eval, roles.eval).items():
             monkeypatch.setattr(settings, name, value)
         storage.clear_caches()
+        api_dir = tmp_path / "api-host"  # where the dataset is written before it is stored
         with session_scope() as s:
-            phase = harness.seed_phase(s, clean_pipeline.data_dir, slug="p-2h", n_cases=2)
+            phase = harness.seed_phase(s, api_dir, slug="p-2h", n_cases=2)
             sub_ids = [harness.submit(s, phase, u, "static-c").id for u in ("alice", "bob")]
             image_keys = [s.get(AlgorithmImage, s.get(Submission, i).image_id).storage_key
                           for i in sub_ids]
         for key in image_keys:
             get_storage().put_file(settings.images_dir / key, key)
             (settings.images_dir / key).unlink()
-        assert upload_data_dir(clean_pipeline.data_dir) == 6  # 2 cases x (MR, mask, CT)
+        assert upload_data_dir(api_dir) == 6  # 2 cases x (MR, mask, CT)
         gt_keys = groundtruth_storage().keys("groundtruth/")
         gt_shas = {groundtruth_storage().head(k).sha256 for k in gt_keys}
         assert len(gt_keys) == 2 and None not in gt_shas
@@ -103,7 +104,7 @@ def test_predictions_travel_from_the_gpu_host_to_the_eval_host_through_storage(
         # The predictions are in the bucket, and on neither host's data directory as files.
         predictions = data_storage().keys("predictions/")
         assert len(predictions) == 4, predictions
-        for host in (gpu_dir, eval_dir, clean_pipeline.data_dir):
+        for host in (gpu_dir, eval_dir, api_dir, clean_pipeline.data_dir):
             assert not (host / "predictions").exists()
         # The GPU host never held ground truth; the eval host fetched it through its cache.
         assert not _blob_shas(gpu_dir) & gt_shas
