@@ -15,10 +15,13 @@ input files are provisioned; ground truth never enters this directory.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,9 +63,11 @@ def uncompressed(path: Path, cache_dir: Path) -> Path:
     """``path`` itself when it is an uncompressed .mha, else a cached uncompressed copy."""
     if path.suffix == ".mha" and not _is_compressed_mha(path):
         return path
-    st = path.stat()
-    target = cache_dir / f"{abs(hash(str(path.resolve())))}-{st.st_size}-{st.st_mtime_ns}.mha"
-    if not target.exists():
+    target = cache_dir / f"{_cache_name(path)}.mha"
+    if target.exists():
+        with contextlib.suppress(OSError):  # recently used: what the object cache evicts last
+            os.utime(target)
+    else:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(f".tmp{os.getpid()}.mha")
         image: Any = sitk.ReadImage(str(path))
@@ -79,6 +84,20 @@ def uncompressed(path: Path, cache_dir: Path) -> Path:
                               f"uncompressed copy of {path.name}", str(cache_dir)) from exc
             raise
     return target
+
+
+_CONTENT_NAMED = re.compile(r"[0-9a-f]{64}(\.[A-Za-z0-9]+)*")
+
+
+def _cache_name(path: Path) -> str:
+    """The uncompressed copy's name: a file named by the sha256 of its bytes (the object
+    cache's blobs, whose times change on every use) by that name; any other by its path, size
+    and time. hashlib, not hash(): every worker child must find the same name."""
+    if _CONTENT_NAMED.fullmatch(path.name):
+        return path.name.split(".", 1)[0]
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()
+                          ).hexdigest()[:40]
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -272,17 +291,18 @@ def check_output(case: CaseInput, files: list[Path], batch: bool, *,
         "input's geometry (e.g. sct.CopyInformation(input)) so the scores do not depend on it."))
 
 
-def store_output(checked: CheckedOutput, target: Path) -> None:
-    """Copy the checked sCT to ``target``, or write it with the imposed geometry. Raises
-    OSError (ENOSPC on a full disk) for write failures, whichever way it is written."""
+def store_output(checked: CheckedOutput, scratch: Path) -> Path:
+    """The file to store for the checked sCT: the container's own, or (the input's geometry
+    imposed) the image written to ``scratch``. Raises OSError (ENOSPC on a full disk) for
+    write failures."""
     if checked.imposed is None:
-        shutil.copyfile(checked.path, target)
-        return
+        return checked.path
     try:
-        sitk.WriteImage(checked.imposed, str(target), useCompression=True)
+        sitk.WriteImage(checked.imposed, str(scratch), useCompression=True)
     except RuntimeError as exc:  # SimpleITK's write errors
-        full = shutil.disk_usage(target.parent).free < 1 << 20
+        full = shutil.disk_usage(scratch.parent).free < 1 << 20
         raise OSError(errno.ENOSPC if full else errno.EIO, str(exc)[:200]) from exc
+    return scratch
 
 
 def _check_self_contained(path: Path) -> None:

@@ -27,7 +27,7 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 from docker.models.containers import Container
-from docker.types import DeviceRequest, LogConfig, Ulimit
+from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
 from backend.images.users import Resolved, UserError, needs_files, refuse_root, resolve_user
 
@@ -386,6 +386,12 @@ def _id_files(image_ref: str, tmpfs: Mapping[str, str] | None) -> tuple[str | No
                         LABEL_STARTED: f"{time.time():.0f}", LABEL_INSTANCE: INSTANCE_ID},
                 tmpfs=dict(tmpfs or {}), healthcheck={"test": ["NONE"]})
     except docker.errors.APIError as exc:
+        if "bind source path does not exist" in str(exc.explanation):
+            raise SandboxError(
+                f"The Docker engine could not mount the run's folders ({exc.explanation}). "
+                "This is not a fault of the algorithm: the organisers need to check the "
+                "worker's SYNTHARENA_HOST_WORK_DIR (the host path of its work directory) and "
+                "re-evaluate.") from exc
         raise SandboxError(f"The container could not be created: {exc.explanation}") from exc
     try:
         return _read_file(probe, "/etc/passwd"), _read_file(probe, "/etc/group")
@@ -403,6 +409,10 @@ def _tail(raw: bytes, lines: int, max_bytes: int) -> str:
     return out
 
 
+def same_path(path: Path) -> str:
+    return str(path.resolve())
+
+
 def run_container(
     image_ref: str,
     *,
@@ -414,8 +424,12 @@ def run_container(
     should_stop: Callable[[], bool] | None = None,
     poll_s: float = 2.0,
     engine_wait_s: float = 60.0,
+    to_host: Callable[[Path], str] = same_path,
 ) -> SandboxResult:
     """Run ``image_ref`` on ``input_dir`` (read-only) writing ``output_dir``; always removed.
+
+    ``to_host`` maps them to the paths the engine's host knows them by (a worker that runs in
+    a container sees its work directory under another path).
 
     ``should_stop`` is polled every ``poll_s`` seconds while the container runs (cancel: the
     worker that owns the container stops it, whichever host it is on).
@@ -458,10 +472,12 @@ def run_container(
         "stop_signal": "SIGKILL",
         "init": True,
         "ipc_mode": "private",
-        "volumes": {
-            str(input_dir.resolve()): {"bind": "/input", "mode": "ro"},
-            str(output_dir.resolve()): {"bind": "/output", "mode": "rw"},
-        },
+        # Mounts, not volumes: the engine refuses a source that does not exist on its host
+        # (a wrong SYNTHARENA_HOST_WORK_DIR) instead of creating an empty folder there.
+        "mounts": [
+            Mount("/input", to_host(input_dir), type="bind", read_only=True),
+            Mount("/output", to_host(output_dir), type="bind", read_only=False),
+        ],
         "labels": all_labels,
         "device_requests": device_requests,
         # Bound what a chatty container can write to the engine's disk.
@@ -478,6 +494,12 @@ def run_container(
         with _engine("creating the container"):
             container: Container = client().containers.create(image_ref, **kwargs)
     except docker.errors.APIError as exc:
+        if "bind source path does not exist" in str(exc.explanation):
+            raise SandboxError(
+                f"The Docker engine could not mount the run's folders ({exc.explanation}). "
+                "This is not a fault of the algorithm: the organisers need to check the "
+                "worker's SYNTHARENA_HOST_WORK_DIR (the host path of its work directory) and "
+                "re-evaluate.") from exc
         raise SandboxError(f"The container could not be created: {exc.explanation}") from exc
     timings: dict[str, float] = {"create": time.perf_counter() - t0}
     engine = _EngineWatch(engine_wait_s)

@@ -44,7 +44,7 @@ def test_impose_gives_the_input_geometry_and_a_warning(tmp_path: Path) -> None:
     assert "origin" in checked.warning and "imposed" in checked.warning
     target = tmp_path / "stored" / "1BA001.mha"
     target.parent.mkdir()
-    store_output(checked, target)
+    assert store_output(checked, target) == target
     stored: Any = sitk.ReadImage(str(target))
     ref: Any = sitk.ReadImage(str(case.image_path))
     assert stored.GetSpacing() == ref.GetSpacing() and stored.GetOrigin() == ref.GetOrigin()
