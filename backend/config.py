@@ -64,6 +64,20 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
     s3_prefix: str = ""  # prepended to storage keys in the bucket
+    # Ground truth (keys under groundtruth/) lives behind its own credentials so that workers
+    # running participant containers (the GPU queue) cannot read it: give these only to the
+    # API (imports) and eval workers. Unset endpoint/bucket/region/prefix: the s3_* values.
+    # Unset keys: boto3's own chain (environment, instance role), never the s3_* keys.
+    gt_s3_endpoint_url: str | None = None
+    gt_s3_bucket: str | None = None
+    gt_s3_region: str | None = None
+    gt_s3_access_key_id: str | None = None
+    gt_s3_secret_access_key: str | None = None
+    gt_s3_prefix: str | None = None
+    # Each host's cache of objects fetched from S3 (content-addressed, sha256-checked, least
+    # recently used evicted above the size). Empty: data_dir/cache/objects.
+    cache_dir: Path | None = None
+    cache_max_bytes: int = Field(default=50 * GiB, ge=0)
 
     # Container-image uploads.
     max_image_bytes: int = 30 * GiB  # the tarball as uploaded (may be compressed)
@@ -89,6 +103,10 @@ class Settings(BaseSettings):
     sandbox_shm_mb: int = 256
     sandbox_tmp_mb: int = 512  # tmpfs /tmp (counts against the phase's memory limit)
     sandbox_log_lines: int = 500  # last N lines kept, per stream
+    # A worker that itself runs in a container: the path on the Docker host of its work
+    # directory (data_dir/work inside it), for the /input and /output bind mounts the engine
+    # makes. Unset: the worker runs on the host and its own paths are the host's.
+    host_work_dir: Path | None = None
     # /output caps (a container that writes more is stopped): bytes in all, and files.
     sandbox_output_mb: int = 4096
     sandbox_output_files: int = 1000
@@ -154,6 +172,15 @@ class Settings(BaseSettings):
     def images_dir(self) -> Path:
         """Validated algorithm image tarballs (local storage backend)."""
         return self.data_dir / "images"
+
+    @property
+    def work_dir(self) -> Path:
+        """Run directories of the worker (``/input`` and ``/output`` of each container)."""
+        return self.data_dir / "work"
+
+    @property
+    def object_cache_dir(self) -> Path:
+        return self.cache_dir or self.data_dir / "cache" / "objects"
 
     @property
     def uploads_dir(self) -> Path:

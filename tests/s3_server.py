@@ -4,6 +4,7 @@ point the platform's image storage at it."""
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,11 +53,25 @@ def use_s3(monkeypatch: pytest.MonkeyPatch, server: S3Server, bucket: str = "ima
     for key, value in {"storage_backend": "s3", "s3_endpoint_url": server.url,
                        "s3_bucket": bucket, "s3_region": "us-east-1",
                        "s3_access_key_id": "test", "s3_secret_access_key": "test",
-                       "s3_prefix": "arena/"}.items():
+                       "s3_prefix": "arena/", "gt_s3_access_key_id": "test",
+                       "gt_s3_secret_access_key": "test"}.items():
         monkeypatch.setattr(settings, key, value)
     # no proxy for loopback; few retries so that a dead endpoint is reported quickly
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
     monkeypatch.setenv("AWS_RETRY_MODE", "standard")
-    storage.get_storage.cache_clear()
+    storage.clear_caches()
     storage.S3Storage().client.create_bucket(Bucket=bucket)
+
+
+def upload_data_dir(data_dir: Path) -> int:
+    """Every file under ``data_dir``'s inputs/, groundtruth/ and predictions/ into the stores
+    ``use_s3`` set up, then deleted locally: the bytes live in the bucket only. The count."""
+    count = 0
+    for top in ("inputs", "groundtruth", "predictions"):
+        for path in sorted(p for p in (data_dir / top).rglob("*") if p.is_file()):
+            key = str(path.relative_to(data_dir))
+            storage.storage_for(key).put_file(path, key)
+            path.unlink()
+            count += 1
+    return count

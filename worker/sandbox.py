@@ -403,6 +403,10 @@ def _tail(raw: bytes, lines: int, max_bytes: int) -> str:
     return out
 
 
+def same_path(path: Path) -> str:
+    return str(path.resolve())
+
+
 def run_container(
     image_ref: str,
     *,
@@ -414,8 +418,12 @@ def run_container(
     should_stop: Callable[[], bool] | None = None,
     poll_s: float = 2.0,
     engine_wait_s: float = 60.0,
+    to_host: Callable[[Path], str] = same_path,
 ) -> SandboxResult:
     """Run ``image_ref`` on ``input_dir`` (read-only) writing ``output_dir``; always removed.
+
+    ``to_host`` maps them to the paths the engine's host knows them by (a worker that runs in
+    a container sees its work directory under another path).
 
     ``should_stop`` is polled every ``poll_s`` seconds while the container runs (cancel: the
     worker that owns the container stops it, whichever host it is on).
@@ -459,8 +467,8 @@ def run_container(
         "init": True,
         "ipc_mode": "private",
         "volumes": {
-            str(input_dir.resolve()): {"bind": "/input", "mode": "ro"},
-            str(output_dir.resolve()): {"bind": "/output", "mode": "rw"},
+            to_host(input_dir): {"bind": "/input", "mode": "ro"},
+            to_host(output_dir): {"bind": "/output", "mode": "rw"},
         },
         "labels": all_labels,
         "device_requests": device_requests,

@@ -17,15 +17,16 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from backend import object_cache
 from backend.config import settings
 from backend.models import CaseRunStatus
-from backend.storage import StorageUnavailableError, free_bytes, is_disk_full
+from backend.storage import StorageUnavailableError, data_storage, free_bytes, is_disk_full
 from backend.submissions import pipeline
 from backend.submissions.pipeline import (
     CaseOutcome,
@@ -51,12 +52,12 @@ R = CaseRunStatus
 # ---------------------------------------------------------------- submissions.start
 
 
-def _image_tarball(storage_key: str) -> Path:
-    """The image's tarball as a local file (fetched from S3 into the cache when stored there).
+def _image_tarball(storage_key: str) -> contextlib.AbstractContextManager[Path]:
+    """The image's tarball as a local file (from this host's object cache when stored in S3).
     Raises StorageUnavailableError (may pass) or FileNotFoundError (not in the storage)."""
     from backend.storage import get_storage
 
-    return get_storage().local_copy(storage_key, settings.data_dir / "cache" / "images")
+    return object_cache.local_file(storage_key, get_storage())
 
 
 def _gave_up(what: str, check: str, given_up: str = "the case") -> Callable[[int, str], str]:
@@ -97,7 +98,10 @@ def _load_image(submission_id: int, storage_key: str, known_id: str | None) -> s
     waited for (bounded). None: the submission was failed with the reason."""
     for attempt in range(1, settings.case_run_max_attempts + 1):
         try:
-            tarball = _image_tarball(storage_key)
+            if known_id and sandbox.has_image(known_id):
+                return known_id  # loaded on this engine before: no fetch
+            with _image_tarball(storage_key) as tarball:
+                return sandbox.load_image(tarball, expected_id=known_id)
         except StorageUnavailableError as exc:
             if attempt == settings.case_run_max_attempts:
                 pipeline.fail_submission(submission_id,
@@ -110,8 +114,6 @@ def _load_image(submission_id: int, storage_key: str, known_id: str | None) -> s
         except FileNotFoundError as exc:
             pipeline.fail_submission(submission_id, _missing_image(exc))
             return None
-        try:
-            return sandbox.load_image(tarball, expected_id=known_id)
         except sandbox.EngineError as exc:
             if attempt == settings.case_run_max_attempts \
                     or not sandbox.wait_for_engine(settings.sandbox_engine_wait_s):
@@ -149,13 +151,15 @@ def _limits(claim: RunClaim, gpu: str | None) -> sandbox.SandboxLimits:
     )
 
 
-def _case_input(case: ClaimedCase) -> CaseInput:
+def _case_input(case: ClaimedCase, files: contextlib.ExitStack) -> CaseInput:
+    """The case with its input files local (fetched into this host's object cache when the
+    data lives in S3; held until ``files`` closes)."""
     return CaseInput(
         name=case.name,
         modality=case.modality,
         region=case.region,
-        image_path=settings.data_dir / case.image_path,
-        mask_path=settings.data_dir / case.mask_path,
+        image_path=files.enter_context(object_cache.local_file(case.image_path)),
+        mask_path=files.enter_context(object_cache.local_file(case.mask_path)),
     )
 
 
@@ -177,10 +181,13 @@ def run_cases(
     fault: InfrastructureFault | None = None
     engine_fault = False
     run_dir: Path | None = None
+    files = contextlib.ExitStack()
+    inputs: dict[int, CaseInput] = {}
     try:
         t1 = time.perf_counter()
         try:
-            run_dir = _provision(submission_id, [_case_input(c) for c in claim.cases])
+            inputs = {c.run_id: _case_input(c, files) for c in claim.cases}
+            run_dir = _provision(submission_id, list(inputs.values()))
         except SoftTimeLimitExceeded:
             raise
         except Exception as exc:
@@ -213,7 +220,7 @@ def run_cases(
                 timings.update({f"docker_{k}": v for k, v in result.timings.items()})
                 t2 = time.perf_counter()
                 try:
-                    outcomes = _collect(claim, result, run_dir / "output")
+                    outcomes = _collect(claim, inputs, result, run_dir / "output")
                 except PredictionStorageError as exc:
                     log.warning("submission %s: predictions not stored (will retry): %s",
                                 submission_id, exc)
@@ -222,6 +229,7 @@ def run_cases(
     finally:
         if run_dir is not None:
             shutil.rmtree(run_dir, ignore_errors=True)
+        files.close()
     if engine_fault:
         # Hand the cases out again only once the engine answers (bounded; attempts count).
         sandbox.wait_for_engine(settings.sandbox_engine_wait_s)
@@ -244,11 +252,13 @@ def _all(claim: RunClaim, status: CaseRunStatus, message: str) -> Outcomes:
 def _run_container(claim: RunClaim, run_dir: Path, worker_name: str,
                    gpu: str | None) -> sandbox.SandboxResult:
     # This GPU host may not be the one that ran submissions.start: load the image if missing.
-    try:
-        tarball = _image_tarball(claim.image_key)
-    except FileNotFoundError as exc:
-        raise sandbox.SandboxError(_missing_image(exc)) from exc
-    image_ref = sandbox.load_image(tarball, expected_id=claim.image_ref or None)
+    image_ref = claim.image_ref
+    if not (image_ref and sandbox.has_image(image_ref)):
+        try:
+            with _image_tarball(claim.image_key) as tarball:
+                image_ref = sandbox.load_image(tarball, expected_id=claim.image_ref or None)
+        except FileNotFoundError as exc:
+            raise sandbox.SandboxError(_missing_image(exc)) from exc
     labels = {
         sandbox.LABEL_WORKER: worker_name,
         sandbox.LABEL_SUBMISSION: str(claim.submission_id),
@@ -258,14 +268,29 @@ def _run_container(claim: RunClaim, run_dir: Path, worker_name: str,
         image_ref, input_dir=run_dir / "input", output_dir=run_dir / "output",
         limits=_limits(claim, gpu), labels=labels,
         should_stop=_cancel_check(claim.submission_id),
-        engine_wait_s=settings.sandbox_engine_wait_s,
+        engine_wait_s=settings.sandbox_engine_wait_s, to_host=host_path,
     )
 
 
+def host_path(path: Path) -> str:
+    """The path the Docker engine knows ``path`` (in the work directory) by: the same, unless
+    this worker runs in a container whose work directory is ``host_work_dir`` on the engine's
+    host (bind mounts are resolved there, not in this container)."""
+    path = path.resolve()
+    if settings.host_work_dir is None:
+        return str(path)
+    work = settings.work_dir.resolve()
+    if not path.is_relative_to(work):
+        raise sandbox.SandboxError(
+            f"{path} is not in the work directory {work}, the only folder the Docker host "
+            "knows (SYNTHARENA_HOST_WORK_DIR)")
+    return str(settings.host_work_dir / path.relative_to(work))
+
+
 def _provision(submission_id: int, cases: list[CaseInput]) -> Path:
-    """A fresh run directory under ``data_dir/work`` with ``input/`` filled; nothing is left
+    """A fresh run directory under ``work_dir`` with ``input/`` filled; nothing is left
     behind when this fails (e.g. ENOSPC, raised as OSError)."""
-    work = settings.data_dir / "work"
+    work = settings.work_dir
     work.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix=f"sub{submission_id}-", dir=work))
     try:
@@ -358,7 +383,8 @@ def _cancel_check(submission_id: int, every_s: float = 2.0) -> Callable[[], bool
     return check
 
 
-def _collect(claim: RunClaim, result: sandbox.SandboxResult, output_dir: Path) -> Outcomes:
+def _collect(claim: RunClaim, inputs: dict[int, CaseInput], result: sandbox.SandboxResult,
+             output_dir: Path) -> Outcomes:
     full = _output_storage_full(output_dir)
     if not result.ok:
         status = R.TIMED_OUT if result.timed_out else R.FAILED
@@ -366,20 +392,18 @@ def _collect(claim: RunClaim, result: sandbox.SandboxResult, output_dir: Path) -
     outcomes: Outcomes = {}
     # With one case per run, its single image counts whatever its name (grand-challenge).
     found = find_outputs(output_dir, [c.name for c in claim.cases])
-    target_dir = settings.predictions_dir / str(claim.submission_id)
     for case in claim.cases:
         try:
-            sct = validate_output(_case_input(case), found.get(case.name, []), claim.batch)
+            sct = validate_output(inputs[case.run_id], found.get(case.name, []), claim.batch)
         except OutputError as exc:
             outcomes[case.run_id] = CaseOutcome(R.FAILED, full or str(exc))
             continue
-        target = target_dir / f"{case.name}{''.join(sct.suffixes) or '.mha'}"
+        # Through the data storage: the eval worker that scores it may be on another host.
+        key = f"predictions/{claim.submission_id}/{case.name}{''.join(sct.suffixes) or '.mha'}"
         try:
-            target_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(sct, target)
+            # A copy (local backend): the stored file never shares the container's inode.
+            data_storage().put_file(sct, key, link=False)  # no partial object is left
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                target.unlink(missing_ok=True)  # no partial prediction is left behind
             if is_transient_io_error(exc):  # the cases are given back (bounded)
                 raise PredictionStorageError(describe_error(exc)) from exc
             log.error("submission %s: prediction of %s not stored: %s", claim.submission_id,
@@ -392,8 +416,7 @@ def _collect(claim: RunClaim, result: sandbox.SandboxResult, output_dir: Path) -
                 "fault of the algorithm; the organisers need to check the server's storage "
                 "and re-evaluate."))
             continue
-        outcomes[case.run_id] = CaseOutcome(
-            R.SUCCEEDED, "", str(target.relative_to(settings.data_dir)))
+        outcomes[case.run_id] = CaseOutcome(R.SUCCEEDED, "", key)
     return outcomes
 
 
@@ -410,30 +433,38 @@ def eval_device() -> str:
 
 
 def _score(job: pipeline.Evaluation) -> dict[str, Any]:
-    from evaluator.scoring import score_case
     from worker.threads import limit_threads
 
     limit_threads()  # children x threads within the cores (also for a solo pool)
+    # Ground truth and the prediction come through this host's object cache: the GPU worker
+    # that wrote the prediction may be on another host. Checked copies, held while scored.
+    with contextlib.ExitStack() as files:
+        def local(key: str) -> Path:
+            return files.enter_context(object_cache.local_file(key))
+
+        return _metrics(job, local(job.prediction_path), local(job.ground_truth_path),
+                        local(job.mask_path),
+                        local(job.labels_path) if job.labels_path else None, files)
+
+
+def _metrics(job: pipeline.Evaluation, prediction: Path, ground_truth: Path, mask: Path,
+             labels: Path | None, files: contextlib.ExitStack) -> dict[str, Any]:
+    from evaluator.scoring import score_case
+
     device = eval_device()
-    prediction = settings.data_dir / job.prediction_path
     metrics: dict[str, Any] = dict(score_case(
-        settings.data_dir / job.ground_truth_path,
-        prediction,
-        settings.data_dir / job.mask_path,
-        job.profile,
-        labels_path=settings.data_dir / job.labels_path if job.labels_path else None,
-        device=device,
-    ))
+        ground_truth, prediction, mask, job.profile, labels_path=labels, device=device))
     if job.plan_path:
         try:
             dose_metrics_for_case = importlib.import_module("evaluator.dose").dose_metrics_for_case
         except (ImportError, AttributeError):  # the optional dose extra is not installed
             return metrics
-        plan = settings.data_dir / job.plan_path
         try:
+            # The plans read files beside them (CT, structure maps): the case's folder.
+            case_dir = files.enter_context(_case_folder(job))
             # The CT dose is computed once per case and cached beside the predictions.
             metrics.update(dose_metrics_for_case(
-                plan.parent, prediction, cache_dir=settings.data_dir / "cache" / "dose",
+                case_dir, prediction, cache_dir=settings.data_dir / "cache" / "dose",
                 device=device))
         except Exception as exc:  # dose is best-effort: never lose the image metrics
             log.warning("dose metrics failed for %s: %s", job.case_name, exc)
@@ -441,12 +472,46 @@ def _score(job: pipeline.Evaluation) -> dict[str, Any]:
     return metrics
 
 
+@contextlib.contextmanager
+def _case_folder(job: pipeline.Evaluation) -> Iterator[Path]:
+    """The ground-truth folder of the job's case (its plans' folder), local."""
+    assert job.plan_path
+    prefix = str(Path(job.plan_path).parent) + "/"
+    scratch = object_cache.cache().root / "tmp"
+    # Named as the case: the dose cache keys on the folder's name.
+    with tempfile.TemporaryDirectory(prefix="case-", dir=scratch) as tmp, \
+            object_cache.local_folder(prefix, Path(tmp) / Path(prefix).name) as folder:
+        yield folder
+
+
+_scoring_storage_gave_up = _gave_up(
+    "The ground truth or the prediction could not be read from the storage",
+    "the storage and the eval worker's credentials (SYNTHARENA_GT_S3_*)", "scoring")
+
+
+def _score_retrying(job: pipeline.Evaluation) -> dict[str, Any]:
+    """A storage that does not answer (or refuses) is tried again (bounded), never scored as
+    the algorithm's failure."""
+    for attempt in range(1, settings.case_run_max_attempts):
+        try:
+            return _score(job)
+        except StorageUnavailableError as exc:
+            log.warning("case run %s: storage fault while scoring (attempt %d): %s",
+                        job.case_run_id, attempt, exc.strerror)
+            time.sleep(PROVISION_RETRY_PAUSE_S)
+    return _score(job)
+
+
 def evaluate_case(case_run_id: int) -> None:
     job = pipeline.evaluation_of(case_run_id)
     if job is None:
         return
     try:
-        metrics = _score(job)
+        metrics = _score_retrying(job)
+    except StorageUnavailableError as exc:
+        pipeline.record_score(job, {}, error=_scoring_storage_gave_up(
+            settings.case_run_max_attempts, str(exc.strerror)))
+        return
     except Exception as exc:  # the participant sees why their case has no score
         from evaluator.errors import EvaluationInputError
 

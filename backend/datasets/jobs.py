@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
+import logging
 import tempfile
 import time
 import uuid
@@ -36,7 +36,10 @@ from backend.errors import AppError, BadRequestError, ForbiddenError
 from backend.models.auth import User
 from backend.models.base import utcnow
 from backend.models.datasets import Case, Dataset, DatasetVersion, ImportJob, ImportStatus, Modality
+from backend.storage import Storage, StorageUnavailableError, data_storage, groundtruth_storage
 from backend.tasks_client import enqueue_after_commit
+
+log = logging.getLogger(__name__)
 
 TASK = "datasets.import"
 RUN_BUDGET_S = 300.0
@@ -129,42 +132,58 @@ def _phantom(spec: dict[str, Any], index: int, scratch: Path) -> importers.Found
     return importers.find_cases(folder)[0]
 
 
-def case_dirs(target_dir: str, name: str) -> tuple[Path, Path]:
-    rel = Path(target_dir) / name
-    return settings.inputs_dir / rel, settings.groundtruth_dir / rel
+def case_prefixes(target_dir: str, name: str) -> tuple[str, str]:
+    """The storage folders of a case's inputs and of its ground truth."""
+    return f"inputs/{target_dir}/{name}/", f"groundtruth/{target_dir}/{name}/"
 
 
 def store_case(target_dir: str, planned: Planned) -> tuple[dict[str, Any], int]:
-    """Write one case's files (anything a killed run left there first goes); returns the
-    stored paths (relative to the data folder) and the bytes written."""
-    with tempfile.TemporaryDirectory(prefix="syntharena-import-") as scratch:
+    """Write one case's files into the data and ground-truth stores (anything a killed run
+    left there first goes); returns the stored keys (paths relative to the data folder with
+    the local backend) and the bytes written."""
+    scratch_root = settings.data_dir / "tmp"  # beside the local stores: files are linked in
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="syntharena-import-", dir=scratch_root) as scratch:
         case = planned.load(Path(scratch))
-        in_dir, gt_dir = case_dirs(target_dir, case.name)
-        for folder in (in_dir, gt_dir):
-            shutil.rmtree(folder, ignore_errors=True)
-        # Only the service account (backend + worker) may read ground truth.
-        settings.groundtruth_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        image = in_dir / f"{case.modality.value}.mha"
-        mask = in_dir / "mask.mha"
-        importers.write_as_mha(case.input_image, image)
-        importers.write_as_mha(case.mask, mask)
-        (in_dir / "region.json").write_text(json.dumps(case.region))
-        ct = importers.copy_ground_truth(case.ct, gt_dir, "ct")
-        labels = (importers.copy_ground_truth(case.labels, gt_dir, "labels")
+        staged_in = Path(scratch) / "inputs" / case.name
+        staged_gt = Path(scratch) / "groundtruth" / case.name
+        importers.write_as_mha(case.input_image, staged_in / f"{case.modality.value}.mha")
+        importers.write_as_mha(case.mask, staged_in / "mask.mha")
+        (staged_in / "region.json").write_text(json.dumps(case.region))
+        ct = importers.copy_ground_truth(case.ct, staged_gt, "ct")
+        labels = (importers.copy_ground_truth(case.labels, staged_gt, "labels")
                   if case.labels else None)
-        plan = (importers.copy_ground_truth(case.plan, gt_dir, _plain_stem(case.plan))
+        plan = (importers.copy_ground_truth(case.plan, staged_gt, _plain_stem(case.plan))
                 if case.plan else None)
         for extra in case.plan_extras:  # other plans and the structure maps the plans name
-            importers.copy_ground_truth(extra, gt_dir, _plain_stem(extra))
+            importers.copy_ground_truth(extra, staged_gt, _plain_stem(extra))
+        in_prefix, gt_prefix = case_prefixes(target_dir, case.name)
+        if settings.storage_backend == "local":
+            # Only the service account (backend + worker) may read ground truth.
+            settings.groundtruth_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        size = _put_folder(data_storage(), staged_in, in_prefix)
+        size += _put_folder(groundtruth_storage(), staged_gt, gt_prefix)
 
-    def r(p: Path | None) -> str | None:
-        return str(p.relative_to(settings.data_dir)) if p is not None else None
+    def key(prefix: str, staged: Path, p: Path | None) -> str | None:
+        return prefix + str(p.relative_to(staged)) if p is not None else None
 
     record = {"modality": case.modality.value, "region": case.region,
-              "input_image_path": r(image), "mask_path": r(mask), "ground_truth_path": r(ct),
-              "labels_path": r(labels), "plan_path": r(plan)}
-    size = sum(p.stat().st_size for d in (in_dir, gt_dir) for p in d.rglob("*") if p.is_file())
+              "input_image_path": f"{in_prefix}{case.modality.value}.mha",
+              "mask_path": f"{in_prefix}mask.mha",
+              "ground_truth_path": key(gt_prefix, staged_gt, ct),
+              "labels_path": key(gt_prefix, staged_gt, labels),
+              "plan_path": key(gt_prefix, staged_gt, plan)}
     return record, size
+
+
+def _put_folder(store: Storage, folder: Path, prefix: str) -> int:
+    """Replace what is stored under ``prefix`` with the files of ``folder``; the bytes."""
+    store.delete_prefix(prefix)
+    size = 0
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        store.put_file(path, prefix + str(path.relative_to(folder)))
+        size += path.stat().st_size
+    return size
 
 
 def _plain_stem(path: Path) -> str:
@@ -208,8 +227,12 @@ def publish(session: Session, job: ImportJob) -> DatasetVersion:
 
 
 def _remove_files(job: ImportJob) -> None:
-    for folder in (settings.inputs_dir, settings.groundtruth_dir):
-        shutil.rmtree(folder / job.target_dir, ignore_errors=True)
+    try:
+        data_storage().delete_prefix(f"inputs/{job.target_dir}/")
+        groundtruth_storage().delete_prefix(f"groundtruth/{job.target_dir}/")
+    except StorageUnavailableError as exc:  # the job's outcome stands; the files stay behind
+        log.warning("import %s: files under %s not removed: %s", job.id, job.target_dir,
+                    exc.strerror)
 
 
 def _fail(job: ImportJob, message: str) -> None:

@@ -13,9 +13,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from backend import access
+from backend import access, object_cache
 from backend.access import SubmissionView
-from backend.config import settings
 from backend.errors import AppError
 from backend.leaderboards import service as leaderboards_service
 from backend.leaderboards.cache import Stored
@@ -121,7 +120,7 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
         ):
             case = session.get(Case, run.case_id)
             if case is not None:
-                shape = shape_of(settings.data_dir / case.input_image_path)
+                shape = _input_shape(case.input_image_path)
                 if shape is not None:
                     viewer_cases.append(ViewerCase(name, case.region, list(shape)))
     if case_rows:
@@ -224,3 +223,12 @@ def _comparison(doc: dict[str, Any], sub_id: int, columns: list[MetricMeta],
                                          higher_is_better=c.higher_is_better,
                                          own_note=own_note))
     return plots, None if own is None else own["rank"]
+
+
+def _input_shape(key: str) -> tuple[int, int, int] | None:
+    """The input's (z, y, x) for the viewer; None when the storage does not have it now."""
+    try:
+        with object_cache.local_file(key) as path:
+            return shape_of(path)
+    except OSError:  # missing, or the storage does not answer: the page shows no viewer
+        return None

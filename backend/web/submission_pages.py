@@ -3,17 +3,19 @@ submission detail with plots and the slice viewer (PNG slices with access rules)
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
 from starlette.responses import RedirectResponse, Response
 
-from backend import access
-from backend.config import settings
+from backend import access, object_cache
 from backend.db import SessionDep
-from backend.errors import AppError, BadRequestError, NotFoundError
+from backend.errors import AppError, BadRequestError, NotFoundError, ServiceUnavailableError
 from backend.leaderboards import service as leaderboards_service
 from backend.models import Challenge
+from backend.storage import StorageUnavailableError
 from backend.submissions import service as submissions_service
 from backend.web import detail_view, flash, leaderboard_view
 from backend.web.deps import CsrfChecked, PageUser, WebUser, rollback_on_error
@@ -139,13 +141,26 @@ def slice_png(
     case, run = submissions_service.case_of(session, sub.id, case_name)
     challenge = session.get(Challenge, phase.challenge_id)
     assert challenge is not None
-    root = settings.data_dir
-    png = render_slice(
-        slice_kind,
-        slice_axis,
-        index,
-        input_path=root / case.input_image_path,
-        sct_path=(root / run.prediction_path) if run.prediction_path else None,
-        ct_path=root / case.ground_truth_path,
-    )
+    needs = {SliceKind.INPUT: ("input",), SliceKind.SCT: ("sct",), SliceKind.CT: ("ct",),
+             SliceKind.DIFF: ("sct", "ct")}[slice_kind]
+    keys = {"input": case.input_image_path, "sct": run.prediction_path,
+            "ct": case.ground_truth_path}
+    with contextlib.ExitStack() as files:
+        paths = {name: _local(files, keys[name]) for name in needs}
+        png = render_slice(slice_kind, slice_axis, index, input_path=paths.get("input"),
+                           sct_path=paths.get("sct"), ct_path=paths.get("ct"))
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
+
+
+def _local(files: contextlib.ExitStack, key: str | None) -> Path | None:
+    """A data file local to this API host (from the storage), None when not stored."""
+    if not key:
+        return None
+    try:
+        return files.enter_context(object_cache.local_file(key))
+    except FileNotFoundError:
+        return None
+    except StorageUnavailableError as exc:
+        raise ServiceUnavailableError(
+            f"The image could not be read from the storage ({exc.strerror}); try again "
+            "shortly.") from exc

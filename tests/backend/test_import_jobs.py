@@ -94,8 +94,9 @@ def test_resume_after_a_worker_is_killed_mid_case(
     assert (left["status"], left["cases_done"]) == ("running", 2)
     target = db_session.get(ImportJob, job["id"])
     assert target is not None
-    partial = settings.inputs_dir / target.target_dir / "1BA003"
-    assert (partial / "mri.mha").is_file()  # the half-written case is on disk
+    # Its files are staged and stored only once whole: nothing of it reached the storage.
+    assert not (settings.inputs_dir / target.target_dir / "1BA003").exists()
+    assert (settings.inputs_dir / target.target_dir / "1BA002" / "mri.mha").is_file()
     jobs.run(job["id"])  # the original message redelivered: the dead run still owns the job
     assert _get(client, h, slug, job["id"])["cases_done"] == 2
 

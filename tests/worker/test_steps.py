@@ -264,7 +264,7 @@ def test_image_from_s3_storage_and_an_unreachable_storage(
     from backend.config import settings
     from backend.models import AlgorithmImage
     from backend.storage import S3Storage
-    from tests.s3_server import S3Server, use_s3
+    from tests.s3_server import S3Server, upload_data_dir, use_s3
 
     server = S3Server()
     server.start()
@@ -280,8 +280,12 @@ def test_image_from_s3_storage_and_an_unreachable_storage(
         for key in keys.values():  # uploaded: the bytes live in the bucket only
             S3Storage().put_file(settings.images_dir / key, key)
             (settings.images_dir / key).unlink()
+        assert upload_data_dir(settings.data_dir) > 0  # the cases' inputs and ground truth
         steps.start_submission(ok_id)
-        assert (settings.data_dir / "cache" / "images" / keys[ok_id]).is_file()
+        from backend.object_cache import cache
+
+        stats = cache().stats()  # fetched once into this host's object cache
+        assert stats["misses"] == 1 and stats["entries"] == 1
         run = _runs(ok_id)[0]
         steps.run_cases(ok_id, [run.id], worker_name="pytest", gpu=None)
         assert _runs(ok_id)[0].status is CaseRunStatus.SUCCEEDED
