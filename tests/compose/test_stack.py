@@ -233,6 +233,13 @@ def _case_errors(stack: Stack, sub_id: int) -> list[Any]:
                      "WHERE submission_id = :s", s=sub_id)
 
 
+def _mean_container_s(stack: Stack, sub_id: int) -> float:
+    """Mean time a case's container ran (the rest of a case is the platform's overhead)."""
+    [(mean,)] = stack.sql("SELECT avg(duration_s) FROM case_runs WHERE submission_id = :s",
+                          s=sub_id)
+    return round(float(mean), 2)
+
+
 def _cases_per_min(stack: Stack, sub_id: int) -> float:
     """Cases per minute from the first case started to the last one finished."""
     [(n, first, last)] = stack.sql(
@@ -298,7 +305,11 @@ def _add_host(stack: Stack, engine: PrivateDocker, name: str, gpu_ids: list[str]
     # Nothing shared with the first host: its own work dir and cache, no stack volume.
     assert {m["Destination"] for m in mounts} == {
         "/var/lib/syntharena/work", "/var/lib/syntharena/cache", "/var/run/docker.sock"}
-    assert not any(stack.project in (m.get("Name") or m["Source"]) for m in mounts)
+    first = json.loads(_run(["docker", "inspect", "-f", "{{json .Mounts}}",
+                             f"{stack.project}_worker-gpu_1"]).stdout)
+    shared = {m["Source"] for m in mounts} & {m["Source"] for m in first}
+    assert shared <= {"/var/run/docker.sock"}, shared  # that one: the first host's engine
+    assert engine.sock.resolve() != Path("/var/run/docker.sock").resolve()
     return work
 
 
@@ -334,6 +345,7 @@ def test_submission_reaches_the_leaderboard(stack: Stack, arena: Arena) -> None:
     [row] = [r for r in board["rows"] if r["username"] == "alice"]
     assert row["values"]["mae"] is not None and row["values"]["mae"] >= 0
     stack.measured["one_worker_cases_per_min"] = _cases_per_min(stack, sub_id)
+    stack.measured["one_worker_mean_container_s"] = _mean_container_s(stack, sub_id)
 
 
 def test_second_host_joins_and_takes_pinned_cases(stack: Stack, arena: Arena,
@@ -355,6 +367,8 @@ def test_second_host_joins_and_takes_pinned_cases(stack: Stack, arena: Arena,
     assert seen and all(ids == ["3"] for ids in seen), seen
     assert work.is_dir()  # the engine bind-mounted run dirs from the host's own work dir
     stack.measured["two_workers_cases_per_min"] = _cases_per_min(stack, sub_id)
+    stack.measured["two_workers_cases_on_host2"] = _served_cases(f"{stack.project}-host2")
+    stack.measured["two_workers_mean_container_s"] = _mean_container_s(stack, sub_id)
 
 
 def test_each_child_is_pinned_to_its_own_gpu(stack: Stack, arena: Arena,
