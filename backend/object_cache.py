@@ -238,7 +238,8 @@ class ObjectCache:
 
     def stats(self, *, counters_only: bool = False) -> dict[str, int]:
         """Counters of every process that used this cache (since it was created), and, unless
-        ``counters_only``, the entries and bytes it holds now."""
+        ``counters_only``, the entries and bytes it holds now. Hit rate: hits / (hits +
+        misses); ``corrupt`` entries were found damaged on disk and fetched again."""
         raw = _read_text(self.root / "stats.json")
         stats = {name: 0 for name in COUNTERS}
         if raw:

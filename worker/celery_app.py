@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from celery import Celery, Task
 from celery.signals import worker_init, worker_process_init, worker_ready
+from celery.worker.control import inspect_command
 
 from backend.config import settings
 from backend.tasks_client import QUEUE_EVAL, queue_of
@@ -196,3 +197,13 @@ def _reap_leftovers(sender: Any = None, **_: Any) -> None:
         if removed:
             log.warning("removed %d containers left by earlier instances of %s", removed,
                         hostname)
+
+
+@inspect_command()
+def cache_stats(state: Any) -> dict[str, int]:
+    """``celery -A worker.celery_app inspect cache_stats``: this host's object cache (hits,
+    misses, corrupt entries fetched again, evictions, bytes fetched and held), counted over
+    every child since the cache was created."""
+    from backend.object_cache import cache
+
+    return cache().stats()

@@ -27,7 +27,7 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 from docker.models.containers import Container
-from docker.types import DeviceRequest, LogConfig, Ulimit
+from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
 from backend.images.users import Resolved, UserError, needs_files, refuse_root, resolve_user
 
@@ -466,10 +466,12 @@ def run_container(
         "stop_signal": "SIGKILL",
         "init": True,
         "ipc_mode": "private",
-        "volumes": {
-            to_host(input_dir): {"bind": "/input", "mode": "ro"},
-            to_host(output_dir): {"bind": "/output", "mode": "rw"},
-        },
+        # Mounts, not volumes: the engine refuses a source that does not exist on its host
+        # (a wrong SYNTHARENA_HOST_WORK_DIR) instead of creating an empty folder there.
+        "mounts": [
+            Mount("/input", to_host(input_dir), type="bind", read_only=True),
+            Mount("/output", to_host(output_dir), type="bind", read_only=False),
+        ],
         "labels": all_labels,
         "device_requests": device_requests,
         # Bound what a chatty container can write to the engine's disk.

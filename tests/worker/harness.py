@@ -271,15 +271,17 @@ def submit(s: Session, phase: Phase, username: str, example: str) -> Submission:
 # ------------------------------------------------------------------ worker processes
 
 
-def start_worker(env: PipelineEnv, name: str, *, concurrency: int = 2,
+def start_worker(penv: PipelineEnv, name: str, *, concurrency: int = 2,
                  queues: Iterable[str] = ("images", "gpu", "eval"),
-                 log_path: Path | None = None) -> subprocess.Popen[bytes]:
-    log = open(log_path or env.data_dir / f"worker-{name}.log", "ab")  # noqa: SIM115
+                 log_path: Path | None = None,
+                 env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``env``: the process's environment instead of ``penv.env()`` (another host)."""
+    log = open(log_path or penv.data_dir / f"worker-{name}.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
          "-Q", ",".join(queues), "-c", str(concurrency), "-n", f"{name}@%h",
          "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
-        cwd=ROOT, env=env.env(), stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT, env=env or penv.env(), stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: tests kill the whole worker
     )
     return proc

@@ -139,8 +139,8 @@ def test_sandbox_is_locked_down(tmp_path: Path, python_image: str, created: list
     assert hc["CapDrop"] == ["ALL"] and "no-new-privileges" in hc["SecurityOpt"]
     assert hc["ReadonlyRootfs"] is True and "/tmp" in hc["Tmpfs"] and hc["Init"] is True
     assert seen["Config"]["User"] == "1000:1000"
-    binds = {b.split(":")[1]: b.split(":")[2] for b in hc["Binds"]}
-    assert binds == {"/input": "ro", "/output": "rw"}
+    binds = {m["Target"]: (m["Type"], m.get("ReadOnly", False)) for m in hc["Mounts"]}
+    assert binds == {"/input": ("bind", True), "/output": ("bind", False)}
     _no_leftovers()
 
 
