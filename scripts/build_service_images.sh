@@ -2,7 +2,7 @@
 # Offline PostgreSQL 15 and Redis 7 images for docker-compose (POSTGRES_IMAGE / REDIS_IMAGE),
 # without any registry: one debootstrap'ed Debian bookworm root filesystem with Debian's
 # postgresql-15 and redis-server packages, loaded by `docker import`, plus a small entry point
-# each (docker/postgres, docker/redis) that behaves like the official images' for what compose uses.
+# each (deploy/postgres, deploy/redis) that behaves like the official images' for what compose uses.
 #   bash scripts/build_service_images.sh      -> syntharena/postgres:15-local, syntharena/redis:7-local
 # Skipped when both images exist (FORCE=1 rebuilds).
 set -euo pipefail
@@ -25,6 +25,6 @@ if ! have "$BASE" || [ "${FORCE:-0}" = 1 ]; then
            "$WORK/rootfs"/usr/share/man/* "$WORK/rootfs"/usr/share/locale/*
     tar -C "$WORK/rootfs" -c . | docker import -c 'ENV LANG=C.UTF-8' - "$BASE" >/dev/null
 fi
-docker build -q --build-arg "BASE=$BASE" -t "$PG" "$ROOT/docker/postgres" >/dev/null
-docker build -q --build-arg "BASE=$BASE" -t "$RD" "$ROOT/docker/redis" >/dev/null
+docker build -q --build-arg "BASE=$BASE" -t "$PG" "$ROOT/deploy/postgres" >/dev/null
+docker build -q --build-arg "BASE=$BASE" -t "$RD" "$ROOT/deploy/redis" >/dev/null
 echo "[services] $PG $RD"

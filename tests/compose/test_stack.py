@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.compose, pytest.mark.docker, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = Path(os.environ.get("SYNTHARENA_EXAMPLES_OUT", ROOT / "build" / "examples"))
 ARTIFACTS = ROOT / "test-artifacts"
-PASSWORD = "compose-password-1"  # noqa: S105  (test accounts)
+PASSWORD = "compose-password-1"  # test accounts
 N_CASES = 6
 SLOW_S = 5  # the `slow` example sleeps this long per case: a window to inspect and to kill
 
@@ -245,7 +245,7 @@ def _cases_per_min(stack: Stack, sub_id: int) -> float:
     [(n, first, last)] = stack.sql(
         "SELECT count(*), min(started_at), max(finished_at) FROM case_runs "
         "WHERE submission_id = :s AND status = 'succeeded'", s=sub_id)
-    return round(float(n) / (last - first).total_seconds() * 60, 2)
+    return round(float(n) / float((last - first).total_seconds()) * 60, 2)
 
 
 # --- a second worker host -------------------------------------------------------------------
