@@ -8,8 +8,9 @@
 # SYNTHARENA_S3_BUCKET, SYNTHARENA_S3_ACCESS_KEY_ID, SYNTHARENA_S3_SECRET_ACCESS_KEY,
 # SYNTHARENA_GT_S3_BUCKET (never the GT_ keys: this host runs participant code).
 # Optional variables (environment or file): GPU_IDS (JSON, default ["0"]; [] = no pinning),
-# GPU_COUNT (children, default: the number of GPU_IDS), WORK_DIR (host folder for the
-# containers' /input and /output, default /var/lib/syntharena-work), NAME (container name,
+# GPU_COUNT (children, default: the number of GPU_IDS), DATA_DIR (this host's folder for the
+# worker's object cache and the containers' /input and /output, default
+# /var/lib/syntharena-worker), NAME (container name,
 # default syntharena-worker-gpu), IMAGE (default syntharena/app:latest), NETWORK (a Docker
 # network to join, e.g. when the stack runs on the same engine), DOCKER_SOCKET (the engine the
 # algorithm containers run on, default /var/run/docker.sock), QUEUES (default gpu).
@@ -23,7 +24,7 @@ GPU_COUNT="${GPU_COUNT:-$(get GPU_COUNT "")}"
 if [ -z "$GPU_COUNT" ]; then
     GPU_COUNT="$(python3 -c 'import json,sys; print(max(1, len(json.loads(sys.argv[1]))))' "$GPU_IDS")"
 fi
-WORK_DIR="${WORK_DIR:-$(get WORK_DIR /var/lib/syntharena-work)}"
+DATA_DIR="${DATA_DIR:-$(get DATA_DIR /var/lib/syntharena-worker)}"
 NAME="${NAME:-$(get NAME syntharena-worker-gpu)}"
 IMAGE="${IMAGE:-$(get IMAGE syntharena/app:latest)}"
 NETWORK="${NETWORK:-$(get NETWORK "")}"
@@ -36,14 +37,13 @@ if grep -q '^SYNTHARENA_GT_S3_\(ACCESS_KEY_ID\|SECRET_ACCESS_KEY\)=' "$ENV_FILE"
 fi
 docker image inspect "$IMAGE" >/dev/null 2>&1 || {
     echo "image $IMAGE is not on this host: docker load < syntharena-app.tar (README)" >&2; exit 2; }
-mkdir -p "$WORK_DIR"
+mkdir -p "$DATA_DIR/work"
 args=(-d --name "$NAME" --restart unless-stopped --user 0 --stop-timeout "${STOP_TIMEOUT:-600}"
       --env-file "$ENV_FILE"
       -e "SYNTHARENA_WORKER_GPU_IDS=$GPU_IDS" -e SYNTHARENA_DATA_DIR=/var/lib/syntharena
-      -e "SYNTHARENA_HOST_WORK_DIR=$WORK_DIR"
-      -v "$WORK_DIR:/var/lib/syntharena/work" -v "$NAME-cache:/var/lib/syntharena/cache"
+      -e "SYNTHARENA_HOST_WORK_DIR=$DATA_DIR/work" -v "$DATA_DIR:/var/lib/syntharena"
       -v "$DOCKER_SOCKET:/var/run/docker.sock")
 [ -n "$NETWORK" ] && args+=(--network "$NETWORK")
 docker run "${args[@]}" "$IMAGE" python3 -m celery -A worker.celery_app worker -Q "$QUEUES" \
     -c "$GPU_COUNT" -n "gpu@$NAME" --loglevel INFO
-echo "[worker-host] $NAME: queue $QUEUES, $GPU_COUNT children, GPUs $GPU_IDS, work dir $WORK_DIR"
+echo "[worker-host] $NAME: queue $QUEUES, $GPU_COUNT children, GPUs $GPU_IDS, data dir $DATA_DIR"

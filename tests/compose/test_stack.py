@@ -121,7 +121,7 @@ def stack() -> Iterator[Stack]:
         "ADMIN_EMAILS": '["organizer@compose.local"]',
         "API_PORT": str(api_port), "POSTGRES_PORT": str(pg_port),
         "REDIS_PORT": str(_free_port()), "S3_PORT": str(_free_port()),
-        "GPU_WORK_DIR": str(tmp / "host1-gpu-work"), "CPU_WORK_DIR": str(tmp / "host1-cpu-work"),
+        "GPU_DATA_DIR": str(tmp / "host1-gpu"), "CPU_DATA_DIR": str(tmp / "host1-cpu"),
         # A killed worker's case is requeued after this long without a live task.
         "REAPER_GRACE_S": "20", "REAPER_INTERVAL_S": "5", "WORKER_STOP_GRACE": "5s",
     }
@@ -142,8 +142,6 @@ def stack() -> Iterator[Stack]:
                                        capture_output=True, text=True)
             (ARTIFACTS / f"compose-{name}.log").write_text(host_logs.stdout + host_logs.stderr)
             subprocess.run(["docker", "rm", "-f", name], capture_output=True)
-            subprocess.run(["docker", "volume", "rm", "-f", f"{name}-cache"],
-                           capture_output=True)
         subprocess.run([*s.compose, "down", "-v", "--remove-orphans", "-t", "5"], cwd=ROOT,
                        env=env, capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -292,25 +290,24 @@ def _host_env_file(stack: Stack, path: Path) -> Path:
 
 def _add_host(stack: Stack, engine: PrivateDocker, name: str, gpu_ids: list[str]) -> Path:
     """`bash scripts/worker_host.sh host.env`, as README "Scaling out" says; returns the
-    host's work directory (new and empty)."""
-    work = stack.tmp / f"{name}-work"
-    assert not work.exists()
+    host's data directory (new and empty: its object cache and work/)."""
+    data = stack.tmp / f"{name}-data"
+    assert not data.exists()
     env_file = _host_env_file(stack, stack.tmp / f"{name}.env")
     stack.hosts.append(name)
     _run(["bash", "scripts/worker_host.sh", str(env_file)], env={
         "PATH": os.environ["PATH"], "NAME": name, "GPU_IDS": json.dumps(gpu_ids),
-        "WORK_DIR": str(work), "NETWORK": stack.network, "DOCKER_SOCKET": str(engine.sock),
+        "DATA_DIR": str(data), "NETWORK": stack.network, "DOCKER_SOCKET": str(engine.sock),
         "STOP_TIMEOUT": "5"})
     mounts = json.loads(_run(["docker", "inspect", "-f", "{{json .Mounts}}", name]).stdout)
-    # Nothing shared with the first host: its own work dir and cache, no stack volume.
-    assert {m["Destination"] for m in mounts} == {
-        "/var/lib/syntharena/work", "/var/lib/syntharena/cache", "/var/run/docker.sock"}
+    # Nothing shared with the first host: its own data dir (cache, work), its own engine.
+    assert {m["Destination"] for m in mounts} == {"/var/lib/syntharena", "/var/run/docker.sock"}
     first = json.loads(_run(["docker", "inspect", "-f", "{{json .Mounts}}",
                              f"{stack.project}_worker-gpu_1"]).stdout)
     shared = {m["Source"] for m in mounts} & {m["Source"] for m in first}
     assert shared <= {"/var/run/docker.sock"}, shared  # that one: the first host's engine
     assert engine.sock.resolve() != Path("/var/run/docker.sock").resolve()
-    return work
+    return data
 
 
 def _algorithm_containers(engine: PrivateDocker) -> list[dict[str, Any]]:
@@ -350,9 +347,9 @@ def test_submission_reaches_the_leaderboard(stack: Stack, arena: Arena) -> None:
 
 def test_second_host_joins_and_takes_pinned_cases(stack: Stack, arena: Arena,
                                                   gpu_engine: PrivateDocker) -> None:
-    """A second host (own engine, work dir and cache) joins with the README's command and
+    """A second host (own engine, data dir and cache) joins with the README's command and
     runs cases; each of its containers requests exactly the GPU it was given."""
-    work = _add_host(stack, gpu_engine, f"{stack.project}-host2", ["3"])
+    data = _add_host(stack, gpu_engine, f"{stack.project}-host2", ["3"])
     sub_id = _submit(arena, "two workers")
     seen: list[list[str]] = []
     deadline = time.monotonic() + 600
@@ -365,7 +362,8 @@ def test_second_host_joins_and_takes_pinned_cases(stack: Stack, arena: Arena,
     assert sub["status"] == "succeeded", (sub["error_message"], _case_errors(stack, sub_id))
     assert _served_cases(f"{stack.project}-host2") >= 1, "the second host took no case"
     assert seen and all(ids == ["3"] for ids in seen), seen
-    assert work.is_dir()  # the engine bind-mounted run dirs from the host's own work dir
+    # It read the inputs from object storage into its own cache.
+    assert any((data / "cache" / "objects").rglob("*")), "the second host cached nothing"
     stack.measured["two_workers_cases_per_min"] = _cases_per_min(stack, sub_id)
     stack.measured["two_workers_cases_on_host2"] = _served_cases(f"{stack.project}-host2")
     stack.measured["two_workers_mean_container_s"] = _mean_container_s(stack, sub_id)

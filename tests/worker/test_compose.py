@@ -59,15 +59,14 @@ def test_only_the_api_and_eval_worker_hold_ground_truth_keys() -> None:
 
 
 def test_workers_tell_the_engine_the_host_path_of_their_work_dir() -> None:
-    """No same-path rule: the host folder is mounted at data_dir/work and named in
+    """No same-path rule: a host folder is the worker's data dir, and its work/ is named in
     SYNTHARENA_HOST_WORK_DIR, which the worker uses for the containers' bind mounts."""
-    services = _config(GPU_WORK_DIR="/srv/gpu-work")["services"]
+    services = _config(GPU_DATA_DIR="/srv/gpu")["services"]
     for name in ("worker-gpu", "worker-cpu"):
         env = services[name]["environment"]
-        data_dir = env["SYNTHARENA_DATA_DIR"]
         mounts = {v.split(":")[1]: v.split(":")[0] for v in services[name]["volumes"]}
-        assert mounts[f"{data_dir}/work"] == env["SYNTHARENA_HOST_WORK_DIR"]
-    assert services["worker-gpu"]["environment"]["SYNTHARENA_HOST_WORK_DIR"] == "/srv/gpu-work"
+        assert f"{mounts[env['SYNTHARENA_DATA_DIR']]}/work" == env["SYNTHARENA_HOST_WORK_DIR"]
+    assert services["worker-gpu"]["environment"]["SYNTHARENA_HOST_WORK_DIR"] == "/srv/gpu/work"
 
 
 def test_cpu_override_pins_no_gpu() -> None:
