@@ -299,6 +299,10 @@ def _add_host(stack: Stack, engine: PrivateDocker, name: str, gpu_ids: list[str]
         "PATH": os.environ["PATH"], "NAME": name, "GPU_IDS": json.dumps(gpu_ids),
         "DATA_DIR": str(data), "NETWORK": stack.network, "DOCKER_SOCKET": str(engine.sock),
         "STOP_TIMEOUT": "5"})
+    deadline = time.monotonic() + 180
+    while " ready." not in _logs(name):  # Celery's line once it consumes (imports take a while)
+        assert time.monotonic() < deadline, f"{name} did not start:\n{_logs(name)[-3000:]}"
+        time.sleep(1)
     mounts = json.loads(_run(["docker", "inspect", "-f", "{{json .Mounts}}", name]).stdout)
     # Nothing shared with the first host: its own data dir (cache, work), its own engine.
     assert {m["Destination"] for m in mounts} == {"/var/lib/syntharena", "/var/run/docker.sock"}
@@ -324,10 +328,14 @@ def _device_ids(container: dict[str, Any]) -> list[str]:
     return [d for r in requests for d in r["DeviceIDs"]]
 
 
+def _logs(name: str) -> str:
+    out = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
+    return out.stdout + out.stderr
+
+
 def _served_cases(name: str) -> int:
-    logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
     return sum("Task cases.run[" in line and "succeeded" in line
-               for line in (logs.stdout + logs.stderr).splitlines())
+               for line in _logs(name).splitlines())
 
 
 # --- the tests (in order: they build on one stack) ------------------------------------------
