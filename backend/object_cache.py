@@ -10,6 +10,7 @@ Layout under ``settings.object_cache_dir``::
                          without a checksum are still found without a download
     locks/<sha>.lock     one fetch per content at a time (fcntl locks)
     tmp/                 downloads in progress (renamed into blobs/ once checked)
+    derived/             files a worker made from blobs (uncompressed inputs): evicted alike
     stats.json           hit/miss counters of every process of this host
 
 A path handed out is held with a shared lock on its blob until the ``with`` ends: eviction
@@ -45,6 +46,7 @@ from backend.storage import (
 
 log = logging.getLogger(__name__)
 
+DERIVED = "derived"
 COUNTERS = ("hits", "misses", "corrupt", "evictions", "bytes_fetched")
 STALE_DOWNLOAD_S = 24 * 3600
 FETCH_ATTEMPTS = 2  # a download whose bytes do not match the stored checksum is tried again
@@ -73,7 +75,7 @@ class ObjectCache:
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = root
         self.max_bytes = max_bytes
-        for sub in ("blobs", "index", "locks", "tmp"):
+        for sub in ("blobs", "index", "locks", "tmp", DERIVED):
             (root / sub).mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ reading
@@ -187,7 +189,9 @@ class ObjectCache:
                     if part.stat().st_mtime < stale:
                         part.unlink()
             entries = []
-            for path in (self.root / "blobs").glob("*/*"):
+            for path in [*(self.root / "blobs").glob("*/*"), *(self.root / DERIVED).glob("*")]:
+                if ".tmp" in path.name:
+                    continue  # a derived file being written (renamed into place when done)
                 with contextlib.suppress(FileNotFoundError):
                     st = path.stat()
                     entries.append((st.st_mtime_ns, path, st.st_size, st.st_nlink))
@@ -246,7 +250,10 @@ class ObjectCache:
             with contextlib.suppress(ValueError):
                 stats.update({k: int(v) for k, v in json.loads(raw).items()})
         if not counters_only:
-            sizes = [p.stat().st_size for p in (self.root / "blobs").glob("*/*")]
+            sizes = []
+            for path in [*(self.root / "blobs").glob("*/*"), *(self.root / DERIVED).glob("*")]:
+                with contextlib.suppress(FileNotFoundError):  # evicted meanwhile
+                    sizes.append(path.stat().st_size)
             stats["entries"], stats["bytes_cached"] = len(sizes), sum(sizes)
             stats["max_bytes"] = self.max_bytes
         return stats

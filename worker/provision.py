@@ -14,10 +14,13 @@ input files are provisioned; ground truth never enters this directory.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,9 +62,11 @@ def uncompressed(path: Path, cache_dir: Path) -> Path:
     """``path`` itself when it is an uncompressed .mha, else a cached uncompressed copy."""
     if path.suffix == ".mha" and not _is_compressed_mha(path):
         return path
-    st = path.stat()
-    target = cache_dir / f"{abs(hash(str(path.resolve())))}-{st.st_size}-{st.st_mtime_ns}.mha"
-    if not target.exists():
+    target = cache_dir / f"{_cache_name(path)}.mha"
+    if target.exists():
+        with contextlib.suppress(OSError):  # recently used: what the object cache evicts last
+            os.utime(target)
+    else:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(f".tmp{os.getpid()}.mha")
         image: Any = sitk.ReadImage(str(path))
@@ -78,6 +83,20 @@ def uncompressed(path: Path, cache_dir: Path) -> Path:
                               f"uncompressed copy of {path.name}", str(cache_dir)) from exc
             raise
     return target
+
+
+_CONTENT_NAMED = re.compile(r"[0-9a-f]{64}(\.[A-Za-z0-9]+)*")
+
+
+def _cache_name(path: Path) -> str:
+    """The uncompressed copy's name: a file named by the sha256 of its bytes (the object
+    cache's blobs, whose times change on every use) by that name; any other by its path, size
+    and time. hashlib, not hash(): every worker child must find the same name."""
+    if _CONTENT_NAMED.fullmatch(path.name):
+        return path.name.split(".", 1)[0]
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()
+                          ).hexdigest()[:40]
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -294,11 +294,19 @@ def _provision(submission_id: int, cases: list[CaseInput]) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix=f"sub{submission_id}-", dir=work))
     try:
-        provision_inputs(run_dir / "input", cases, settings.data_dir / "cache" / "uncompressed")
+        provision_inputs(run_dir / "input", cases, _uncompressed_dir())
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
     return run_dir
+
+
+def _uncompressed_dir() -> Path:
+    """Where uncompressed copies of compressed inputs go: with S3, in the object cache (its
+    bound and eviction cover them); with local storage, beside the data."""
+    if data_storage().local_path("inputs/") is None:
+        return object_cache.cache().root / object_cache.DERIVED
+    return settings.data_dir / "cache" / "uncompressed"
 
 
 INPUTS_STORAGE_FULL = (
