@@ -17,9 +17,8 @@ COPY migrations migrations
 RUN if [ -f /etc/syntharena-deps-installed ]; then echo "deps from base image"; \
     else pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
     && pip install --no-cache-dir ".[segmentation]" ; fi
-# The API and migrate run unprivileged. The worker needs the Docker socket (see compose).
-# With the data dir bind-mounted from the host, the host folder must be writable by uid 10001
-# (install -d -o 10001 /var/lib/syntharena); workers run as root for the Docker socket.
+# The API and migrate run unprivileged (a named volume on the data dir keeps this owner);
+# workers run as root for the Docker socket (see compose).
 RUN (id syntharena >/dev/null 2>&1 || useradd -r -u 10001 -m syntharena) || true; \
     mkdir -p /var/lib/syntharena && chown 10001 /var/lib/syntharena
 USER 10001

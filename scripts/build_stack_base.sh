@@ -7,7 +7,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TAG="${1:-syntharena/stack-base:local}"
-SITE="$ROOT/.venv/lib/python3.11/site-packages"
+# SYNTHARENA_VENV: a virtualenv other than the checkout's own (e.g. a git worktree sharing one)
+SITE="${SYNTHARENA_VENV:-$ROOT/.venv}/lib/python3.11/site-packages"
 [ -d "$SITE" ] || { echo "no $SITE: run scripts/services.sh first" >&2; exit 1; }
 if docker image inspect "$TAG" >/dev/null 2>&1 && [ "${FORCE:-0}" != 1 ]; then
     echo "[stack-base] $TAG exists"; exit 0
@@ -18,6 +19,10 @@ debootstrap --variant=minbase --include=python3,ca-certificates,passwd bookworm 
     || { tail -30 "$WORK/log" >&2; exit 1; }
 mkdir -p "$WORK/rootfs/usr/local/lib/python3.11/dist-packages"
 cp -a "$SITE/." "$WORK/rootfs/usr/local/lib/python3.11/dist-packages/"
+# Debian's Python is 3.11.2: dependencies that pip skipped for the virtualenv's newer 3.11.x
+# (markers on python_full_version, e.g. redis needs async-timeout below 3.11.3).
+"$(dirname "$SITE")/../../bin/pip" install -q --no-deps --only-binary=:all: \
+    --target "$WORK/rootfs/usr/local/lib/python3.11/dist-packages" "async-timeout>=4.0.3"
 rm -f "$WORK/rootfs"/usr/local/lib/python3.11/dist-packages/__editable__* \
       "$WORK/rootfs"/usr/local/lib/python3.11/dist-packages/*syntharena*.pth
 touch "$WORK/rootfs/etc/syntharena-deps-installed"
