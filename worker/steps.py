@@ -425,20 +425,35 @@ def _score(job: pipeline.Evaluation) -> dict[str, Any]:
         device=device,
     ))
     if job.plan_path:
-        try:
-            dose_metrics_for_case = importlib.import_module("evaluator.dose").dose_metrics_for_case
-        except (ImportError, AttributeError):  # the optional dose extra is not installed
-            return metrics
-        plan = settings.data_dir / job.plan_path
-        try:
-            # The CT dose is computed once per case and cached beside the predictions.
-            metrics.update(dose_metrics_for_case(
-                plan.parent, prediction, cache_dir=settings.data_dir / "cache" / "dose",
-                device=device))
-        except Exception as exc:  # dose is best-effort: never lose the image metrics
-            log.warning("dose metrics failed for %s: %s", job.case_name, exc)
-            metrics["dose_error"] = str(exc)[:500]
+        metrics.update(_dose(job, prediction, device))
     return metrics
+
+
+def _dose(job: pipeline.Evaluation, prediction: Path, device: str) -> dict[str, Any]:
+    """The dose metrics, and the viewer's dose maps and DVHs stored beside the prediction."""
+    from evaluator import dose_products
+
+    dose_products.remove(prediction, job.case_name)  # a re-evaluation shows no stale dose
+    try:
+        dose_metrics_report = importlib.import_module("evaluator.dose").dose_metrics_report
+    except (ImportError, AttributeError):  # the optional dose extra is not installed
+        return {}
+    assert job.plan_path is not None
+    plan = settings.data_dir / job.plan_path
+    try:
+        # The CT dose is computed once per case and cached beside the predictions.
+        report = dose_metrics_report(
+            plan.parent, prediction, cache_dir=settings.data_dir / "cache" / "dose",
+            device=device, products=True)
+    except Exception as exc:  # dose is best-effort: never lose the image metrics
+        log.warning("dose metrics failed for %s: %s", job.case_name, exc)
+        return {"dose_error": str(exc)[:500]}
+    if report.products is not None and report.products.modalities:
+        try:
+            dose_products.write(prediction, job.case_name, report.products)
+        except OSError as exc:  # the views are extras: the scores still count
+            log.warning("dose views of %s not stored: %s", job.case_name, exc)
+    return dict(report.metrics)
 
 
 def evaluate_case(case_run_id: int) -> None:
