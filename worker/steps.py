@@ -425,11 +425,11 @@ def _score(job: pipeline.Evaluation) -> dict[str, Any]:
         device=device,
     ))
     if job.plan_path:
-        metrics.update(_dose(job, prediction, device))
+        metrics.update(score_dose(job, prediction, device))
     return metrics
 
 
-def _dose(job: pipeline.Evaluation, prediction: Path, device: str) -> dict[str, Any]:
+def score_dose(job: pipeline.Evaluation, prediction: Path, device: str) -> dict[str, Any]:
     """The dose metrics, and the viewer's dose maps and DVHs stored beside the prediction."""
     from evaluator import dose_products
 
