@@ -49,8 +49,8 @@ def write_case(data_dir: Path, case: Case) -> None:
     case.plan_path = str(Path(case.ground_truth_path).parent / PLAN_FILE["photon"])
 
 
-def score(data_dir: Path, case: Case, submission_id: int, case_run_id: int) -> tuple[str,
-                                                                                      dict[str, Any]]:
+def score(data_dir: Path, case: Case, submission_id: int,
+          case_run_id: int) -> tuple[str, dict[str, Any]]:
     """Write the sCT as the case's prediction and run the worker's dose step on it:
     (prediction path relative to the data dir, dose metrics)."""
     from backend.submissions.pipeline import Evaluation
