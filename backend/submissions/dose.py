@@ -108,7 +108,9 @@ def dvh_data(meta: dict[str, Any] | None, ground_truth: bool) -> dict[str, Any]:
     for modality, m in (meta or {}).get("modalities", {}).items():
         structures = []
         for s in m.get("dvh", []):
-            item = {"name": s["name"], "role": s["role"], "in_metric": s["in_metric"],
+            # Which OARs the DVH metric uses is chosen on the CT dose.
+            item = {"name": s["name"], "role": s["role"],
+                    "in_metric": s["in_metric"] if ground_truth else None,
                     "sct": s["sct"], "points": {"sct": s["points"]["sct"]}}
             if ground_truth:
                 item["ct"] = s["ct"]

@@ -209,10 +209,12 @@ def dvh_plot(data: dict[str, Any], modality: str) -> Markup:
     head = "".join(f"<th>{p}{' (%)' if p == 'V95' else ' (Gy)'}</th>" for p in POINT_ORDER)
     table = (f'<table class="dvh-points"><thead><tr><th>Structure</th><th>Role</th>{head}'
              f'</tr></thead><tbody>{"".join(rows)}</tbody></table>')
-    note = ("CT → sCT" if any("ct" in s for s in m["structures"])
-            else "sCT only (the reference CT's dose is not shown in this phase)")
+    note = ("solid lines and ● the dose on the CT, dashed lines and ■ on the sCT; "
+            "table: CT → sCT" if any("ct" in s for s in m["structures"])
+            else "dashed lines and ■ the dose on the sCT only (the reference CT's dose is not "
+            "shown in this phase)")
     # Every name and number above is escaped or formatted by us.
-    return Markup(f'{"".join(parts)}<p class="muted dvh-note">Points: {note}. '  # noqa: S704
+    return Markup(f'{"".join(parts)}<p class="muted small dvh-note">{note}. '  # noqa: S704
                   f'Rx {rx:g} Gy.</p>{table}')
 
 

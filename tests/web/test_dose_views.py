@@ -137,7 +137,8 @@ def test_participant_sees_only_the_dose_on_their_sct(
     assert api["views"] == ["dose_sct"] and api["ground_truth"] is False
     for m in api["modalities"].values():
         assert "gamma" not in m
-        assert all("ct" not in s and set(s["points"]) == {"sct"} for s in m["structures"])
+        assert all("ct" not in s and set(s["points"]) == {"sct"} and s["in_metric"] is None
+                   for s in m["structures"])
     # A debug phase's cases are not hidden: everything is shown.
     phase.kind = PhaseKind.DEBUG
     db_session.flush()

@@ -21,6 +21,11 @@
     function renderDose(opt, axis) {
       if (!dose) return;
       var have = (opt.getAttribute("data-dose") || "").split(" ").filter(Boolean);
+      // A case with only one plan: offer that one (the other stays visible, disabled).
+      Array.prototype.forEach.call(modSel.options, function (o) {
+        o.disabled = have.length > 0 && have.indexOf(o.value) < 0;
+      });
+      if (have.length && have.indexOf(modSel.value) < 0) modSel.value = have[0];
       var modality = modSel.value;
       var ok = have.indexOf(modality) >= 0;
       missing.hidden = ok;
