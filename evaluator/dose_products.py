@@ -47,13 +47,14 @@ def bin_starts(n: int, spacing_mm: float) -> npt.NDArray[np.intp]:
 
 def _reduce(a: npt.NDArray[Any], starts: Sequence[npt.NDArray[np.intp]], op: np.ufunc,
             ) -> npt.NDArray[Any]:
-    for axis, s in enumerate(starts):
-        a = op.reduceat(a, s, axis=axis)
+    # The last (contiguous) axis first: 3-4x faster than the first axis first.
+    for axis in reversed(range(len(starts))):
+        a = op.reduceat(a, starts[axis], axis=axis)
     return a
 
 
 def block_mean(a: npt.NDArray[Any], starts: Sequence[npt.NDArray[np.intp]]) -> npt.NDArray[Any]:
-    total = _reduce(a.astype(np.float64), starts, np.add)
+    total = _reduce(a.astype(np.float32, copy=False), starts, np.add)  # float16 in the end
     counts = [np.diff(np.append(s, n)) for s, n in zip(starts, a.shape, strict=True)]
     sizes = counts[0][:, None, None] * counts[1][None, :, None] * counts[2][None, None, :]
     mean: npt.NDArray[Any] = total / sizes
@@ -97,12 +98,13 @@ def build(
     from evaluator.dose.metrics import d_at, select_oars
 
     starts = [bin_starts(n, sp) for n, sp in zip(d_ct.shape, tuple(spacing)[::-1], strict=True)]
+    codes = gamma_codes(gamma)
     arrays: dict[str, npt.NDArray[Any]] = {
         "dose_ct": block_mean(d_ct, starts).astype(np.float16),
         "dose_sct": block_mean(d_sct, starts).astype(np.float16),
-        "dose_diff": block_mean((d_sct.astype(np.float64) - d_ct) / rx * 100.0,
+        "dose_diff": block_mean((d_sct.astype(np.float32) - d_ct) * np.float32(100.0 / rx),
                                 starts).astype(np.float16),
-        "gamma": _reduce(gamma_codes(gamma), starts, np.maximum).astype(np.uint8),
+        "gamma": _reduce(codes, starts, np.maximum).astype(np.uint8),
     }
     name, target_mask = target
     structures = [(name, "target", target_mask)] + [(n, "oar", m) for n, m in oars.items()
@@ -124,7 +126,7 @@ def build(
         "ct": cumulative_dvh(d_ct[m], levels), "sct": cumulative_dvh(d_sct[m], levels),
         "points": {"ct": points(d_ct[m], role), "sct": points(d_sct[m], role)},
     } for n, role, m in structures if m.any()]
-    valid = gamma_codes(gamma) != GAMMA_NONE
+    evaluated = int(np.count_nonzero(codes != GAMMA_NONE))
     meta = {
         "rx_gy": float(rx),
         "shape": [int(n) for n in d_ct.shape],
@@ -132,8 +134,8 @@ def build(
         "dose_levels_gy": [round(float(v), 5) for v in levels],
         "dvh": dvh,
         "gamma": {"settings": dict(gamma_settings),
-                  "pass_rate_pct": round(100.0 * float(np.mean(gamma[valid] <= 1.0)), 4)
-                  if valid.any() else None},
+                  "pass_rate_pct": round(100.0 * np.count_nonzero(codes == GAMMA_PASS)
+                                         / evaluated, 4) if evaluated else None},
     }
     return ModalityProducts(arrays, meta)
 
