@@ -433,7 +433,10 @@ def score_dose(job: pipeline.Evaluation, prediction: Path, device: str) -> dict[
     """The dose metrics, and the viewer's dose maps and DVHs stored beside the prediction."""
     from evaluator import dose_products
 
-    dose_products.remove(prediction, job.case_name)  # a re-evaluation shows no stale dose
+    try:
+        dose_products.remove(prediction, job.case_name)  # a re-evaluation shows no stale dose
+    except OSError as exc:  # the views are extras: scoring goes on
+        log.warning("old dose views of %s not removed: %s", job.case_name, exc)
     try:
         dose_metrics_report = importlib.import_module("evaluator.dose").dose_metrics_report
     except (ImportError, AttributeError):  # the optional dose extra is not installed
