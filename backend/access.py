@@ -60,6 +60,10 @@ def phase_by_slug(session: Session, challenge: Challenge, phase_slug: str) -> Ph
 # debug phase that shows per-case results (its cases are not the hidden test set).
 PARTICIPANT_IMAGES = ("input", "sct")
 ALL_IMAGES = ("input", "sct", "ct", "diff")
+# Dose views follow the same line: the dose on the participant's own sCT (over the sCT); the
+# dose on the CT, the difference and the gamma map come from the reference CT.
+PARTICIPANT_DOSE = ("dose_sct",)
+ALL_DOSE = ("dose_ct", "dose_sct", "dose_diff", "gamma")
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,8 @@ class SubmissionView:
     cases: bool  # the per-case table (status, duration, error)
     logs: bool  # the containers' stdout/stderr
     images: tuple[str, ...]  # slice kinds of the case viewer
+    dose: tuple[str, ...] = ()  # dose views of the case viewer (DVH: sCT curves with any)
+    ground_truth: bool = False  # images and curves derived from the reference CT
 
     @property
     def case_scores(self) -> bool:
@@ -79,10 +85,13 @@ class SubmissionView:
 
 def submission_view(phase: Phase, organizer: bool) -> SubmissionView:
     if organizer:
-        return SubmissionView(True, True, True, True, ALL_IMAGES)
+        return SubmissionView(True, True, True, True, ALL_IMAGES, ALL_DOSE, True)
     images: tuple[str, ...] = ()
+    dose: tuple[str, ...] = ()
+    ground_truth = phase.show_case_results and phase.kind is PhaseKind.DEBUG
     if phase.show_case_results:
-        images = ALL_IMAGES if phase.kind is PhaseKind.DEBUG else PARTICIPANT_IMAGES
+        images = ALL_IMAGES if ground_truth else PARTICIPANT_IMAGES
+        dose = ALL_DOSE if ground_truth else PARTICIPANT_DOSE
     return SubmissionView(
         organizer=False,
         # Participants see their own scores only where the phase's leaderboard is public.
@@ -90,4 +99,6 @@ def submission_view(phase: Phase, organizer: bool) -> SubmissionView:
         cases=phase.show_case_results,
         logs=phase.show_case_logs,
         images=images,
+        dose=dose,
+        ground_truth=ground_truth,
     )

@@ -475,21 +475,51 @@ def _metrics(job: pipeline.Evaluation, prediction: Path, ground_truth: Path, mas
         cache_dir=settings.data_dir / "cache" / "segmentation",
     ))
     if job.plan_path:
-        try:
-            dose_metrics_for_case = importlib.import_module("evaluator.dose").dose_metrics_for_case
-        except (ImportError, AttributeError):  # the optional dose extra is not installed
-            return metrics
-        try:
-            # The plans read files beside them (CT, structure maps): the case's folder.
-            case_dir = files.enter_context(_case_folder(job))
-            # The CT dose is computed once per case and cached beside the predictions.
-            metrics.update(dose_metrics_for_case(
-                case_dir, prediction, cache_dir=settings.data_dir / "cache" / "dose",
-                device=device))
-        except Exception as exc:  # dose is best-effort: never lose the image metrics
-            log.warning("dose metrics failed for %s: %s", job.case_name, exc)
-            metrics["dose_error"] = str(exc)[:500]
+        metrics.update(score_dose(job, prediction, device, files))
     return metrics
+
+
+def score_dose(job: pipeline.Evaluation, prediction: Path, device: str,
+               files: contextlib.ExitStack) -> dict[str, Any]:
+    """The dose metrics, and the viewer's dose maps and DVHs stored beside the prediction
+    (through the data storage: the API that shows them may be on another host)."""
+    from evaluator import dose_products
+
+    store = data_storage()
+    product_keys = dose_products.keys(job.prediction_path, job.case_name)
+    try:
+        for key in product_keys:  # a re-evaluation shows no stale dose
+            store.delete(key)
+    except OSError as exc:  # the views are extras: scoring goes on
+        log.warning("old dose views of %s not removed: %s", job.case_name, exc)
+    try:
+        dose_metrics_report = importlib.import_module("evaluator.dose").dose_metrics_report
+    except (ImportError, AttributeError):  # the optional dose extra is not installed
+        return {}
+    try:
+        # The plans read files beside them (CT, structure maps): the case's folder.
+        case_dir = files.enter_context(_case_folder(job))
+        # The CT dose is computed once per case and cached on this host.
+        report = dose_metrics_report(
+            case_dir, prediction, cache_dir=settings.data_dir / "cache" / "dose",
+            device=device, products=True)
+    except Exception as exc:  # dose is best-effort: never lose the image metrics
+        log.warning("dose metrics failed for %s: %s", job.case_name, exc)
+        return {"dose_error": str(exc)[:500]}
+    if report.products is not None and report.products.modalities:
+        try:
+            scratch = object_cache.cache().root / "tmp"
+            scratch.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="dose-", dir=scratch) as tmp:
+                local = Path(tmp) / "sct.mha"
+                dose_products.write(local, job.case_name, report.products)
+                # The meta last: its presence says the arrays are complete.
+                for path, key in zip(dose_products.paths(local, job.case_name), product_keys,
+                                     strict=True):
+                    store.put_file(path, key)
+        except OSError as exc:  # the views are extras: the scores still count
+            log.warning("dose views of %s not stored: %s", job.case_name, exc)
+    return dict(report.metrics)
 
 
 @contextlib.contextmanager

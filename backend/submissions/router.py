@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 from sqlalchemy.orm import Session
 
@@ -7,10 +9,10 @@ from backend import access
 from backend.access import SubmissionView
 from backend.db import SessionDep
 from backend.deps import CurrentUser
-from backend.errors import ForbiddenError
+from backend.errors import ForbiddenError, NotFoundError
 from backend.models import Phase, Submission, User
 from backend.pagination import PageDep
-from backend.submissions import service
+from backend.submissions import dose, service
 from backend.submissions.schemas import CaseRunOut, SubmissionFlags, SubmissionIn, SubmissionOut
 
 router = APIRouter(tags=["submissions"])
@@ -96,6 +98,23 @@ def list_case_runs(
     ]
     page.link_next(request, response, len(out))
     return out
+
+
+@router.get("/api/submissions/{submission_id}/cases/{case_name}/dose")
+def case_dose_views(submission_id: int, case_name: str, session: SessionDep,
+                    user: CurrentUser) -> dict[str, Any]:
+    """The case's stored dose views this viewer may see: which maps (``views``; the slices
+    are at ``/submissions/{id}/cases/{case}/dose.png``) and, per modality, the DVH curves
+    (volume % at ``dose_levels_gy``) with the DVH metric's points; the reference CT's curves,
+    points and the gamma pass rate only where the viewer may see the ground truth."""
+    found = dose.open_case(session, user, submission_id, case_name)
+    meta = dose.meta_of(found.prediction, found.case.name)
+    if meta is None:
+        raise NotFoundError(f"Case '{case_name}' has no dose views (it has no plans, or it is "
+                            "not scored yet).")
+    return {"case": found.case.name, "views": list(found.view.dose),
+            "ground_truth": found.view.ground_truth, "engine": meta.get("engine", ""),
+            "modalities": dose.dvh_data(meta, found.view.ground_truth)}
 
 
 @router.post("/api/submissions/{submission_id}/cancel")

@@ -21,12 +21,15 @@ from backend.leaderboards.cache import Stored
 from backend.models import (
     AlgorithmImage,
     Case,
+    CaseRun,
     Challenge,
     SubmissionStatus,
     User,
 )
 from backend.numbers import finite_or_none, metric_value
+from backend.submissions import dose as case_dose
 from backend.submissions import service as submissions_service
+from backend.web import dose_view
 from backend.web.metrics_meta import MetricMeta, metric_meta
 from backend.web.plots import TeamValue, comparison_plot, distribution_plot
 from backend.web.slices import shape_of
@@ -71,6 +74,15 @@ class ViewerCase:
     name: str
     region: str
     shape: list[int]
+    dose: list[str]  # modalities with stored dose views
+
+
+def _dose_modalities(view: SubmissionView, run: CaseRun, case: Case) -> list[str]:
+    """The modalities of the case's stored dose views (read from their small JSON)."""
+    if not view.dose or not run.prediction_path:
+        return []
+    meta = case_dose.meta_of(run.prediction_path, case.name)
+    return [m for m in dose_view.MODALITIES if m in (meta or {}).get("modalities", {})]
 
 
 def _spread(statistics: dict[str, Any], metric: str) -> float | None:
@@ -123,7 +135,8 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
             if case is not None:
                 shape = _input_shape(case.input_image_path)
                 if shape is not None:
-                    viewer_cases.append(ViewerCase(name, case.region, list(shape)))
+                    viewer_cases.append(ViewerCase(name, case.region, list(shape),
+                                                   _dose_modalities(view, run, case)))
     if case_rows:
         names = {c.name for c in columns}
         extra = sorted({k for r in case_rows for k in r.metrics if k not in names})[:8]
@@ -183,6 +196,9 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
         "logs": logs,
         "viewer_cases": viewer_cases,
         "viewer_kinds": kinds,
+        "dose_kinds": [(k, dose_view.TITLES[k]) for k in view.dose]
+        if any(c.dose for c in viewer_cases) else [],
+        "dose_over": "CT" if view.ground_truth else "sCT",
         "distribution_plots": distribution,
         "comparison_plots": comparison,
         "rank": rank,

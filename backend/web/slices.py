@@ -118,7 +118,7 @@ def take_slice(vol: LoadedVolume, axis: Axis, index: int) -> tuple[FloatArray, f
     return a[::-1, :, index], sz / sy
 
 
-def _stretch_rows(img: npt.NDArray[np.uint8], aspect: float) -> npt.NDArray[np.uint8]:
+def stretch_rows(img: npt.NDArray[np.uint8], aspect: float) -> npt.NDArray[np.uint8]:
     """Repeat rows so anisotropic voxels look right (nearest neighbour, capped)."""
     if abs(aspect - 1.0) < 0.05:
         return img
@@ -187,7 +187,7 @@ def render_slice(
             raise NotFoundError("This case has no input image.")
         vol = load_volume(input_path)
         sl, aspect = take_slice(vol, axis, index)
-        return encode_png(_stretch_rows(to_gray(sl, *vol.window), aspect))
+        return encode_png(stretch_rows(to_gray(sl, *vol.window), aspect))
     if kind in (SliceKind.SCT, SliceKind.CT):
         path = sct_path if kind is SliceKind.SCT else ct_path
         if path is None:
@@ -195,7 +195,7 @@ def render_slice(
             raise NotFoundError(f"The {what} of this case is not available.")
         vol = load_volume(path)
         sl, aspect = take_slice(vol, axis, index)
-        return encode_png(_stretch_rows(to_gray(sl, *CT_WINDOW), aspect))
+        return encode_png(stretch_rows(to_gray(sl, *CT_WINDOW), aspect))
     if sct_path is None or ct_path is None:
         raise NotFoundError("The difference needs both the synthetic and the reference CT.")
     sct, ct = load_volume(sct_path), load_volume(ct_path)
@@ -203,4 +203,4 @@ def render_slice(
         raise BadRequestError("The synthetic CT does not have the reference CT's size.")
     a, aspect = take_slice(sct, axis, index)
     b, _ = take_slice(ct, axis, index)
-    return encode_png(_stretch_rows(to_diverging(a - b), aspect))
+    return encode_png(stretch_rows(to_diverging(a - b), aspect))

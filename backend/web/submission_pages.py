@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from backend import access, object_cache
 from backend.db import SessionDep
@@ -16,8 +16,9 @@ from backend.errors import AppError, BadRequestError, NotFoundError, ServiceUnav
 from backend.leaderboards import service as leaderboards_service
 from backend.models import Challenge
 from backend.storage import StorageUnavailableError
+from backend.submissions import dose as case_dose
 from backend.submissions import service as submissions_service
-from backend.web import detail_view, flash, leaderboard_view
+from backend.web import detail_view, dose_view, flash, leaderboard_view
 from backend.web.deps import CsrfChecked, PageUser, WebUser, rollback_on_error
 from backend.web.slices import Axis, SliceKind, render_slice
 from backend.web.submission_views import all_my_submissions, submission_status
@@ -164,3 +165,47 @@ def _local(files: contextlib.ExitStack, key: str | None) -> Path | None:
         raise ServiceUnavailableError(
             f"The image could not be read from the storage ({exc.strerror}); try again "
             "shortly.") from exc
+
+
+@router.get("/submissions/{submission_id}/cases/{case_name}/dose.png")
+def dose_png(
+    submission_id: int,
+    case_name: str,
+    session: SessionDep,
+    user: PageUser,
+    kind: Annotated[str, Query()] = "dose_sct",
+    modality: Annotated[str, Query()] = "photon",
+    axis: Annotated[str, Query()] = "axial",
+    index: Annotated[int, Query(ge=0)] = 0,
+) -> Response:
+    """One slice of a stored dose view over the CT (over the sCT where the viewer may not see
+    the reference CT)."""
+    if kind not in dose_view.TITLES or modality not in dose_view.MODALITIES:
+        raise BadRequestError("kind is dose_ct|dose_sct|dose_diff|gamma; modality is "
+                              "photon|proton.")
+    try:
+        slice_axis = Axis(axis)
+    except ValueError as err:
+        raise BadRequestError("axis is axial|coronal|sagittal.") from err
+    found = case_dose.open_case(session, user, submission_id, case_name)
+    if kind not in found.view.dose:
+        raise NotFoundError("This dose view is not shown to participants in this phase.")
+    with contextlib.ExitStack() as files:
+        background = _local(files, found.case.ground_truth_path if found.view.ground_truth
+                            else found.prediction)
+        if background is None:
+            raise NotFoundError("The image under this dose view is not stored.")
+        png = dose_view.render(kind, modality, slice_axis, index, prediction=found.prediction,
+                               case_name=found.case.name, background=background)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
+
+
+@router.get("/submissions/{submission_id}/cases/{case_name}/dvh")
+def dvh_fragment(submission_id: int, case_name: str, session: SessionDep, user: PageUser,
+                 modality: Annotated[str, Query()] = "photon") -> Response:
+    """The DVH plot of one case and modality (an HTML fragment the viewer inserts)."""
+    found = case_dose.open_case(session, user, submission_id, case_name)
+    data = case_dose.dvh_data(case_dose.meta_of(found.prediction, found.case.name),
+                              found.view.ground_truth)
+    return HTMLResponse(str(dose_view.dvh_plot(data, modality)),
+                        headers={"Cache-Control": "private, max-age=60"})

@@ -30,8 +30,10 @@ from evaluator.dose.engines import (
     get_engine,
 )
 from evaluator.dose.gamma import GammaSettings, gamma_pass_rate
-from evaluator.dose.metrics import dose_metrics
+from evaluator.dose.metrics import dose_metrics, gamma_map
 from evaluator.dose.plan import MODALITIES, PLAN_FILE, Plan, PlanError, load_plan
+from evaluator.dose_products import CaseProducts
+from evaluator.dose_products import build as build_products
 from evaluator.errors import EvaluationInputError
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,8 @@ class DoseReport:
     gamma_settings: dict[str, Any] = field(default_factory=dict)
     engine: str = DEFAULT_ENGINE
     cached: dict[str, bool] = field(default_factory=dict)
+    # The viewer's dose maps and DVHs (evaluator.dose_products), when asked for.
+    products: CaseProducts | None = None
 
 
 def _read(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -150,11 +154,15 @@ def dose_metrics_report(
     cache_dir: str | Path | None = None,
     device: str = "cpu",
     gamma: GammaSettings | None = None,
+    products: bool = False,
 ) -> DoseReport:
-    """Dose metrics plus the settings they were computed with."""
+    """Dose metrics plus the settings they were computed with; with ``products``, also the
+    viewer's compact dose maps and DVHs (``report.products``)."""
     case_dir, sct_path = Path(case_dir), Path(sct_path)
     gamma = gamma or GammaSettings()
     report = DoseReport(gamma_settings=gamma.to_dict(), engine=engine)
+    if products:
+        report.products = CaseProducts(engine=engine)
     cache = Path(cache_dir) if cache_dir is not None else None
     for modality in MODALITIES:
         plan_path = case_dir / PLAN_FILE[modality]
@@ -196,9 +204,16 @@ def dose_metrics_report(
             if not np.all(np.isfinite(d_sct)):
                 raise DoseComputationError("the dose on the sCT is not finite")
             oars = {name: structures == plan.structures[name] for name in plan.oars}
+            target = plan.mask(structures, plan.target)
+            # The map is computed once: the pass rate and the viewer's map are the same.
+            g = gamma_map(d_ct, d_sct, spacing, gamma, device) if products else None
             report.metrics.update(dose_metrics(
-                d_ct, d_sct, spacing, plan.mask(structures, plan.target), oars,
-                plan.prescription_gy, modality, gamma, device))
+                d_ct, d_sct, spacing, target, oars, plan.prescription_gy, modality, gamma,
+                device, gamma_values=g))
+            if report.products is not None and g is not None:
+                report.products.modalities[modality] = build_products(
+                    d_ct, d_sct, g, spacing, plan.prescription_gy, (plan.target, target), oars,
+                    gamma.to_dict())
             report.cached[modality] = hit
         except (PlanError, DoseComputationError, FileNotFoundError, RuntimeError) as exc:
             raise DoseMetricsError(f"{where}: {exc}") from exc

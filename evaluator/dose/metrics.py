@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from evaluator.dose.gamma import GammaSettings, gamma_pass_rate
+from evaluator.dose.gamma import GammaSettings, gamma_index, gamma_pass_rate
 
 MAX_OARS = 3
 
@@ -68,6 +68,16 @@ def dvh_metric(
     return value
 
 
+def gamma_map(
+    d_ct: np.ndarray, d_sct: np.ndarray, spacing: Sequence[float],
+    gamma: GammaSettings | None = None, device: str = "cpu",
+) -> np.ndarray:
+    """Gamma values exactly as the pass rate computes them (NaN below the cutoff; above 1
+    only "fails", not the true gamma); ``spacing`` is (x, y, z) mm."""
+    return gamma_index(d_ct, d_sct, tuple(spacing)[::-1], gamma, max_gamma=1.0,
+                       skip_once_passed=True, device=device, clamp=False)
+
+
 def dose_metrics(
     d_ct: np.ndarray,
     d_sct: np.ndarray,
@@ -78,9 +88,16 @@ def dose_metrics(
     modality: str,
     gamma: GammaSettings | None = None,
     device: str = "cpu",
+    gamma_values: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """The three metrics for one modality; ``spacing`` is (x, y, z) mm."""
-    rate = gamma_pass_rate(d_ct, d_sct, tuple(spacing)[::-1], gamma, device=device)
+    """The three metrics for one modality; ``spacing`` is (x, y, z) mm. ``gamma_values``:
+    the :func:`gamma_map` when the caller has it already (the viewer's products)."""
+    if gamma_values is None:
+        rate = gamma_pass_rate(d_ct, d_sct, tuple(spacing)[::-1], gamma, device=device)
+    else:
+        valid = ~np.isnan(gamma_values)
+        rate = float((gamma_values[valid] <= 1.0).sum() / valid.sum()) if valid.any() \
+            else float("nan")
     return {
         f"mae_target_{modality}": mae_target(d_ct, d_sct, rx),
         f"dvh_{modality}": dvh_metric(d_ct, d_sct, target, oars, rx),

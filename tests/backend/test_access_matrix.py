@@ -102,6 +102,9 @@ MATRIX: list[tuple[str, str, Body, dict[str, int]]] = [
     ("GET", "/api/submissions/{sub}", lambda w: None, _codes(401, 404, 200, 404, 200, 200)),
     ("PATCH", "/api/submissions/{sub}", lambda w: {"is_hidden": True}, SUB_ORG(200)),
     ("GET", "/api/submissions/{sub}/cases", lambda w: None, SUB_ORG(200)),
+    # The case has no stored dose views: organisers learn that (404), the participant is
+    # refused first (the phase hides per-case results).
+    ("GET", "/api/submissions/{sub}/cases/{case}/dose", lambda w: None, SUB_ORG(404)),
     ("POST", "/api/submissions/{active_sub}/cancel", lambda w: None, SUB_OWNER_OR_ORG(200)),
     ("POST", "/api/submissions/{sub}/reevaluate", lambda w: None, SUB_ORG(200)),
     ("GET", "/api/challenges/{slug}/phases/{phase}/leaderboard", lambda w: None,
@@ -149,7 +152,8 @@ def _world(db: Session) -> World:
         ids={"slug": ch.slug, "phase": phase.slug, "dataset": dataset.slug, "sub": sub.id,
              "active_sub": active.id, "image": image.id, "spare_image": spare.id,
              "upload": upload.id, "token": token.id, "username": participant.username,
-             "other_username": other.username, "import_job": import_job.id},
+             "other_username": other.username, "import_job": import_job.id,
+             "case": "1BA000"},
         headers=headers,
     )
 
@@ -185,7 +189,7 @@ def test_matrix_covers_every_endpoint() -> None:
     named = {"{token}": "{token_id}", "{phase}": "{phase_slug}", "{dataset}": "{slug}",
              "{sub}": "{submission_id}", "{active_sub}": "{submission_id}",
              "{image}": "{image_id}", "{spare_image}": "{image_id}",
-             "{upload}": "{upload_id}", "{import_job}": "{job_id}",
+             "{upload}": "{upload_id}", "{case}": "{case_name}", "{import_job}": "{job_id}",
              "/versions/1/": "/versions/{version}/"}
     covered = set()
     for method, path, _, _ in MATRIX:

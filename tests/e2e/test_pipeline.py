@@ -139,3 +139,13 @@ def test_dose_metrics_reach_the_results(clean_pipeline, worker_proc) -> None:  #
         assert metrics[f"dvh_{modality}"] >= 0.0
     # The CT dose was computed once and cached for the next submission.
     assert list((data_dir / "cache" / "dose").glob("*.npy"))
+    # The viewer's dose maps and DVHs were stored beside the prediction by the worker.
+    from evaluator import dose_products
+
+    (run,) = _runs(sub_id)
+    assert run.prediction_path
+    npz, meta_path = dose_products.paths(data_dir / run.prediction_path, src.name)
+    meta = dose_products.read_meta(meta_path)
+    assert meta is not None and set(meta["modalities"]) == {"photon", "proton"}
+    assert set(dose_products.read_arrays(npz)) == {
+        f"{m}/{k}" for m in ("photon", "proton") for k in dose_products.KINDS}
