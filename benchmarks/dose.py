@@ -300,7 +300,7 @@ def main() -> None:
              else [phantom(args.anatomy, args.size, args.perturbation, args.seed,
                            args.vary_layout)])
     if args.sweep:
-        from benchmarks.hu_sweep import table
+        from hu_sweep import table  # this folder (the script's, on sys.path)
 
         for case in cases:
             table({**case, "name": case["name"].replace(" ", "-")})

@@ -20,6 +20,7 @@ pyRadPlan.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import time
 from collections.abc import Callable
@@ -36,7 +37,7 @@ from evaluator.dose.phantom_plans import make_phantom_plans, make_phantom_struct
 from evaluator.dose.plan import Beam, Plan
 from evaluator.phantoms import make_case
 
-REFERENCE = Path(__file__).resolve().parents[1] / "tests/evaluator/data/hu_sweep_reference.json"
+REFERENCE = Path(__file__).resolve().parents[1] / "tests/evaluator/data/hu_sweep_reference.json.gz"
 # the test's cases (seed 0, fixed layout).  Medium sizes belong here too (issue 19); their
 # reference (pyRadPlan, ~1 h per case on a shared 2-core machine) is not computed yet
 TEST_CASES = (("brain", "small"), ("pelvis", "small"))
@@ -192,11 +193,22 @@ def _compact(plan: Plan) -> dict[str, Any]:
     return d
 
 
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file, gzip-compressed where its name ends in .gz."""
+    raw = path.read_bytes()
+    return dict(json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw))
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    path.write_bytes(gzip.compress(raw, mtime=0) if path.suffix == ".gz" else raw)
+
+
 def write_reference(path: Path = REFERENCE, only: tuple[str, ...] = ()) -> None:
     """pyRadPlan's plans and values for the slab and :data:`TEST_CASES` (or the ``only``
     ones, by name); written after each case, and a case already in the file is kept (delete
     the file to recompute all)."""
-    out: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {"cases": {}}
+    out = read_json(path) if path.is_file() else {"cases": {}}
     makers = {"slab": slab_case} | {f"{a}-{s}-0": (lambda a=a, s=s: phantom_case(a, s))
                                     for a, s in TEST_CASES}
     for name, make in makers.items():
@@ -211,7 +223,7 @@ def write_reference(path: Path = REFERENCE, only: tuple[str, ...] = ()) -> None:
             plan, values, _ = reference(case, modality)
             entry[modality] = {"plan": _compact(plan), "pyradplan": values}
             print(case["name"], modality, json.dumps(values), flush=True)
-            path.write_text(json.dumps(out, separators=(",", ":")))
+            write_json(path, out)
     print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
 
 
@@ -224,10 +236,10 @@ def table(case: dict[str, Any], modalities: tuple[str, ...] = (),
             continue
         plan, theirs, t_ref = reference(case, modality)
         if save is not None:
-            out = json.loads(save.read_text()) if save.is_file() else {"cases": {}}
+            out = read_json(save) if save.is_file() else {"cases": {}}
             out["cases"].setdefault(case["name"], {})[modality] = {
                 "plan": _compact(plan), "pyradplan": theirs}
-            save.write_text(json.dumps(out, separators=(",", ":")))
+            write_json(save, out)
         mine, t_ours = ours(plan, case, tuple(theirs))
         print(f"\n{case['name']} {modality}: recompute pyRadPlan {t_ref:.2f} s, ours "
               f"{t_ours:.2f} s ({t_ref / t_ours:.1f}x)")

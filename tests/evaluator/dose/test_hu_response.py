@@ -1,7 +1,7 @@
 """Our engine's response to sCT HU errors equals pyRadPlan's (reference values stored).
 
 pyRadPlan planned each case once (its beamlets and weights are stored with its values in
-tests/evaluator/data/hu_sweep_reference.json; regenerate with
+tests/evaluator/data/hu_sweep_reference.json.gz; regenerate with
 ``PYTHONPATH=. .venv/bin/python benchmarks/hu_sweep.py --write-reference``, which needs
 pyRadPlan's own environment ``.venv-pyradplan``).  Our engine recomputes the same plans on
 the CT and on every perturbed sCT; the dose metrics of each sCT must match the reference's.
@@ -9,7 +9,6 @@ the CT and on every perturbed sCT; the dose metrics of each sCT must match the r
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from typing import Any
 
@@ -23,6 +22,7 @@ from benchmarks.hu_sweep import (
     fingerprint,
     ours,
     phantom_case,
+    read_json,
     slab_case,
 )
 from evaluator.dose.plan import Plan
@@ -32,17 +32,16 @@ MAE_REL_TOL = 0.02  # MAE dose in the target within 2 % of the reference's ...
 # and local errors in the brain: MAE ~0.05 % of Rx, where 2 % of it is below what the dose
 # grid's interpolation resolves)
 MAE_ABS_TOL = 2e-4
-# protons: the goal is 2 % too; not reached yet (issue 19 stays open): with the machine's
-# sigma(depth) and voxel-constant densities a negative soft-tissue bias still gives up to
-# ~4 % more MAE than pyRadPlan (brain); this bound keeps what was reached
-MAE_REL_TOL_PROTON = 0.05
+# protons: the goal is 2 % too; reached on these cases except brain soft-60 (+2.2 %), so
+# 3 % here.  A varied brain layout (seed 3) still shows +4..8 % (issue 19 stays open)
+MAE_REL_TOL_PROTON = 0.03
 GAMMA_TOL_PP = 0.5  # gamma pass rate within 0.5 percentage points
 R80_TOL_MM = 0.2  # slab range shift per HU offset
 
 
 @cache
 def _reference() -> dict[str, Any]:
-    return dict(json.loads(REFERENCE.read_text())["cases"])
+    return dict(read_json(REFERENCE)["cases"])
 
 
 def _stored(case: dict[str, Any], modality: str) -> tuple[Plan, dict[str, dict[str, float]]]:

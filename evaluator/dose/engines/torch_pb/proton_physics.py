@@ -94,12 +94,13 @@ def proton_mcs_fraction(wet: torch.Tensor, ranges_mm: np.ndarray) -> torch.Tenso
     for r in ranges_mm:
         nodes, sigma = proton_mcs_sigma_nodes(max(float(r), 1.0))
         rows.append(sigma**2 / max(float((sigma**2).max()), 1e-12))
-    kw = {"dtype": wet.dtype, "device": wet.device}
+    dt, dev = wet.dtype, wet.device
     if not rows:
-        return torch.zeros((0, wet.numel()), **kw)
-    var = torch.as_tensor(np.stack(rows), **kw)  # (K, n_x)
-    x_nodes = torch.as_tensor(nodes, **kw)
-    r = torch.as_tensor(np.maximum(np.asarray(ranges_mm, np.float64), 1.0), **kw)
+        return torch.zeros((0, wet.numel()), dtype=dt, device=dev)
+    var = torch.as_tensor(np.stack(rows), dtype=dt, device=dev)  # (K, n_x)
+    x_nodes = torch.as_tensor(nodes, dtype=dt, device=dev)
+    r = torch.as_tensor(np.maximum(np.asarray(ranges_mm, np.float64), 1.0), dtype=dt,
+                        device=dev)
     x = (wet[None, :] / r[:, None]).clamp(0.0, float(nodes[-1]))  # (K, M)
     i0 = (torch.searchsorted(x_nodes, x.contiguous(), right=True) - 1).clamp(0, len(nodes) - 2)
     x0, x1 = x_nodes[i0], x_nodes[i0 + 1]
