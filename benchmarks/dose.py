@@ -4,14 +4,17 @@
         [--skip-pyradplan] [--skip-gamma] [--skip-engines] [--pymedphys-default]
         [--anatomy brain|pelvis] [--size small|medium|realistic] [--seed N] [--vary-layout]
         [--cases DIR] [--perturbation mild|synthrad] [--dose-grids 4,3.5,3,2.5]
-        [--threads N] [--recompute-only]
+        [--threads N] [--recompute-only] [--sweep]
 
 The engines run on a phantom made with --anatomy/--size/--seed (--vary-layout: the target
 and organs move per seed), or on every case folder under --cases DIR (``ct.mha``,
 ``structures.mha``, ``plan_{photon,proton}.json``, ``region.json``: e.g. written by
 ``python -m evaluator phantom --plans``).  --threads caps torch and BLAS threads as an eval
 worker does (``SYNTHARENA_EVAL_THREADS``); --recompute-only times the recompute alone (run
-several at once to measure a busy machine).
+several at once to measure a busy machine); --sweep prints, per case and modality, the
+metrics of each HU perturbation of ``benchmarks/hu_sweep.py`` (soft-tissue bias, bone scale,
+noise, local air/bone error) from both engines recomputing pyRadPlan's plan, with both
+engines' recompute times, instead of the single-perturbation report.
 
 1. Gamma 2 %/2 mm (cutoff 10 %, interp fraction 10) on a 100^3 plan-like dose at 2 mm, ours
    (pass-rate search, torch) vs ``pymedphys.gamma`` on the same doses: with max_gamma=1.1
@@ -277,6 +280,8 @@ def main() -> None:
     p.add_argument("--recompute-only", action="store_true",
                    help="only optimise and time the recompute with our engine")
     p.add_argument("--perturbation", default="mild", choices=list(PERTURBATIONS))
+    p.add_argument("--sweep", action="store_true",
+                   help="ours vs pyRadPlan per HU perturbation (benchmarks/hu_sweep.py)")
     p.add_argument("--dose-grids", default="",
                    help="comma-separated dose grids (mm): DVH metric of both engines on the "
                         "same weights at each (the metric's sensitivity to numerics)")
@@ -294,6 +299,12 @@ def main() -> None:
     cases = ([load_case(d, args.perturbation) for d in case_dirs(args.cases)] if args.cases
              else [phantom(args.anatomy, args.size, args.perturbation, args.seed,
                            args.vary_layout)])
+    if args.sweep:
+        from hu_sweep import table  # this folder (the script's, on sys.path)
+
+        for case in cases:
+            table({**case, "name": case["name"].replace(" ", "-")})
+        return
     for case in cases:
         bench_engines(case, args.device, args.skip_pyradplan, args.perturbation, grids,
                       args.recompute_only)

@@ -152,15 +152,19 @@ def sample_volume(
 
 
 def sample_volume_on_grid(
-    volume: torch.Tensor, grid: BevGrid, spacing: Sequence[float], fill: float = 0.0
+    volume: torch.Tensor, grid: BevGrid, spacing: Sequence[float], fill: float = 0.0,
+    mode: str = "bilinear", origin: Sequence[float] = (0.0, 0.0, 0.0),
 ) -> torch.Tensor:
     """``sample_volume`` at every sample of a BEV grid, (nu, nv, nt); the normalisation to
-    grid_sample's [-1, 1] coordinates is folded into the point construction."""
+    grid_sample's [-1, 1] coordinates is folded into the point construction.  ``mode``
+    "nearest" keeps each voxel's own value (piecewise constant, like a Siddon ray trace);
+    ``origin``: the volume's first voxel centre (x, y, z mm)."""
     nz, ny, nx = volume.shape
     scale = [2.0 / (s * max(n - 1, 1)) for s, n in zip(spacing, (nx, ny, nz), strict=True)]
-    norm = grid.points_t(volume.device, volume.dtype, scale, (-1.0, -1.0, -1.0))
+    shift = [-1.0 - float(o) * k for o, k in zip(origin, scale, strict=True)]
+    norm = grid.points_t(volume.device, volume.dtype, scale, shift)
     sampled = F.grid_sample(
-        (volume - fill)[None, None], norm.reshape(1, -1, 1, 1, 3), mode="bilinear",
+        (volume - fill)[None, None], norm.reshape(1, -1, 1, 1, 3), mode=mode,
         padding_mode="zeros", align_corners=True,
     )
     return sampled.reshape(norm.shape[:-1]) + fill

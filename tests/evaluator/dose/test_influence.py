@@ -72,11 +72,13 @@ def test_matrix_free_optimisation_gives_the_same_plan(
     hu, labels = phantom()
     engine = TorchPencilBeamEngine()
     plan = make_plan(modality)
+    # both routes converge to the same plan; at 80 iterations the photon plans still
+    # differed by up to 2.2 % of Rx in a voxel (voxel-constant ray densities), at 160 by 1.4 %
     with_matrix = dataclasses.replace(plan, weights={
-        "torch_pb": engine.optimize(hu, SPACING, plan, labels, iterations=80)})
+        "torch_pb": engine.optimize(hu, SPACING, plan, labels, iterations=160)})
     monkeypatch.setattr(torch_pb_common, "INFLUENCE_MAX_BYTES", 0)
     free = dataclasses.replace(plan, weights={
-        "torch_pb": engine.optimize(hu, SPACING, plan, labels, iterations=80)})
+        "torch_pb": engine.optimize(hu, SPACING, plan, labels, iterations=160)})
     a = engine.compute(hu, SPACING, with_matrix, labels)
     b = engine.compute(hu, SPACING, free, labels)
     target = labels == 2

@@ -10,6 +10,7 @@ from evaluator.dose.engines.torch_pb import (
     proton_idd_table,
     proton_spot_sigma_mm,
 )
+from evaluator.dose.engines.torch_pb.proton_physics import proton_mcs_sigma_nodes
 
 pytest.importorskip("pyRadPlan")
 from pyRadPlan.machines import load_from_name
@@ -42,6 +43,12 @@ def test_spot_sigma_matches_generic_machine(index: int) -> None:
     focus = machine.get_foci_by_index(index)[0]
     peak = float(np.asarray(machine.peak_positions)[index])
     sigma_ini = np.interp(9900.0, np.asarray(focus.dist), np.asarray(focus.sigma))
-    sigma_mcs = np.interp(0.9 * peak, np.asarray(kernel.depths), np.asarray(kernel.sigma))
     r = float(PyRadPlanEngine.ranges_mm(np.array([energy]))[0])
-    assert proton_spot_sigma_mm(r) == pytest.approx(np.hypot(sigma_ini, sigma_mcs), abs=1.0)
+    depths = np.array([0.3, 0.6, 0.9, 0.95, 1.0]) * peak
+    machine_mcs = np.interp(depths, np.asarray(kernel.depths), np.asarray(kernel.sigma))
+    nodes, table = proton_mcs_sigma_nodes(r)
+    # our table, between its energies and depth nodes, follows the machine's sigma(depth)
+    assert np.abs(np.interp(depths / r, nodes, table) - machine_mcs).max() < 0.3
+    widest = np.interp(np.linspace(0, 1.03 * r, 200), np.asarray(kernel.depths),
+                       np.asarray(kernel.sigma)).max()
+    assert proton_spot_sigma_mm(r) == pytest.approx(np.hypot(sigma_ini, widest), abs=1.0)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from evaluator.dose.engines.geometry import sample_volume
+
 
 @dataclass
 class DoseGrid:
@@ -56,6 +58,15 @@ class DoseGrid:
         out = labels[np.ix_(clipped[2], clipped[1], clipped[0])]
         inside = ok[2][:, None, None] & ok[1][None, :, None] & ok[0][None, None, :]
         return np.where(inside, out, 0)
+
+    def resample(self, volume: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
+        """A CT-grid volume (z, y, x) sampled trilinearly at this grid's voxel centres (0
+        outside the CT), as pyRadPlan resamples its water-equivalent density cube before
+        tracing rays on the dose grid."""
+        axes = [torch.as_tensor(self.origin[a] + np.arange(self.shape[2 - a]) * self.res,
+                                dtype=volume.dtype, device=volume.device) for a in range(3)]
+        zz, yy, xx = torch.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
+        return sample_volume(volume, torch.stack([xx, yy, zz], dim=-1), spacing, fill=0.0)
 
     def points(self, index: np.ndarray) -> np.ndarray:
         """(M, 3) patient coordinates (x, y, z mm) of flat dose-grid indices."""

@@ -26,7 +26,6 @@ from evaluator.dose.engines.torch_pb.common import (
     PlanningCT,
 )
 from evaluator.dose.engines.torch_pb.proton_physics import (
-    MCS_DEPTH_PROFILE,
     PROTON_GY_PER_WEIGHT,
     PROTON_SAD_MM,
     proton_air_offset_mm,
@@ -157,7 +156,7 @@ class ProtonPencilBeam(PencilBeamModel[ProtonBeam]):
             for r in s.layer_ranges:
                 sigma_ini, sigma_mcs = proton_spot_sigmas_mm(float(r))
                 lo.append(blur_px(sigma_ini))
-                hi.append(blur_px(math.hypot(sigma_ini, sigma_mcs * MCS_DEPTH_PROFILE[-1])))
+                hi.append(blur_px(math.hypot(sigma_ini, sigma_mcs)))
 
             def stack(n: int) -> torch.Tensor:
                 return torch.as_tensor(
@@ -174,11 +173,10 @@ class ProtonPencilBeam(PencilBeamModel[ProtonBeam]):
     def _depth(
         self, s: ProtonBeam, wet: torch.Tensor, dz: float, n_z: int, idd_t: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per layer at each point: depth dose (K, M) and the weight of the end-of-range
-        lateral Gaussian (K, M)."""
+        """Per layer at each point: depth dose (K, M) and the weight of the widest lateral
+        Gaussian (K, M)."""
         wet = wet + proton_air_offset_mm(s.ssd_mm, s.grid.sad)
-        ranges = torch.as_tensor(s.layer_ranges, dtype=self.dtype, device=self.device)
-        mix = proton_mcs_fraction(wet[None, :] / ranges[:, None])  # (K, M)
+        mix = proton_mcs_fraction(wet, s.layer_ranges)  # (K, M)
         pos = (wet / dz).clamp(0, n_z - 1.001)
         i0 = pos.floor().long()
         frac = pos - i0
@@ -195,9 +193,9 @@ class ProtonPencilBeam(PencilBeamModel[ProtonBeam]):
     def _beam_dose(self, plan: Plan, s: ProtonBeam, coords: torch.Tensor, wet: torch.Tensor,
                    w: torch.Tensor) -> torch.Tensor:
         """Sum over energy layers of IDD(WEPL) x lateral profile.  The spot variance grows
-        from sigma_ini^2 at the entrance to sigma_ini^2 + sigma_mcs(R)^2 at the end of range;
-        the profile at depth d mixes the two Gaussians with the weight that gives exactly
-        that depth's variance."""
+        from sigma_ini^2 at the entrance with the machine's sigma_mcs(R, d)^2; the profile at
+        depth d mixes the entrance Gaussian and the layer's widest one with the weight that
+        gives exactly that depth's variance."""
         nu, nv = s.pixel_to_bixel.shape
         h = s.step_mm
         n_layers = len(s.layer_ranges)
@@ -232,7 +230,7 @@ class ProtonPencilBeam(PencilBeamModel[ProtonBeam]):
             # the layer reaches the points before the end of its depth dose and within
             # INFLUENCE_SIGMAS of its widest (end-of-range) Gaussian around its spots
             sigma_ini, sigma_mcs = proton_spot_sigmas_mm(float(s.layer_ranges[layer]))
-            reach = INFLUENCE_SIGMAS * math.hypot(sigma_ini, sigma_mcs * MCS_DEPTH_PROFILE[-1]) + h
+            reach = INFLUENCE_SIGMAS * math.hypot(sigma_ini, sigma_mcs) + h
             u_spot, v_spot = s.grid.u[spot_px[:, 0]], s.grid.v[spot_px[:, 1]]
             near = ((depth[layer] > 0)
                     & (coords[:, 0] >= float(u_spot.min()) - reach)

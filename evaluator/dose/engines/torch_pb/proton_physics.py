@@ -8,7 +8,10 @@ machine (see the constants).
 
 from __future__ import annotations
 
+import functools
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,15 +32,13 @@ PROTON_BUILDUP_PER_MM = 0.000535
 PROTON_BUILDUP_DEPTH_MM = 14.79
 IDD_GAIN = (0.8074, 0.000381)  # gain = a + b * R (R in mm)
 # lateral: pyRadPlan's Generic machine gives sigma^2 = sigma_ini(E)^2 + sigma_mcs(E, depth)^2;
-# fitted: sigma_ini at ~9.9 m from the source = A - B ln R (max error 1.3 mm) and sigma_mcs at
-# 0.9x the peak depth = MCS_A R^MCS_EXP (max error 0.8 mm; one sigma per layer)
+# fitted: sigma_ini at ~9.9 m from the source = A - B ln R (max error 1.3 mm); sigma_mcs is
+# the machine's own per-energy table over depth (proton_sigma.json, written by
+# scripts/fit_proton_sigma.py): it flattens and narrows over the last ~5 % of the range,
+# which decides how the dose reacts to a range shift (an sCT's HU bias)
 SPOT_SIGMA_A_MM = 14.50
 SPOT_SIGMA_B_MM = 1.858
-MCS_A = 0.1649
-MCS_EXP = 0.6263
-# sigma_mcs grows with depth: sigma_mcs(d) = sigma_mcs(0.9 P) * g(d / R); g tabulated at
-# d/R = 0, 0.1, ..., 1.0 (median over the Generic machine's energies above 40 mm range)
-MCS_DEPTH_PROFILE = (0.0, 0.224, 0.307, 0.375, 0.436, 0.513, 0.613, 0.716, 0.849, 1.022, 1.11)
+PROTON_SIGMA_FILE = Path(__file__).parents[1] / "proton_sigma.json"
 STRAGGLING_FACTOR = 1.0
 # the machine's depth doses were measured with the nozzle 1000 mm before the isocentre; the
 # air between nozzle and skin adds 0.0011 mm water-equivalent per mm (matRad/pyRadPlan's
@@ -50,14 +51,32 @@ AIR_WEPL_PER_MM = 0.0011
 PROTON_GY_PER_WEIGHT = 0.16022
 
 
+@functools.cache
+def _sigma_table() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The machine's sigma_mcs (mm): ranges (n_r,), depth/range nodes (n_x,), (n_r, n_x)."""
+    t = json.loads(PROTON_SIGMA_FILE.read_text())
+    return (np.asarray(t["range_mm"], np.float64), np.asarray(t["depth_over_range"], np.float64),
+            np.asarray(t["sigma_mm"], np.float64))
+
+
+def proton_mcs_sigma_nodes(range_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """sigma_mcs (mm) of a layer of range R at the table's depth/range nodes (nodes,
+    sigmas), linear between the tabulated energies (clamped at the table's ends)."""
+    ranges, nodes, table = _sigma_table()
+    j = int(np.clip(np.searchsorted(ranges, range_mm) - 1, 0, len(ranges) - 2))
+    f = float(np.clip((range_mm - ranges[j]) / (ranges[j + 1] - ranges[j]), 0.0, 1.0))
+    return nodes, table[j] * (1 - f) + table[j + 1] * f
+
+
 def proton_spot_sigmas_mm(range_mm: float) -> tuple[float, float]:
-    """Initial spot sigma and multiple-Coulomb-scattering sigma at 0.9x the peak depth."""
+    """Initial spot sigma and the largest multiple-Coulomb-scattering sigma of a layer."""
     r = max(range_mm, 1.0)
-    return max(SPOT_SIGMA_A_MM - SPOT_SIGMA_B_MM * math.log(r), 1.0), MCS_A * r**MCS_EXP
+    return (max(SPOT_SIGMA_A_MM - SPOT_SIGMA_B_MM * math.log(r), 1.0),
+            float(proton_mcs_sigma_nodes(r)[1].max()))
 
 
 def proton_spot_sigma_mm(range_mm: float) -> float:
-    """Lateral sigma of one energy layer at 0.9x the peak depth: initial (+) MCS."""
+    """Lateral sigma of one energy layer at its widest: initial (+) MCS."""
     return math.hypot(*proton_spot_sigmas_mm(range_mm))
 
 
@@ -66,16 +85,28 @@ def proton_air_offset_mm(ssd_mm: float, sad_mm: float = PROTON_SAD_MM) -> float:
     return AIR_WEPL_PER_MM * (ssd_mm + PROTON_NOZZLE_TO_ISO_MM - sad_mm)
 
 
-def proton_mcs_fraction(depth_over_range: torch.Tensor) -> torch.Tensor:
-    """g(d/R)^2 / g(1)^2: where between the entrance and the end-of-range spot variance a
-    point at depth d lies (variance is linear in it)."""
-    nodes = torch.as_tensor(MCS_DEPTH_PROFILE, dtype=depth_over_range.dtype,
-                            device=depth_over_range.device)
-    x = (depth_over_range.clamp(0.0, 1.0) * (len(nodes) - 1))
-    i0 = x.floor().long().clamp(max=len(nodes) - 2)
-    f = x - i0
-    g = nodes[i0] * (1 - f) + nodes[i0 + 1] * f
-    return (g / nodes[-1]) ** 2
+def proton_mcs_fraction(wet: torch.Tensor, ranges_mm: np.ndarray) -> torch.Tensor:
+    """(K, M): sigma_mcs(R_k, d_m)^2 / max_d sigma_mcs(R_k)^2, where between a layer's
+    entrance and widest spot variance a point at water-equivalent depth d lies (variance is
+    linear in it); linear in d/R between the table's nodes."""
+    rows = []
+    nodes = np.zeros(0)
+    for r in ranges_mm:
+        nodes, sigma = proton_mcs_sigma_nodes(max(float(r), 1.0))
+        rows.append(sigma**2 / max(float((sigma**2).max()), 1e-12))
+    dt, dev = wet.dtype, wet.device
+    if not rows:
+        return torch.zeros((0, wet.numel()), dtype=dt, device=dev)
+    var = torch.as_tensor(np.stack(rows), dtype=dt, device=dev)  # (K, n_x)
+    x_nodes = torch.as_tensor(nodes, dtype=dt, device=dev)
+    r = torch.as_tensor(np.maximum(np.asarray(ranges_mm, np.float64), 1.0), dtype=dt,
+                        device=dev)
+    x = (wet[None, :] / r[:, None]).clamp(0.0, float(nodes[-1]))  # (K, M)
+    i0 = (torch.searchsorted(x_nodes, x.contiguous(), right=True) - 1).clamp(0, len(nodes) - 2)
+    x0, x1 = x_nodes[i0], x_nodes[i0 + 1]
+    f = (x - x0) / (x1 - x0)
+    v0 = torch.gather(var, 1, i0)
+    return v0 + f * (torch.gather(var, 1, i0 + 1) - v0)
 
 
 def proton_idd_table(ranges_mm: np.ndarray, dz: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
