@@ -107,6 +107,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class PeakRSS(threading.Thread):
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -156,9 +162,9 @@ base, token, upload_id, tarball, size = sys.argv[1:6]
 chunk = int(sys.argv[6]) if len(sys.argv) > 6 else cli.CHUNK
 with httpx.Client(base_url=base, headers={"Authorization": "Bearer " + token},
                   timeout=3600) as c:
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     cli._send(c, Path(tarball), upload_id, 0, int(size), chunk)
-    print("SECONDS", time.perf_counter() - t, chunk, file=sys.stderr)
+    print("SECONDS", time.perf_counter() - t, chunk, time.process_time() - cpu, file=sys.stderr)
 """
 
 
@@ -189,7 +195,7 @@ class Side:
 
     def upload(self, tarball: Path) -> str:
         c, total = self.client, tarball.stat().st_size
-        baseline = rss_mb(self.server.pid)
+        baseline, cpu = rss_mb(self.server.pid), cpu_s(self.server.pid)
         monitor = PeakRSS(self.server.pid)
         monitor.start()
         up = c.post("/api/images/uploads", json={"name": "bench", "size_bytes": total})
@@ -201,7 +207,8 @@ class Side:
         line = [x for x in out.stderr.splitlines() if x.startswith("SECONDS")]
         if out.returncode or not line:
             raise SystemExit(f"{self.label} client failed:\n{out.stderr[-3000:]}")
-        upload_s, chunk = float(line[-1].split()[1]), int(line[-1].split()[2])
+        upload_s, chunk, client_cpu = (float(x) for x in line[-1].split()[1:4])
+        server_cpu = cpu_s(self.server.pid) - cpu  # receiving only: validation comes next
         t = time.perf_counter()
         done = c.post(f"/api/images/uploads/{upload_id}/complete")
         done.raise_for_status()
@@ -216,11 +223,15 @@ class Side:
         self.results.append({"mbps": total / 1e6 / upload_s, "upload_s": upload_s,
                              "validate_mbps": total / 1e6 / validate_s,
                              "growth_mb": monitor.peak - baseline, "peak_mb": monitor.peak,
-                             "chunk_mib": chunk / (1 << 20)})
+                             "chunk_mib": chunk / (1 << 20),
+                             "server_cpu": server_cpu / (total / 1e9),
+                             "client_cpu": client_cpu / (total / 1e9)})
         r = self.results[-1]
         return (f"  {self.label:>9}: upload {r['mbps']:7.1f} MB/s ({upload_s:.1f} s, "
-                f"{r['chunk_mib']:.0f} MiB chunks), validation {r['validate_mbps']:7.1f} MB/s, "
-                f"server RSS peak {r['peak_mb']:.0f} MB (+{r['growth_mb']:.0f} MB)")
+                f"{r['chunk_mib']:.0f} MiB chunks; CPU s/GB: server {r['server_cpu']:.2f}, "
+                f"client {r['client_cpu']:.2f}), validation "
+                f"{r['validate_mbps']:7.1f} MB/s, server RSS peak {r['peak_mb']:.0f} MB "
+                f"(+{r['growth_mb']:.0f} MB)")
 
     def close(self) -> None:
         self.client.close()
@@ -278,8 +289,10 @@ def main() -> None:
         for side in sides:
             mbps = median([r["mbps"] for r in side.results])
             growth = max(r["growth_mb"] for r in side.results)
+            cpu = median([r["server_cpu"] + r["client_cpu"] for r in side.results])
             print(f"upload {side.label}: {mbps:.1f} MB/s "
-                  f"({side.results[0]['chunk_mib']:.0f} MiB chunks); validation "
+                  f"({side.results[0]['chunk_mib']:.0f} MiB chunks; {cpu:.2f} CPU s/GB server "
+                  "and client); validation "
                   f"{median([r['validate_mbps'] for r in side.results]):.1f} MB/s; server RSS "
                   f"growth max {growth:.0f} MB (goal < {GOAL_MB} MB: "
                   f"{'OK' if growth < GOAL_MB else 'OVER'})")
