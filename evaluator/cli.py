@@ -206,19 +206,32 @@ def _load_plugins() -> None:
             hook()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    _load_plugins()
+def _requested_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (the first argument not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: plugins are imported, and a subcommand's options added, only
+    when needed -- a built-in subcommand then starts without the plugins' imports (the dose
+    engines import torch). Without ``argv`` (or for ``--help``) everything is built."""
+    command = None if argv is None else _requested_command(argv)
+    if command not in _REGISTRY:
+        _load_plugins()
     parser = _Parser(prog="python -m evaluator", description="SynthArena evaluator")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for command in _REGISTRY.values():
-        p = sub.add_parser(command.name, help=command.help)
-        command.add_arguments(p)
-        p.set_defaults(_run=command.run)
+    for name, entry in _REGISTRY.items():
+        p = sub.add_parser(name, help=entry.help)
+        if command is None or name == command or command not in _REGISTRY:
+            entry.add_arguments(p)
+        p.set_defaults(_run=entry.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    if argv is None:
+        argv = sys.argv[1:]
+    args = build_parser(argv).parse_args(argv)
     try:
         code: int = args._run(args)
         return code
