@@ -9,24 +9,31 @@ from the CT by adding a smooth error field, noise and a slight blur. For each vo
 profile it prints our time (min and median of --repeat runs, wall and CPU), the reference
 time (one run, same process), the ratio of the reference to our median, the largest absolute
 difference over the three metric values, and our time per phase (median run). Times are
-wall-clock; CPU time of this process is printed too, because on a shared machine the
-wall-clock time also measures the neighbours.
+wall-clock; CPU time of this process is printed too (with the reference's CPU time and the
+ratio of CPU times), because on a shared machine the wall-clock time also measures the
+neighbours.
 
 ``--baseline REV`` also times evaluator/image_metrics.py as of git revision REV, in the same
 process, interleaved with ours (the old figures beside the new). ``--cli`` also times
 ``python -m evaluator image-metrics`` on .mha files (uncompressed and zlib-compressed) in
-fresh processes, less the start-up of ``python -c "import torch"`` (run in turn with it),
-and prints the CLI's own phase split (read, check, compute phases).
+fresh processes (with ``--baseline``, that revision's CLI in turn with ours), less the
+start-up of ``python -c "import torch"`` (run in turn with it),
+and prints the CLI's own phase split (read, check, compute phases); the same difference in
+CPU seconds (the children's rusage) is printed beside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -110,19 +117,40 @@ def time_in_process(args: argparse.Namespace, arrays: Arrays, profile: str,
     return runs
 
 
-def run_wall(cmd: list[str]) -> tuple[float, str]:
-    t0 = time.perf_counter()
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
-    return time.perf_counter() - t0, done.stderr
+def run_wall(cmd: list[str], tree: Path = ROOT) -> tuple[float, float, str]:
+    """Wall and CPU (user + system) seconds of a fresh process run from ``tree``, and its
+    stderr."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tree, env=env)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return time.perf_counter() - t0, cpu, done.stderr
+
+
+def evaluator_checkout(rev: str, dest: Path) -> Path:
+    """The evaluator package as of git revision ``rev`` (for its CLI)."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev,
+                              "evaluator"], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+    return dest
 
 
 def time_cli(args: argparse.Namespace, arrays: Arrays, profile: str, tmp: Path,
-             ref_time: float) -> list[str]:
+             ref_time: float, ref_cpu: float) -> list[str]:
     """The CLI in fresh processes, each run paired with a ``python -c "import torch"`` run
     (start-up): the median of the pairs' differences is robust to a machine whose speed
-    drifts between runs."""
+    drifts between runs. With ``--baseline`` the CLI of that revision runs in turn with
+    ours."""
     lines = []
     startup = [sys.executable, "-c", "import torch"]
+    trees = {"ours": ROOT}
+    if args.baseline:
+        trees["baseline"] = tmp / f"cli-{args.baseline}"
+        if not trees["baseline"].exists():
+            evaluator_checkout(args.baseline, trees["baseline"])
     for compress in (False, True):
         names = {}
         for name, a in zip(("ct", "sct", "mask"), arrays, strict=True):
@@ -131,19 +159,28 @@ def time_cli(args: argparse.Namespace, arrays: Arrays, profile: str, tmp: Path,
                                        spacing=(1.0, 1.0, 2.5), compress=compress)
         cmd = [sys.executable, "-m", "evaluator", "image-metrics", "--profile", profile,
                "--timings", *(f"--{k}={v}" for k, v in names.items())]
-        walls, less, phases = [], [], []
+        runs: dict[str, dict[str, list[Any]]] = {
+            label: {"walls": [], "less": [], "cpu_less": [], "phases": []} for label in trees}
         for _ in range(max(1, args.repeat)):
-            base, _err = run_wall(startup)
-            wall, err = run_wall(cmd)
-            walls.append(wall)
-            less.append(wall - base)
-            phases.append(json.loads(err.strip().splitlines()[-1]))
-        med = statistics.median(less)
-        split = phases[less.index(sorted(less)[len(less) // 2])]
-        lines.append(f"  CLI {'zlib' if compress else 'raw '} .mha: wall median "
-                     f"{statistics.median(walls):.2f} s; less start-up min {min(less):.2f} "
-                     f"median {med:.2f} s, reference / that {ref_time / med:.1f}x; phases "
-                     + " ".join(f"{k} {v:.3f}" for k, v in split.items()))
+            for label, tree in trees.items():  # in turn: drifts of the machine hit both
+                base, base_cpu, _err = run_wall(startup)
+                wall, cpu, err = run_wall(cmd, tree)
+                run = runs[label]
+                run["walls"].append(wall)
+                run["less"].append(wall - base)
+                run["cpu_less"].append(cpu - base_cpu)
+                run["phases"].append(json.loads(err.strip().splitlines()[-1]))
+        for label, run in runs.items():
+            less, cpu_less = run["less"], run["cpu_less"]
+            med, cpu_med = statistics.median(less), statistics.median(cpu_less)
+            split = run["phases"][less.index(sorted(less)[len(less) // 2])]
+            lines.append(
+                f"  CLI {label:8} {'zlib' if compress else 'raw '} .mha: wall median "
+                f"{statistics.median(run['walls']):.2f} s; less start-up min {min(less):.2f} "
+                f"median {med:.2f} s, reference / that {ref_time / med:.1f}x; CPU less "
+                f"start-up median {cpu_med:.2f} s, reference CPU / that "
+                f"{ref_cpu / cpu_med:.1f}x; phases (wall) "
+                + " ".join(f"{k} {v:.3f}" for k, v in split.items()))
     return lines
 
 
@@ -176,24 +213,28 @@ def main() -> None:
             label = f"{anatomy} " + "x".join(str(n) for n in arrays[0].shape[::-1])
             for profile in args.profiles:
                 runs = time_in_process(args, arrays, profile, fns)
-                ref_time, ref = float("nan"), None
+                ref_time, ref_cpu, ref = float("nan"), float("nan"), None
                 if not args.no_reference:
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     ref = reference_image_metrics(*arrays, profile)
                     ref_time = time.perf_counter() - t0
+                    ref_cpu = time.process_time() - c0
                 for name, run in runs.items():
                     med = statistics.median(run["wall"])
+                    cpu_med = statistics.median(run["cpu"])
                     diff = (max(abs(run["values"][k] - ref[k]) for k in ref) if ref
                             else float("nan"))
                     print(f"{label:18} {profile:13} {name:8} {fmt_times(run['wall'], run['cpu'])} "
-                          f"{ref_time:7.2f} {ref_time / med:7.1f}x {diff:9.1e}", flush=True)
+                          f"{ref_time:7.2f} {ref_time / med:7.1f}x {diff:9.1e}  (CPU: ref "
+                          f"{ref_cpu:.2f} s, ref/med {ref_cpu / cpu_med:.1f}x)", flush=True)
                 phases = runs["ours"]["phases"]
                 mid = phases[runs["ours"]["wall"].index(sorted(runs["ours"]["wall"])[
                     len(phases) // 2])]
                 print("  ours per phase (s): " + " ".join(f"{k} {v:.3f}"
                                                           for k, v in mid.items()))
                 if args.cli:
-                    for line in time_cli(args, arrays, profile, Path(tmpdir), ref_time):
+                    for line in time_cli(args, arrays, profile, Path(tmpdir), ref_time,
+                                         ref_cpu):
                         print(line, flush=True)
 
 

@@ -288,10 +288,14 @@ def _ssim_formula(data_range: float, weight: float | None = None) -> Formula:
     c1 = (K1 * data_range) ** 2 * _N**2
     c2 = (K2 * data_range) ** 2 * (_N - 1)
 
+    consts: list[torch.Tensor] = []  # C1, C2 as tensors: made once, not once per plane
+
     def f(u: torch.Tensor, scratch: list[torch.Tensor]) -> torch.Tensor:
         sx, sy, sss, sxy = u.unbind(0)  # sss = sum(x^2 + y^2)
         a1, b1, a2 = scratch
-        c1t, c2t = _const(c1, u), _const(c2, u)
+        if not consts:
+            consts.extend((_const(c1, u), _const(c2, u)))
+        c1t, c2t = consts
         torch.addcmul(c1t, sx, sy, value=2, out=a1)  # 2 Sx Sy + C1
         torch.addcmul(c1t, sx, sx, out=b1).addcmul_(sy, sy)  # Sx^2 + Sy^2 + C1
         torch.addcmul(c2t, sx, sy, value=-2 / _N, out=a2).add_(sxy, alpha=2)  # 2 Vxy + C2

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from fastapi import APIRouter, Header, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
@@ -17,7 +19,7 @@ from backend.pagination import PageDep
 from backend.storage import is_disk_full
 
 router = APIRouter(prefix="/api/images", tags=["images"])
-WRITE_BLOCK = 4 * 1024 * 1024  # bytes gathered before one write+hash in a worker thread
+WRITE_BLOCK = 8 * 1024 * 1024  # bytes gathered before one write+hash in a worker thread
 
 
 def _upload_out(upload: ImageUpload) -> UploadOut:
@@ -52,54 +54,84 @@ async def put_chunk(
     with service.chunk_guard(upload_id):
         await run_in_threadpool(service.check_chunk, user.id, upload_id, start, total)
         writer = await run_in_threadpool(service.ChunkWriter, upload_id, start)
-        limit = end - start + 1
-        received = 0
-        buf = bytearray()
-        too_long = False
-        full: OSError | None = None  # the disk filled up: the rest of the body is drained
-
-        async def flush() -> None:
-            nonlocal full
-            if buf and full is None:
-                try:
-                    await run_in_threadpool(writer.write, bytes(buf))
-                except OSError as exc:
-                    if not is_disk_full(exc):
-                        raise
-                    full = exc
-            buf.clear()
-
+        receiver = _ChunkReceiver(writer, end - start + 1)
         try:
-            async for piece in request.stream():
-                received += len(piece)
-                if received > limit:
-                    too_long = True
-                    break
-                if full is None:
-                    buf += piece
-                    if len(buf) >= WRITE_BLOCK:
-                        await flush()
-        except ClientDisconnect:
-            pass  # keep what arrived: it is a valid prefix the client can resume after
+            await receiver.run(request)
         finally:
-            await flush()
-            if full is None:
+            if receiver.full is None:
                 try:
                     await run_in_threadpool(writer.close)
                 except OSError as exc:
                     if not is_disk_full(exc):
                         raise
-                    full = exc
-            if full is not None:
+                    receiver.full = exc
+            if receiver.full is not None:
                 await run_in_threadpool(writer.discard)  # the offset stays at ``start``
             upload = await run_in_threadpool(
                 service.record_chunk, upload_id, start, writer.offset - start
             )
-        if full is not None:
-            raise service.storage_full_error(start) from full
-        if too_long:
+        if receiver.full is not None:
+            raise service.storage_full_error(start) from receiver.full
+        if receiver.too_long:
             raise BadRequestError("The body is longer than its Content-Range.")
     return _upload_out(upload)
+
+
+class _ChunkReceiver:
+    """Moves a request body to a ``ChunkWriter``: the event loop only gathers the pieces
+    (no copies); a worker thread writes and hashes one block while the next one arrives,
+    so receiving and writing overlap. At most ~3 blocks are held: memory stays flat."""
+
+    def __init__(self, writer: service.ChunkWriter, limit: int) -> None:
+        self.writer = writer
+        self.limit = limit
+        self.too_long = False
+        self.full: OSError | None = None  # the disk filled up: the rest is drained, unsaved
+
+    async def run(self, request: Request) -> None:
+        send, receive = anyio.create_memory_object_stream[list[bytes]](1)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._write_blocks, receive)
+                async with send:
+                    await self._gather(request, send)
+        except BaseExceptionGroup as group:  # one task failed: raise its error as it is
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+
+    async def _gather(self, request: Request,
+                      send: MemoryObjectSendStream[list[bytes]]) -> None:
+        block: list[bytes] = []
+        size = received = 0
+        try:
+            async for piece in request.stream():
+                received += len(piece)
+                if received > self.limit:
+                    self.too_long = True
+                    break
+                if self.full is None and piece:
+                    block.append(piece)
+                    size += len(piece)
+                    if size >= WRITE_BLOCK:
+                        await send.send(block)
+                        block, size = [], 0
+        except ClientDisconnect:
+            pass  # keep what arrived: it is a valid prefix the client can resume after
+        if block and self.full is None:
+            await send.send(block)
+
+    async def _write_blocks(self, receive: MemoryObjectReceiveStream[list[bytes]]) -> None:
+        async with receive:
+            async for block in receive:
+                if self.full is not None:
+                    continue
+                try:
+                    await run_in_threadpool(self.writer.write, block)
+                except OSError as exc:
+                    if not is_disk_full(exc):
+                        raise
+                    self.full = exc
 
 
 @router.post("/uploads/{upload_id}/complete", status_code=201)

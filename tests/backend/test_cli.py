@@ -105,3 +105,28 @@ def test_server_commands(db_session: Session, tmp_path: Path,
     again = runner.invoke(cli.app, ["server", "create-user", f"{name}@example.org", name,
                                     "--password", "a good password"])
     assert again.exit_code == 1 and "already registered" in again.output
+
+
+def test_upload_keeps_chunks_within_the_servers_limit(
+        cli_env: Path, db_session: Session, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's default chunk is larger than this server allows: it sends the server's
+    maximum per request instead of getting 413s."""
+    from backend.config import settings
+
+    monkeypatch.setattr(settings, "max_upload_chunk_bytes", 4096)
+    puts: list[int] = []
+    real_put = TestClient.put
+
+    def counting_put(self: TestClient, *a: object, **kw: object) -> httpx.Response:
+        puts.append(int(dict(kw["headers"])["Content-Length"]))  # type: ignore[call-overload]
+        return real_put(self, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TestClient, "put", counting_put)
+    user = f.make_user(db_session)
+    _run("login", "--server", "http://testserver", "--username", user.username,
+         "--password", f.PASSWORD)
+    tarball = make_image_tar(tmp_path / "algo.tar", payload=b"q" * 20_000)
+    out = _run("upload", str(tarball))
+    assert "valid" in out
+    assert max(puts) == 4096 and sum(puts) == tarball.stat().st_size

@@ -295,3 +295,36 @@ def test_deleting_an_image_keeps_its_file_when_the_commit_fails(committed: Commi
     assert len(_images(committed)) == 1 and stored.is_file()
     _request(committed, delete_image, commit_fails=False)
     assert _images(committed) == [] and not stored.exists()
+
+
+def test_chunk_spanning_many_write_blocks_is_stored_in_order(
+        client: TestClient, db_session: Session, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One chunk arriving in uneven pieces across many write blocks (each written by a worker
+    thread while the next arrives): the part file and the hash keep the bytes' order."""
+    from backend.images import router
+
+    monkeypatch.setattr(router, "WRITE_BLOCK", 4096)
+    h = f.auth(db_session, f.make_user(db_session))
+    data = make_image_tar(tmp_path / "i.tar", payload=bytes(range(251)) * 2000).read_bytes()
+    upload_id = client.post("/api/images/uploads", json={"name": "a", "size_bytes": len(data)},
+                            headers=h).json()["id"]
+    half = len(data) // 2
+
+    def pieces(lo: int, hi: int) -> Iterator[bytes]:
+        sizes = (1, 999, 4095, 4097, 12_345)
+        i = 0
+        while lo < hi:
+            n = min(sizes[i % len(sizes)], hi - lo)
+            yield data[lo:lo + n]
+            lo, i = lo + n, i + 1
+
+    for lo, hi in ((0, half), (half, len(data))):
+        r = client.put(f"/api/images/uploads/{upload_id}", content=pieces(lo, hi),
+                       headers={**h, "Content-Range": f"bytes {lo}-{hi - 1}/{len(data)}",
+                                "Content-Length": str(hi - lo)})
+        assert r.status_code == 200 and r.json()["received_bytes"] == hi, r.text
+    assert service.part_path(upload_id).read_bytes() == data
+    out = client.post(f"/api/images/uploads/{upload_id}/complete", headers=h).json()
+    assert out["status"] == "valid", out
+    assert out["sha256"] == hashlib.sha256(data).hexdigest()

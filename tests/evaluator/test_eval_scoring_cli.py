@@ -153,3 +153,28 @@ def test_plugin_subcommand_registration(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_REGISTRY", dict(cli._REGISTRY))
     assert cli.main(["gamma-test", "--x", "3"]) == 0
     assert json.loads(capsys.readouterr().out) == {"x": 3}
+
+
+def test_plugins_are_imported_only_when_needed(monkeypatch):
+    """A built-in subcommand starts without the plugins' imports (the dose engines import
+    torch); a plugin's subcommand and the overall --help still find them."""
+    loaded: list[str] = []
+    module = types.ModuleType("fake_plugin_cli")
+
+    def register_subcommands() -> None:
+        loaded.append("plugin")
+        cli.register(cli.Subcommand("plugin-cmd", "test only", lambda p: None,
+                                    lambda args: 0))
+
+    module.register_subcommands = register_subcommands
+    monkeypatch.setitem(sys.modules, "fake_plugin_cli", module)
+    monkeypatch.setattr(cli, "PLUGIN_MODULES", ("fake_plugin_cli",))
+    monkeypatch.setattr(cli, "_REGISTRY", dict(cli._REGISTRY))
+    argv = ["image-metrics", "--ct", "a", "--sct", "b", "--mask", "c",
+            "--profile", "synthrad2025"]
+    args = cli.build_parser(argv).parse_args(argv)
+    assert args.command == "image-metrics" and not loaded
+    assert cli.main(["plugin-cmd"]) == 0 and loaded == ["plugin"]
+    monkeypatch.setattr(cli, "_REGISTRY", {k: v for k, v in cli._REGISTRY.items()
+                                           if k != "plugin-cmd"})
+    assert "plugin-cmd" in cli.build_parser(["--help"]).format_help()

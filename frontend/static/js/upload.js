@@ -66,6 +66,13 @@
       uploadUrl: root.dataset.uploadUrl, // "/api/images/uploads/{id}" (GET status, PUT chunk)
       completeUrl: root.dataset.completeUrl, // "/api/images/uploads/{id}/complete"
       chunkBytes: parseInt(root.dataset.chunkBytes || "8388608", 10),
+      // Chunks grow (doubling) while one takes under fastMs, up to maxChunkBytes (or the
+      // server's limit): on a fast link few requests, so their fixed cost stays small; on a
+      // slow one a chunk stays well within the request timeout. The server keeps what
+      // arrived of an interrupted chunk, so a large chunk loses nothing on a drop.
+      maxChunkBytes: parseInt(root.dataset.maxChunkBytes || "134217728", 10),
+      fastMs: 4000,
+      slowMs: 40000,
       maxRetries: parseInt(root.dataset.maxRetries || "30", 10),
     };
     this.input = root.querySelector("input[type=file]");
@@ -115,6 +122,18 @@
     return "syntharena-upload:" + f.name + ":" + f.size + ":" + f.lastModified;
   };
 
+  Uploader.prototype.limitChunk = function (serverMax) {
+    if (serverMax && serverMax < this.cfg.maxChunkBytes) this.cfg.maxChunkBytes = serverMax;
+    if (this.cfg.chunkBytes > this.cfg.maxChunkBytes) this.cfg.chunkBytes = this.cfg.maxChunkBytes;
+  };
+
+  // After a chunk of `sent` bytes took `ms`: only a full-size chunk says how fast the link is.
+  Uploader.prototype.adaptChunk = function (ms, sent) {
+    if (sent < this.cfg.chunkBytes) return;
+    if (ms < this.cfg.fastMs) this.cfg.chunkBytes = Math.min(this.cfg.chunkBytes * 2, this.cfg.maxChunkBytes);
+    else if (ms > this.cfg.slowMs) this.cfg.chunkBytes = Math.max(this.cfg.chunkBytes / 2, 1048576);
+  };
+
   Uploader.prototype.setStatus = function (msg, kind) {
     this.text.textContent = msg;
     this.text.className = "status-text " + (kind || "");
@@ -150,6 +169,7 @@
     try {
       var st = await request("GET", fill(this.cfg.uploadUrl, this.uploadId));
       if (st.status && st.status !== "open") return null;
+      this.limitChunk(st.max_chunk_bytes);
       return st.received_bytes || 0;
     } catch (err) {
       if (err.status === 404 || err.status === 410 || err.status === 403) return null;
@@ -176,7 +196,7 @@
             var created = await request("POST", this.cfg.createUrl, { name: file.name, size_bytes: file.size });
             this.uploadId = created.id || created.upload_id;
             this.offset = created.received_bytes || 0;
-            if (created.max_chunk_bytes && created.max_chunk_bytes < this.cfg.chunkBytes) this.cfg.chunkBytes = created.max_chunk_bytes;
+            this.limitChunk(created.max_chunk_bytes);
             window.localStorage.setItem(this.storageKey(file), this.uploadId);
           }
           this.setProgress(this.offset);
@@ -185,10 +205,13 @@
             var self = this;
             var base = this.offset;
             this.setStatus((failures ? "Connection back — resuming at " + fmtBytes(base) + ". " : "") + "Uploading " + file.name + "…");
+            var began = Date.now();
             var ans = await request("PUT", fill(this.cfg.uploadUrl, this.uploadId), file.slice(base, end), {
               "Content-Range": "bytes " + base + "-" + (end - 1) + "/" + file.size,
               "Content-Type": "application/octet-stream",
             }, function (loaded) { self.setProgress(base + loaded); });
+            this.limitChunk(ans.max_chunk_bytes);
+            this.adaptChunk(Date.now() - began, end - base);
             this.offset = typeof ans.received_bytes === "number" ? ans.received_bytes : end;
             this.setProgress(this.offset);
             failures = 0;
