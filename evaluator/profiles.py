@@ -47,6 +47,18 @@ PROFILES: dict[str, ScoringProfile] = {p.name: p for p in (
 )}
 
 
+# The ground-truth label map each segmenter's structures are compared with, by file stem:
+# ``labels`` is the platform's phantom map (air / soft tissue / bone, the HU-threshold
+# segmenter's classes); ``segmentation`` is SynthRAD2025's (TotalSegmentator ids). A map of
+# the other kind would compare unrelated label ids, so it is never used.
+LABEL_MAP_STEMS = {"threshold": "labels", "totalsegmentator": "segmentation"}
+
+
+def label_map_stem(segmenter: str | None) -> str | None:
+    """The file stem of the ground-truth label map ``segmenter`` needs (None: no geometry)."""
+    return LABEL_MAP_STEMS.get(segmenter or "")
+
+
 def profile(name: str) -> ScoringProfile:
     """The profile called ``name``; EvaluationInputError lists the known ones."""
     found = PROFILES.get(name)

@@ -12,6 +12,7 @@ from evaluator.errors import EvaluationInputError
 from evaluator.image_metrics import compute_image_metrics
 from evaluator.io import Volume, check_geometry, read_volume
 from evaluator.io import check_pair as _check_pair
+from evaluator.profiles import label_map_stem
 from evaluator.profiles import profile as scoring_profile
 from evaluator.ranking import aggregate
 from evaluator.segmentation import (
@@ -147,14 +148,18 @@ def score_dir(
     weights_dir: PathLike | None = None,
     cache_dir: PathLike | None = None,
 ) -> dict[str, Any]:
-    """Score every case of ``gt_dir`` against ``pred_dir``; a case's ground-truth labels are
-    ``GT/<case>/labels.mha`` or ``segmentation.mha`` (SynthRAD2025's name), its structure list
-    comes from its SynthRAD2025 name (``1HNA001``).
+    """Score every case of ``gt_dir`` against ``pred_dir``; a case's ground-truth label map is
+    the one the segmenter compares with (:func:`evaluator.profiles.label_map_stem`):
+    ``GT/<case>/segmentation.mha`` (SynthRAD2025's, TotalSegmentator ids) or ``labels.mha``
+    (the phantoms' 3 classes); its structure list comes from its SynthRAD2025 name
+    (``1HNA001``).
 
     Returns ``{"profile", "cases": {case: metrics}, "aggregates": {metric: stats},
     "errors": {case: message}}``; a case that cannot be scored is reported in ``errors``.
     """
     gt, pred = Path(gt_dir), Path(pred_dir)
+    stem = label_map_stem(segmenter.name if segmenter is not None
+                          else scoring_profile(profile).segmenter)
     if not pred.is_dir():
         raise EvaluationInputError(f"{pred}: prediction directory not found")
     cases = list_cases(gt)
@@ -172,8 +177,8 @@ def score_dir(
         if sct is None:
             errors[case] = f"no prediction found for case {case} in {pred}"
             continue
-        labels = next((gt / case / n for n in ("labels.mha", "segmentation.mha")
-                       if (gt / case / n).is_file()), None)
+        labels = next((gt / case / f"{stem}{ext}" for ext in (".mha", ".nii.gz")
+                       if stem and (gt / case / f"{stem}{ext}").is_file()), None)
         try:
             results[case] = score_case(
                 gt / case / "ct.mha", sct, gt / case / "mask.mha", profile,

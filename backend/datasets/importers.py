@@ -41,10 +41,13 @@ class FoundCase:
     input_image: Path
     mask: Path
     ct: Path
-    labels: Path | None
+    labels: Path | None  # the phantoms' 3-class map (labels.*)
     plan: Path | None
     # Files the plans need beside them (e.g. the structure map a plan names), same names.
     plan_extras: tuple[Path, ...] = ()
+    # SynthRAD2025's TotalSegmentator segmentation of the CT (segmentation.*); kept under its
+    # own name beside the CT: scoring picks the map its segmenter compares with.
+    segmentation: Path | None = None
 
 
 def _stem(path: Path) -> str | None:
@@ -90,7 +93,7 @@ def _plans_in(folder: Path) -> tuple[Path | None, tuple[Path, ...]]:
                 raise BadRequestError(
                     f"{plan} names the structure map '{name}', which is not a file beside it."
                 )
-            if ref not in extras and _stem(ref) not in ("ct", "labels"):
+            if ref not in extras and _stem(ref) not in ("ct", "labels", "segmentation"):
                 extras.append(ref)
     return plans[0], tuple(extras)
 
@@ -119,7 +122,8 @@ def find_cases(root: Path) -> list[FoundCase]:
                 input_image=images[modality_key],
                 mask=images["mask"],
                 ct=images["ct"],
-                labels=images.get("labels") or images.get("segmentation"),
+                labels=images.get("labels"),
+                segmentation=images.get("segmentation"),
                 plan=plan,
                 plan_extras=plan_extras,
             )

@@ -156,6 +156,8 @@ def store_case(target_dir: str, planned: Planned) -> tuple[dict[str, Any], int]:
         ct = importers.copy_ground_truth(case.ct, staged_gt, "ct")
         labels = (importers.copy_ground_truth(case.labels, staged_gt, "labels")
                   if case.labels else None)
+        segmentation = (importers.copy_ground_truth(case.segmentation, staged_gt, "segmentation")
+                        if case.segmentation else None)
         plan = (importers.copy_ground_truth(case.plan, staged_gt, _plain_stem(case.plan))
                 if case.plan else None)
         for extra in case.plan_extras:  # other plans and the structure maps the plans name
@@ -174,7 +176,9 @@ def store_case(target_dir: str, planned: Planned) -> tuple[dict[str, Any], int]:
               "input_image_path": f"{in_prefix}{case.modality.value}.mha",
               "mask_path": f"{in_prefix}mask.mha",
               "ground_truth_path": key(gt_prefix, staged_gt, ct),
-              "labels_path": key(gt_prefix, staged_gt, labels),
+              # The case's label map (the phantoms', else SynthRAD2025's); the other one, when
+              # both exist, lies beside it (pipeline.label_map_for picks per profile).
+              "labels_path": key(gt_prefix, staged_gt, labels or segmentation),
               "plan_path": key(gt_prefix, staged_gt, plan)}
     return record, size
 

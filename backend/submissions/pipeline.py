@@ -23,6 +23,7 @@ twice: a status check under the row lock turns a repeat into a no-op.
 
 from __future__ import annotations
 
+import posixpath
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from backend.models import (
     utcnow,
 )
 from backend.numbers import storable
+from backend.storage import storage_for
 from backend.submissions import repository as repo
 from backend.submissions import state
 from backend.tasks_client import enqueue_after_commit
@@ -385,8 +387,26 @@ def evaluation_of(case_run_id: int) -> Evaluation | None:
             case_run_id=run.id, submission_id=sub.id, case_id=case.id, case_name=case.name,
             region=case.region, profile=phase.metric_profile, prediction_path=run.prediction_path,
             ground_truth_path=case.ground_truth_path, mask_path=case.mask_path,
-            labels_path=case.labels_path, plan_path=case.plan_path,
+            labels_path=label_map_for(case.labels_path, phase.metric_profile),
+            plan_path=case.plan_path,
         )
+
+
+def label_map_for(labels_path: str | None, metric_profile: str) -> str | None:
+    """The case's ground-truth label map that the profile's segmenter compares with (see
+    ``evaluator.profiles.label_map_stem``): the case's own when it is of that kind, else one
+    of that kind stored beside it, else None (TotalSegmentator then segments the CT)."""
+    from evaluator.profiles import PROFILES, label_map_stem
+
+    spec = PROFILES.get(metric_profile)
+    stem = label_map_stem(spec.segmenter if spec else None)
+    if not labels_path or stem is None:
+        return None
+    if posixpath.basename(labels_path).split(".", 1)[0] == stem:
+        return labels_path
+    folder = posixpath.dirname(labels_path) + "/"
+    return next((k for k in storage_for(labels_path).keys(folder)
+                 if posixpath.basename(k).split(".", 1)[0] == stem), None)
 
 
 def record_score(job: Evaluation, metrics: Mapping[str, Any], error: str = "") -> None:
