@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,35 +41,18 @@ MRI_PHASES = {
     "brain": DemoPhase("Brain (MRI to CT)", "brain", "mri", True, 1),
     "pelvis": DemoPhase("Pelvis (MRI to CT)", "pelvis", "mri", False, 3),
 }
-CBCT_ANATOMIES = ("thorax", "abdomen", "pelvis")  # the first one the phantom importer offers
 
 
-def cbct_phase() -> tuple[str, DemoPhase] | None:
-    """The CBCT phase, once the phantom importer offers the CBCT task (``task`` field)."""
-    try:
-        from backend.datasets.schemas import ImportIn
-    except ImportError:
-        return None
-    task = ImportIn.model_fields.get("task")
-    if task is None or "cbct" not in typing.get_args(task.annotation):
-        return None
-    offered = typing.get_args(ImportIn.model_fields["anatomy"].annotation)
-    anatomy = next((a for a in CBCT_ANATOMIES if a in offered), None)
-    if anatomy is None:
-        return None
-    return f"cbct-{anatomy}", DemoPhase(f"{anatomy.title()} (CBCT to CT)", anatomy, "cbct",
-                                        False, 3, "2025", "grouped_normalized_sum")
+def cbct_phase() -> tuple[str, DemoPhase]:
+    """The CBCT phase: thorax, a SynthRAD2025 CBCT region."""
+    return "cbct-thorax", DemoPhase("Thorax (CBCT to CT)", "thorax", "cbct", False, 3, "2025",
+                                    "grouped_normalized_sum")
 
 
 def scoring(year: str) -> tuple[str, list[str]]:
-    """A phantom phase's metric profile and geometry columns. With the scoring profiles of
-    ``evaluator.profiles``, the phantom profile (HU-threshold geometry: dice_hu, hd95_hu), as
-    phantoms carry no TotalSegmentator segmentation; before them, the plain profile, whose
-    dice/hd95 come from the same HU threshold."""
-    try:
-        import evaluator.profiles  # noqa: F401
-    except ImportError:
-        return f"synthrad{year}", ["dice", "hd95"]
+    """A phantom phase's metric profile and geometry columns: the phantom profile
+    (HU-threshold geometry: dice_hu, hd95_hu). The official profile (TotalSegmentator) needs
+    weights the demo cannot download."""
     return f"synthrad{year}-phantom", ["dice_hu", "hd95_hu"]
 
 
@@ -198,12 +180,8 @@ def main() -> None:
     ap.add_argument("--size", default="small", help="phantom size: small | realistic")
     args = ap.parse_args()
 
-    phases = dict(MRI_PHASES)
-    cbct = cbct_phase()
-    if cbct is None:
-        say("no CBCT phase: this server's phantom importer offers no CBCT task yet")
-    else:
-        phases[cbct[0]] = cbct[1]
+    slug, cbct = cbct_phase()
+    phases = {**MRI_PHASES, slug: cbct}
     org = client(args.url, *ORGANIZER)
     setup_challenge(org, args.slug, args.cases, args.size, phases)
     subs: dict[int, str] = {}

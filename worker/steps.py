@@ -129,6 +129,15 @@ def _load_image(submission_id: int, storage_key: str, known_id: str | None) -> s
             pipeline.fail_submission(submission_id,
                                      f"The algorithm image could not be loaded: {exc}")
             return None
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception as exc:  # never left 'loading': the submission says what went wrong
+            log.exception("submission %s: image not loaded", submission_id)
+            pipeline.fail_submission(submission_id, (
+                f"The algorithm image could not be loaded ({type(exc).__name__}: "
+                f"{str(exc)[:300]}). This is likely not a fault of the algorithm: the "
+                "organisers need to check the worker's log and re-evaluate."))
+            return None
     return None
 
 

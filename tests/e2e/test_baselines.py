@@ -34,14 +34,8 @@ TRIVIAL = ("trivial-zeros", "trivial-copy", "trivial-soft-tissue")
 
 def _scoring(year: str = "2023") -> tuple[str, list[dict[str, Any]]]:
     """The phantom phases' profile and columns: every group scored without plans, image
-    similarity and geometry (HU-threshold on phantoms: the phantom profile where
-    ``evaluator.profiles`` has one)."""
-    try:
-        import evaluator.profiles  # noqa: F401
-    except ImportError:
-        profile, geometry = f"synthrad{year}", ["dice", "hd95"]
-    else:
-        profile, geometry = f"synthrad{year}-phantom", ["dice_hu", "hd95_hu"]
+    similarity and geometry (HU-threshold on phantoms: the phantom profile)."""
+    profile, geometry = f"synthrad{year}-phantom", ["dice_hu", "hd95_hu"]
     ssim = "ssim" if year == "2023" else "ms_ssim"
     return profile, [{"metric": m, "higher_is_better": spec_for(m).higher_is_better}
                      for m in ("psnr", ssim, *geometry)]  # type: ignore[union-attr]

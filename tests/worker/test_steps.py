@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from backend.config import settings
 from backend.db import session_scope
 from backend.models import (
     AggregateResult,
@@ -343,3 +344,28 @@ def test_prediction_storage_errors_are_retried_or_named(
     assert "not a fault of the algorithm" in run.error_message
     stored = sorted(p.name for p in (settings.predictions_dir / str(sub_id)).iterdir())
     assert stored == [Path(_runs(sub_id)[0].prediction_path or "").name]  # no partial file
+
+
+def test_an_unexpected_image_fault_fails_the_submission_with_a_reason(clean_pipeline,
+                                                                      tmp_path: Path) -> None:
+    """An image whose stored tarball is a symlink out of the storage (the storage refuses to
+    follow it: ValueError) fails the submission with the reason, never leaves it loading."""
+    outside = tmp_path / "elsewhere.tar.gz"
+    outside.write_bytes(b"not inside the storage")
+    with session_scope() as s:
+        p = harness.seed_phase(s, clean_pipeline.data_dir, slug="p-symlink", n_cases=1)
+        owner = harness.user(s, "mallory")
+        image = harness.register_tarball(s, owner, "linked", outside)
+        stored = settings.images_dir / image.storage_key
+        stored.unlink()
+        stored.symlink_to(outside)
+        sub = Submission(phase_id=p.id, user_id=owner.id, image_id=image.id,
+                         status=SubmissionStatus.PENDING)
+        s.add(sub)
+        s.flush()
+        sub_id = sub.id
+    steps.start_submission(sub_id)
+    sub = _sub(sub_id)
+    assert sub.status is SubmissionStatus.FAILED
+    assert "could not be loaded" in sub.error_message
+    assert "escapes the storage root" in sub.error_message
