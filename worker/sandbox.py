@@ -109,6 +109,17 @@ def _client() -> docker.DockerClient:
     return docker.from_env(timeout=900)
 
 
+def _create_failed(exc: docker.errors.APIError) -> SandboxError:
+    """Why the engine refused to create a container, as the submission shows it."""
+    if "bind source path does not exist" in str(exc.explanation):
+        return SandboxError(
+            f"The Docker engine could not mount the run's folders ({exc.explanation}). "
+            "This is not a fault of the algorithm: the organisers need to check the "
+            "worker's SYNTHARENA_HOST_WORK_DIR (the host path of its work directory) and "
+            "re-evaluate.")
+    return SandboxError(f"The container could not be created: {exc.explanation}")
+
+
 def client() -> docker.DockerClient:
     try:
         return _client()
@@ -386,13 +397,7 @@ def _id_files(image_ref: str, tmpfs: Mapping[str, str] | None) -> tuple[str | No
                         LABEL_STARTED: f"{time.time():.0f}", LABEL_INSTANCE: INSTANCE_ID},
                 tmpfs=dict(tmpfs or {}), healthcheck={"test": ["NONE"]})
     except docker.errors.APIError as exc:
-        if "bind source path does not exist" in str(exc.explanation):
-            raise SandboxError(
-                f"The Docker engine could not mount the run's folders ({exc.explanation}). "
-                "This is not a fault of the algorithm: the organisers need to check the "
-                "worker's SYNTHARENA_HOST_WORK_DIR (the host path of its work directory) and "
-                "re-evaluate.") from exc
-        raise SandboxError(f"The container could not be created: {exc.explanation}") from exc
+        raise _create_failed(exc) from exc
     try:
         return _read_file(probe, "/etc/passwd"), _read_file(probe, "/etc/group")
     finally:
@@ -494,13 +499,7 @@ def run_container(
         with _engine("creating the container"):
             container: Container = client().containers.create(image_ref, **kwargs)
     except docker.errors.APIError as exc:
-        if "bind source path does not exist" in str(exc.explanation):
-            raise SandboxError(
-                f"The Docker engine could not mount the run's folders ({exc.explanation}). "
-                "This is not a fault of the algorithm: the organisers need to check the "
-                "worker's SYNTHARENA_HOST_WORK_DIR (the host path of its work directory) and "
-                "re-evaluate.") from exc
-        raise SandboxError(f"The container could not be created: {exc.explanation}") from exc
+        raise _create_failed(exc) from exc
     timings: dict[str, float] = {"create": time.perf_counter() - t0}
     engine = _EngineWatch(engine_wait_s)
     try:
