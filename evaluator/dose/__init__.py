@@ -211,9 +211,12 @@ def dose_metrics_report(
                 d_ct, d_sct, spacing, target, oars, plan.prescription_gy, modality, gamma,
                 device, gamma_values=g))
             if report.products is not None and g is not None:
-                report.products.modalities[modality] = build_products(
-                    d_ct, d_sct, g, spacing, plan.prescription_gy, (plan.target, target), oars,
-                    gamma.to_dict())
+                try:
+                    report.products.modalities[modality] = build_products(
+                        d_ct, d_sct, g, spacing, plan.prescription_gy, (plan.target, target),
+                        oars, gamma.to_dict())
+                except Exception:  # the views are extras: never lose the metrics for them
+                    log.exception("%s: dose views not built", where)
             report.cached[modality] = hit
         except (PlanError, DoseComputationError, FileNotFoundError, RuntimeError) as exc:
             raise DoseMetricsError(f"{where}: {exc}") from exc

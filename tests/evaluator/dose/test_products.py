@@ -74,3 +74,28 @@ def test_products_match_the_metrics(case_dir: Path, tmp_path: Path) -> None:
     meta_path.write_text('{"version": 0}')
     assert dp.read_meta(meta_path) is None  # an older format is not misread
 
+
+
+def test_a_failing_view_build_keeps_the_dose_metrics(case_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The views are extras. A fault inside building them (mocked: e.g. memory exhausted while
+    reducing a realistic-size dose, which cannot be caused on a small case) loses only the views
+    of that modality, never the case's dose metrics."""
+    import evaluator.dose as dose
+
+    sct = write_sct(case_dir, 40.0)
+    plain = dose_metrics_report(case_dir, sct)
+    real = dose.build_products
+    assert dose.MODALITIES == ("photon", "proton")  # built in this order
+    calls: list[int] = []
+
+    def failing_for_protons(*args: object, **kwargs: object) -> dp.ModalityProducts:
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("no memory for the views")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dose, "build_products", failing_for_protons)
+    report = dose_metrics_report(case_dir, sct, products=True)
+    assert report.metrics == plain.metrics
+    assert report.products is not None and set(report.products.modalities) == {"photon"}
