@@ -169,34 +169,11 @@ def upload(
     chunk_kib: Annotated[int, typer.Option(min=1, help="Chunk size in KiB")] = CHUNK // 1024,
 ) -> None:
     """Upload a `docker save` tarball (plain, .gz or .xz); resumes an interrupted upload."""
-    file_size = path.stat().st_size
-    key = _upload_key(path)
-    pending = _read("uploads.json")
     with client() as c:
-        upload_id = pending.get(key)
-        offset = 0
-        body: dict[str, Any] = {}
-        if upload_id:
-            r = c.get(f"/api/images/uploads/{upload_id}")
-            if r.status_code == 200 and r.json()["status"] == "open":
-                body = r.json()
-                offset = body["received_bytes"]
-                say(f"Resuming upload at {size(offset)} of {size(file_size)}.")
-            else:
-                upload_id = None
-        if not upload_id:
-            body = check(c.post("/api/images/uploads",
-                                json={"name": name or path.name,
-                                      "size_bytes": file_size}))
-            upload_id = body["id"]
-            pending[key] = upload_id
-            _write("uploads.json", pending)
-        chunk = min(chunk_kib * 1024, body.get("max_chunk_bytes") or chunk_kib * 1024)
-        _send(c, path, upload_id, offset, file_size, chunk)
+        upload_id, key = _upload_file(c, path, name or path.name, "image", chunk_kib * 1024)
         say("Validating the image on the server…")
         image = check(c.post(f"/api/images/uploads/{upload_id}/complete"))
-    pending.pop(key, None)
-    _write("uploads.json", pending)
+    _forget_upload(key)
     if image.get("notice"):
         say((str(image["notice"]), "yellow"))
     colour = "green" if image["status"] == "valid" else "red"
@@ -204,6 +181,40 @@ def upload(
         _message_after(str(image["status"]), image.get("validation_message") or ""))
     if image["status"] != "valid":
         raise typer.Exit(1)
+
+
+def _upload_file(c: httpx.Client, path: Path, name: str, purpose: str,
+                 chunk: int) -> tuple[str, str]:
+    """Send ``path`` as a resumable upload (resuming an interrupted one of the same file):
+    ``(upload id, resume key)``; forget the key once the upload is used."""
+    file_size = path.stat().st_size
+    key = f"{purpose}:{_upload_key(path)}"
+    pending = _read("uploads.json")
+    upload_id = pending.get(key)
+    offset = 0
+    body: dict[str, Any] = {}
+    if upload_id:
+        r = c.get(f"/api/images/uploads/{upload_id}")
+        if r.status_code == 200 and r.json()["status"] == "open":
+            body = r.json()
+            offset = body["received_bytes"]
+            say(f"Resuming upload at {size(offset)} of {size(file_size)}.")
+        else:
+            upload_id = None
+    if not upload_id:
+        body = check(c.post("/api/images/uploads", json={"name": name, "size_bytes": file_size,
+                                                         "purpose": purpose}))
+        upload_id = body["id"]
+        pending[key] = upload_id
+        _write("uploads.json", pending)
+    _send(c, path, upload_id, offset, file_size, min(chunk, body.get("max_chunk_bytes") or chunk))
+    return upload_id, key
+
+
+def _forget_upload(key: str) -> None:
+    pending = _read("uploads.json")
+    pending.pop(key, None)
+    _write("uploads.json", pending)
 
 
 def _message_after(status: str, message: str) -> str:
@@ -415,6 +426,12 @@ def dataset_create(
 def dataset_import(
     slug: Annotated[str, typer.Argument(help="the dataset's slug")],
     synthrad: Annotated[str | None, typer.Option(help="SynthRAD folder on the server")] = None,
+    archive: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False, readable=True,
+        help="a .tar, .tar.gz, .tgz or .zip of a SynthRAD-layout folder on this machine: "
+             "uploaded (resumable), then imported on the server")] = None,
+    s3: Annotated[str | None, typer.Option(
+        help="s3://BUCKET/PREFIX/ holding the SynthRAD layout (read by the server)")] = None,
     phantom: Annotated[str | None, typer.Option(
         help="phantom region: brain | pelvis | head_neck | thorax | abdomen")] = None,
     task: Annotated[str, typer.Option(help="phantom task: mri | cbct")] = "mri",
@@ -427,16 +444,26 @@ def dataset_import(
     wait: Annotated[bool, typer.Option(help="Show progress until the import ends")] = True,
     interval: Annotated[float, typer.Option(help="seconds between polls")] = 2.0,
 ) -> None:
-    """Import a new version from a SynthRAD-layout folder or the phantom generator; the server
-    imports in the background, this shows its progress (--no-wait: queue it and return)."""
-    if (synthrad is None) == (phantom is None):
-        raise fail("Give exactly one of --synthrad PATH or --phantom ANATOMY.", code=2)
+    """Import a new version from a SynthRAD-layout folder on the server, an archive uploaded from
+    here, an S3 prefix or the phantom generator; the server imports in the background, this
+    shows its progress (--no-wait: queue it and return)."""
+    if sum(x is not None for x in (synthrad, phantom, archive, s3)) != 1:
+        raise fail("Give exactly one of --synthrad PATH, --archive FILE, --s3 URL or "
+                   "--phantom ANATOMY.", code=2)
     body: dict[str, Any] = (
         {"source": "synthrad", "path": synthrad, "note": note} if synthrad
+        else {"source": "s3", "path": s3, "note": note} if s3
+        else {"source": "archive", "note": note} if archive
         else {"source": "phantom", "anatomy": phantom, "task": task, "cases": cases,
               "seed": seed, "size": phantom_size, "plans": plans, "note": note})
     with client() as c:
+        upload_key = None
+        if archive is not None:
+            body["upload_id"], upload_key = _upload_file(c, archive, archive.name, "dataset",
+                                                         CHUNK)
         job = check(c.post(f"/api/datasets/{slug}/imports", json=body))
+        if upload_key is not None:
+            _forget_upload(upload_key)
         say(f"Import {job['id']} of {slug} queued.")
         if not wait:
             say(f"Follow it with `syntharena dataset import-status {slug} {job['id']} --watch`.")

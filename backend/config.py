@@ -94,6 +94,13 @@ class Settings(BaseSettings):
 
     # Folders on the server that challenge organisers may import datasets from (admins: any).
     dataset_import_roots: list[Path] = Field(default_factory=list)
+    # S3 prefixes organisers may import from ("s3://bucket/prefix/"; admins: any the import
+    # worker's credentials read: the ground-truth ones, SYNTHARENA_GT_S3_*).
+    dataset_import_s3_prefixes: list[str] = Field(default_factory=list)
+    # A dataset archive uploaded for an import (.tar, .tar.gz, .tgz, .zip): as uploaded, and
+    # the sum of its members' sizes once unpacked.
+    max_dataset_archive_bytes: int = 200 * GiB
+    max_dataset_unpacked_bytes: int = 400 * GiB
 
     log_capture_bytes: int = 64 * 1024  # per stream, per case run
 

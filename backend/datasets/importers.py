@@ -51,7 +51,12 @@ class FoundCase:
 
 
 def _stem(path: Path) -> str | None:
-    name = path.name.lower()
+    return stem_of(path.name)
+
+
+def stem_of(file_name: str) -> str | None:
+    """``ct.nii.gz`` -> ``ct``; None for a file that is not an image."""
+    name = file_name.lower()
     for ext in IMAGE_EXTS:
         if name.endswith(ext):
             return name[: -len(ext)]

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from backend.config import settings
-from backend.datasets import importers
+from backend.datasets import importers, sources
 from backend.datasets import repository as repo
 from backend.datasets.schemas import ImportIn
 from backend.db import session_scope
@@ -69,9 +69,40 @@ def check_import_path(user: User, raw: str | None) -> Path:
     return path
 
 
-def check_source(user: User, data: ImportIn) -> tuple[dict[str, Any], str]:
-    """What the request checks before queueing (cheap: no file is read): the job's spec and
-    the version's source text."""
+def check_s3_source(user: User, raw: str | None) -> tuple[str, str]:
+    """``(bucket, prefix)`` of an ``s3://bucket/prefix/`` import source this user may read."""
+    if not raw or not raw.startswith("s3://") or not raw[5:].split("/", 1)[0]:
+        raise BadRequestError("Give `path` as s3://BUCKET/PREFIX/ (the folder holding the "
+                              "SynthRAD layout).")
+    bucket, _, prefix = raw[5:].partition("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    where = f"s3://{bucket}/{prefix}"
+    if not user.is_admin and not any(
+            where.startswith(allowed if allowed.endswith("/") else allowed + "/")
+            for allowed in settings.dataset_import_s3_prefixes):
+        raise ForbiddenError(
+            "Organisers may import only from the server's S3 import prefixes ("
+            f"{', '.join(settings.dataset_import_s3_prefixes) or 'none configured'}); ask an "
+            "administrator.")
+    return bucket, prefix
+
+
+def check_source(session: Session, user: User,
+                 data: ImportIn) -> tuple[dict[str, Any], str]:
+    """What the request checks before queueing (cheap: no case is read): the job's spec and
+    the version's source text. An archive upload is moved into the data storage here."""
+    if data.source == "archive":
+        from backend.images.service import take_archive
+
+        if not data.upload_id:
+            raise BadRequestError("Give `upload_id`: the finished upload of the archive "
+                                  "(POST /api/images/uploads with purpose 'dataset').")
+        key, name = take_archive(session, user, data.upload_id)
+        return {"kind": "archive", "key": key}, f"archive:{name}"
+    if data.source == "s3":
+        bucket, prefix = check_s3_source(user, data.path)
+        return {"kind": "s3", "bucket": bucket, "prefix": prefix}, f"s3://{bucket}/{prefix}"
     if data.source == "synthrad":
         root = check_import_path(user, data.path)
         try:
@@ -95,7 +126,7 @@ def check_source(user: User, data: ImportIn) -> tuple[dict[str, Any], str]:
 
 def new_job(session: Session, user: User, dataset: Dataset, data: ImportIn,
             target_dir: str | None = None) -> ImportJob:
-    spec, source = check_source(user, data)
+    spec, source = check_source(session, user, data)
     job = ImportJob(dataset_id=dataset.id, created_by_id=user.id, status=ImportStatus.QUEUED,
                     spec=spec, source=source, note=data.note, errors=[], imported={})
     session.add(job)
@@ -115,6 +146,12 @@ def plan_cases(spec: dict[str, Any]) -> list[Planned]:
     if spec["kind"] == "synthrad":
         return [Planned(c.name, partial(_as_is, c))
                 for c in importers.find_cases(Path(spec["path"]))]
+    if spec["kind"] == "archive":
+        return [Planned(c.name, partial(_as_is, c))
+                for c in importers.find_cases(sources.unpacked_archive(spec["key"]))]
+    if spec["kind"] == "s3":
+        return [Planned(name, load) for name, load in sources.s3_cases(spec["bucket"],
+                                                                       spec["prefix"])]
     from evaluator.phantoms import case_id
 
     # Jobs queued before the CBCT task existed have no "task": they made MRI cases.
@@ -228,6 +265,7 @@ def publish(session: Session, job: ImportJob) -> DatasetVersion:
                          labels_path=rec["labels_path"], plan_path=rec["plan_path"]))
     job.status, job.finished_at, job.runner = ImportStatus.SUCCEEDED, utcnow(), None
     job.dataset_version_id = version.id
+    sources.release(job.spec)
     job.message = f"Imported version {version.version} with {version.case_count} cases."
     session.flush()
     return version
@@ -246,6 +284,7 @@ def _fail(job: ImportJob, message: str) -> None:
     job.status, job.finished_at, job.runner, job.message = (
         ImportStatus.FAILED, utcnow(), None, message)
     _remove_files(job)
+    sources.release(job.spec)
 
 
 def import_now(session: Session, user: User, dataset: Dataset, data: ImportIn) -> DatasetVersion:
@@ -268,6 +307,7 @@ def import_now(session: Session, user: User, dataset: Dataset, data: ImportIn) -
         return publish(session, job)
     except BaseException:
         _remove_files(job)
+        sources.release(job.spec)
         raise
 
 

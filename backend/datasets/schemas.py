@@ -37,8 +37,12 @@ class DatasetOut(BaseModel):
 
 
 class ImportIn(BaseModel):
-    source: Literal["synthrad", "phantom"]
-    path: Text | None = Field(default=None, description="synthrad: folder on the server")
+    source: Literal["synthrad", "phantom", "archive", "s3"]
+    path: Text | None = Field(
+        default=None, description="synthrad: folder on the server; s3: s3://bucket/prefix/")
+    upload_id: Text | None = Field(
+        default=None, description="archive: a finished upload (POST /api/images/uploads with "
+        "purpose 'dataset') of a .tar, .tar.gz, .tgz or .zip in the SynthRAD layout")
     anatomy: Literal["brain", "pelvis", "head_neck", "thorax", "abdomen"] = Field(
         default="brain", description="phantom: body region to generate"
     )

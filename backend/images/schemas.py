@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,6 +12,9 @@ from backend.text import Text
 class UploadIn(BaseModel):
     name: Text = Field(min_length=1, max_length=200, description="e.g. my-algorithm:v3")
     size_bytes: int = Field(gt=0)
+    purpose: Literal["image", "dataset"] = Field(
+        default="image", description="dataset: an archive for a dataset import (organisers; "
+        "not completed as an image but named by ImportIn.upload_id)")
 
 
 class UploadOut(BaseModel):

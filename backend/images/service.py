@@ -17,11 +17,13 @@ from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from backend import access
 from backend.config import settings
 from backend.db import session_scope
 from backend.errors import (
     BadRequestError,
     ConflictError,
+    ForbiddenError,
     InsufficientStorageError,
     NotFoundError,
     PayloadTooLargeError,
@@ -31,7 +33,13 @@ from backend.images import repository as repo
 from backend.images.schemas import UploadIn
 from backend.images.validation import ImageInvalidError, human_size, validate_tarball
 from backend.models import AlgorithmImage, ImageStatus, ImageUpload, UploadStatus, User, utcnow
-from backend.storage import StorageUnavailableError, free_bytes, get_storage, is_disk_full
+from backend.storage import (
+    StorageUnavailableError,
+    data_storage,
+    free_bytes,
+    get_storage,
+    is_disk_full,
+)
 
 HASH_READ = 1024 * 1024
 # Running sha256 per upload in this process, so the hash is computed as bytes arrive. After a
@@ -90,16 +98,36 @@ def expire_uploads(session: Session, owner_id: int) -> None:
     session.flush()
 
 
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+
+
+def _check_dataset_archive(session: Session, user: User, data: UploadIn) -> None:
+    """A dataset archive: organisers only (it bypasses the image quota), an archive's name,
+    within the archive limit."""
+    if not (user.is_admin or access.organises_any(session, user)):
+        raise ForbiddenError("Only challenge organisers upload dataset archives.")
+    if not data.name.lower().endswith(ARCHIVE_SUFFIXES):
+        raise BadRequestError(f"A dataset archive is a {', '.join(ARCHIVE_SUFFIXES)} file; "
+                              f"'{data.name}' is not.")
+    if data.size_bytes > settings.max_dataset_archive_bytes:
+        raise PayloadTooLargeError(
+            f"The archive is {human_size(data.size_bytes)}; the limit is "
+            f"{human_size(settings.max_dataset_archive_bytes)}. Import from a folder on the "
+            "server or an S3 prefix instead.")
+
+
 def create_upload(session: Session, user: User, data: UploadIn) -> ImageUpload:
     expire_uploads(session, user.id)
-    if data.size_bytes > settings.max_image_bytes:
+    if data.purpose == "dataset":
+        _check_dataset_archive(session, user, data)
+    elif data.size_bytes > settings.max_image_bytes:
         raise PayloadTooLargeError(
             f"The image is {human_size(data.size_bytes)}; the limit is "
             f"{human_size(settings.max_image_bytes)}."
             " Use a slimmer base image or compress it (gzip or xz)."
         )
     used = repo.bytes_in_use(session, user.id)
-    if used + data.size_bytes > settings.user_image_quota_bytes:
+    if data.purpose == "image" and used + data.size_bytes > settings.user_image_quota_bytes:
         raise PayloadTooLargeError(
             f"This upload would exceed your storage quota ({human_size(used)} used of "
             f"{human_size(settings.user_image_quota_bytes)}). Delete images you no longer need."
@@ -365,6 +393,34 @@ def _duplicate_notice(image: AlgorithmImage) -> str:
         f"You already uploaded this exact image as #{image.id} '{image.name}' on "
         f"{image.created_at:%Y-%m-%d %H:%M} UTC ({image.status.value}); that one is used."
     )
+
+
+def take_archive(session: Session, user: User, upload_id: str) -> tuple[str, str]:
+    """A finished dataset-archive upload, moved into the data storage for the import job:
+    ``(storage key, name)``. The upload is then complete (its part file goes after commit)."""
+    upload = get_upload(session, user, upload_id, lock=True)
+    if upload.status is not UploadStatus.OPEN:
+        raise ConflictError(f"Upload {upload_id} is {upload.status.value}; upload the archive "
+                            "again.")
+    if upload.received_bytes != upload.total_bytes:
+        raise ConflictError(
+            f"The archive upload is incomplete: {upload.received_bytes} of "
+            f"{upload.total_bytes} bytes received. Resume from byte {upload.received_bytes}.")
+    if not upload.name.lower().endswith(ARCHIVE_SUFFIXES):
+        raise BadRequestError(f"Upload {upload_id} ('{upload.name}') is not a dataset archive "
+                              f"({', '.join(ARCHIVE_SUFFIXES)}).")
+    suffix = next(x for x in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True)
+                  if upload.name.lower().endswith(x))
+    key = f"imports/{upload_id}/archive{suffix}"
+    try:
+        data_storage().put_file(part_path(upload_id), key)  # local: a hard link, no copy
+    except StorageUnavailableError as exc:
+        raise ServiceUnavailableError(f"The archive could not be stored ({exc.strerror}); "
+                                      "try again shortly.") from exc
+    _hashers.pop(upload_id, None)
+    upload.status = UploadStatus.COMPLETE
+    _unlink_after_commit(session, part_path(upload_id))
+    return key, upload.name
 
 
 def abort(session: Session, user: User, upload_id: str) -> None:
