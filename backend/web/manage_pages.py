@@ -12,6 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from backend import access
 from backend.challenges import service as challenges_service
 from backend.challenges.schemas import ChallengeIn, ChallengePatch, MemberIn
+from backend.config import settings
 from backend.datasets import service as datasets_service
 from backend.datasets.schemas import DatasetIn, ImportIn
 from backend.db import SessionDep
@@ -263,7 +264,8 @@ def datasets_page(request: Request, session: SessionDep, user: PageUser) -> Resp
         if access.is_organizer(session, user, c.id)
     ]
     return render(request, "manage/datasets.html",
-                  {"rows": rows, "challenges": organised, "form": {}}, user=user)
+                  {"rows": rows, "challenges": organised, "form": {},
+                   "max_archive_bytes": settings.max_dataset_archive_bytes}, user=user)
 
 
 @router.post("/datasets", dependencies=[CsrfChecked])

@@ -222,3 +222,59 @@ def test_per_case_table_fits_the_page(site: Site, browser: Any) -> None:
     assert all(h == line for h in heights), (heights, line)  # "13 min" on one line
     shot(page, "per-case-table")
     page.close()
+
+
+def test_an_organiser_uploads_a_dataset_archive_from_the_datasets_page(
+        site: Site, browser: Any, tmp_path: Path) -> None:
+    """Drop an archive onto a dataset's panel: it is uploaded (the resumable protocol), the
+    import is queued with it, and the page shows the import (no worker runs here)."""
+    from sqlalchemy import select
+
+    from backend.db import session_scope
+    from backend.models import (
+        Challenge,
+        ChallengeMember,
+        ChallengeRole,
+        Dataset,
+        ImportJob,
+        ImportStatus,
+    )
+    from backend.security import hash_password
+    from backend.storage import data_storage
+    from tests.backend.test_import_sources import _dataset_tree, _tar_gz
+
+    with session_scope() as s:
+        challenge = s.scalar(select(Challenge).where(Challenge.slug == "test-challenge"))
+        assert challenge is not None
+        orga = harness.user(s, "orga")
+        orga.password_hash = hash_password(PASSWORD)
+        s.add(ChallengeMember(challenge_id=challenge.id, user_id=orga.id,
+                              role=ChallengeRole.ORGANIZER))
+        s.add(Dataset(slug="archive-drop", title="Archive drop", challenge_id=challenge.id,
+                      created_by_id=orga.id))
+    archive = tmp_path / "pelvis.tar.gz"
+    archive.write_bytes(_tar_gz(_dataset_tree(tmp_path / "src")))
+    page = browser.new_page()
+    page.goto(f"{site.base_url}/login")
+    page.fill("#username", "orga")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{site.base_url}/")
+    page.goto(f"{site.base_url}/manage/datasets")
+    panel = "[data-dataset='archive-drop']"
+    page.click(f"{panel} summary")
+    page.fill(f"{panel} [data-uploader] input[name=note]", "from the browser")
+    drop_file(page, f"{panel} .dropzone", archive)
+    # The page reloads once the import is queued and shows its status.
+    page.wait_for_selector(f"{panel} [data-import-status=queued]", timeout=60_000)
+    assert "archive:pelvis.tar.gz" in page.inner_text(panel)
+    shot(page, "datasets-archive-queued")
+    with session_scope() as s:
+        job = s.scalar(select(ImportJob).join(Dataset, Dataset.id == ImportJob.dataset_id)
+                       .where(Dataset.slug == "archive-drop"))
+        assert job is not None and job.status is ImportStatus.QUEUED
+        assert job.source == "archive:pelvis.tar.gz" and job.note == "from the browser"
+        key = job.spec["key"]
+    # Moved into the data storage by the request, for whichever worker runs the import.
+    assert key.startswith("imports/") and data_storage().exists(key)
+    page.close()

@@ -74,6 +74,9 @@
       fastMs: 4000,
       slowMs: 40000,
       maxRetries: parseInt(root.dataset.maxRetries || "30", 10),
+      // "dataset": an archive for a dataset import; completeUrl is then the dataset's imports
+      // endpoint, which takes the finished upload (no image check).
+      purpose: root.dataset.purpose || "image",
     };
     this.input = root.querySelector("input[type=file]");
     this.zone = root.querySelector(".dropzone");
@@ -149,7 +152,13 @@
 
   Uploader.prototype.start = function (file) {
     if (this.busy) return;
-    if (!/\.(tar|tar\.gz|tgz|tar\.xz|txz)$/i.test(file.name)) {
+    if (this.cfg.purpose === "dataset") {
+      if (!/\.(tar|tar\.gz|tgz|zip)$/i.test(file.name)) {
+        this.setStatus("“" + file.name + "” is not a dataset archive: pack the SynthRAD-layout " +
+          "folder as .tar, .tar.gz, .tgz or .zip and drop that file here.", "error");
+        return;
+      }
+    } else if (!/\.(tar|tar\.gz|tgz|tar\.xz|txz)$/i.test(file.name)) {
       this.setStatus(
         "“" + file.name + "” is not an image tarball. Export your algorithm with " +
         "`docker save my-algorithm:latest | gzip > my-algorithm.tar.gz` and drop that file here.", "error");
@@ -193,7 +202,8 @@
           }
           if (!this.uploadId) {
             this.setStatus("Starting upload of " + file.name + "…");
-            var created = await request("POST", this.cfg.createUrl, { name: file.name, size_bytes: file.size });
+            var created = await request("POST", this.cfg.createUrl,
+              { name: file.name, size_bytes: file.size, purpose: this.cfg.purpose });
             this.uploadId = created.id || created.upload_id;
             this.offset = created.received_bytes || 0;
             this.limitChunk(created.max_chunk_bytes);
@@ -215,6 +225,17 @@
             this.offset = typeof ans.received_bytes === "number" ? ans.received_bytes : end;
             this.setProgress(this.offset);
             failures = 0;
+          }
+          if (this.cfg.purpose === "dataset") {
+            this.setStatus("Upload complete. Queuing the import…");
+            var note = this.root.querySelector("input[name=note]");
+            var job = await request("POST", this.cfg.completeUrl,
+              { source: "archive", upload_id: this.uploadId, note: note ? note.value : "" });
+            window.localStorage.removeItem(this.storageKey(file));
+            this.setStatus("Import " + job.id + " queued; its progress shows on this page.", "ok");
+            this.root.dispatchEvent(new CustomEvent("import:queued", { bubbles: true, detail: job }));
+            window.setTimeout(function () { window.location.reload(); }, 1500);
+            return;
           }
           this.setStatus("Upload complete. Checking the image (manifest, architecture, user, size)…");
           var image = await request("POST", fill(this.cfg.completeUrl, this.uploadId), {});
