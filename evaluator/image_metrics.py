@@ -35,6 +35,7 @@ IEEE arithmetic, whose value does not depend on how torch splits it between thre
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -225,6 +226,7 @@ def _masked_map_sum(
     # flat buffers: each plane's rectangle gets contiguous views of their first elements
     ybuf, xcsum, xbuf = buf(c * my * nx), buf(c * my * nx), buf(c * my * mx)
     scratch = [buf(my * mx) for _ in range(3)]
+    weight = buf(my * mx)  # the plane's mask voxels as 1.0 / 0.0
     total = Total(mask.device)
 
     for z in range(WIN):
@@ -253,7 +255,10 @@ def _masked_map_sum(
         sums = _box7_into(plane, 2, xcsum[: plane.numel()].view(plane.shape),
                           xbuf[: c * h * w].view(c, h, w))
         ssim_map = formula(sums, [s[: h * w].view(h, w) for s in scratch])
-        total.add(ssim_map.mul_(inside[i, y0:y1, x0:x1]))  # the map is finite
+        # times the mask as 1.0 / 0.0 (the map is finite): converted from its bytes, which
+        # is several times faster than multiplying by (or converting) the bool tensor
+        ones = weight[: h * w].view(h, w).copy_(inside[i, y0:y1, x0:x1].view(torch.uint8))
+        total.add(ssim_map.mul_(ones))
         clock.lap(phase)
     return total.value(), count
 
@@ -372,6 +377,8 @@ def _scored_fill(
         return torch.empty(shape, dtype=torch.float64, device=inside.device)
 
     off_buf = torch.empty((ny, nx), dtype=torch.bool, device=inside.device)
+    ones = buf(ny, nx)  # the slice's mask as 1.0 / 0.0
+    fast = inside.device.type == "cpu"
     mae, sq = scores
     diff = buf(ny, nx)
     n_down = down.shape[1] if down is not None else 0
@@ -381,16 +388,31 @@ def _scored_fill(
         xy = out if keep is None else keep[:, z]
         xs, ys = xy.unbind(0)
         src, scored = (z, True) if zmap is None else zmap[z]
-        off = torch.logical_not(inside[z], out=off_buf)  # per slice, while in cache
         xs.copy_(ct[src])
         ys.copy_(sct[src])
         clock.lap("load")
-        if scored:
-            # |ct - sct| over the mask: zero the difference outside (whatever it holds there)
-            mae.add(torch.sub(xs, ys, out=diff).masked_fill_(off, 0.0).abs_())
-            clock.lap("mae")
-        _prepare_(xy, off, spec)
-        clock.lap("prepare")
+        # Masking by multiplying with the mask as 1.0 / 0.0 (several times faster than
+        # masked_fill) gives the same values wherever both slices are finite: checked by the
+        # MAE sum (finite only if every |ct - sct| * mask is: inf * 0 is NaN). Otherwise,
+        # and for a slice that is not scored, masked_fill.
+        finite = False
+        if fast and scored:
+            ones.copy_(inside[z].view(torch.uint8))
+            part = Total.part(torch.sub(xs, ys, out=diff).mul_(ones).abs_())
+            finite = math.isfinite(part)
+            if finite:
+                mae.add_part(part)
+                clock.lap("mae")
+                xy.clamp_(spec.hu_min, spec.hu_max).sub_(spec.hu_min).mul_(ones)
+                clock.lap("prepare")
+        if not finite:
+            off = torch.logical_not(inside[z], out=off_buf)
+            if scored:
+                # |ct - sct| over the mask: zero the difference outside (whatever it holds)
+                mae.add(torch.sub(xs, ys, out=diff).masked_fill_(off, 0.0).abs_())
+                clock.lap("mae")
+            _prepare_(xy, off, spec)
+            clock.lap("prepare")
         if scored:  # prepared images are equal (0) outside the mask
             d = torch.sub(xs, ys, out=diff)
             sq.add(d.mul_(d))
