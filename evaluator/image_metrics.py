@@ -164,22 +164,35 @@ def _product_fill(xy: torch.Tensor) -> SliceFill:
     return fill
 
 
-def _accumulator(zsum: torch.Tensor) -> Callable[[torch.Tensor, float], None]:
-    """acc(s, sign): zsum += sign * [x, y, x^2 + y^2, xy] of the stacked slice s = (x, y).
+def _accumulator(
+    zsum: torch.Tensor,
+) -> tuple[Callable[[torch.Tensor], None], Callable[[torch.Tensor, torch.Tensor], None]]:
+    """add(s): zsum += [x, y, x^2 + y^2, xy] of the stacked slice s = (x, y);
+    slide(old, new): the same with ``old`` subtracted first, then ``new`` added.
 
     The products are never stored: adding and later subtracting a slice recompute them
     identically (add/addcmul evaluate alpha * b and value * t1 * t2 exactly alike for
-    +-1), so the ring only keeps the two prepared slices.
+    +-1), so the ring only keeps the two prepared slices. ``slide`` updates one sum after
+    the other (subtract, then add, while that plane is in cache): every voxel sees the same
+    operations in the same order as subtracting the whole slice, then adding the other.
     """
     first2, sss, sxy = zsum[0:2], zsum[2], zsum[3]
 
-    def acc(s: torch.Tensor, sign: float) -> None:
+    def add(s: torch.Tensor) -> None:
         xs, ys = s.unbind(0)
-        first2.add_(s, alpha=sign)
-        sss.addcmul_(xs, xs, value=sign).addcmul_(ys, ys, value=sign)
-        sxy.addcmul_(xs, ys, value=sign)
+        first2.add_(s, alpha=1.0)
+        sss.addcmul_(xs, xs, value=1.0).addcmul_(ys, ys, value=1.0)
+        sxy.addcmul_(xs, ys, value=1.0)
 
-    return acc
+    def slide(old: torch.Tensor, new: torch.Tensor) -> None:
+        xo, yo = old.unbind(0)
+        xn, yn = new.unbind(0)
+        first2.add_(old, alpha=-1.0).add_(new, alpha=1.0)
+        sss.addcmul_(xo, xo, value=-1.0).addcmul_(yo, yo, value=-1.0)
+        sss.addcmul_(xn, xn, value=1.0).addcmul_(yn, yn, value=1.0)
+        sxy.addcmul_(xo, yo, value=-1.0).addcmul_(xn, yn, value=1.0)
+
+    return add, slide
 
 
 def _plane_boxes(inside: torch.Tensor) -> list[tuple[int, int, int, int] | None]:
@@ -219,10 +232,11 @@ def _masked_map_sum(
         return torch.empty(shape, dtype=torch.float64, device=mask.device)
 
     c, my, mx = 4, ny - WIN + 1, nx - WIN + 1
-    ring = buf(WIN, 2, ny, nx)  # the last 7 prepared (x, y) slices
+    # the last 7 prepared (x, y) slices and the one entering the window (slot z % 8)
+    ring = buf(WIN + 1, 2, ny, nx)
     held: list[torch.Tensor] = []
     zsum = torch.zeros((c, ny, nx), dtype=torch.float64, device=mask.device)
-    acc = _accumulator(zsum)
+    add, slide = _accumulator(zsum)
     # flat buffers: each plane's rectangle gets contiguous views of their first elements
     ybuf, xcsum, xbuf = buf(c * my * nx), buf(c * my * nx), buf(c * my * mx)
     scratch = [buf(my * mx) for _ in range(3)]
@@ -231,15 +245,15 @@ def _masked_map_sum(
 
     for z in range(WIN):
         held.append(fill(z, ring[z]))
-        acc(held[z], 1.0)
+        add(held[z])
         clock.lap(phase)
+    held.append(ring[WIN])
     for i in range(nz - WIN + 1):
-        if i > 0:  # slide the window: slice i-1 leaves, slice i+6 enters (same ring slot)
-            slot = (i - 1) % WIN
-            acc(held[slot], -1.0)
+        if i > 0:  # slide the window: slice i-1 leaves, slice i+6 enters
             clock.lap(phase)
-            held[slot] = fill(i + WIN - 1, ring[slot])
-            acc(held[slot], 1.0)
+            new = held[(i + WIN - 1) % (WIN + 1)] = fill(
+                i + WIN - 1, ring[(i + WIN - 1) % (WIN + 1)])
+            slide(held[(i - 1) % (WIN + 1)], new)
         if not boxes or (box := boxes[i]) is None:
             clock.lap(phase)
             continue
@@ -353,6 +367,8 @@ def _prepare_(t: torch.Tensor, outside: torch.Tensor, spec: ProfileSpec) -> torc
 
 
 def _count(mask: torch.Tensor) -> int:
+    if mask.device.type == "cpu":  # numpy's count is several times faster on bool views
+        return int(np.count_nonzero(mask.numpy()))
     return int(torch.count_nonzero(mask))
 
 
