@@ -132,19 +132,32 @@ def _load(t: torch.Tensor, crop: tuple[slice, ...], device: torch.device) -> tor
 # ---------------------------------------------------------------------------------------
 
 
-def _box7_into(t: torch.Tensor, dim: int, csum: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Valid-mode sum of 7 consecutive voxels along ``dim`` (n -> n - 6), into ``out``.
+class _PlaneViews:
+    """The buffers of one plane rectangle's shape, viewed once (per plane, the views cost
+    about as much as the smaller operations)."""
 
-    A running (cumulative) sum and one subtraction, into preallocated buffers (fresh large
-    allocations cost more than the arithmetic on CPU). The rounding error stays ~1e-16 of
-    the plane's total, far below what the SSIM formula can see.
-    """
-    n = t.shape[dim]
-    torch.cumsum(t, dim, out=csum)
-    out.narrow(dim, 0, 1).copy_(csum.narrow(dim, WIN - 1, 1))
-    torch.sub(csum.narrow(dim, WIN, n - WIN), csum.narrow(dim, 0, n - WIN),
-              out=out.narrow(dim, 1, n - WIN))
-    return out
+    def __init__(self, ysum: torch.Tensor, csum: torch.Tensor, out: torch.Tensor,
+                 scratch: list[torch.Tensor], ones: torch.Tensor) -> None:
+        self.ysum, self.scratch, self.ones = ysum, scratch, ones
+        self._csum, self._out = csum, out
+        n = csum.shape[2]
+        self._first = (out.narrow(2, 0, 1), csum.narrow(2, WIN - 1, 1))
+        self._rest = (csum.narrow(2, WIN, n - WIN), csum.narrow(2, 0, n - WIN),
+                      out.narrow(2, 1, n - WIN))
+
+    def box7(self, t: torch.Tensor) -> torch.Tensor:
+        """Valid-mode sum of 7 consecutive voxels along x (n -> n - 6) of ``t`` (shaped
+        like ``ysum``), into ``out``.
+
+        A running (cumulative) sum and one subtraction, into preallocated buffers (fresh
+        large allocations cost more than the arithmetic on CPU). The rounding error stays
+        ~1e-16 of the plane's total, far below what the SSIM formula can see.
+        """
+        torch.cumsum(t, 2, out=self._csum)
+        self._first[0].copy_(self._first[1])
+        later, earlier, out = self._rest
+        torch.sub(later, earlier, out=out)
+        return self._out
 
 
 # A formula turns the (4, y, x) stack of local 7x7x7 sums [Sx, Sy, S(x^2 + y^2), Sxy] into
@@ -241,6 +254,7 @@ def _masked_map_sum(
     ybuf, xcsum, xbuf = buf(c * my * nx), buf(c * my * nx), buf(c * my * mx)
     scratch = [buf(my * mx) for _ in range(3)]
     weight = buf(my * mx)  # the plane's mask voxels as 1.0 / 0.0
+    shapes: dict[tuple[int, int], _PlaneViews] = {}
     total = Total(mask.device)
 
     for z in range(WIN):
@@ -259,19 +273,21 @@ def _masked_map_sum(
             continue
         y0, y1, x0, x1 = box
         h, w = y1 - y0, x1 - x0
-        wide = w + WIN - 1
+        if (views := shapes.get((h, w))) is None:  # planes' rectangles often repeat
+            wide = w + WIN - 1
+            views = shapes[(h, w)] = _PlaneViews(
+                ybuf[: c * h * wide].view(c, h, wide), xcsum[: c * h * wide].view(c, h, wide),
+                xbuf[: c * h * w].view(c, h, w), [s[: h * w].view(h, w) for s in scratch],
+                weight[: h * w].view(h, w))
         region = zsum[:, y0 : y1 + WIN - 1, x0 : x1 + WIN - 1]
         # along y (strided) a direct 7-term sum beats the running sum (and shifted adds);
         # along x the reverse. Each output is one thread's 7 additions in a fixed order,
         # whatever the thread count.
-        plane = torch.sum(region.unfold(1, WIN, 1), -1,
-                          out=ybuf[: c * h * wide].view(c, h, wide))
-        sums = _box7_into(plane, 2, xcsum[: plane.numel()].view(plane.shape),
-                          xbuf[: c * h * w].view(c, h, w))
-        ssim_map = formula(sums, [s[: h * w].view(h, w) for s in scratch])
+        plane = torch.sum(region.unfold(1, WIN, 1), -1, out=views.ysum)
+        ssim_map = formula(views.box7(plane), views.scratch)
         # times the mask as 1.0 / 0.0 (the map is finite): converted from its bytes, which
         # is several times faster than multiplying by (or converting) the bool tensor
-        ones = weight[: h * w].view(h, w).copy_(inside[i, y0:y1, x0:x1].view(torch.uint8))
+        ones = views.ones.copy_(inside[i, y0:y1, x0:x1].view(torch.uint8))
         total.add(ssim_map.mul_(ones))
         clock.lap(phase)
     return total.value(), count
