@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,24 @@ def test_values_are_pinned_bit_for_bit() -> None:
     assert inf_inside["mae"] == math.inf and math.isfinite(inf_inside["ssim"])
     outside = want["nonfinite-outside/synthrad2025/threads=1"].values()
     assert all(math.isfinite(float.fromhex(v)) for v in outside)
+
+
+def test_concurrent_threads_give_the_pinned_values() -> None:
+    # the map passes reuse per-thread buffers between calls: threads must not share them
+    pinned = json.loads(PINNED.read_text())
+    if torch.backends.cpu.get_cpu_capability() != pinned["torch_cpu_capability"]:
+        pytest.skip(f"values pinned on a {pinned['torch_cpu_capability']} CPU")
+    jobs = [(name, arrays, profile) for name, arrays in cases() for profile in PROFILES]
+
+    def run(job: tuple[str, Arrays, str]) -> tuple[str, dict[str, str]]:
+        name, arrays, profile = job
+        got = compute_image_metrics(*arrays, profile)
+        return f"{name}/{profile}/threads=1", {k: v.hex() for k, v in got.items()}
+
+    with ThreadPoolExecutor(3) as pool:
+        got = dict(pool.map(run, jobs))
+    assert got == {k: pinned["values"][k] for k in got}
+    assert len(got) == len(jobs)
 
 
 if __name__ == "__main__":
