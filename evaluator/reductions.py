@@ -36,8 +36,17 @@ class Total:
         if self._device_total is not None:
             self._device_total += t.sum()
         else:
-            assert self._parts is not None
-            self._parts.append(float(np.add.reduce(t.numpy(), axis=None)))
+            self.add_part(self.part(t))
+
+    @staticmethod
+    def part(t: torch.Tensor) -> float:
+        """The sum of a CPU tensor's elements exactly as :meth:`add` adds it."""
+        return float(np.add.reduce(t.numpy(), axis=None))
+
+    def add_part(self, value: float) -> None:
+        """Adds a sum from :meth:`part` (CPU only)."""
+        assert self._parts is not None
+        self._parts.append(value)
 
     def value(self) -> float:
         if self._device_total is not None:

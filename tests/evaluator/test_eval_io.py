@@ -71,6 +71,17 @@ def test_non_finite_sct(tmp_path):
         check_pair(ct, sct)
 
 
+def test_finite_values_whose_sum_overflows_pass(tmp_path):
+    # the check sums the volume first: an overflowing sum must not count as non-finite
+    a = np.full((4, 5, 6), 3e38, np.float32)
+    a[2] = -3e38
+    ct, sct = vol(tmp_path, "ct.mha"), vol(tmp_path, "sct.mha", a)
+    check_pair(ct, sct)
+    a[3, 1, 1] = np.nan
+    with pytest.raises(EvaluationInputError, match=r"sCT contains 1 non-finite"):
+        check_pair(ct, vol(tmp_path, "sct2.mha", a))
+
+
 def test_empty_and_mismatched_mask(tmp_path):
     ct, sct = vol(tmp_path, "ct.mha"), vol(tmp_path, "sct.mha")
     empty = vol(tmp_path, "mask.mha", np.zeros((4, 5, 6), np.uint8))
