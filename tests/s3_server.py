@@ -3,8 +3,10 @@ point the platform's image storage at it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,3 +163,23 @@ def no_ambient_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@contextlib.contextmanager
+def iam_enforced(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[S3Server, Roles]]:
+    """A started server with IAM enforced and this process configured as a host holding the
+    eval role's keys (data and ground truth); stopped and reset afterwards."""
+    server = S3Server()
+    server.start()
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    no_ambient_credentials(monkeypatch)
+    try:
+        roles = enforce_iam(server)
+        for name, value in role_settings(server, roles.eval, roles.eval).items():
+            monkeypatch.setattr(settings, name, value)
+        storage.clear_caches()
+        yield server, roles
+    finally:
+        relax_iam(server)
+        server.stop()
+        storage.clear_caches()

@@ -28,10 +28,7 @@ from tests.s3_server import (
     GT_BUCKET,
     Roles,
     S3Server,
-    enforce_iam,
-    no_ambient_credentials,
-    relax_iam,
-    role_settings,
+    iam_enforced,
 )
 
 
@@ -173,20 +170,8 @@ def test_archive_uploads_are_for_organisers_and_archives(client: TestClient,
 
 @pytest.fixture
 def on_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[S3Server, Roles]]:
-    server = S3Server()
-    server.start()
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    no_ambient_credentials(monkeypatch)
-    try:
-        roles = enforce_iam(server)
-        for name, value in role_settings(server, roles.eval, roles.eval).items():
-            monkeypatch.setattr(settings, name, value)
-        storage.clear_caches()
-        yield server, roles
-    finally:
-        relax_iam(server)
-        server.stop()
-        storage.clear_caches()
+    with iam_enforced(monkeypatch) as running:
+        yield running
 
 
 def test_an_s3_prefix_is_imported_within_the_allowed_prefixes(

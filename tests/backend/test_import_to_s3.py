@@ -22,10 +22,7 @@ from tests.backend import factories as f
 from tests.s3_server import (
     Roles,
     S3Server,
-    enforce_iam,
-    no_ambient_credentials,
-    relax_iam,
-    role_settings,
+    iam_enforced,
 )
 
 pytest.importorskip("moto.server")
@@ -33,20 +30,8 @@ pytest.importorskip("moto.server")
 
 @pytest.fixture
 def api_on_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[S3Server, Roles]]:
-    server = S3Server()
-    server.start()
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    no_ambient_credentials(monkeypatch)
-    try:
-        roles = enforce_iam(server)
-        for name, value in role_settings(server, roles.eval, roles.eval).items():
-            monkeypatch.setattr(settings, name, value)
-        storage.clear_caches()
-        yield server, roles
-    finally:
-        relax_iam(server)
-        server.stop()
-        storage.clear_caches()
+    with iam_enforced(monkeypatch) as running:
+        yield running
 
 
 def _files(root: Path) -> list[Path]:
