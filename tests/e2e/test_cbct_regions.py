@@ -76,23 +76,31 @@ def _wait_import(job_id: int, timeout_s: float) -> ImportJob:
         time.sleep(0.2)
 
 
-def test_cbct_phantoms_import_run_and_score(clean_pipeline, worker_proc) -> None:  # noqa: F811
-    data_dir = clean_pipeline.data_dir
-    src = data_dir / "synthrad2025-cbct"
-    _write_synthrad_cbct(src)
-    assert sorted(p.name for p in (src / "Task2").iterdir()) == ["AB", "HN", "TH"]
+def import_folder(src: Path, name: str) -> ImportJob:
+    """The SynthRAD-layout folder through the importer (a queued job on the worker), as an
+    admin: the finished job, checked to have succeeded."""
     with session_scope() as s:
-        admin = User(email="cbct@example.org", username="cbct", password_hash="x",
-                     is_admin=True)
+        admin = User(email=f"{name}@example.org", username=f"{name}-admin",
+                     password_hash="x", is_admin=True)
         s.add(admin)
         s.flush()
-        dataset = Dataset(slug="cbct-regions", title="CBCT regions", created_by_id=admin.id)
+        dataset = Dataset(slug=f"{name}-regions", title=f"{name} regions",
+                          created_by_id=admin.id)
         s.add(dataset)
         s.flush()
         job_id = datasets_service.start_import(
             s, admin, dataset, ImportIn(source="synthrad", path=str(src))).id
     job = _wait_import(job_id, timeout_s=240)
     assert job.status is ImportStatus.SUCCEEDED, (job.message, job.errors)
+    return job
+
+
+def test_cbct_phantoms_import_run_and_score(clean_pipeline, worker_proc) -> None:  # noqa: F811
+    data_dir = clean_pipeline.data_dir
+    src = data_dir / "synthrad2025-cbct"
+    _write_synthrad_cbct(src)
+    assert sorted(p.name for p in (src / "Task2").iterdir()) == ["AB", "HN", "TH"]
+    job = import_folder(src, "cbct")
     total = sum(CASES.values())
     with session_scope() as s:
         cases = list(s.scalars(select(Case).where(

@@ -18,21 +18,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from backend.datasets import service as datasets_service
-from backend.datasets.schemas import ImportIn
 from backend.db import session_scope
 from backend.models import (
     Case,
     CaseRun,
-    Dataset,
-    ImportStatus,
     Result,
     SubmissionStatus,
-    User,
 )
 from evaluator.scoring import score_case
 from evaluator.segmentation.official import BRAIN, HEART, LIVER, SPINAL_CORD, VERTEBRAE
-from tests.e2e.test_cbct_regions import _wait_import
+from tests.e2e.test_cbct_regions import import_folder
 from tests.helpers.totalseg_model import make_totalseg_weights
 from tests.worker import harness
 from tests.worker.conftest import (  # noqa: F401  (fixtures)
@@ -80,18 +75,7 @@ def test_synthrad2025_geometry_on_cbct_regions(clean_pipeline, worker_proc,  # n
     for folder in (src / "Task2").iterdir():
         for case in folder.iterdir():
             assert {"labels.mha", "segmentation.mha"} <= {p.name for p in case.iterdir()}
-    with session_scope() as s:
-        admin = User(email="ts@example.org", username="tsadmin", password_hash="x",
-                     is_admin=True)
-        s.add(admin)
-        s.flush()
-        dataset = Dataset(slug="ts-regions", title="TS regions", created_by_id=admin.id)
-        s.add(dataset)
-        s.flush()
-        job_id = datasets_service.start_import(
-            s, admin, dataset, ImportIn(source="synthrad", path=str(src))).id
-    job = _wait_import(job_id, timeout_s=240)
-    assert job.status is ImportStatus.SUCCEEDED, (job.message, job.errors)
+    job = import_folder(src, "ts")
     with session_scope() as s:
         cases = {c.id: (c.name, c.region, c.ground_truth_path, c.mask_path, c.labels_path)
                  for c in s.scalars(select(Case).where(
