@@ -32,9 +32,9 @@ MAE_REL_TOL = 0.02  # MAE dose in the target within 2 % of the reference's ...
 # and local errors in the brain: MAE ~0.05 % of Rx, where 2 % of it is below what the dose
 # grid's interpolation resolves)
 MAE_ABS_TOL = 2e-4
-# protons: the goal is 2 % too; reached on these cases except brain soft-60 (+2.2 %), so
-# 3 % here.  A varied brain layout (seed 3) still shows +4..8 % (issue 19 stays open)
-MAE_REL_TOL_PROTON = 0.03
+# protons: the goal is 2 % too; reached on these cases except brain soft-60 (+2.1 %), so
+# 2.5 % here (a varied brain layout, seed 3, is within -1.0..+2.3 % on soft/bone errors)
+MAE_REL_TOL_PROTON = 0.025
 GAMMA_TOL_PP = 0.5  # gamma pass rate within 0.5 percentage points
 R80_TOL_MM = 0.2  # slab range shift per HU offset
 

@@ -43,14 +43,17 @@ from evaluator.dose.optimize import Influence
 from evaluator.dose.plan import Plan, beamlet_count
 
 ENGINE_NAME = "torch_pb"
-# 5: proton sigma(depth) from the machine's table, voxel-constant density along rays;
+# 6: densities outside the plan's structures ignored (like pyRadPlan), protons traced at
+# 16 steps per voxel; 5: proton sigma(depth) from the machine's table, voxel-constant
+# density along rays;
 # 4: matRad-like steering (dilated target); 3: matRad photon kernels, dose grid, proton
 # physics; 2: IDD refit
-MODEL_VERSION = "5"
+MODEL_VERSION = "6"
 WET_SAMPLING = "nearest"  # density along a ray: each voxel's own value (see _wet)
 DEPTH_STEPS_PER_VOXEL = 4  # samples per (smallest) voxel along a ray: nearest sampling
-# converges to the exact (Siddon) path integral; at 2 a boundary's depth is off by up to a
-# quarter voxel (slab R80 shifts 0.2 mm off pyRadPlan's), at 4 by an eighth (0.05 mm)
+# converges to the exact (Siddon) path integral; each boundary the ray crosses puts the
+# depth behind it off by up to half a step times the density step, with the same sign over
+# a flat surface (slab: +0.24 mm of depth at 4 steps; protons use more, see the model)
 SSD_DENSITY_THRESHOLD = 0.05  # first density above this on the central ray = skin
 POINT_CHUNK = 131072  # evaluation points per forward pass (bounds memory)
 # optimisation: explicit dose influence matrix, built in blocks of INFLUENCE_BLOCK entries
@@ -64,6 +67,12 @@ INFLUENCE_MAX_BYTES = 1_500_000_000
 # one block of influence columns: (weight indices, indices of the points it covers or None
 # for all, (points, weights) block)
 Columns = tuple[np.ndarray, torch.Tensor | None, torch.Tensor]
+
+
+def patient_mask(plan: Plan, labels: np.ndarray) -> np.ndarray:
+    """(z, y, x) bool: the voxels of any of the plan's structures (pyRadPlan's dose
+    engines ignore the densities outside them)."""
+    return np.isin(np.asarray(labels), list(plan.structures.values()))
 
 
 @dataclass
@@ -186,10 +195,8 @@ class PencilBeamModel(abc.ABC, Generic[BeamT]):
         n_sub = math.ceil(b / 2.5)
         n_sub += 1 - n_sub % 2
         step = self.lateral_step_mm or b / n_sub
-        depth_step = min(spacing) / DEPTH_STEPS_PER_VOXEL
-        density = hu_to_density_torch(
-            torch.as_tensor(planning_ct, dtype=self.dtype, device=self.device)
-        )
+        depth_step = self._depth_step(spacing, plan)
+        density = self._density(planning_ct, patient_mask(plan, labels))
         # like matRad/pyRadPlan, beamlets are steered onto the target dilated by a box of
         # max(voxel, bixel width) in each direction (margin for dose fall-off and robustness)
         if self.device.type == "cpu":  # scipy's filter is O(1) per voxel, pooling O(radius)
@@ -215,6 +222,20 @@ class PencilBeamModel(abc.ABC, Generic[BeamT]):
                             self._ssd(density, grid, spacing))
             setups.append(self._beam(geo, given, ct))
         return setups
+
+    def _depth_step(self, spacing: Sequence[float], plan: Plan) -> float:
+        """Length (mm) of the steps along a ray."""
+        return min(spacing) / DEPTH_STEPS_PER_VOXEL
+
+    def _density(self, ct_hu: np.ndarray, inside: np.ndarray | None) -> torch.Tensor:
+        """Relative density of the CT; with ``inside``, zero outside it.  Like pyRadPlan
+        (``ignore_outside_densities``, on by default), densities outside the plan's structures
+        are ignored: the air around a head holds HU noise (density ~0.01-0.02) over many
+        centimetres, which would otherwise add ~0.5 mm of depth and shorten every range."""
+        density = hu_to_density_torch(torch.as_tensor(ct_hu, dtype=self.dtype, device=self.device))
+        if inside is None:
+            return density
+        return density * torch.as_tensor(inside, device=self.device).to(self.dtype)
 
     def _ssd(self, density: torch.Tensor, grid: BevGrid, spacing: Sequence[float]) -> float:
         """Source-to-skin distance along the central ray (first density above threshold)."""
@@ -256,12 +277,13 @@ class PencilBeamModel(abc.ABC, Generic[BeamT]):
 
     def _wet_volumes(
         self, ct_hu: np.ndarray, spacing: Sequence[float], setups: Sequence[BeamT],
-        dose_grid: DoseGrid | None = None,
+        dose_grid: DoseGrid | None = None, inside: np.ndarray | None = None,
     ) -> list[torch.Tensor]:
-        """Water-equivalent depth on each beam's BEV grid for this CT; with ``dose_grid``,
-        traced through the densities resampled onto it, as pyRadPlan traces (its
-        ``trace_on_dose_grid``: the resampling smooths an sCT's noise, the tracing keeps it)."""
-        density = hu_to_density_torch(torch.as_tensor(ct_hu, dtype=self.dtype, device=self.device))
+        """Water-equivalent depth on each beam's BEV grid for this CT (densities outside
+        ``inside`` ignored, see :meth:`_density`); with ``dose_grid``, traced through the
+        densities resampled onto it, as pyRadPlan traces (its ``trace_on_dose_grid``: the
+        resampling smooths an sCT's noise, the tracing keeps it)."""
+        density = self._density(ct_hu, inside)
         if dose_grid is None:
             return [self._wet(density, s.grid, spacing) for s in setups]
         on_grid = dose_grid.resample(density, spacing)
@@ -330,7 +352,8 @@ class PencilBeamModel(abc.ABC, Generic[BeamT]):
         needed = np.flatnonzero(m.cpu().numpy().reshape(-1) > 0)
         with torch.no_grad():
             if wet_bev is None:
-                wet_bev = self._wet_volumes(ct_hu, spacing, setups, grid)
+                wet_bev = self._wet_volumes(ct_hu, spacing, setups, grid,
+                                            patient_mask(plan, labels))
             coarse = torch.zeros(int(np.prod(grid.shape)), dtype=self.dtype, device=self.device)
             for start in range(0, len(needed), POINT_CHUNK):
                 part = needed[start: start + POINT_CHUNK]
@@ -424,7 +447,8 @@ class PencilBeamModel(abc.ABC, Generic[BeamT]):
         flat = np.flatnonzero(np.isin(on_grid, wanted))
         with torch.no_grad():
             vox = self._voxels(grid.points(flat), setups)
-            wet_bev = self._wet_volumes(ct_hu, spacing, setups, grid)
+            wet_bev = self._wet_volumes(ct_hu, spacing, setups, grid,
+                                        patient_mask(plan, labels))
             wet = self._point_wet(wet_bev, setups, vox)
         sub_labels = on_grid.reshape(-1)[flat]
         present = set(np.unique(sub_labels).tolist())

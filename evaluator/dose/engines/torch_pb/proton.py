@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +38,7 @@ from evaluator.dose.optimize import Influence
 from evaluator.dose.plan import Plan
 
 LAYER_SPACING_MM = 3.0
+PROTON_DEPTH_STEPS_PER_VOXEL = 16  # ray samples per traced voxel (see _depth_step)
 PEAK_BEFORE_RANGE_MM = 2.0  # our depth dose peaks ~2 mm before R (R = P + 1.9 mm fitted)
 INFLUENCE_SIGMAS = 5.0  # points beyond 5 sigma of a layer's spots get none of it
 
@@ -75,6 +76,13 @@ class ProtonPencilBeam(PencilBeamModel[ProtonBeam]):
 
     def _margin_mm(self, bixel: float) -> float:
         return 2 * bixel + 12.0
+
+    def _depth_step(self, spacing: Sequence[float], plan: Plan) -> float:
+        """1/16 of the voxel traced (the dose grid's, or the CT's where coarser): a proton's
+        dose moves with its range, and at 1/4 the sampling bias of the depth (up to 1/8 voxel
+        per boundary, one sign over a flat surface) shortened the pelvis phantom's ranges by
+        ~0.2 mm, 1.5-3 % of its MAE under an HU bias; at 1/16 below 0.05 mm."""
+        return max(min(spacing), plan.dose_grid_mm) / PROTON_DEPTH_STEPS_PER_VOXEL
 
     # ---------- energy layers ----------
     def _beam(self, geo: BeamSetup, given: SpotList | None, ct: PlanningCT) -> ProtonBeam:
