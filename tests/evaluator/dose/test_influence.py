@@ -72,8 +72,11 @@ def test_matrix_free_optimisation_gives_the_same_plan(
     hu, labels = phantom()
     engine = TorchPencilBeamEngine()
     plan = make_plan(modality)
-    # both routes converge to the same plan; at 80 iterations the photon plans still
-    # differed by up to 2.2 % of Rx in a voxel (voxel-constant ray densities), at 160 by 1.4 %
+    # Both routes minimise the same objective. It pins the target (and the OARs) but is flat
+    # in directions that move dose around outside them: with densities zeroed outside the
+    # structures (engine model 6) the photon plans at 160 (and 320) iterations agree within
+    # 0.4 % of Rx in the target and 1.9 % at the body's 99th percentile, with single voxels
+    # outside the target up to 4.1 % apart -- whichever thread settings ran before.
     with_matrix = dataclasses.replace(plan, weights={
         "torch_pb": engine.optimize(hu, SPACING, plan, labels, iterations=160)})
     monkeypatch.setattr(torch_pb_common, "INFLUENCE_MAX_BYTES", 0)
@@ -84,4 +87,7 @@ def test_matrix_free_optimisation_gives_the_same_plan(
     target = labels == 2
     assert a[target].mean() == pytest.approx(2.0, rel=1e-3)
     assert b[target].mean() == pytest.approx(2.0, rel=1e-3)
-    assert np.abs(a - b).max() < 0.02 * 2.0
+    diff = np.abs(a - b) / 2.0  # fraction of Rx
+    assert diff[target].max() < 0.01
+    assert np.percentile(diff[labels > 0], 99) < 0.025
+    assert diff.max() < 0.05
