@@ -32,6 +32,22 @@ _ENCODED = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan,
             "+inf": math.inf, "infinity": math.inf, "-infinity": -math.inf}
 
 
+def exact_sum(values: Iterable[float]) -> float:
+    """``math.fsum`` (exactly rounded, order-free) of finite values; when the exact sum leaves
+    the float range, the infinity of its sign instead of fsum's OverflowError (a hostile sCT
+    with finite values near 1e308 must score as infinitely bad, not crash the scoring)."""
+    vals = list(values)
+    try:
+        return math.fsum(vals)
+    except OverflowError:  # a partial sum overflowed: add the values scaled by 2**-64 (exact
+        # for all but values below 1e-289, which cannot matter at this magnitude)
+        scaled = math.fsum(math.ldexp(v, -64) for v in vals)
+        try:
+            return math.ldexp(scaled, 64)
+        except OverflowError:
+            return math.copysign(math.inf, scaled)
+
+
 def encode_metric(value: float | None) -> float | str | None:
     """A JSON/PostgreSQL-safe form of one metric value: non-finite floats become strings."""
     if value is None:
@@ -102,8 +118,10 @@ def aggregate(values: Iterable[float | str | None]) -> dict[str, float]:
         return {**dict.fromkeys(STAT_KEYS, math.nan), "count": 0}
     finite = all(math.isfinite(v) for v in nums)
     if finite:
-        mean = math.fsum(nums) / n
-        std = math.sqrt(math.fsum((v - mean) ** 2 for v in nums) / n)
+        # Finite values whose sum or spread leaves the float range give inf, never an error.
+        mean = exact_sum(nums) / n
+        std = math.sqrt(exact_sum((v - mean) * (v - mean) for v in nums) / n) \
+            if math.isfinite(mean) else math.inf
     else:
         has_pos, has_neg = math.inf in nums, -math.inf in nums
         mean = math.nan if has_pos and has_neg else (math.inf if has_pos else -math.inf)

@@ -10,11 +10,12 @@ order fixed by the tensor's shape alone) and adds the per-tensor sums with ``mat
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
 import torch
+
+from evaluator.aggregation import exact_sum
 
 
 class Total:
@@ -52,7 +53,7 @@ class Total:
         if self._device_total is not None:
             return float(self._device_total)
         assert self._parts is not None
-        return math.fsum(self._parts)
+        return exact_sum(self._parts)
 
 
 class PhaseClock:
