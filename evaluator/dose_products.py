@@ -168,12 +168,6 @@ def write(prediction: Path, case_name: str, products: CaseProducts) -> None:
     _replace(meta_path, lambda fh: fh.write(json.dumps(meta, separators=(",", ":")).encode()))
 
 
-def remove(prediction: Path, case_name: str) -> None:
-    """Drop a case's products (before it is scored again: stale views are worse than none)."""
-    for p in paths(prediction, case_name):
-        p.unlink(missing_ok=True)
-
-
 def read_meta(path: Path) -> dict[str, Any] | None:
     """The meta JSON, or None when the case has no (readable, current) products."""
     try:

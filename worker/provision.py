@@ -215,11 +215,6 @@ class CheckedOutput:
     warning: str = ""
 
 
-def validate_output(case: CaseInput, files: list[Path], batch: bool) -> Path:
-    """The one sCT of ``case``, checked (readable, same geometry as the input, finite)."""
-    return check_output(case, files, batch).path
-
-
 def check_output(case: CaseInput, files: list[Path], batch: bool, *,
                  impose_geometry: bool = False) -> CheckedOutput:
     """The one sCT of ``case``, checked (readable, the input's size, finite). Its spacing,

@@ -517,9 +517,9 @@ def score_dose(job: pipeline.Evaluation, prediction: Path, device: str,
         return {"dose_error": str(exc)[:500]}
     if report.products is not None and report.products.modalities:
         try:
-            scratch = object_cache.cache().root / "tmp"
-            scratch.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(prefix="dose-", dir=scratch) as tmp:
+            # The cache's own scratch folder (made with the cache): on the storage's filesystem.
+            with tempfile.TemporaryDirectory(prefix="dose-",
+                                             dir=object_cache.cache().root / "tmp") as tmp:
                 local = Path(tmp) / "sct.mha"
                 dose_products.write(local, job.case_name, report.products)
                 # The meta last: its presence says the arrays are complete.

@@ -11,6 +11,7 @@ unpack to more than the limit or the free space.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import logging
@@ -30,7 +31,13 @@ from backend.config import settings
 from backend.datasets import importers
 from backend.errors import BadRequestError, InsufficientStorageError
 from backend.images.validation import human_size
-from backend.storage import S3Config, Storage, StorageUnavailableError, _s3, data_storage
+from backend.storage import (
+    Storage,
+    StorageUnavailableError,
+    _groundtruth_config,
+    _s3,
+    data_storage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +63,16 @@ def unpacked_archive(key: str) -> Path:
             try:
                 with object_cache.local_file(key) as archive:
                     _unpack(archive, root / "data")
-            except FileNotFoundError as exc:
-                raise BadRequestError("The uploaded archive is no longer stored; upload it "
-                                      "again.") from exc
-            except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
-                shutil.rmtree(root, ignore_errors=True)
-                if isinstance(exc, StorageUnavailableError):
-                    raise
-                raise BadRequestError(f"The archive could not be unpacked ({exc}); upload a "
-                                      ".tar, .tar.gz, .tgz or .zip file.") from exc
-            except BaseException:
-                shutil.rmtree(root, ignore_errors=True)
-                raise
+            except BaseException as exc:
+                shutil.rmtree(root, ignore_errors=True)  # never a half-unpacked folder
+                if isinstance(exc, FileNotFoundError):
+                    raise BadRequestError("The uploaded archive is no longer stored; upload it "
+                                          "again.") from exc
+                unreadable = (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError)
+                if isinstance(exc, unreadable) and not isinstance(exc, StorageUnavailableError):
+                    raise BadRequestError(f"The archive could not be unpacked ({exc}); upload "
+                                          "a .tar, .tar.gz, .tgz or .zip file.") from exc
+                raise  # refusals (BadRequestError, no room) and storage faults as they are
             (root / UNPACKED).touch()
     return root / "data"
 
@@ -125,15 +130,8 @@ def _unzip(archive: Path, dest: Path) -> None:
 
 def _import_store(bucket: str, prefix: str) -> Storage:
     """The S3 prefix, read with the ground-truth credentials and endpoint."""
-    def pick(own: str | None, shared: str | None) -> str | None:
-        return own if own is not None else shared
-
-    return _s3(S3Config(
-        bucket=bucket, prefix=prefix,
-        endpoint_url=pick(settings.gt_s3_endpoint_url, settings.s3_endpoint_url),
-        region=pick(settings.gt_s3_region, settings.s3_region),
-        access_key_id=settings.gt_s3_access_key_id,
-        secret_access_key=settings.gt_s3_secret_access_key, what="import source"))
+    return _s3(dataclasses.replace(_groundtruth_config(), bucket=bucket, prefix=prefix,
+                                   what="import source"))
 
 
 def s3_cases(bucket: str, prefix: str) -> list[CaseSource]:

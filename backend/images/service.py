@@ -295,6 +295,18 @@ def _finished_sha(upload_id: str, total: int) -> str:
     return str(_hasher_at(upload_id, total).hexdigest())
 
 
+def _require_received(upload: ImageUpload, again: str) -> None:
+    """An open upload holding every byte; otherwise a 409 saying what to do (``again``: what
+    to do when the upload is used up or aborted)."""
+    if upload.status is not UploadStatus.OPEN:
+        raise ConflictError(f"Upload {upload.id} is {upload.status.value}; {again}.")
+    if upload.received_bytes != upload.total_bytes:
+        raise ConflictError(
+            f"The upload is incomplete: {upload.received_bytes} of {upload.total_bytes} bytes "
+            f"received. Resume from byte {upload.received_bytes}."
+        )
+
+
 def complete(session: Session, user: User, upload_id: str) -> tuple[AlgorithmImage, str | None]:
     """Validate the finished upload and create its image. Returns (image, notice)."""
     upload = get_upload(session, user, upload_id, lock=True)
@@ -302,13 +314,7 @@ def complete(session: Session, user: User, upload_id: str) -> tuple[AlgorithmIma
         image = session.get(AlgorithmImage, upload.image_id)
         if image is not None:
             return image, None
-    if upload.status is not UploadStatus.OPEN:
-        raise ConflictError(f"Upload {upload_id} is {upload.status.value}; start a new one.")
-    if upload.received_bytes != upload.total_bytes:
-        raise ConflictError(
-            f"The upload is incomplete: {upload.received_bytes} of {upload.total_bytes} bytes "
-            f"received. Resume from byte {upload.received_bytes}."
-        )
+    _require_received(upload, "start a new one")
     path = part_path(upload_id)
     sha = _finished_sha(upload_id, upload.total_bytes)
     _hashers.pop(upload_id, None)
@@ -399,13 +405,7 @@ def take_archive(session: Session, user: User, upload_id: str) -> tuple[str, str
     """A finished dataset-archive upload, moved into the data storage for the import job:
     ``(storage key, name)``. The upload is then complete (its part file goes after commit)."""
     upload = get_upload(session, user, upload_id, lock=True)
-    if upload.status is not UploadStatus.OPEN:
-        raise ConflictError(f"Upload {upload_id} is {upload.status.value}; upload the archive "
-                            "again.")
-    if upload.received_bytes != upload.total_bytes:
-        raise ConflictError(
-            f"The archive upload is incomplete: {upload.received_bytes} of "
-            f"{upload.total_bytes} bytes received. Resume from byte {upload.received_bytes}.")
+    _require_received(upload, "upload the archive again")
     if not upload.name.lower().endswith(ARCHIVE_SUFFIXES):
         raise BadRequestError(f"Upload {upload_id} ('{upload.name}') is not a dataset archive "
                               f"({', '.join(ARCHIVE_SUFFIXES)}).")

@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from backend.config import settings
+from backend.datasets.importers import stem_of
 from backend.db import session_scope
 from backend.leaderboards import service as leaderboards
 from backend.models import (
@@ -402,11 +403,11 @@ def label_map_for(labels_path: str | None, metric_profile: str) -> str | None:
     stem = label_map_stem(spec.segmenter if spec else None)
     if not labels_path or stem is None:
         return None
-    if posixpath.basename(labels_path).split(".", 1)[0] == stem:
+    if stem_of(posixpath.basename(labels_path)) == stem:
         return labels_path
     folder = posixpath.dirname(labels_path) + "/"
     return next((k for k in storage_for(labels_path).keys(folder)
-                 if posixpath.basename(k).split(".", 1)[0] == stem), None)
+                 if stem_of(posixpath.basename(k)) == stem), None)
 
 
 def record_score(job: Evaluation, metrics: Mapping[str, Any], error: str = "") -> None:

@@ -10,7 +10,7 @@ import pytest
 from tests.reliability import image_tars
 from tests.worker.helpers import EXAMPLES_OUT, ensure_example, write_case
 from worker import sandbox
-from worker.provision import OutputError, find_outputs, provision_inputs, validate_output
+from worker.provision import OutputError, check_output, find_outputs, provision_inputs
 
 pytestmark = pytest.mark.docker
 
@@ -58,7 +58,7 @@ def test_static_image_maps_mr_to_hu(tmp_path: Path, static_images: dict[str, str
     res, cases, out = _run(tmp_path, static_images["static-c"])
     assert res.ok, (res.error_message, res.stderr)
     assert res.exit_code == 0 and "mode=map" in res.stdout
-    path = validate_output(cases[0], find_outputs(out)[cases[0].name], batch=False)
+    path = check_output(cases[0], find_outputs(out)[cases[0].name], batch=False).path
     assert path.name == "1BA000.mha"
     _no_leftovers()
 
@@ -68,7 +68,7 @@ def test_batch_of_cases_in_one_container(tmp_path: Path, static_images: dict[str
     assert res.ok
     found = find_outputs(out)
     for case in cases:
-        validate_output(case, found.get(case.name, []), batch=True)
+        check_output(case, found.get(case.name, []), batch=True)
 
 
 def test_crash_reports_exit_code_and_logs(tmp_path: Path, static_images: dict[str, str]) -> None:
@@ -98,20 +98,20 @@ def test_wrong_geometry_is_rejected(tmp_path: Path, static_images: dict[str, str
     res, cases, out = _run(tmp_path, static_images["fail-wrong-geometry"])
     assert res.ok
     with pytest.raises(OutputError, match="spacing"):
-        validate_output(cases[0], find_outputs(out).get(cases[0].name, []), batch=False)
+        check_output(cases[0], find_outputs(out).get(cases[0].name, []), batch=False)
 
 
 def test_missing_output_is_rejected(tmp_path: Path, static_images: dict[str, str]) -> None:
     res, cases, out = _run(tmp_path, static_images["fail-no-output"])
     assert res.ok
     with pytest.raises(OutputError, match="No synthetic CT"):
-        validate_output(cases[0], find_outputs(out).get(cases[0].name, []), batch=False)
+        check_output(cases[0], find_outputs(out).get(cases[0].name, []), batch=False)
 
 
 def test_nan_output_is_rejected(tmp_path: Path, static_images: dict[str, str]) -> None:
     _, cases, out = _run(tmp_path, static_images["fail-nan"])
     with pytest.raises(OutputError, match="non-finite"):
-        validate_output(cases[0], find_outputs(out).get(cases[0].name, []), batch=False)
+        check_output(cases[0], find_outputs(out).get(cases[0].name, []), batch=False)
 
 
 def test_python_template_image(tmp_path: Path, python_image: str) -> None:
@@ -119,7 +119,7 @@ def test_python_template_image(tmp_path: Path, python_image: str) -> None:
     assert res.ok, res.stderr
     found = find_outputs(out)
     for case in cases:
-        validate_output(case, found.get(case.name, []), batch=True)
+        check_output(case, found.get(case.name, []), batch=True)
     assert (out / "results.json").exists()
 
 
@@ -311,7 +311,7 @@ def test_grand_challenge_style_container(tmp_path: Path, docker_engine: None) ->
     assert "region 'brain'" in res.stdout
     found = find_outputs(out, [cases[0].name])
     assert [p.name for p in found[cases[0].name]] == ["output.mha"]
-    validate_output(cases[0], found[cases[0].name], batch=False)
+    check_output(cases[0], found[cases[0].name], batch=False)
     # In a batch, names must match the inputs: an unnamed file is nobody's.
     assert cases[0].name not in find_outputs(out, [cases[0].name, "1BA999"])
 
