@@ -11,6 +11,7 @@ import json
 import os
 import stat
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
@@ -54,6 +55,7 @@ LOGIN_HINT = "Run `syntharena login --server URL` first."
 # is small, and the server keeps what arrived of an interrupted one.
 CHUNK = 128 * 1024 * 1024
 PIECE = 1024 * 1024  # bytes read from the file and sent at a time
+SUBMIT_ATTEMPTS = 4
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
@@ -284,9 +286,24 @@ def submit(challenge: ChallengeArg, phase: PhaseArg,
            watch: Annotated[bool, typer.Option(help="Follow it until it finishes")] = False
            ) -> None:
     """Submit an uploaded image to a phase."""
+    # A dropped connection leaves the outcome unknown: the repeat carries the same key, so
+    # the server answers with the submission the first attempt made instead of a second one.
+    key = str(uuid.uuid4())
     with client() as c:
-        sub = check(c.post(f"/api/challenges/{challenge}/phases/{phase}/submissions",
-                           json={"image_id": image_id, "comment": comment}))
+        for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+            try:
+                r = c.post(f"/api/challenges/{challenge}/phases/{phase}/submissions",
+                           json={"image_id": image_id, "comment": comment},
+                           headers={"Idempotency-Key": key})
+                break
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol):
+                raise  # never reached the server: nothing was made (one line, FriendlyGroup)
+            except httpx.TransportError as exc:
+                if attempt == SUBMIT_ATTEMPTS:
+                    raise fail(f"Connection lost ({exc}); `syntharena submissions "
+                               f"{challenge} {phase}` shows whether it was made.") from exc
+                time.sleep(min(2**attempt, 30))
+        sub = check(r)
     say(f"Submission #{sub['id']} created ({sub['status']}).")
     if watch:
         status(sub["id"], watch=True)

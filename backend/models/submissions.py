@@ -74,6 +74,7 @@ CASE_RUN_TRANSITIONS: dict[CaseRunStatus, frozenset[CaseRunStatus]] = {
     R.CANCELLED: frozenset(),
 }
 
+IDEMPOTENCY_KEY_MAX = 128
 _active_sql = "status IN ('pending', 'running', 'evaluating')"
 
 
@@ -90,6 +91,9 @@ class Submission(TimestampMixin, Base):
             sqlite_where=text(_active_sql),
         ),
         Index("ix_submissions_phase_id_user_id_created_at", "phase_id", "user_id", "created_at"),
+        # A client's retry of a request whose answer it lost finds the submission it made.
+        Index("uq_submissions_user_id_idempotency_key", "user_id", "idempotency_key",
+              unique=True),
         CheckConstraint("cases_done >= 0", name="cases_done_nonneg"),
     )
 
@@ -110,6 +114,8 @@ class Submission(TimestampMixin, Base):
     current_step: Mapped[str] = mapped_column(String(200), default="")
     error_message: Mapped[str] = mapped_column(Text, default="")
     comment: Mapped[str] = mapped_column(String(500), default="")
+    # The client's Idempotency-Key header (unique per user; NULL when none was sent).
+    idempotency_key: Mapped[str | None] = mapped_column(String(IDEMPOTENCY_KEY_MAX))
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     # Organiser flags.

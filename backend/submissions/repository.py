@@ -35,6 +35,11 @@ def lock_user(session: Session, user_id: int) -> None:
     session.execute(select(User.id).where(User.id == user_id).with_for_update())
 
 
+def by_idempotency_key(session: Session, user_id: int, key: str) -> Submission | None:
+    return session.scalars(select(Submission).where(
+        Submission.user_id == user_id, Submission.idempotency_key == key)).first()
+
+
 def active_submission(session: Session, phase_id: int, user_id: int) -> Submission | None:
     return session.scalars(
         select(Submission).where(

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 from sqlalchemy.orm import Session
 
 from backend import access
@@ -11,6 +11,7 @@ from backend.db import SessionDep
 from backend.deps import CurrentUser
 from backend.errors import ForbiddenError, NotFoundError
 from backend.models import Phase, Submission, User
+from backend.models.submissions import IDEMPOTENCY_KEY_MAX
 from backend.pagination import PageDep
 from backend.submissions import dose, service
 from backend.submissions.schemas import CaseRunOut, SubmissionFlags, SubmissionIn, SubmissionOut
@@ -37,13 +38,29 @@ def _organizer_out(session: Session, sub: Submission) -> SubmissionOut:
     return submission_out(session, sub, access.submission_view(phase, True))
 
 
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX,
+    pattern=r"^[\x21-\x7e]+$",
+    description="Any unique printable string (e.g. a UUID). A repeat of the request with the "
+    "same key (after a lost answer) returns the submission the first one made, with the header "
+    "`Idempotent-Replayed: true`, instead of making a second one.")]
+
+
 @router.post("/api/challenges/{slug}/phases/{phase_slug}/submissions", status_code=201)
 def create_submission(
-    slug: str, phase_slug: str, data: SubmissionIn, session: SessionDep, user: CurrentUser
+    slug: str, phase_slug: str, data: SubmissionIn, response: Response, session: SessionDep,
+    user: CurrentUser, idempotency_key: IdempotencyKey = None,
 ) -> SubmissionOut:
     challenge = access.challenge_by_slug(session, slug, user)
     phase = access.phase_by_slug(session, challenge, phase_slug)
-    sub = service.create(session, user, challenge, phase, data.image_id, data.comment)
+    sub = None
+    if idempotency_key is not None:
+        sub = service.replay(session, user, phase, data.image_id, idempotency_key)
+        if sub is not None:
+            response.headers["Idempotent-Replayed"] = "true"
+    if sub is None:
+        sub = service.create(session, user, challenge, phase, data.image_id, data.comment,
+                             idempotency_key)
     return submission_out(session, sub, access.submission_view(phase, False), user.username)
 
 

@@ -16,6 +16,7 @@ from backend.errors import (
     ForbiddenError,
     NotFoundError,
     TooManyRequestsError,
+    UnprocessableError,
 )
 from backend.leaderboards import service as leaderboards
 from backend.models import (
@@ -44,9 +45,24 @@ def _period_text(phase: Phase) -> str:
     return f"per {hours:g} hours" if hours != 24 else "per day"
 
 
+def replay(session: Session, user: User, phase: Phase, image_id: int,
+           idempotency_key: str) -> Submission | None:
+    """The submission an earlier request with this Idempotency-Key made, if any (a client
+    repeating a request whose answer it lost). Takes the user's submission lock first, so a
+    repeat racing the first request waits for it and then finds its submission."""
+    repo.lock_user(session, user.id)
+    earlier = repo.by_idempotency_key(session, user.id, idempotency_key)
+    if earlier is not None and (earlier.phase_id, earlier.image_id) != (phase.id, image_id):
+        raise UnprocessableError(
+            f"The Idempotency-Key '{idempotency_key}' was already used for submission "
+            f"#{earlier.id} (another phase or image); send a new key for a new submission."
+        )
+    return earlier
+
+
 def create(
     session: Session, user: User, challenge: Challenge, phase: Phase, image_id: int,
-    comment: str = "",
+    comment: str = "", idempotency_key: str | None = None,
 ) -> Submission:
     organizer = access.is_organizer(session, user, challenge.id)
     if not organizer and access.role_in(session, user, challenge.id) is None:
@@ -95,6 +111,7 @@ def create(
         status_changed_at=now,
         cases_total=repo.case_count(session, phase.dataset_version_id),
         comment=comment,
+        idempotency_key=idempotency_key,
         current_step="queued",
         is_baseline=False,
     )

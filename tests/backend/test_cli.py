@@ -59,9 +59,27 @@ def test_participant_flow(cli_env: Path, db_session: Session,
     out = _run("upload", str(tarball), "--chunk-kib", "4")
     assert "Resuming upload" in out and "valid" in out
     image_id = int(out.split("Image #")[1].split()[0])
+    # The first answer is lost after the server made the submission (mocked: an in-process
+    # client cannot drop a connection; tests/reliability/test_load.py meets real ones): the
+    # CLI repeats the request with its Idempotency-Key and reports the one submission made.
+    real_post, sent_keys = TestClient.post, []
+
+    def answer_lost_once(self: TestClient, url: str, **kw: object) -> httpx.Response:
+        r = real_post(self, url, **kw)  # type: ignore[arg-type]
+        if url.endswith("/submissions"):
+            sent_keys.append(dict(kw["headers"])["Idempotency-Key"])  # type: ignore[call-overload]
+            if len(sent_keys) == 1:
+                raise httpx.ReadError("connection reset by peer")
+        return r
+
+    monkeypatch.setattr(TestClient, "post", answer_lost_once)
+    monkeypatch.setattr(cli.time, "sleep", lambda s: None)
     out = _run("submit", ch.slug, phase.slug, str(image_id))
+    monkeypatch.setattr(TestClient, "post", real_post)
     sub_id = int(out.split("#")[1].split()[0])
+    assert len(sent_keys) == 2 and sent_keys[0] == sent_keys[1]
     assert db_session.get(Submission, sub_id) is not None
+    assert db_session.query(Submission).filter_by(phase_id=phase.id).count() == 1
     assert "pending" in _run("status", str(sub_id))
     assert "rank" in _run("leaderboard", ch.slug, phase.slug)
     assert _run("leaderboard", ch.slug, phase.slug, "--csv").startswith("rank,username")

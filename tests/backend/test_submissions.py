@@ -241,3 +241,86 @@ def test_tasks_wait_for_the_outermost_commit(db_session: Session, task_queue: Ta
     assert task_queue.messages() == []
     db_session.commit()
     assert task_queue.task_names() == ["submissions.start"]
+
+
+def test_idempotency_key_replays_the_first_answer(client: TestClient, db_session: Session,
+                                                  task_queue: TaskQueue) -> None:
+    """A client that lost the answer repeats the request with the same key: it gets the
+    submission the first request made (201, ``Idempotent-Replayed``), nothing new is queued;
+    the key reused for another phase or image, or a malformed key, is refused (422)."""
+    _org, ch, phase, user = _setup(db_session, submissions_per_period=5)
+    h = f.auth(db_session, user)
+    image, other = f.make_image(db_session, user), f.make_image(db_session, user)
+    key = {"Idempotency-Key": "3f1c8a9e-6d4b-4c2e-9a7f-0b5d1e2c3a4b"}
+    first = client.post(_url(ch, phase), json={"image_id": image.id}, headers=h | key)
+    assert first.status_code == 201 and "idempotent-replayed" not in first.headers
+    again = client.post(_url(ch, phase), json={"image_id": image.id}, headers=h | key)
+    assert again.status_code == 201, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert len(task_queue.messages()) == 1
+    # The same key for another image is a client bug, not a replay.
+    r = client.post(_url(ch, phase), json={"image_id": other.id}, headers=h | key)
+    assert r.status_code == 422 and f"#{first.json()['id']} (another phase" in r.text
+    # Without a key (or with a new one) the one-active-submission rule answers as before.
+    r = client.post(_url(ch, phase), json={"image_id": image.id},
+                    headers=h | {"Idempotency-Key": "another"})
+    assert r.status_code == 409 and "still pending" in r.json()["detail"]
+    for bad in ("", "x" * 129, "with space", "tab\tkey"):
+        r = client.post(_url(ch, phase), json={"image_id": image.id},
+                        headers=h | {"Idempotency-Key": bad})
+        assert r.status_code == 422, (bad, r.status_code, r.text)
+    # Keys belong to their user: another participant's equal key makes their own submission.
+    someone = f.make_user(db_session)
+    f.add_member(db_session, ch, someone)
+    theirs = client.post(_url(ch, phase), json={"image_id": f.make_image(db_session, someone).id},
+                         headers=f.auth(db_session, someone) | key)
+    assert theirs.status_code == 201 and theirs.json()["id"] != first.json()["id"]
+    assert "idempotent-replayed" not in theirs.headers
+
+
+def test_same_key_racing_makes_one_submission(db_engine: Engine, task_queue: TaskQueue) -> None:
+    """Four simultaneous requests with one key (a retry racing the first attempt, real commits
+    on separate connections): one submission, and every request is answered with it."""
+    from sqlalchemy.orm import sessionmaker
+
+    maker = sessionmaker(bind=db_engine, expire_on_commit=False)
+    with maker.begin() as s:
+        org = f.make_user(s)
+        ch = f.make_challenge(s, org)
+        phase = f.make_phase(s, ch, f.make_dataset_version(s, ch), submissions_per_period=5)
+        user = f.make_user(s)
+        f.add_member(s, ch, user)
+        image = f.make_image(s, user)
+    barrier = threading.Barrier(4)
+    answers: list[tuple[int, bool]] = []
+
+    def attempt() -> None:
+        barrier.wait()
+        with maker() as s:
+            me = s.get(User, user.id)
+            assert me is not None
+            sub = service.replay(s, me, phase, image.id, "same-key")
+            replayed = sub is not None
+            if sub is None:
+                sub = service.create(s, me, s.get(Challenge, ch.id),  # type: ignore[arg-type]
+                                     phase, image.id, idempotency_key="same-key")
+            s.commit()
+            answers.append((sub.id, replayed))
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(answers) == 4 and len({i for i, _ in answers}) == 1
+        assert sorted(r for _, r in answers) == [False, True, True, True]
+        with maker() as s:
+            assert len(s.scalars(select(Submission).where(
+                Submission.phase_id == phase.id)).all()) == 1
+    finally:
+        with maker.begin() as s:
+            s.execute(delete(Submission).where(Submission.phase_id == phase.id))
+            s.execute(delete(Challenge).where(Challenge.id == ch.id))
+            s.execute(delete(User).where(User.id.in_([org.id, user.id])))

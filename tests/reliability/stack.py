@@ -259,7 +259,7 @@ class ApiServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", str(self.workers), "--no-access-log",
-             "--log-level", "warning",
+             "--log-level", "info",
              # like `syntharena server serve`: a busy worker is not killed as "hung"
              "--timeout-worker-healthcheck", str(WORKER_HEALTHCHECK_S)],
             cwd=ROOT, env=self.env.env(), stdout=log, stderr=subprocess.STDOUT,
