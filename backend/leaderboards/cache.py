@@ -4,7 +4,8 @@
 unchanged skips loading and decoding it. ``pages``: the serialised JSON pages of public
 leaderboards, served to anonymous readers without the database for up to
 ``settings.leaderboard_cache_s``; ``forget`` drops a phase's pages when this process changes
-its leaderboard.
+its leaderboard. ``loading``: one load of a phase's document at a time per process, so a
+crowd of readers arriving after a change waits for one decode instead of each doing its own.
 """
 
 from __future__ import annotations
@@ -38,6 +39,15 @@ _documents: OrderedDict[int, Stored] = OrderedDict()
 _pages: OrderedDict[PageKey, Page] = OrderedDict()
 
 
+_loading: dict[int, threading.Lock] = {}
+
+
+def loading(phase_id: int) -> threading.Lock:
+    """The lock that serialises loading the phase's document in this process."""
+    with _lock:
+        return _loading.setdefault(phase_id, threading.Lock())
+
+
 def document(phase_id: int, etag: str) -> Stored | None:
     with _lock:
         found = _documents.get(phase_id)
@@ -59,6 +69,14 @@ def page(key: PageKey, max_age_s: float) -> Page | None:
     if found is None or time.monotonic() - found.checked > max_age_s:
         return None
     return found
+
+
+def body(key: PageKey, etag: str) -> bytes | None:
+    """A kept page's bytes if it is of the leaderboard version ``etag`` (already confirmed by
+    the caller), whatever its age."""
+    with _lock:
+        found = _pages.get(key)
+    return found.body if found is not None and found.etag == etag else None
 
 
 def remember_page(key: PageKey, phase_id: int, etag: str, body: bytes) -> None:

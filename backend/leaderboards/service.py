@@ -110,9 +110,13 @@ def stored(session: Session, phase_id: int) -> Stored:
         cached = cache.document(phase_id, state.etag)
         if cached is not None:
             return cached
-        found = repo.document(session, phase_id)
-        if found is not None and found[0] == state.etag:
-            return cache.remember_document(phase_id, Stored(*found))
+        with cache.loading(phase_id):
+            cached = cache.document(phase_id, state.etag)  # loaded while this one waited
+            if cached is not None:
+                return cached
+            found = repo.document(session, phase_id)
+            if found is not None and found[0] == state.etag:
+                return cache.remember_document(phase_id, Stored(*found))
     return refresh(session, phase_id)
 
 
@@ -173,10 +177,14 @@ def json_page(session: Session, user: User | None, challenge: Challenge, phase: 
     readers (``cached_page``)."""
     found = board(session, user, challenge, phase)
     etag = f'"{found.etag}-{offset}-{limit}"'
-    body = to_schema(challenge, phase, found, offset, limit).model_dump_json().encode()
     public = phase.leaderboard_public and access.can_view(session, None, challenge)
+    key = (challenge.slug, phase.slug, offset, limit)
+    # A public page is the same bytes for every viewer: built once per version.
+    body = cache.body(key, etag) if public else None
+    if body is None:
+        body = to_schema(challenge, phase, found, offset, limit).model_dump_json().encode()
     if public:
-        cache.remember_page((challenge.slug, phase.slug, offset, limit), phase.id, etag, body)
+        cache.remember_page(key, phase.id, etag, body)
     return JsonPage(etag, body, public)
 
 

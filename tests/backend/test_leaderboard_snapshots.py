@@ -338,3 +338,45 @@ def test_pages_query_the_same_whatever_the_rows(client: TestClient, db_session: 
         f.make_submission(db_session, phase, f.make_user(db_session),
                           metrics={"mae": 3.0 + i, "psnr": 30.0})
     assert (queries(board), queries(page)) == few
+
+
+def test_a_crowd_of_readers_loads_the_stored_document_once(
+        db_engine: Engine, committed_phase: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight readers of a current snapshot that this process has not loaded yet (another
+    process stored it) arrive at once: one loads and decodes it, the others wait and use it."""
+    from backend.leaderboards import cache
+    from backend.leaderboards import repository as repo
+
+    with Session(db_engine) as s:
+        expected = service.refresh(s, committed_phase).etag
+        s.commit()
+    loads: list[int] = []
+    real = repo.document
+
+    def slow_load(session: Session, phase_id: int) -> tuple[str, dict[str, Any]] | None:
+        loads.append(phase_id)
+        time.sleep(0.3)  # a large document: long enough for every reader to arrive
+        return real(session, phase_id)
+
+    monkeypatch.setattr(repo, "document", slow_load)
+    monkeypatch.setattr(cache, "_documents", type(cache._documents)())  # this process: cold
+    start = threading.Barrier(8)
+    etags: list[str] = []
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            with Session(db_engine) as s:
+                start.wait()
+                etags.append(service.stored(s, committed_phase).etag)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert etags == [expected] * 8
+    assert loads == [committed_phase]
