@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -252,6 +252,30 @@ def committed_phase(db_engine: Engine) -> Iterator[int]:
         s.commit()
 
 
+def _together(engine: Engine, n: int, work: Callable[[Session], str]) -> list[str]:
+    """``work`` in ``n`` threads at once, each in its own session; their answers (any error
+    fails the test)."""
+    start = threading.Barrier(n)
+    answers: list[str] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            with Session(engine) as s:
+                start.wait()
+                answers.append(work(s))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    return answers
+
+
 def test_concurrent_recomputations_of_a_phase_serialise(
         db_engine: Engine, committed_phase: int, monkeypatch: pytest.MonkeyPatch) -> None:
     computed: list[int] = []
@@ -268,25 +292,13 @@ def test_concurrent_recomputations_of_a_phase_serialise(
         service.invalidate(s, committed_phase)
         s.commit()
     computed.clear()
-    start = threading.Barrier(2)
-    etags: list[str] = []
-    errors: list[BaseException] = []
 
-    def recompute() -> None:
-        try:
-            with Session(db_engine) as s:
-                start.wait()
-                etags.append(service.refresh(s, committed_phase).etag)
-                s.commit()
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+    def recompute(s: Session) -> str:
+        etag = service.refresh(s, committed_phase).etag
+        s.commit()
+        return etag
 
-    threads = [threading.Thread(target=recompute) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert not errors, errors
+    etags = _together(db_engine, 2, recompute)
     assert len(computed) == 1  # the second found the first's result current
     assert len(etags) == 2 and etags[0] == etags[1]
     with Session(db_engine) as s:
@@ -360,23 +372,6 @@ def test_a_crowd_of_readers_loads_the_stored_document_once(
 
     monkeypatch.setattr(repo, "document", slow_load)
     monkeypatch.setattr(cache, "_documents", type(cache._documents)())  # this process: cold
-    start = threading.Barrier(8)
-    etags: list[str] = []
-    errors: list[BaseException] = []
-
-    def read() -> None:
-        try:
-            with Session(db_engine) as s:
-                start.wait()
-                etags.append(service.stored(s, committed_phase).etag)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=read) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert not errors, errors
+    etags = _together(db_engine, 8, lambda s: service.stored(s, committed_phase).etag)
     assert etags == [expected] * 8
     assert loads == [committed_phase]
