@@ -368,6 +368,9 @@ def leaderboard(challenge: ChallengeArg, phase: PhaseArg,
                    else f"{row['values'][col['metric']]:.4g}") for col in board["columns"]]
         table.add_row(rank, str(row["username"]), f"#{row['submission_id']}", *values)
     console.print(table)
+    total = int(board.get("total") or 0)
+    if total > len(board["rows"]):
+        say(f"The first {len(board['rows'])} of {total} rows; `--csv` prints them all.")
 
 
 @challenge_app.command("create")

@@ -197,7 +197,7 @@ def recompute_time(url: str) -> str:
 
 
 async def drive(base: str, path: str, headers: dict[str, str], requests: int,
-                connections: int) -> tuple[list[float], float, int, float]:
+                connections: int) -> tuple[list[float], float, int, float, int]:
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     latencies: list[float] = []
     errors = 0
@@ -208,7 +208,7 @@ async def drive(base: str, path: str, headers: dict[str, str], requests: int,
         # connection at once, so each worker process gets some; the first read's cost is
         # reported on its own line.
         t_first = time.perf_counter()
-        await client.get(path)
+        size = len((await client.get(path)).content)
         first = time.perf_counter() - t_first
         await asyncio.gather(*(client.get(path) for _ in range(connections)))
 
@@ -228,7 +228,7 @@ async def drive(base: str, path: str, headers: dict[str, str], requests: int,
         t0 = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(connections)))
         wall = time.perf_counter() - t0
-    return latencies, wall, errors, first
+    return latencies, wall, errors, first, size
 
 
 def free_port() -> int:
@@ -280,13 +280,14 @@ def main() -> None:
                 ("health (reference)", "/api/health", {}),
             ], strict=True) if key in args.endpoints.split(",")]
             for name, path, headers in endpoints:
-                lat, wall, errors, first = asyncio.run(
+                lat, wall, errors, first, size = asyncio.run(
                     drive(base, path, headers, args.requests, args.connections))
                 q = quantiles(lat, n=100, method="inclusive")
                 note = f" ({errors} errors)" if errors else ""
                 print(f"{name}: p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, "
                       f"{len(lat) / wall:.0f} req/s at {args.submissions} submissions, "
-                      f"{args.connections} connections{note} (first read {first * 1000:.0f} ms)",
+                      f"{args.connections} connections{note} (first read {first * 1000:.0f} ms, "
+                      f"{size / 1000:.0f} kB)",
                       flush=True)
         finally:
             server.terminate()

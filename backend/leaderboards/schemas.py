@@ -55,7 +55,7 @@ class Leaderboard(BaseModel):
     ranking_method: RankingMethod
     columns: list[ColumnOut]
     rows: list[LeaderboardRow]
-    significance: list[PairSignificance] = []
+    significance: list[PairSignificance] = []  # of this page's rows vs their next row
     total: int = 0  # rows in the whole leaderboard; ``rows`` is the page offset..offset+limit
     offset: int = 0
     limit: int | None = None

@@ -165,6 +165,12 @@ def test_adjacent_significance_on_the_leaderboard(
     assert pairs[0] == (subs[0].id, board["rows"][1]["submission_id"], "mae", True)
     assert pairs[1][3] is False and len(pairs) == 2  # absolute: the primary metric only
     assert [r["significant_vs_next"] for r in board["rows"]] == [True, False, None]
+    # A page carries the tests of its own rows against their next row only.
+    paged = [client.get(url, params={"offset": k, "limit": 1}).json() for k in range(3)]
+    assert [[(p["upper_submission_id"], p["lower_submission_id"]) for p in b["significance"]]
+            for b in paged] == [[(subs[0].id, board["rows"][1]["submission_id"])],
+                                [(board["rows"][1]["submission_id"],
+                                  board["rows"][2]["submission_id"])], []]
     table = list(csv.DictReader(io.StringIO(client.get(url + ".csv").text)))
     assert [t["significant_vs_next"] for t in table] == ["1", "0", ""]
     assert float(table[0]["p_holm_vs_next"]) < 0.05
