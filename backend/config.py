@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     user_image_quota_bytes: int = 100 * GiB
     max_manifest_bytes: int = 16 * MiB  # manifest.json / config json members read into memory
     upload_expiry_s: int = 7 * 24 * 3600
+    # How often each API process aborts every user's idle uploads and deletes their parts
+    # (0: only when their owner starts a new upload).
+    upload_sweep_interval_s: float = Field(default=3600.0, ge=0)
 
     # Limits on a phase's sandbox settings organisers may choose.
     max_case_time_limit_s: int = 24 * 3600

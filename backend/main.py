@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from importlib import resources
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -15,6 +19,7 @@ from sqlalchemy import exc as sa_exc
 
 from backend.auth.router import router as auth_router
 from backend.challenges.router import router as challenges_router
+from backend.config import settings
 from backend.datasets.router import router as datasets_router
 from backend.errors import AppError
 from backend.images.router import router as images_router
@@ -118,8 +123,45 @@ async def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:
                         status_code=422)
 
 
+def _sweep_uploads_once() -> int:
+    from backend.db import session_scope
+    from backend.images.service import expire_uploads
+
+    with session_scope() as session:
+        return expire_uploads(session)
+
+
+async def _sweep_uploads_forever(interval_s: float) -> None:
+    """Abandoned uploads (a browser closed mid-upload) give back their disk and quota without
+    waiting for their owner's next upload; every API process sweeps, the row locks make
+    that safe."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            expired = await anyio.to_thread.run_sync(_sweep_uploads_once)
+        except Exception:  # a database outage: the next sweep tries again
+            log.exception("sweeping idle uploads failed")
+            continue
+        if expired:
+            log.info("aborted %d idle uploads", expired)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    interval = settings.upload_sweep_interval_s
+    sweeper = asyncio.create_task(_sweep_uploads_forever(interval)) if interval > 0 else None
+    try:
+        yield
+    finally:
+        if sweeper is not None:
+            sweeper.cancel()
+            with suppress(asyncio.CancelledError):
+                await sweeper
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
+        lifespan=_lifespan,
         title="SynthArena",
         version="0.1.0",
         description="Medical image-synthesis challenges: upload an algorithm container, "

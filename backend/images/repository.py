@@ -29,14 +29,15 @@ def bytes_in_use(session: Session, owner_id: int) -> int:
     return int(stored or 0) + int(reserved or 0)
 
 
-def stale_uploads(session: Session, owner_id: int, cutoff: datetime) -> Sequence[ImageUpload]:
-    return session.scalars(
-        select(ImageUpload).where(
-            ImageUpload.owner_id == owner_id,
-            ImageUpload.status == UploadStatus.OPEN,
-            ImageUpload.updated_at < cutoff,
-        )
-    ).all()
+def stale_uploads(session: Session, owner_id: int | None,
+                  cutoff: datetime) -> Sequence[ImageUpload]:
+    """Open uploads idle since before ``cutoff`` (one owner's, or everyone's), locked; one
+    that a request is writing now (locked by it) is skipped."""
+    query = select(ImageUpload).where(ImageUpload.status == UploadStatus.OPEN,
+                                      ImageUpload.updated_at < cutoff)
+    if owner_id is not None:
+        query = query.where(ImageUpload.owner_id == owner_id)
+    return session.scalars(query.with_for_update(skip_locked=True)).all()
 
 
 def lock_upload(session: Session, upload_id: str) -> ImageUpload | None:

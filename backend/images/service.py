@@ -88,14 +88,18 @@ def _keep_on_rollback(session: Session, previous_transaction: Any) -> None:
             path.unlink(missing_ok=True)
 
 
-def expire_uploads(session: Session, owner_id: int) -> None:
-    """Abort this user's uploads idle for longer than ``upload_expiry_s`` (frees quota)."""
+def expire_uploads(session: Session, owner_id: int | None = None) -> int:
+    """Abort the uploads idle for longer than ``upload_expiry_s`` — this user's (frees quota
+    before a new one), or everyone's (the API's periodic sweep, frees the disk); their parts
+    are deleted after the commit. Returns how many."""
     cutoff = utcnow() - timedelta(seconds=settings.upload_expiry_s)
-    for upload in repo.stale_uploads(session, owner_id, cutoff):
+    stale = repo.stale_uploads(session, owner_id, cutoff)
+    for upload in stale:
         upload.status = UploadStatus.ABORTED
         _unlink_after_commit(session, part_path(upload.id))
         _hashers.pop(upload.id, None)
     session.flush()
+    return len(stale)
 
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")

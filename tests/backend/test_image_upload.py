@@ -328,3 +328,33 @@ def test_chunk_spanning_many_write_blocks_is_stored_in_order(
     out = client.post(f"/api/images/uploads/{upload_id}/complete", headers=h).json()
     assert out["status"] == "valid", out
     assert out["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_the_api_sweeps_idle_uploads_of_everyone(committed: Committed,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """An abandoned upload (its owner never uploads again) is aborted by the API process's
+    periodic sweep and its part deleted; an upload in use is left alone."""
+    import time
+    from datetime import timedelta
+
+    from backend.main import create_app
+    from backend.models import utcnow
+
+    idle, busy = _open_upload(committed, b"i" * 500), _open_upload(committed, b"b" * 500)
+    with committed.maker.begin() as s:
+        upload = s.get(ImageUpload, idle)
+        assert upload is not None
+        upload.updated_at = utcnow() - timedelta(seconds=settings.upload_expiry_s + 60)
+    from backend import db
+
+    monkeypatch.setattr(db, "session_factory_override", committed.maker)  # real commits
+    monkeypatch.setattr(settings, "upload_sweep_interval_s", 0.05)
+    with TestClient(create_app()):  # its lifespan runs the sweeper
+        deadline = time.monotonic() + 20
+        while _upload_row(committed, idle)[0] == "open" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # the part goes after the sweep's commit
+    assert _upload_row(committed, idle) == ("aborted", None)
+    assert not service.part_path(idle).exists()
+    assert _upload_row(committed, busy) == ("open", None)
+    assert service.part_path(busy).read_bytes() == b"b" * 500
