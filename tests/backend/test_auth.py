@@ -50,3 +50,31 @@ def test_garbage_token_and_cookie_are_rejected(client: TestClient) -> None:
     assert client.get("/api/auth/me", headers={"Authorization": "Bearer x"}).status_code == 401
     client.cookies.set("syntharena_session", "forged")
     assert client.get("/api/auth/me").status_code == 401
+
+
+def test_token_use_is_recorded_to_the_minute(client: TestClient, db_session: Session) -> None:
+    """The first use sets ``last_used_at``; reads within the minute after leave it (no write
+    per request); a use a minute or more later moves it on."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from backend.deps import TOKEN_USE_RESOLUTION
+    from backend.models import ApiToken
+
+    user = f.make_user(db_session)
+    h = f.auth(db_session, user)
+    token = db_session.scalars(select(ApiToken).where(ApiToken.user_id == user.id)).one()
+    assert token.last_used_at is None
+    assert client.get("/api/auth/me", headers=h).status_code == 200
+    db_session.refresh(token)
+    first = token.last_used_at
+    assert first is not None
+    assert client.get("/api/auth/me", headers=h).status_code == 200
+    db_session.refresh(token)
+    assert token.last_used_at == first
+    token.last_used_at = first - TOKEN_USE_RESOLUTION - timedelta(seconds=1)
+    db_session.flush()
+    assert client.get("/api/auth/me", headers=h).status_code == 200
+    db_session.refresh(token)
+    assert token.last_used_at is not None and token.last_used_at >= first
