@@ -34,7 +34,7 @@ class Page:
     checked: float  # time.monotonic() when the database last confirmed it
 
 
-PageKey = tuple[str, str, int, int]
+PageKey = tuple[str | int, ...]
 _documents: OrderedDict[int, Stored] = OrderedDict()
 _pages: OrderedDict[PageKey, Page] = OrderedDict()
 

@@ -27,6 +27,7 @@ from backend.input_guard import check_form
 from backend.models import User
 from backend.web.auth_pages import router as auth_router
 from backend.web.challenge_pages import router as challenge_router
+from backend.web.leaderboard_page import router as leaderboard_router
 from backend.web.manage_pages import router as manage_router
 from backend.web.submission_pages import router as submission_router
 from backend.web.templating import STATIC_DIR, render
@@ -34,6 +35,7 @@ from backend.web.templating import STATIC_DIR, render
 router = APIRouter(include_in_schema=False, dependencies=[Depends(check_form)])
 router.include_router(auth_router)
 router.include_router(challenge_router)
+router.include_router(leaderboard_router)
 router.include_router(submission_router)
 router.include_router(manage_router)
 

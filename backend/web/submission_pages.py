@@ -18,33 +18,13 @@ from backend.models import Challenge
 from backend.storage import StorageUnavailableError
 from backend.submissions import dose as case_dose
 from backend.submissions import service as submissions_service
-from backend.web import detail_view, dose_view, flash, leaderboard_view
+from backend.web import detail_view, dose_view, flash
 from backend.web.deps import CsrfChecked, PageUser, WebUser, rollback_on_error
 from backend.web.slices import Axis, SliceKind, render_slice
 from backend.web.submission_views import all_my_submissions, submission_status
 from backend.web.templating import render, templates
 
 router = APIRouter(include_in_schema=False)
-
-
-@router.get("/challenges/{slug}/{phase_slug}/leaderboard")
-def leaderboard_page(
-    request: Request,
-    slug: str,
-    phase_slug: str,
-    session: SessionDep,
-    user: WebUser,
-    sort: str = "rank",
-    dir: str = "asc",
-    page: Annotated[int, Query(ge=1)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=leaderboard_view.MAX_PER_PAGE)] =
-    leaderboard_view.DEFAULT_PER_PAGE,
-) -> Response:
-    challenge = access.challenge_by_slug(session, slug, user)
-    phase = access.phase_by_slug(session, challenge, phase_slug)
-    lb = leaderboard_view.build(session, user, challenge, phase, sort, dir, page, per_page)
-    return render(request, "leaderboard.html",
-                  {"challenge": challenge, "phase": phase, "lb": lb}, user=user)
 
 
 @router.get("/challenges/{slug}/{phase_slug}/leaderboard.csv")

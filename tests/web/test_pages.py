@@ -7,6 +7,7 @@ import io
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -427,3 +428,51 @@ def test_a_form_import_only_queues_the_work(
     r = web.post("/manage/datasets/slow-ds/import", data={
         "csrf_token": token, "source": "synthrad", "path": "/no/such/folder"})
     assert "is not a folder on the server" in web.get(r.headers["location"], headers=HTML).text
+
+
+def test_anonymous_leaderboard_is_kept_and_personalised(
+        web: TestClient, db_session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anonymous visitors of a public leaderboard get the page kept in memory (built once),
+    each with the CSRF token of their own browser; a signed-in viewer's page is built for
+    them; a change to the leaderboard is shown at the next anonymous visit."""
+    import re
+
+    from backend.models import Challenge
+    from backend.submissions import service as submissions_service
+    from backend.submissions.schemas import SubmissionFlags
+    from backend.web import csrf, leaderboard_view
+
+    org, me, ph, subs = _board(db_session)
+    slug = db_session.get(Challenge, ph.challenge_id).slug  # type: ignore[union-attr]
+    url = f"/challenges/{slug}/{ph.slug}/leaderboard"
+    builds: list[int] = []
+    real_build = leaderboard_view.build
+
+    def counted(*a: object, **kw: object) -> leaderboard_view.LbView:
+        builds.append(1)
+        return real_build(*a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(leaderboard_view, "build", counted)
+
+    def visit() -> tuple[str, str, str]:
+        web.cookies.clear()  # a new browser
+        page = web.get(url, headers=HTML)
+        assert page.status_code == 200
+        token = re.search(r'<meta name="csrf-token" content="([0-9a-f]+)">', page.text)
+        assert token is not None
+        return page.text, page.cookies[csrf.COOKIE], token.group(1)
+
+    first, cookie_a, token_a = visit()
+    second, cookie_b, token_b = visit()
+    assert len(builds) == 1 and cookie_a != cookie_b
+    assert token_a == csrf._sign(cookie_a, "") and token_b == csrf._sign(cookie_b, "")
+    assert first.replace(token_a, "") == second.replace(token_b, "")
+    assert first.count('data-submission="') == 4
+    login(web, me)
+    mine = web.get(url, headers=HTML).text
+    assert len(builds) == 2 and 'class="own"' in mine
+    submissions_service.set_flags(db_session, org, subs[0].id, SubmissionFlags(is_hidden=True))
+    db_session.flush()
+    after, _, _ = visit()
+    assert len(builds) == 3 and after.count('data-submission="') == 3
+    assert f'data-submission="{subs[0].id}"' not in after

@@ -1,0 +1,89 @@
+"""The leaderboard page. An anonymous visitor's view of a public leaderboard is the same page
+for everyone but for the CSRF token of the layout's forms: it is kept rendered per process
+(with a placeholder where the token goes) and served without a thread or a database
+connection while the database confirmed it within ``leaderboard_cache_s`` — the page the
+crowd reloads before a deadline. Everyone else's view is built per request from the stored
+leaderboard (``leaderboard_view``)."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import anyio.to_thread
+from fastapi import APIRouter, Query, Request
+from sqlalchemy.orm import Session
+from starlette.responses import HTMLResponse, Response
+
+from backend import access
+from backend.config import settings
+from backend.db import get_session
+from backend.deps import optional_user
+from backend.leaderboards import cache
+from backend.leaderboards import service as leaderboards_service
+from backend.web import csrf, flash, leaderboard_view
+from backend.web.templating import render
+
+router = APIRouter(include_in_schema=False)
+_request_session = asynccontextmanager(get_session)
+TOKEN_SLOT = b"\x00csrf-token\x00"  # cannot occur in a rendered page (no NUL bytes)
+
+
+def _anonymous(request: Request) -> bool:
+    """No credentials, no flash message, not an HTMX partial: the everyone-page."""
+    return ("authorization" not in request.headers and "hx-request" not in request.headers
+            and settings.session_cookie_name not in request.cookies
+            and flash.COOKIE not in request.cookies)
+
+
+def _key(request: Request) -> cache.PageKey:
+    return ("html", request.url.path, request.url.query)
+
+
+def _from_kept(request: Request, kept: bytes) -> Response:
+    token, new_cookie = csrf.token_for(request)
+    response = HTMLResponse(kept.replace(TOKEN_SLOT, token.encode()))
+    if new_cookie is not None:
+        csrf.set_cookie(response, new_cookie)
+    return response
+
+
+def _build(request: Request, session: Session, slug: str, phase_slug: str, sort: str,
+           direction: str, page: int, per_page: int, anonymous: bool) -> Response:
+    user = optional_user(request, session)
+    challenge = access.challenge_by_slug(session, slug, user)
+    phase = access.phase_by_slug(session, challenge, phase_slug)
+    lb = leaderboard_view.build(session, user, challenge, phase, sort, direction, page,
+                                per_page)
+    response = render(request, "leaderboard.html",
+                      {"challenge": challenge, "phase": phase, "lb": lb}, user=user)
+    if anonymous and user is None and phase.leaderboard_public \
+            and access.can_view(session, None, challenge):
+        token, _ = csrf.token_for(request)
+        body = bytes(response.body)
+        etag = leaderboards_service.stored(session, phase.id).etag
+        cache.remember_page(_key(request), phase.id, etag,
+                            body.replace(token.encode(), TOKEN_SLOT))
+    return response
+
+
+@router.get("/challenges/{slug}/{phase_slug}/leaderboard")
+async def leaderboard_page(
+    request: Request,
+    slug: str,
+    phase_slug: str,
+    sort: str = "rank",
+    dir: str = "asc",
+    page: Annotated[int, Query(ge=1)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=leaderboard_view.MAX_PER_PAGE)] =
+    leaderboard_view.DEFAULT_PER_PAGE,
+) -> Response:
+    anonymous = _anonymous(request)
+    if anonymous:
+        kept = cache.page(_key(request), settings.leaderboard_cache_s)
+        if kept is not None:
+            return _from_kept(request, kept.body)
+    async with _request_session() as session:
+        return await anyio.to_thread.run_sync(
+            lambda: _build(request, session, slug, phase_slug, sort, dir, page, per_page,
+                           anonymous))
