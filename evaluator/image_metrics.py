@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from evaluator.errors import EvaluationInputError
+from evaluator.image_kernels import KERNELS
 from evaluator.io import Volume
 from evaluator.reductions import PhaseClock, Total
 
@@ -57,6 +58,9 @@ PAD = (WIN - 1) // 2  # border cropped from every SSIM map
 K1, K2 = 0.01, 0.03
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 MS_SSIM_MIN_SIZE = 97  # the 2025 code edge-pads every axis to at least this many voxels
+# The fused CPU loops of evaluator.image_kernels (when numba is installed); False: torch's
+# passes only (the same bits; tests compare the two).
+USE_KERNELS = True
 
 
 @dataclass(frozen=True)
@@ -234,6 +238,28 @@ def _accumulator(
     return add, slide
 
 
+def _fused(device: torch.device, formula: Formula) -> Any:
+    """The fused CPU loops (:mod:`evaluator.image_kernels`) when they apply, else None."""
+    if not USE_KERNELS or KERNELS is None or device.type != "cpu":
+        return None
+    return KERNELS if isinstance(formula, SsimFormula) else None
+
+
+def _fused_accumulator(
+    kernels: Any, zsum: torch.Tensor,
+) -> tuple[Callable[[torch.Tensor], None], Callable[[torch.Tensor, torch.Tensor], None]]:
+    """:func:`_accumulator` as one fused loop per slice (the same operations per voxel)."""
+    z = zsum.numpy()
+
+    def add(s: torch.Tensor) -> None:
+        kernels.zsum_add(z, s[0].numpy(), s[1].numpy())
+
+    def slide(old: torch.Tensor, new: torch.Tensor) -> None:
+        kernels.zsum_slide(z, old[0].numpy(), old[1].numpy(), new[0].numpy(), new[1].numpy())
+
+    return add, slide
+
+
 def _plane_boxes(inside: torch.Tensor) -> list[tuple[int, int, int, int] | None]:
     """Per slice of ``inside`` (bool, z y x): (y0, y1, x0, x1) bounding its True voxels
     (end-exclusive), or None where the slice has none."""
@@ -282,12 +308,17 @@ def _masked_map_sum(
     weight = buf("ones", my * mx)  # the plane's mask voxels as 1.0 / 0.0
     shapes: dict[tuple[int, int], _PlaneViews] = {}
     total = Total(mask.device)
+    fused_row, fused_box = buf("row", nx).numpy(), buf("xbox", c, mx).numpy()
 
+    fused = _fused(mask.device, formula)
+    if fused is not None:
+        add, slide = _fused_accumulator(fused, zsum)
     for z in range(WIN):
         held.append(fill(z, ring[z]))
         add(held[z])
         clock.lap(phase)
     held.append(ring[WIN])
+    inside_u8 = inside.view(torch.uint8).numpy() if fused is not None else None
     for i in range(nz - WIN + 1):
         if i > 0:  # slide the window: slice i-1 leaves, slice i+6 enters
             clock.lap(phase)
@@ -310,6 +341,17 @@ def _masked_map_sum(
         # along x the reverse. Each output is one thread's 7 additions in a fixed order,
         # whatever the thread count.
         plane = torch.sum(region.unfold(1, WIN, 1), -1, out=views.ysum)
+        if fused is not None and inside_u8 is not None:
+            assert isinstance(formula, SsimFormula)
+            out = views.scratch[0]
+            fused.plane_map(plane.numpy(), inside_u8[i, y0:y1, x0:x1], formula.c1, formula.c2,
+                            formula.weight is not None, formula.weight is None, out.numpy(),
+                            fused_row, fused_box)
+            if formula.weight is not None:
+                fused.mask_mul(_pow_(out, formula.weight).numpy(), inside_u8[i, y0:y1, x0:x1])
+            total.add_part(Total.part(out))
+            clock.lap(phase)
+            continue
         ssim_map = formula(views.box7(plane), views.scratch)
         # times the mask as 1.0 / 0.0 (the map is finite): converted from its bytes, which
         # is several times faster than multiplying by (or converting) the bool tensor
@@ -334,8 +376,8 @@ def _const(value: float, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(value, dtype=like.dtype, device=like.device)
 
 
-def _ssim_formula(data_range: float, weight: float | None = None) -> Formula:
-    """SSIM map from the box sums [Sx, Sy, S(x^2 + y^2), Sxy].
+class SsimFormula:
+    """SSIM map from the box sums [Sx, Sy, S(x^2 + y^2), Sxy] (a :data:`Formula`).
 
     ``weight`` None: scikit-image ``structural_similarity`` (uniform window, sample
     covariance), the 2023 profile. ``weight`` w: SynthRAD2025 ``structural_similarity_at_scale``,
@@ -344,19 +386,24 @@ def _ssim_formula(data_range: float, weight: float | None = None) -> Formula:
     (2 Vxy + C2) / (Vx + Vy + C2) whatever sd = sqrt(Vx) sqrt(Vy) is: the square roots
     cancel exactly, and clipping s at 0 is clipping 2 Vxy + C2 at 0 (l and c are positive:
     images >= 0, positive constants). Both profiles therefore need the same four box sums;
-    (l c s) ** w equals l**w * c**w * s**w up to rounding.
+    (l c s) ** w equals l**w * c**w * s**w up to rounding. ``c1``/``c2``/``weight`` are
+    also read by the fused CPU loop (:func:`evaluator.image_kernels.plane_map`), which
+    performs the same operations.
     """
-    c1 = (K1 * data_range) ** 2 * _N**2
-    c2 = (K2 * data_range) ** 2 * (_N - 1)
 
-    consts: list[torch.Tensor] = []  # C1, C2 as tensors: made once, not once per plane
+    def __init__(self, data_range: float, weight: float | None = None) -> None:
+        self.c1 = (K1 * data_range) ** 2 * _N**2
+        self.c2 = (K2 * data_range) ** 2 * (_N - 1)
+        self.weight = weight
+        self._consts: list[torch.Tensor] = []  # C1, C2 as tensors: made once, not per plane
 
-    def f(u: torch.Tensor, scratch: list[torch.Tensor]) -> torch.Tensor:
+    def __call__(self, u: torch.Tensor, scratch: list[torch.Tensor]) -> torch.Tensor:
+        c1, c2, weight = self.c1, self.c2, self.weight
         sx, sy, sss, sxy = u.unbind(0)  # sss = sum(x^2 + y^2)
         a1, b1, a2 = scratch
-        if not consts:
-            consts.extend((_const(c1, u), _const(c2, u)))
-        c1t, c2t = consts
+        if not self._consts:
+            self._consts.extend((_const(c1, u), _const(c2, u)))
+        c1t, c2t = self._consts
         torch.addcmul(c1t, sx, sy, value=2, out=a1)  # 2 Sx Sy + C1
         torch.addcmul(c1t, sx, sx, out=b1).addcmul_(sy, sy)  # Sx^2 + Sy^2 + C1
         torch.addcmul(c2t, sx, sy, value=-2 / _N, out=a2).add_(sxy, alpha=2)  # 2 Vxy + C2
@@ -368,7 +415,9 @@ def _ssim_formula(data_range: float, weight: float | None = None) -> Formula:
         ratio = a1.div_(b1)
         return ratio if weight is None else _pow_(ratio, weight)
 
-    return f
+
+def _ssim_formula(data_range: float, weight: float | None = None) -> SsimFormula:
+    return SsimFormula(data_range, weight)
 
 
 def _pow_(t: torch.Tensor, w: float) -> torch.Tensor:

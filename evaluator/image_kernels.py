@@ -1,0 +1,116 @@
+"""Fused CPU loops of the SSIM map passes (numba), bit-identical to the torch operations.
+
+:mod:`evaluator.image_metrics` computes each map plane with ~25 torch passes over memory
+(running 7-slice sums, box sums along y and x, the SSIM formula, the mask). Here the same
+per-voxel arithmetic runs as one loop nest per plane while the data is in cache. Every
+voxel sees exactly the operations torch performs, in the same order, with the same
+rounding: torch's CPU ``addcmul(s, a, b, value=v)`` is ``fma(v * a, b, s)`` and
+``add(s, b, alpha=k)`` is ``fma(b, k, s)`` (both measured, vector and scalar paths), so
+those are fused multiply-adds here too (LLVM's ``llvm.fma``); everything else is one IEEE
+operation per step. No fast-math flags: LLVM may vectorise but not reorder. Sums over
+whole planes stay with numpy (:class:`evaluator.reductions.Total`).
+
+Optional: without numba ``KERNELS`` is None and the torch passes run (same bits, slower).
+Compiled code is cached next to this file (``cache=True``), so a process loads it instead of
+compiling (~seconds) where that folder is writable.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+_N = 343  # 7 x 7 x 7 voxels per window
+
+
+def _build() -> SimpleNamespace | None:
+    try:
+        from llvmlite import ir
+        from numba import njit, types
+        from numba.extending import intrinsic
+    except ImportError:
+        return None
+
+    @intrinsic
+    def fma(typingctx: Any, a: Any, b: Any, c: Any) -> Any:  # noqa: ARG001
+        sig = types.float64(types.float64, types.float64, types.float64)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:  # noqa: ARG001
+            f64 = ir.DoubleType()
+            fn = builder.module.declare_intrinsic("llvm.fma", [f64],
+                                                  ir.FunctionType(f64, [f64, f64, f64]))
+            return builder.call(fn, args)
+
+        return sig, codegen
+
+    jit = njit(cache=True, nogil=True, error_model="numpy")
+
+    @jit
+    def zsum_add(zsum: Any, x: Any, y: Any) -> None:  # pragma: no cover - compiled
+        # first2.add_(s, alpha=1); sss.addcmul_(x, x).addcmul_(y, y); sxy.addcmul_(x, y)
+        ny, nx = x.shape
+        for i in range(ny):
+            for j in range(nx):
+                a, b = x[i, j], y[i, j]
+                zsum[0, i, j] = zsum[0, i, j] + a
+                zsum[1, i, j] = zsum[1, i, j] + b
+                zsum[2, i, j] = fma(b, b, fma(a, a, zsum[2, i, j]))
+                zsum[3, i, j] = fma(a, b, zsum[3, i, j])
+
+    @jit
+    def zsum_slide(zsum: Any, xo: Any, yo: Any, xn: Any, yn: Any) -> None:  # pragma: no cover
+        # the old slice subtracted (value / alpha -1), then the new one added, sum by sum
+        ny, nx = xo.shape
+        for i in range(ny):
+            for j in range(nx):
+                a, b, c, d = xo[i, j], yo[i, j], xn[i, j], yn[i, j]
+                zsum[0, i, j] = (zsum[0, i, j] - a) + c
+                zsum[1, i, j] = (zsum[1, i, j] - b) + d
+                zsum[2, i, j] = fma(d, d, fma(c, c, fma(-b, b, fma(-a, a, zsum[2, i, j]))))
+                zsum[3, i, j] = fma(c, d, fma(-a, b, zsum[3, i, j]))
+
+    @jit
+    def plane_map(ysum: Any, inside: Any, c1: float, c2: float, clamp: bool, masked: bool,
+                  out: Any, row: Any, box: Any) -> None:  # pragma: no cover - compiled
+        """The map over one plane rectangle from its y box sums ``ysum`` (4, h, w + 6):
+        torch.cumsum along x and the 7-voxel differences, then the SSIM formula of
+        ``image_metrics._ssim_formula`` (clamp: the MS-SSIM clip of 2 Vxy + C2 at 0), times
+        the mask ``inside`` (h, w; 1 / 0) when ``masked``. ``row`` (w + 6), ``box`` (4, w):
+        scratch."""
+        h, wide = ysum.shape[1], ysum.shape[2]
+        w = wide - 6
+        c3 = c2 + c1 / _N
+        k2 = -2 / _N
+        k1 = -1 / _N
+        for i in range(h):
+            for ch in range(4):
+                acc = 0.0
+                for j in range(wide):
+                    acc = acc + ysum[ch, i, j]
+                    row[j] = acc
+                box[ch, 0] = row[6]
+                for j in range(1, w):
+                    box[ch, j] = row[j + 6] - row[j - 1]
+            for j in range(w):
+                sx, sy, sss, sxy = box[0, j], box[1, j], box[2, j], box[3, j]
+                a1 = fma(2.0 * sx, sy, c1)
+                b1 = fma(sy, sy, fma(sx, sx, c1))
+                a2 = fma(sxy, 2.0, fma(k2 * sx, sy, c2))
+                v = fma(b1, k1, sss) + c3
+                if clamp and a2 < 0.0:
+                    a2 = 0.0
+                r = (a1 * a2) / (b1 * v)
+                out[i, j] = r * inside[i, j] if masked else r
+
+    @jit
+    def mask_mul(out: Any, inside: Any) -> None:  # pragma: no cover - compiled
+        h, w = out.shape
+        for i in range(h):
+            for j in range(w):
+                out[i, j] = out[i, j] * inside[i, j]
+
+    return SimpleNamespace(zsum_add=zsum_add, zsum_slide=zsum_slide, plane_map=plane_map,
+                           mask_mul=mask_mul)
+
+
+KERNELS = _build()
