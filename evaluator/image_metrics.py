@@ -242,6 +242,10 @@ def _fused(device: torch.device, formula: Formula) -> Any:
     """The fused CPU loops (:mod:`evaluator.image_kernels`) when they apply, else None."""
     if not USE_KERNELS or KERNELS is None or device.type != "cpu":
         return None
+    # where torch's addcmul / add(alpha) are fused multiply-adds and its y sum's order is
+    # the one modelled (checked on both; the DEFAULT build rounds the products first)
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return None
     return KERNELS if isinstance(formula, SsimFormula) else None
 
 
@@ -308,7 +312,8 @@ def _masked_map_sum(
     weight = buf("ones", my * mx)  # the plane's mask voxels as 1.0 / 0.0
     shapes: dict[tuple[int, int], _PlaneViews] = {}
     total = Total(mask.device)
-    fused_row, fused_box = buf("row", nx).numpy(), buf("xbox", c, mx).numpy()
+    fused_row, fused_box = buf("row", c, nx).numpy(), buf("xbox", c, mx).numpy()
+    zsum_np = zsum.numpy()
 
     fused = _fused(mask.device, formula)
     if fused is not None:
@@ -336,22 +341,22 @@ def _masked_map_sum(
                 ybuf[: c * h * wide].view(c, h, wide), xcsum[: c * h * wide].view(c, h, wide),
                 xbuf[: c * h * w].view(c, h, w), [s[: h * w].view(h, w) for s in scratch],
                 weight[: h * w].view(h, w))
-        region = zsum[:, y0 : y1 + WIN - 1, x0 : x1 + WIN - 1]
-        # along y (strided) a direct 7-term sum beats the running sum (and shifted adds);
-        # along x the reverse. Each output is one thread's 7 additions in a fixed order,
-        # whatever the thread count.
-        plane = torch.sum(region.unfold(1, WIN, 1), -1, out=views.ysum)
-        if fused is not None and inside_u8 is not None:
+        if fused is not None and inside_u8 is not None:  # the same operations, fused
             assert isinstance(formula, SsimFormula)
             out = views.scratch[0]
-            fused.plane_map(plane.numpy(), inside_u8[i, y0:y1, x0:x1], formula.c1, formula.c2,
-                            formula.weight is not None, formula.weight is None, out.numpy(),
-                            fused_row, fused_box)
+            fused.plane_map(zsum_np, y0, y1, x0, x1, inside_u8[i, y0:y1, x0:x1], formula.c1,
+                            formula.c2, formula.weight is not None, formula.weight is None,
+                            out.numpy(), fused_row, fused_box)
             if formula.weight is not None:
                 fused.mask_mul(_pow_(out, formula.weight).numpy(), inside_u8[i, y0:y1, x0:x1])
             total.add_part(Total.part(out))
             clock.lap(phase)
             continue
+        region = zsum[:, y0 : y1 + WIN - 1, x0 : x1 + WIN - 1]
+        # along y (strided) a direct 7-term sum beats the running sum (and shifted adds);
+        # along x the reverse. Each output is one thread's 7 additions in a fixed order,
+        # whatever the thread count.
+        plane = torch.sum(region.unfold(1, WIN, 1), -1, out=views.ysum)
         ssim_map = formula(views.box7(plane), views.scratch)
         # times the mask as 1.0 / 0.0 (the map is finite): converted from its bytes, which
         # is several times faster than multiplying by (or converting) the bool tensor
