@@ -20,6 +20,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
+
 _N = 343  # 7 x 7 x 7 voxels per window
 
 
@@ -126,6 +128,32 @@ def _build() -> SimpleNamespace | None:
                 out[i, j] = r * inside[i, j] if masked else r
 
     @jit
+    def score_slice(ct: Any, sct: Any, inside: Any, lo: float, hi: float, xs: Any, ys: Any,
+                    diff: Any, sq: Any) -> None:  # pragma: no cover - compiled
+        """One slice of ``image_metrics._scored_fill`` (its fast path) in one loop: loads
+        ``ct``/``sct`` as float64; ``diff`` = |(x - y) * m| (MAE terms); the prepared
+        slices ``xs``/``ys`` = (clamp(v, lo, hi) - lo) * m; ``sq`` = (xs - ys)^2 (PSNR
+        terms); m: the mask as 1 / 0. Valid where the slices are finite (the caller checks
+        the MAE sum and otherwise starts again from the raw slices)."""
+        ny, nx = inside.shape
+        for i in range(ny):
+            for j in range(nx):
+                x = np.float64(ct[i, j])
+                y = np.float64(sct[i, j])
+                m = np.float64(inside[i, j])
+                diff[i, j] = abs((x - y) * m)
+                x = lo if x < lo else x
+                x = hi if x > hi else x
+                y = lo if y < lo else y
+                y = hi if y > hi else y
+                x = (x - lo) * m
+                y = (y - lo) * m
+                xs[i, j] = x
+                ys[i, j] = y
+                d = x - y
+                sq[i, j] = d * d
+
+    @jit
     def mask_mul(out: Any, inside: Any) -> None:  # pragma: no cover - compiled
         h, w = out.shape
         for i in range(h):
@@ -133,7 +161,7 @@ def _build() -> SimpleNamespace | None:
                 out[i, j] = out[i, j] * inside[i, j]
 
     return SimpleNamespace(zsum_add=zsum_add, zsum_slide=zsum_slide, plane_map=plane_map,
-                           mask_mul=mask_mul)
+                           mask_mul=mask_mul, score_slice=score_slice)
 
 
 KERNELS = _build()

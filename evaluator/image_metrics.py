@@ -238,13 +238,22 @@ def _accumulator(
     return add, slide
 
 
+_DIRECT = (torch.float32, torch.float64, torch.int16, torch.uint16, torch.int32, torch.uint8,
+           torch.int8)
+
+
+def _fma_build() -> bool:
+    """Whether torch's addcmul / add(alpha) are fused multiply-adds and its y sum's order is
+    the one the kernels model (checked on AVX2 and AVX512 builds; the DEFAULT build rounds
+    the products first)."""
+    return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
 def _fused(device: torch.device, formula: Formula) -> Any:
     """The fused CPU loops (:mod:`evaluator.image_kernels`) when they apply, else None."""
     if not USE_KERNELS or KERNELS is None or device.type != "cpu":
         return None
-    # where torch's addcmul / add(alpha) are fused multiply-adds and its y sum's order is
-    # the one modelled (checked on both; the DEFAULT build rounds the products first)
-    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+    if not _fma_build():
         return None
     return KERNELS if isinstance(formula, SsimFormula) else None
 
@@ -496,19 +505,45 @@ def _scored_fill(
     n_down = down.shape[1] if down is not None else 0
     half_x, quarter = buf("x2", 2, ny, (nx + 1) // 2), buf("xy2", 2, (ny + 1) // 2, (nx + 1) // 2)
 
+    kernels = KERNELS if fast and USE_KERNELS and _fma_build() else None
+    if kernels is not None:
+        sq_buf = buf("sq", ny, nx).numpy()
+        inside_u8 = inside.view(torch.uint8).numpy()
+        # numba reads these dtypes directly (others: torch converts them first)
+        direct = ct.dtype in _DIRECT and sct.dtype in _DIRECT
+        ct_np, sct_np = (ct.numpy(), sct.numpy()) if direct else (None, None)
+
     def fill(z: int, out: torch.Tensor) -> torch.Tensor:
         xy = out if keep is None else keep[:, z]
         xs, ys = xy.unbind(0)
         src, scored = (z, True) if zmap is None else zmap[z]
-        xs.copy_(ct[src])
-        ys.copy_(sct[src])
-        clock.lap("load")
+        finite = False
+        if kernels is not None and scored:
+            # the fast path below as one loop (same operations per voxel)
+            xs_np, ys_np = xs.numpy(), ys.numpy()
+            if ct_np is None or sct_np is None:
+                xs.copy_(ct[src])
+                ys.copy_(sct[src])
+            kernels.score_slice(xs_np if ct_np is None else ct_np[src],
+                                ys_np if sct_np is None else sct_np[src], inside_u8[z],
+                                spec.hu_min, spec.hu_max, xs_np, ys_np, diff.numpy(), sq_buf)
+            clock.lap("load")
+            part = Total.part(diff)
+            finite = math.isfinite(part)
+            if finite:
+                mae.add_part(part)
+                clock.lap("mae")
+                sq.add_part(float(np.add.reduce(sq_buf, axis=None)))
+                clock.lap("psnr")
+        if not finite:
+            xs.copy_(ct[src])
+            ys.copy_(sct[src])
+            clock.lap("load")
         # Masking by multiplying with the mask as 1.0 / 0.0 (several times faster than
         # masked_fill) gives the same values wherever both slices are finite: checked by the
         # MAE sum (finite only if every |ct - sct| * mask is: inf * 0 is NaN). Otherwise,
         # and for a slice that is not scored, masked_fill.
-        finite = False
-        if fast and scored:
+        if fast and scored and kernels is None:
             ones.copy_(inside[z].view(torch.uint8))
             part = Total.part(torch.sub(xs, ys, out=diff).mul_(ones).abs_())
             finite = math.isfinite(part)
@@ -525,7 +560,8 @@ def _scored_fill(
                 clock.lap("mae")
             _prepare_(xy, off, spec)
             clock.lap("prepare")
-        if scored:  # prepared images are equal (0) outside the mask
+        if scored and not (finite and kernels is not None):
+            # prepared images are equal (0) outside the mask
             d = torch.sub(xs, ys, out=diff)
             sq.add(d.mul_(d))
             clock.lap("psnr")
