@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from evaluator.errors import EvaluationInputError
-from evaluator.image_kernels import KERNELS
+from evaluator.image_kernels import KERNELS, c_base
 from evaluator.io import Volume
 from evaluator.reductions import PhaseClock, Total
 
@@ -321,7 +321,7 @@ def _masked_map_sum(
     weight = buf("ones", my * mx)  # the plane's mask voxels as 1.0 / 0.0
     shapes: dict[tuple[int, int], _PlaneViews] = {}
     total = Total(mask.device)
-    fused_row, fused_box = buf("row", c, nx).numpy(), buf("xbox", c, mx).numpy()
+    fused_row = buf("row", c, nx + 1).numpy()
     zsum_np = zsum.numpy()
 
     fused = _fused(mask.device, formula)
@@ -332,7 +332,9 @@ def _masked_map_sum(
         add(held[z])
         clock.lap(phase)
     held.append(ring[WIN])
-    inside_u8 = inside.view(torch.uint8).numpy() if fused is not None else None
+    if fused is not None:
+        inside_np, (mz, my, mx) = c_base(inside)
+        inside_u8 = inside_np.view(np.uint8)
     for i in range(nz - WIN + 1):
         if i > 0:  # slide the window: slice i-1 leaves, slice i+6 enters
             clock.lap(phase)
@@ -350,14 +352,15 @@ def _masked_map_sum(
                 ybuf[: c * h * wide].view(c, h, wide), xcsum[: c * h * wide].view(c, h, wide),
                 xbuf[: c * h * w].view(c, h, w), [s[: h * w].view(h, w) for s in scratch],
                 weight[: h * w].view(h, w))
-        if fused is not None and inside_u8 is not None:  # the same operations, fused
+        if fused is not None:  # the same operations, fused
             assert isinstance(formula, SsimFormula)
             out = views.scratch[0]
-            fused.plane_map(zsum_np, y0, y1, x0, x1, inside_u8[i, y0:y1, x0:x1], formula.c1,
+            at = (mz + i, my + y0, mx + x0)
+            fused.plane_map(zsum_np, y0, y1, x0, x1, inside_u8, at, formula.c1,
                             formula.c2, formula.weight is not None, formula.weight is None,
-                            out.numpy(), fused_row, fused_box)
+                            out.numpy(), fused_row)
             if formula.weight is not None:
-                fused.mask_mul(_pow_(out, formula.weight).numpy(), inside_u8[i, y0:y1, x0:x1])
+                fused.mask_mul(_pow_(out, formula.weight).numpy(), inside_u8, at)
             total.add_part(Total.part(out))
             clock.lap(phase)
             continue
@@ -508,10 +511,12 @@ def _scored_fill(
     kernels = KERNELS if fast and USE_KERNELS and _fma_build() else None
     if kernels is not None:
         sq_buf = buf("sq", ny, nx).numpy()
-        inside_u8 = inside.view(torch.uint8).numpy()
+        inside_np, (mz, my, mx) = c_base(inside)
+        inside_u8 = inside_np.view(np.uint8)
         # numba reads these dtypes directly (others: torch converts them first)
         direct = ct.dtype in _DIRECT and sct.dtype in _DIRECT
-        ct_np, sct_np = (ct.numpy(), sct.numpy()) if direct else (None, None)
+        ct_np, ct_at = c_base(ct) if direct else (None, (0, 0, 0))
+        sct_np, sct_at = c_base(sct) if direct else (None, (0, 0, 0))
 
     def fill(z: int, out: torch.Tensor) -> torch.Tensor:
         xy = out if keep is None else keep[:, z]
@@ -524,8 +529,12 @@ def _scored_fill(
             if ct_np is None or sct_np is None:
                 xs.copy_(ct[src])
                 ys.copy_(sct[src])
-            kernels.score_slice(xs_np if ct_np is None else ct_np[src],
-                                ys_np if sct_np is None else sct_np[src], inside_u8[z],
+            if ct_np is None or sct_np is None:
+                xy_np = xy.numpy()
+                ins = (xy_np[0:1], xy_np[1:2], (0, 0, 0), (0, 0, 0))
+            else:
+                ins = (ct_np, sct_np, (ct_at[0] + src, *ct_at[1:]), (sct_at[0] + src, *sct_at[1:]))
+            kernels.score_slice(ins[0], ins[1], ins[2], ins[3], inside_u8, (mz + z, my, mx),
                                 spec.hu_min, spec.hu_max, xs_np, ys_np, diff.numpy(), sq_buf)
             clock.lap("load")
             part = Total.part(diff)

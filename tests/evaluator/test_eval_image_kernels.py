@@ -61,12 +61,11 @@ def test_plane_loop_matches_torch_passes_voxel_for_voxel(weight):
         inside = torch.from_numpy(rng.random((y1 - y0, x1 - x0)) < 0.8)
         want = _torch_plane(zsum, (y0, y1, x0, x1), inside, formula)
         out = np.empty_like(want)
-        KERNELS.plane_map(zsum.numpy(), y0, y1, x0, x1, inside.view(torch.uint8).numpy(),
-                          formula.c1, formula.c2, weight is not None, weight is None, out,
-                          np.empty((4, nx)), np.empty((4, nx - 6)))
+        m = inside.view(torch.uint8).numpy()[None]
+        KERNELS.plane_map(zsum.numpy(), y0, y1, x0, x1, m, (0, 0, 0), formula.c1, formula.c2,
+                          weight is not None, weight is None, out, np.empty((4, nx + 1)))
         if weight is not None:
-            KERNELS.mask_mul(im._pow_(torch.from_numpy(out), weight).numpy(),
-                             inside.view(torch.uint8).numpy())
+            KERNELS.mask_mul(im._pow_(torch.from_numpy(out), weight).numpy(), m, (0, 0, 0))
         assert np.array_equal(out, want, equal_nan=True), (ny, nx, (y0, y1, x0, x1))
 
 
