@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import threading
 import warnings
+from contextvars import ContextVar
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -46,7 +47,6 @@ import numpy as np
 import torch
 
 from evaluator.errors import EvaluationInputError
-from evaluator.image_kernels import KERNELS, c_base
 from evaluator.io import Volume
 from evaluator.reductions import PhaseClock, Total
 
@@ -58,9 +58,10 @@ PAD = (WIN - 1) // 2  # border cropped from every SSIM map
 K1, K2 = 0.01, 0.03
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 MS_SSIM_MIN_SIZE = 97  # the 2025 code edge-pads every axis to at least this many voxels
-# The fused CPU loops of evaluator.image_kernels (when numba is installed); False: torch's
-# passes only (the same bits; tests compare the two).
-USE_KERNELS = True
+# Whether the current call may use the fused CPU loops of evaluator.image_kernels (numba,
+# imported on first use); compute_image_metrics(fused=...) sets it per call.
+_FUSED: ContextVar[bool] = ContextVar("image_metrics_fused", default=True)
+_LOADED: list[Any] = []  # [evaluator.image_kernels.KERNELS (None without numba)] once imported
 
 
 @dataclass(frozen=True)
@@ -249,13 +250,36 @@ def _fma_build() -> bool:
     return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
 
 
+def _kernels(device: torch.device) -> Any:
+    """The fused CPU loops (:mod:`evaluator.image_kernels`) when this call uses them, else
+    None (imported on first use: numba costs ~0.3 CPU s to import, ~0.5 s to start)."""
+    if device.type != "cpu" or not _FUSED.get() or not _fma_build():
+        return None
+    if not _LOADED:
+        from evaluator.image_kernels import KERNELS
+
+        _LOADED.append(KERNELS)
+    return _LOADED[0]
+
+
 def _fused(device: torch.device, formula: Formula) -> Any:
-    """The fused CPU loops (:mod:`evaluator.image_kernels`) when they apply, else None."""
-    if not USE_KERNELS or KERNELS is None or device.type != "cpu":
-        return None
-    if not _fma_build():
-        return None
-    return KERNELS if isinstance(formula, SsimFormula) else None
+    """The fused loops for a map pass with ``formula``, else None."""
+    kernels = _kernels(device)
+    return kernels if kernels is not None and isinstance(formula, SsimFormula) else None
+
+
+def c_base(a: torch.Tensor) -> tuple[np.ndarray[Any, Any], tuple[int, int, int]]:
+    """A 3-D CPU tensor as (C-contiguous numpy array, (z, y, x) index of its first voxel
+    there): the tensor it is a box of when it is one (no copy), else itself made
+    contiguous (a copy only when it is not). The kernels index whole arrays: rows of
+    C-contiguous arrays vectorise, rows of strided views do not."""
+    base = a._base
+    if (isinstance(base, torch.Tensor) and base.ndim == 3 and base.is_contiguous()
+            and a.stride() == base.stride() and base.dtype == a.dtype):
+        off = a.storage_offset() - base.storage_offset()
+        sz, sy, _ = base.stride()
+        return base.numpy(), (off // sz, off % sz // sy, off % sy)
+    return a.contiguous().numpy(), (0, 0, 0)
 
 
 def _fused_accumulator(
@@ -508,7 +532,7 @@ def _scored_fill(
     n_down = down.shape[1] if down is not None else 0
     half_x, quarter = buf("x2", 2, ny, (nx + 1) // 2), buf("xy2", 2, (ny + 1) // 2, (nx + 1) // 2)
 
-    kernels = KERNELS if fast and USE_KERNELS and _fma_build() else None
+    kernels = _kernels(inside.device)
     if kernels is not None:
         sq_buf = buf("sq", ny, nx).numpy()
         inside_np, (mz, my, mx) = c_base(inside)
@@ -870,6 +894,7 @@ def compute_image_metrics(
     device: str | torch.device = "cpu",
     threads: int | None = 1,
     timings: dict[str, float] | None = None,
+    fused: bool = True,
 ) -> dict[str, float]:
     """Image metrics of a synthetic CT against its CT inside a body mask.
 
@@ -889,7 +914,14 @@ def compute_image_metrics(
     computation over 10x slower. Run cases in parallel processes instead.
 
     ``timings``: if given, wall-clock seconds are added to it per phase ("mask", "load",
-    "mae", "prepare", "psnr", "ssim" or "ms_ssim", "downsample"); CPU only.
+    "mae", "prepare", "psnr", "ssim" or "ms_ssim", "downsample"); CPU only. With the fused
+    loops "load" also holds the per-voxel MAE, clipping and PSNR arithmetic ("mae" and
+    "psnr" are then their sums).
+
+    ``fused``: on the CPU, use the fused loops of :mod:`evaluator.image_kernels` (numba,
+    when installed; same bits, about twice as fast). Their start-up in a fresh process
+    (~0.8 CPU s: importing numba, loading the compiled code) exceeds what they save on one
+    case, so a one-shot command passes False; a worker scoring many cases keeps True.
     """
     if profile not in PROFILE_SPECS:
         raise EvaluationInputError(
@@ -906,9 +938,11 @@ def compute_image_metrics(
     before = torch.get_num_threads()
     if threads is not None and dev.type == "cpu":
         torch.set_num_threads(threads)
+    token = _FUSED.set(fused)
     try:
         return _compute(ct_t, sct_t, mask_t, profile, dev, clock)
     finally:
+        _FUSED.reset(token)
         torch.set_num_threads(before)
 
 
