@@ -181,6 +181,34 @@ if _HAVE_NUMBA:
                 qr[j] = d * d
 
     @jit
+    def down_slice(xy: Any, dst: Any, at: Any, add: bool) -> None:  # pragma: no cover
+        """``image_metrics._pair_sum`` of the prepared slice ``xy`` (2, ny, nx) along x,
+        then along y (pairs (2j - 1, 2j), the first voxel alone), written into ``dst``
+        (2, Z, Y, X) from index ``at`` = (z, y, x), or added to what is there (``add``:
+        the second slice of a z pair)."""
+        ny, nx = xy.shape[1], xy.shape[2]
+        my, mx = (ny + 1) // 2, (nx + 1) // 2
+        z, y0, x0 = u(at[0]), u(at[1]), u(at[2])
+        for c in range(u(2)):
+            for a in range(u(my)):
+                d = dst[c, z, y0 + a]
+                r1 = xy[c, u(2) * a]
+                if a == 0:
+                    v = r1[u(0)]
+                    d[x0] = d[x0] + v if add else v
+                    for b in range(u(1), u(mx)):
+                        v = r1[u(2) * b - u(1)] + r1[u(2) * b]
+                        d[x0 + b] = d[x0 + b] + v if add else v
+                else:
+                    r0 = xy[c, u(2) * a - u(1)]
+                    v = r0[u(0)] + r1[u(0)]
+                    d[x0] = d[x0] + v if add else v
+                    for b in range(u(1), u(mx)):
+                        v = (r0[u(2) * b - u(1)] + r0[u(2) * b]) + (r1[u(2) * b - u(1)]
+                                                                   + r1[u(2) * b])
+                        d[x0 + b] = d[x0 + b] + v if add else v
+
+    @jit
     def mask_mul(out: Any, inside: Any, m_at: Any) -> None:  # pragma: no cover - compiled
         h, w = out.shape
         mz, my, mx = u(m_at[0]), u(m_at[1]), u(m_at[2])
@@ -191,7 +219,7 @@ if _HAVE_NUMBA:
 
     KERNELS: SimpleNamespace | None = SimpleNamespace(
         zsum_add=zsum_add, zsum_slide=zsum_slide, plane_map=plane_map, mask_mul=mask_mul,
-        score_slice=score_slice)
+        score_slice=score_slice, down_slice=down_slice)
 else:
     KERNELS = None
 

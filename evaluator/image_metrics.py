@@ -268,18 +268,21 @@ def _fused(device: torch.device, formula: Formula) -> Any:
     return kernels if kernels is not None and isinstance(formula, SsimFormula) else None
 
 
-def c_base(a: torch.Tensor) -> tuple[np.ndarray[Any, Any], tuple[int, int, int]]:
-    """A 3-D CPU tensor as (C-contiguous numpy array, (z, y, x) index of its first voxel
-    there): the tensor it is a box of when it is one (no copy), else itself made
-    contiguous (a copy only when it is not). The kernels index whole arrays: rows of
-    C-contiguous arrays vectorise, rows of strided views do not."""
+def c_base(a: torch.Tensor) -> tuple[np.ndarray[Any, Any], tuple[int, ...]]:
+    """A CPU tensor as (C-contiguous numpy array, index of its first element there): the
+    tensor it is a box of when it is one (no copy), else itself made contiguous (a copy
+    only when it is not). The kernels index whole arrays: rows of C-contiguous arrays
+    vectorise, rows of strided views do not."""
     base = a._base
-    if (isinstance(base, torch.Tensor) and base.ndim == 3 and base.is_contiguous()
+    if (isinstance(base, torch.Tensor) and base.ndim == a.ndim and base.is_contiguous()
             and a.stride() == base.stride() and base.dtype == a.dtype):
         off = a.storage_offset() - base.storage_offset()
-        sz, sy, _ = base.stride()
-        return base.numpy(), (off // sz, off % sz // sy, off % sy)
-    return a.contiguous().numpy(), (0, 0, 0)
+        index = []
+        for stride in base.stride():
+            index.append(off // stride)
+            off %= stride
+        return base.numpy(), tuple(index)
+    return a.contiguous().numpy(), (0,) * a.ndim
 
 
 def _fused_accumulator(
@@ -541,6 +544,7 @@ def _scored_fill(
         direct = ct.dtype in _DIRECT and sct.dtype in _DIRECT
         ct_np, ct_at = c_base(ct) if direct else (None, (0, 0, 0))
         sct_np, sct_at = c_base(sct) if direct else (None, (0, 0, 0))
+        down_np, down_at = c_base(down) if down is not None else (None, (0, 0, 0, 0))
 
     def fill(z: int, out: torch.Tensor) -> torch.Tensor:
         xy = out if keep is None else keep[:, z]
@@ -601,6 +605,11 @@ def _scored_fill(
         if down is not None and (k := (z + 1) // 2) < n_down:
             # down-sampled slice k pairs slices 2k - 1 and 2k (slice 0 alone), in the order
             # of _down2: x, then y, then z
+            if kernels is not None and down_np is not None and xy.is_contiguous():
+                kernels.down_slice(xy.numpy(), down_np, (down_at[1] + k, *down_at[2:]),
+                                   not (z % 2 or z == 0))
+                clock.lap("downsample")
+                return xy
             _pair_sum(xy, 2, half_x)
             if z % 2 or z == 0:
                 _pair_sum(half_x, 1, down[:, k])
