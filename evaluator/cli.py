@@ -90,10 +90,12 @@ def _image_metrics_run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     with ThreadPoolExecutor(1) as pool:
-        # views of SimpleITK's buffers (no copy), the three files read concurrently, while
-        # this thread imports the metrics code (torch): SimpleITK releases the GIL while it
-        # reads and decompresses, so the import hides (part of) the reading time.
-        reading = pool.submit(read_volumes, [args.ct, args.sct, args.mask], copy=False)
+        # plain .mha files parsed directly (no SimpleITK import), others as views of
+        # SimpleITK's buffers (no copy); the three files read concurrently, while this
+        # thread imports the metrics code (torch): file reads, zlib and SimpleITK release
+        # the GIL, so the import hides (part of) the reading time.
+        reading = pool.submit(read_volumes, [args.ct, args.sct, args.mask], copy=False,
+                              direct=True)
         from evaluator.image_metrics import compute_image_metrics
 
         imported = time.perf_counter()
