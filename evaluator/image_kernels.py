@@ -35,8 +35,9 @@ else:
 
 # Kernels are module-level functions: numba caches those on disk, not closures.
 if _HAVE_NUMBA:
-    @intrinsic
-    def fma(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+    def _fma(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+        """fma(a, b, c) = a * b + c rounded once (LLVM's intrinsic: one instruction on
+        CPUs with FMA, a correctly rounded library call elsewhere)."""
         sig = types.float64(types.float64, types.float64, types.float64)
 
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
@@ -47,6 +48,7 @@ if _HAVE_NUMBA:
 
         return sig, codegen
 
+    fma: Any = intrinsic(_fma)
     jit = njit(cache=True, nogil=True, error_model="numpy")
     # Indices are unsigned: numba then skips its negative-index wraparound, which otherwise
     # keeps LLVM from vectorising these loops (measured 4x on the y sums).
@@ -165,9 +167,9 @@ if _HAVE_NUMBA:
             cx, sx, mx = u(ct_at[2]), u(sct_at[2]), u(m_at[2])
             xr, yr, dr, qr = xs[i], ys[i], diff[i], sq[i]
             for j in range(u(nx)):
-                x = np.float64(crow[cx + j])
-                y = np.float64(srow[sx + j])
-                m = np.float64(mrow[mx + j])
+                x = float(crow[cx + j])
+                y = float(srow[sx + j])
+                m = float(mrow[mx + j])
                 dr[j] = abs((x - y) * m)
                 x = lo if x < lo else x
                 x = hi if x > hi else x

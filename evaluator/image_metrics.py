@@ -38,8 +38,8 @@ from __future__ import annotations
 import math
 import threading
 import warnings
-from contextvars import ContextVar
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -559,9 +559,10 @@ def _scored_fill(
                 ys.copy_(sct[src])
             if ct_np is None or sct_np is None:
                 xy_np = xy.numpy()
-                ins = (xy_np[0:1], xy_np[1:2], (0, 0, 0), (0, 0, 0))
+                ins: tuple[Any, ...] = (xy_np[0:1], xy_np[1:2], (0, 0, 0), (0, 0, 0))
             else:
-                ins = (ct_np, sct_np, (ct_at[0] + src, *ct_at[1:]), (sct_at[0] + src, *sct_at[1:]))
+                ins = (ct_np, sct_np, (ct_at[0] + src, *ct_at[1:]),
+                       (sct_at[0] + src, *sct_at[1:]))
             kernels.score_slice(ins[0], ins[1], ins[2], ins[3], inside_u8, (mz + z, my, mx),
                                 spec.hu_min, spec.hu_max, xs_np, ys_np, diff.numpy(), sq_buf)
             clock.lap("load")

@@ -188,7 +188,7 @@ def _mha_volume(p: Path, f: Any, fields: dict[str, str]) -> Volume | None:
         array = np.frombuffer(data, dtype)
     elif fields.get("CompressedData", "False") == "False":
         array = np.empty(math.prod(size), dtype)
-        if f.readinto(memoryview(array).cast("B")) != nbytes:
+        if f.readinto(array.data.cast("B")) != nbytes:
             return None
     else:
         return None

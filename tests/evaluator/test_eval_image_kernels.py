@@ -12,9 +12,9 @@ import torch
 
 import evaluator.image_metrics as im
 
-KERNELS = im._kernels(torch.device("cpu"))
-
 from .conftest import make_pair
+
+KERNELS = im._kernels(torch.device("cpu"))
 
 pytestmark = pytest.mark.skipif(
     KERNELS is None,
