@@ -167,9 +167,10 @@ if _HAVE_NUMBA:
             cx, sx, mx = u(ct_at[2]), u(sct_at[2]), u(m_at[2])
             xr, yr, dr, qr = xs[i], ys[i], diff[i], sq[i]
             for j in range(u(nx)):
-                x = float(crow[cx + j])
-                y = float(srow[sx + j])
-                m = float(mrow[mx + j])
+                # np.float64, not float(): numba keeps float32 for float() of a float32
+                x: float = np.float64(crow[cx + j])
+                y: float = np.float64(srow[sx + j])
+                m: float = np.float64(mrow[mx + j])
                 dr[j] = abs((x - y) * m)
                 x = lo if x < lo else x
                 x = hi if x > hi else x
