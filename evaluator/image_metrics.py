@@ -342,26 +342,27 @@ def _masked_map_sum(
     held: list[torch.Tensor] = []
     zsum = buf("zsum", c, ny, nx).zero_()
     add, slide = _accumulator(zsum)
-    # flat buffers: each plane's rectangle gets contiguous views of their first elements
-    ybuf, xcsum, xbuf = buf("ysum", c * my * nx), buf("csum", c * my * nx), buf("box", c * my * mx)
-    scratch = [buf(f"scratch{k}", my * mx) for k in range(3)]
-    weight = buf("ones", my * mx)  # the plane's mask voxels as 1.0 / 0.0
+    fused = _fused(mask.device, formula)
+    if fused is not None:  # the same operations per voxel, fused: one map plane of buffers
+        add, slide = _fused_accumulator(fused, zsum)
+        plane_out, plane_row = buf("scratch0", my * mx), buf("row", c, nx + 1).numpy()
+        zsum_np = zsum.numpy()
+        inside_np, (iz, iy, ix) = c_base(inside)
+        inside_u8 = inside_np.view(np.uint8)
+    else:
+        # flat buffers: each plane's rectangle gets contiguous views of their first elements
+        ybuf, xcsum = buf("ysum", c * my * nx), buf("csum", c * my * nx)
+        xbuf = buf("box", c * my * mx)
+        scratch = [buf(f"scratch{k}", my * mx) for k in range(3)]
+        weight = buf("ones", my * mx)  # the plane's mask voxels as 1.0 / 0.0
     shapes: dict[tuple[int, int], _PlaneViews] = {}
     total = Total(mask.device)
-    fused_row = buf("row", c, nx + 1).numpy()
-    zsum_np = zsum.numpy()
 
-    fused = _fused(mask.device, formula)
-    if fused is not None:
-        add, slide = _fused_accumulator(fused, zsum)
     for z in range(WIN):
         held.append(fill(z, ring[z]))
         add(held[z])
         clock.lap(phase)
     held.append(ring[WIN])
-    if fused is not None:
-        inside_np, (mz, my, mx) = c_base(inside)
-        inside_u8 = inside_np.view(np.uint8)
     for i in range(nz - WIN + 1):
         if i > 0:  # slide the window: slice i-1 leaves, slice i+6 enters
             clock.lap(phase)
@@ -373,24 +374,24 @@ def _masked_map_sum(
             continue
         y0, y1, x0, x1 = box
         h, w = y1 - y0, x1 - x0
+        if fused is not None:
+            assert isinstance(formula, SsimFormula)
+            out = plane_out[: h * w].view(h, w)
+            at = (iz + i, iy + y0, ix + x0)
+            fused.plane_map(zsum_np, y0, y1, x0, x1, inside_u8, at, formula.c1,
+                            formula.c2, formula.weight is not None, formula.weight is None,
+                            out.numpy(), plane_row)
+            if formula.weight is not None:
+                fused.mask_mul(_pow_(out, formula.weight).numpy(), inside_u8, at)
+            total.add_part(Total.part(out))
+            clock.lap(phase)
+            continue
         if (views := shapes.get((h, w))) is None:  # planes' rectangles often repeat
             wide = w + WIN - 1
             views = shapes[(h, w)] = _PlaneViews(
                 ybuf[: c * h * wide].view(c, h, wide), xcsum[: c * h * wide].view(c, h, wide),
                 xbuf[: c * h * w].view(c, h, w), [s[: h * w].view(h, w) for s in scratch],
                 weight[: h * w].view(h, w))
-        if fused is not None:  # the same operations, fused
-            assert isinstance(formula, SsimFormula)
-            out = views.scratch[0]
-            at = (mz + i, my + y0, mx + x0)
-            fused.plane_map(zsum_np, y0, y1, x0, x1, inside_u8, at, formula.c1,
-                            formula.c2, formula.weight is not None, formula.weight is None,
-                            out.numpy(), fused_row)
-            if formula.weight is not None:
-                fused.mask_mul(_pow_(out, formula.weight).numpy(), inside_u8, at)
-            total.add_part(Total.part(out))
-            clock.lap(phase)
-            continue
         region = zsum[:, y0 : y1 + WIN - 1, x0 : x1 + WIN - 1]
         # along y (strided) a direct 7-term sum beats the running sum (and shifted adds);
         # along x the reverse. Each output is one thread's 7 additions in a fixed order,
