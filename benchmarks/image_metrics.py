@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/image_metrics.py [--device cpu|cuda] [--only NAME ...]
         [--profiles synthrad2023 synthrad2025] [--repeat N] [--baseline GIT_REV] [--cli]
+        [--torch-path]
 
 Volumes are realistic-size phantoms (pelvis 96x384x384 -- the realistic pelvis resampled to
 a common SynthRAD size --, pelvis 512x512x150, brain 256x256x200) with a synthetic CT made
@@ -14,7 +15,11 @@ ratio of CPU times), because on a shared machine the wall-clock time also measur
 neighbours.
 
 ``--baseline REV`` also times evaluator/image_metrics.py as of git revision REV, in the same
-process, interleaved with ours (the old figures beside the new). ``--cli`` also times
+process, interleaved with ours (the old figures beside the new). ``--torch-path`` also times
+ours with ``fused=False`` (torch's passes instead of the numba loops of
+evaluator/image_kernels.py; the same bits). A warm-up call on a small crop precedes the
+timed runs (numba's start-up and loading of its cached code, ~0.8 CPU s once per process,
+is not timed; the CLI, one case per process, does not use the numba loops). ``--cli`` also times
 ``python -m evaluator image-metrics`` on .mha files (uncompressed and zlib-compressed) in
 fresh processes (with ``--baseline``, that revision's CLI in turn with ours), less the
 start-up of ``python -c "import torch"`` (run in turn with it),
@@ -25,6 +30,7 @@ CPU seconds (the children's rusage) is printed beside it.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import io
 import json
@@ -195,10 +201,14 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="GIT_REV",
                         help="also time evaluator/image_metrics.py as of this revision")
     parser.add_argument("--cli", action="store_true", help="also time the CLI on .mha files")
+    parser.add_argument("--torch-path", action="store_true",
+                        help="also time ours with fused=False (torch's passes, no numba)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads for our code (compute_image_metrics' default 1)")
     args = parser.parse_args()
     fns: dict[str, Callable[..., dict[str, float]]] = {"ours": compute_image_metrics}
+    if args.torch_path:
+        fns["torch"] = functools.partial(compute_image_metrics, fused=False)
     if args.baseline:
         fns["baseline"] = baseline_module(args.baseline)
     print(f"torch {torch.__version__}, threads {args.threads}, device {args.device}, "
