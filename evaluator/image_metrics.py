@@ -256,9 +256,14 @@ def _kernels(device: torch.device) -> Any:
     if device.type != "cpu" or not _FUSED.get() or not _fma_build():
         return None
     if not _LOADED:
-        from evaluator.image_kernels import KERNELS
-
-        _LOADED.append(KERNELS)
+        try:
+            from evaluator import image_kernels
+        except (ImportError, RuntimeError, OSError) as exc:  # e.g. no writable numba cache
+            warnings.warn(f"fused image-metric loops unavailable ({exc}); torch's passes run "
+                          "instead (the same values, about half the speed)", stacklevel=2)
+            _LOADED.append(None)
+        else:
+            _LOADED.append(image_kernels.KERNELS)
     return _LOADED[0]
 
 
