@@ -144,12 +144,30 @@ def evaluator_checkout(rev: str, dest: Path) -> Path:
     return dest
 
 
+# ``python -m evaluator ARGS`` that also reports (last line on stderr) the CPU and wall
+# seconds after the interpreter started and imported torch (and numpy, which it imports):
+# the CLI's own cost measured inside one process, not as a difference of two noisy runs.
+CLI_AFTER_START = """\
+import json, resource, sys, time
+import torch
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+c0, t0 = cpu(), time.perf_counter()
+from evaluator.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"cpu": cpu() - c0, "wall": time.perf_counter() - t0}), file=sys.stderr)
+sys.exit(code)
+"""
+
+
 def time_cli(args: argparse.Namespace, arrays: Arrays, profile: str, tmp: Path,
              ref_time: float, ref_cpu: float) -> list[str]:
     """The CLI in fresh processes, each run paired with a ``python -c "import torch"`` run
     (start-up): the median of the pairs' differences is robust to a machine whose speed
-    drifts between runs. With ``--baseline`` the CLI of that revision runs in turn with
-    ours."""
+    drifts between runs. Each CLI process also reports its CPU and wall seconds after
+    ``import torch`` (:data:`CLI_AFTER_START`): on a loaded machine that is the steadier
+    figure. With ``--baseline`` the CLI of that revision runs in turn with ours."""
     lines = []
     startup = [sys.executable, "-c", "import torch"]
     trees = {"ours": ROOT}
@@ -163,10 +181,11 @@ def time_cli(args: argparse.Namespace, arrays: Arrays, profile: str, tmp: Path,
             names[name] = write_volume(tmp / f"{name}{'_z' if compress else ''}.mha",
                                        a.astype(np.uint8) if name == "mask" else a,
                                        spacing=(1.0, 1.0, 2.5), compress=compress)
-        cmd = [sys.executable, "-m", "evaluator", "image-metrics", "--profile", profile,
+        cmd = [sys.executable, "-c", CLI_AFTER_START, "image-metrics", "--profile", profile,
                "--timings", *(f"--{k}={v}" for k, v in names.items())]
         runs: dict[str, dict[str, list[Any]]] = {
-            label: {"walls": [], "less": [], "cpu_less": [], "phases": []} for label in trees}
+            label: {"walls": [], "less": [], "cpu_less": [], "phases": [], "after": []}
+            for label in trees}
         for _ in range(max(1, args.repeat)):
             for label, tree in trees.items():  # in turn: drifts of the machine hit both
                 base, base_cpu, _err = run_wall(startup)
@@ -175,18 +194,24 @@ def time_cli(args: argparse.Namespace, arrays: Arrays, profile: str, tmp: Path,
                 run["walls"].append(wall)
                 run["less"].append(wall - base)
                 run["cpu_less"].append(cpu - base_cpu)
-                run["phases"].append(json.loads(err.strip().splitlines()[-1]))
+                last = err.strip().splitlines()
+                run["phases"].append(json.loads(last[-2]))
+                run["after"].append(json.loads(last[-1]))
         for label, run in runs.items():
             less, cpu_less = run["less"], run["cpu_less"]
             med, cpu_med = statistics.median(less), statistics.median(cpu_less)
             split = run["phases"][less.index(sorted(less)[len(less) // 2])]
+            after_cpu = statistics.median(a["cpu"] for a in run["after"])
+            after_wall = statistics.median(a["wall"] for a in run["after"])
             lines.append(
                 f"  CLI {label:8} {'zlib' if compress else 'raw '} .mha: wall median "
                 f"{statistics.median(run['walls']):.2f} s; less start-up min {min(less):.2f} "
                 f"median {med:.2f} s, reference / that {ref_time / med:.1f}x; CPU less "
                 f"start-up median {cpu_med:.2f} s, reference CPU / that "
-                f"{ref_cpu / cpu_med:.1f}x; phases (wall) "
-                + " ".join(f"{k} {v:.3f}" for k, v in split.items()))
+                f"{ref_cpu / cpu_med:.1f}x; after import torch (in process): CPU median "
+                f"{after_cpu:.2f} s, reference CPU / that {ref_cpu / after_cpu:.1f}x, wall "
+                f"median {after_wall:.2f} s, reference / that {ref_time / after_wall:.1f}x; "
+                "phases (wall) " + " ".join(f"{k} {v:.3f}" for k, v in split.items()))
     return lines
 
 
