@@ -85,3 +85,16 @@ def test_other_formats_and_broken_files_go_to_simpleitk(tmp_path):
     zpath = write_volume(tmp_path / "z.mha", a, compress=True)
     zpath.write_bytes(zpath.read_bytes()[:-3])  # truncated zlib stream
     assert read_mha(zpath) is None
+
+
+def test_read_volumes_keeps_the_order_of_mixed_files(tmp_path):
+    # raw .mha files are read first, one after the other, the rest in threads: the result
+    # still follows the order asked for
+    arrays = [np.full((2, 3, 4), k, np.int16) for k in range(5)]
+    paths = [write_volume(tmp_path / name, a, compress=name.endswith("z.mha"))
+             for name, a in zip(["a.mha", "bz.mha", "c.nii.gz", "d.mha", "ez.mha"], arrays,
+                                strict=True)]
+    got = read_volumes(paths, copy=False, direct=True)
+    assert [int(v.array.flat[0]) for v in got] == [0, 1, 2, 3, 4]
+    assert [v.path for v in got] == paths
+    assert got[2].owner is not None  # the NIfTI file went to SimpleITK
