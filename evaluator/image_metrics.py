@@ -23,9 +23,14 @@ plane to the rectangle holding that plane's mask voxels -- outside the mask both
 constant and the map is only averaged over mask voxels, so the result is unchanged (the
 tests pin this against the references); (4) one SSIM formula for both profiles with one
 division per voxel (the terms' ratios multiplied out; the 2025 contrast-structure product
-needs no square root, see :func:`_ssim_formula`) and ``exp(w log v)`` in numpy for the
-MS-SSIM power. The published code computes in float32 when its inputs are float32
-(differences ~1e-5); we always compute in float64, which is what the tests compare.
+needs no square root, see :class:`SsimFormula`) and ``exp(w log v)`` in numpy for the
+MS-SSIM power; (5) on the CPU, the per-slice and per-plane passes (load and score a slice,
+slide the 7-slice sums, y/x box sums + formula + mask of a plane, level-1 down-sampling) as
+fused loops compiled by numba (:mod:`evaluator.image_kernels`): the same operations per
+voxel in the same order, so the same bits (tested against the torch passes, which still run
+on CUDA, without numba, and with ``fused=False``). The published code computes in float32
+when its inputs are float32 (differences ~1e-5); we always compute in float64, which is
+what the tests compare.
 
 Determinism: on the CPU the result is bit-identical across runs and torch thread counts.
 Sums over planes run in a fixed order (:class:`evaluator.reductions.Total`), the
@@ -286,8 +291,8 @@ def c_base(a: torch.Tensor) -> tuple[np.ndarray[Any, Any], tuple[int, ...]]:
         for stride in base.stride():
             index.append(off // stride)
             off %= stride
-        return base.numpy(), tuple(index)
-    return a.contiguous().numpy(), (0,) * a.ndim
+        return base.detach().numpy(), tuple(index)
+    return a.detach().contiguous().numpy(), (0,) * a.ndim
 
 
 def _fused_accumulator(
