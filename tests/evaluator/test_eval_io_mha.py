@@ -1,5 +1,5 @@
 """The direct MetaImage reader (io.read_mha) gives exactly what SimpleITK gives, and leaves
-every file it does not fully understand to SimpleITK."""
+compressed files and every file it does not fully understand to SimpleITK."""
 
 from __future__ import annotations
 
@@ -17,14 +17,13 @@ ROTATED = (math.cos(0.3), -math.sin(0.3), 0.0, math.sin(0.3), math.cos(0.3), 0.0
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16, np.uint32,
                                    np.int32, np.float32, np.float64])
-@pytest.mark.parametrize("compress", [False, True])
-def test_same_array_and_geometry_as_simpleitk(tmp_path, dtype, compress):
+def test_same_array_and_geometry_as_simpleitk(tmp_path, dtype):
     rng = np.random.default_rng(3)
     info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
     a = (rng.integers(info.min, info.max, (5, 7, 9), endpoint=True).astype(dtype) if info
          else (rng.normal(0, 1000, (5, 7, 9))).astype(dtype))
     path = write_volume(tmp_path / "a.mha", a, spacing=(0.7, 0.55, 2.5),
-                        origin=(-10.5, 3.25, 1e-7), direction=ROTATED, compress=compress)
+                        origin=(-10.5, 3.25, 1e-7), direction=ROTATED, compress=False)
     got, want = read_mha(path), read_volume(path)
     assert got is not None
     assert got.array.dtype == want.array.dtype and got.array.shape == want.array.shape
@@ -82,9 +81,7 @@ def test_other_formats_and_broken_files_go_to_simpleitk(tmp_path):
     assert read_mha(path) is None
     with pytest.raises(EvaluationInputError, match="cannot be read"):
         read_volumes([path], copy=False, direct=True)
-    zpath = write_volume(tmp_path / "z.mha", a, compress=True)
-    zpath.write_bytes(zpath.read_bytes()[:-3])  # truncated zlib stream
-    assert read_mha(zpath) is None
+    assert read_mha(write_volume(tmp_path / "z.mha", a, compress=True)) is None
 
 
 def test_read_volumes_keeps_the_order_of_mixed_files(tmp_path):
