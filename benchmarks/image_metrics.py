@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/image_metrics.py [--device cpu|cuda] [--only NAME ...]
         [--profiles synthrad2023 synthrad2025] [--repeat N] [--baseline GIT_REV] [--cli]
+        [--torch-path]
 
 Volumes are realistic-size phantoms (pelvis 96x384x384 -- the realistic pelvis resampled to
 a common SynthRAD size --, pelvis 512x512x150, brain 256x256x200) with a synthetic CT made
@@ -14,7 +15,11 @@ ratio of CPU times), because on a shared machine the wall-clock time also measur
 neighbours.
 
 ``--baseline REV`` also times evaluator/image_metrics.py as of git revision REV, in the same
-process, interleaved with ours (the old figures beside the new). ``--cli`` also times
+process, interleaved with ours (the old figures beside the new). ``--torch-path`` also times
+ours with ``fused=False`` (torch's passes instead of the numba loops of
+evaluator/image_kernels.py; the same bits). A warm-up call on a small crop precedes the
+timed runs (numba's start-up and loading of its cached code, ~0.8 CPU s once per process,
+is not timed; the CLI, one case per process, does not use the numba loops). ``--cli`` also times
 ``python -m evaluator image-metrics`` on .mha files (uncompressed and zlib-compressed) in
 fresh processes (with ``--baseline``, that revision's CLI in turn with ours), less the
 start-up of ``python -c "import torch"`` (run in turn with it),
@@ -25,6 +30,7 @@ CPU seconds (the children's rusage) is printed beside it.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import io
 import json
@@ -138,12 +144,30 @@ def evaluator_checkout(rev: str, dest: Path) -> Path:
     return dest
 
 
+# ``python -m evaluator ARGS`` that also reports (last line on stderr) the CPU and wall
+# seconds after the interpreter started and imported torch (and numpy, which it imports):
+# the CLI's own cost measured inside one process, not as a difference of two noisy runs.
+CLI_AFTER_START = """\
+import json, resource, sys, time
+import torch
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+c0, t0 = cpu(), time.perf_counter()
+from evaluator.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"cpu": cpu() - c0, "wall": time.perf_counter() - t0}), file=sys.stderr)
+sys.exit(code)
+"""
+
+
 def time_cli(args: argparse.Namespace, arrays: Arrays, profile: str, tmp: Path,
              ref_time: float, ref_cpu: float) -> list[str]:
     """The CLI in fresh processes, each run paired with a ``python -c "import torch"`` run
     (start-up): the median of the pairs' differences is robust to a machine whose speed
-    drifts between runs. With ``--baseline`` the CLI of that revision runs in turn with
-    ours."""
+    drifts between runs. Each CLI process also reports its CPU and wall seconds after
+    ``import torch`` (:data:`CLI_AFTER_START`): on a loaded machine that is the steadier
+    figure. With ``--baseline`` the CLI of that revision runs in turn with ours."""
     lines = []
     startup = [sys.executable, "-c", "import torch"]
     trees = {"ours": ROOT}
@@ -157,10 +181,11 @@ def time_cli(args: argparse.Namespace, arrays: Arrays, profile: str, tmp: Path,
             names[name] = write_volume(tmp / f"{name}{'_z' if compress else ''}.mha",
                                        a.astype(np.uint8) if name == "mask" else a,
                                        spacing=(1.0, 1.0, 2.5), compress=compress)
-        cmd = [sys.executable, "-m", "evaluator", "image-metrics", "--profile", profile,
+        cmd = [sys.executable, "-c", CLI_AFTER_START, "image-metrics", "--profile", profile,
                "--timings", *(f"--{k}={v}" for k, v in names.items())]
         runs: dict[str, dict[str, list[Any]]] = {
-            label: {"walls": [], "less": [], "cpu_less": [], "phases": []} for label in trees}
+            label: {"walls": [], "less": [], "cpu_less": [], "phases": [], "after": []}
+            for label in trees}
         for _ in range(max(1, args.repeat)):
             for label, tree in trees.items():  # in turn: drifts of the machine hit both
                 base, base_cpu, _err = run_wall(startup)
@@ -169,18 +194,24 @@ def time_cli(args: argparse.Namespace, arrays: Arrays, profile: str, tmp: Path,
                 run["walls"].append(wall)
                 run["less"].append(wall - base)
                 run["cpu_less"].append(cpu - base_cpu)
-                run["phases"].append(json.loads(err.strip().splitlines()[-1]))
+                last = err.strip().splitlines()
+                run["phases"].append(json.loads(last[-2]))
+                run["after"].append(json.loads(last[-1]))
         for label, run in runs.items():
             less, cpu_less = run["less"], run["cpu_less"]
             med, cpu_med = statistics.median(less), statistics.median(cpu_less)
             split = run["phases"][less.index(sorted(less)[len(less) // 2])]
+            after_cpu = statistics.median(a["cpu"] for a in run["after"])
+            after_wall = statistics.median(a["wall"] for a in run["after"])
             lines.append(
                 f"  CLI {label:8} {'zlib' if compress else 'raw '} .mha: wall median "
                 f"{statistics.median(run['walls']):.2f} s; less start-up min {min(less):.2f} "
                 f"median {med:.2f} s, reference / that {ref_time / med:.1f}x; CPU less "
                 f"start-up median {cpu_med:.2f} s, reference CPU / that "
-                f"{ref_cpu / cpu_med:.1f}x; phases (wall) "
-                + " ".join(f"{k} {v:.3f}" for k, v in split.items()))
+                f"{ref_cpu / cpu_med:.1f}x; after import torch (in process): CPU median "
+                f"{after_cpu:.2f} s, reference CPU / that {ref_cpu / after_cpu:.1f}x, wall "
+                f"median {after_wall:.2f} s, reference / that {ref_time / after_wall:.1f}x; "
+                "phases (wall) " + " ".join(f"{k} {v:.3f}" for k, v in split.items()))
     return lines
 
 
@@ -195,10 +226,14 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="GIT_REV",
                         help="also time evaluator/image_metrics.py as of this revision")
     parser.add_argument("--cli", action="store_true", help="also time the CLI on .mha files")
+    parser.add_argument("--torch-path", action="store_true",
+                        help="also time ours with fused=False (torch's passes, no numba)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads for our code (compute_image_metrics' default 1)")
     args = parser.parse_args()
     fns: dict[str, Callable[..., dict[str, float]]] = {"ours": compute_image_metrics}
+    if args.torch_path:
+        fns["torch"] = functools.partial(compute_image_metrics, fused=False)
     if args.baseline:
         fns["baseline"] = baseline_module(args.baseline)
     print(f"torch {torch.__version__}, threads {args.threads}, device {args.device}, "

@@ -90,10 +90,12 @@ def _image_metrics_run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     with ThreadPoolExecutor(1) as pool:
-        # views of SimpleITK's buffers (no copy), the three files read concurrently, while
-        # this thread imports the metrics code (torch): SimpleITK releases the GIL while it
-        # reads and decompresses, so the import hides (part of) the reading time.
-        reading = pool.submit(read_volumes, [args.ct, args.sct, args.mask], copy=False)
+        # plain .mha files parsed directly (no SimpleITK import), others as views of
+        # SimpleITK's buffers (no copy); the three files read concurrently, while this
+        # thread imports the metrics code (torch): file reads, zlib and SimpleITK release
+        # the GIL, so the import hides (part of) the reading time.
+        reading = pool.submit(read_volumes, [args.ct, args.sct, args.mask], copy=False,
+                              direct=True)
         from evaluator.image_metrics import compute_image_metrics
 
         imported = time.perf_counter()
@@ -103,8 +105,9 @@ def _image_metrics_run(args: argparse.Namespace) -> int:
     checked = time.perf_counter()
     check_pair(ct, sct, mask)
     timings["check"] = time.perf_counter() - checked
+    # one case per process: numba's start-up would cost more than the fused loops save
     result = compute_image_metrics(ct.array, sct.array, mask.array, args.profile, args.device,
-                                   timings=timings)
+                                   timings=timings, fused=False)
     print(dumps(result))
     if args.timings:
         print(dumps({k: round(v, 4) for k, v in timings.items()}), file=sys.stderr)

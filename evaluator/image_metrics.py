@@ -23,9 +23,14 @@ plane to the rectangle holding that plane's mask voxels -- outside the mask both
 constant and the map is only averaged over mask voxels, so the result is unchanged (the
 tests pin this against the references); (4) one SSIM formula for both profiles with one
 division per voxel (the terms' ratios multiplied out; the 2025 contrast-structure product
-needs no square root, see :func:`_ssim_formula`) and ``exp(w log v)`` in numpy for the
-MS-SSIM power. The published code computes in float32 when its inputs are float32
-(differences ~1e-5); we always compute in float64, which is what the tests compare.
+needs no square root, see :class:`SsimFormula`) and ``exp(w log v)`` in numpy for the
+MS-SSIM power; (5) on the CPU, the per-slice and per-plane passes (load and score a slice,
+slide the 7-slice sums, y/x box sums + formula + mask of a plane, level-1 down-sampling) as
+fused loops compiled by numba (:mod:`evaluator.image_kernels`): the same operations per
+voxel in the same order, so the same bits (tested against the torch passes, which still run
+on CUDA, without numba, and with ``fused=False``). The published code computes in float32
+when its inputs are float32 (differences ~1e-5); we always compute in float64, which is
+what the tests compare.
 
 Determinism: on the CPU the result is bit-identical across runs and torch thread counts.
 Sums over planes run in a fixed order (:class:`evaluator.reductions.Total`), the
@@ -39,6 +44,7 @@ import math
 import threading
 import warnings
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -57,6 +63,10 @@ PAD = (WIN - 1) // 2  # border cropped from every SSIM map
 K1, K2 = 0.01, 0.03
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 MS_SSIM_MIN_SIZE = 97  # the 2025 code edge-pads every axis to at least this many voxels
+# Whether the current call may use the fused CPU loops of evaluator.image_kernels (numba,
+# imported on first use); compute_image_metrics(fused=...) sets it per call.
+_FUSED: ContextVar[bool] = ContextVar("image_metrics_fused", default=True)
+_LOADED: list[Any] = []  # [evaluator.image_kernels.KERNELS (None without numba)] once imported
 
 
 @dataclass(frozen=True)
@@ -234,6 +244,72 @@ def _accumulator(
     return add, slide
 
 
+_DIRECT = (torch.float32, torch.float64, torch.int16, torch.uint16, torch.int32, torch.uint8,
+           torch.int8)
+
+
+def _fma_build() -> bool:
+    """Whether torch's addcmul / add(alpha) are fused multiply-adds and its y sum's order is
+    the one the kernels model (checked on AVX2 and AVX512 builds; the DEFAULT build rounds
+    the products first)."""
+    return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
+def _kernels(device: torch.device) -> Any:
+    """The fused CPU loops (:mod:`evaluator.image_kernels`) when this call uses them, else
+    None (imported on first use: numba costs ~0.3 CPU s to import, ~0.5 s to start)."""
+    if device.type != "cpu" or not _FUSED.get() or not _fma_build():
+        return None
+    if not _LOADED:
+        try:
+            from evaluator import image_kernels
+        except (ImportError, RuntimeError, OSError) as exc:  # e.g. no writable numba cache
+            warnings.warn(f"fused image-metric loops unavailable ({exc}); torch's passes run "
+                          "instead (the same values, about half the speed)", stacklevel=2)
+            _LOADED.append(None)
+        else:
+            _LOADED.append(image_kernels.KERNELS)
+    return _LOADED[0]
+
+
+def _fused(device: torch.device, formula: Formula) -> Any:
+    """The fused loops for a map pass with ``formula``, else None."""
+    kernels = _kernels(device)
+    return kernels if kernels is not None and isinstance(formula, SsimFormula) else None
+
+
+def c_base(a: torch.Tensor) -> tuple[np.ndarray[Any, Any], tuple[int, ...]]:
+    """A CPU tensor as (C-contiguous numpy array, index of its first element there): the
+    tensor it is a box of when it is one (no copy), else itself made contiguous (a copy
+    only when it is not). The kernels index whole arrays: rows of C-contiguous arrays
+    vectorise, rows of strided views do not."""
+    base = a._base
+    if (isinstance(base, torch.Tensor) and base.ndim == a.ndim and base.is_contiguous()
+            and a.stride() == base.stride() and base.dtype == a.dtype):
+        off = a.storage_offset() - base.storage_offset()
+        index = []
+        for stride in base.stride():
+            index.append(off // stride)
+            off %= stride
+        return base.detach().numpy(), tuple(index)
+    return a.detach().contiguous().numpy(), (0,) * a.ndim
+
+
+def _fused_accumulator(
+    kernels: Any, zsum: torch.Tensor,
+) -> tuple[Callable[[torch.Tensor], None], Callable[[torch.Tensor, torch.Tensor], None]]:
+    """:func:`_accumulator` as one fused loop per slice (the same operations per voxel)."""
+    z = zsum.numpy()
+
+    def add(s: torch.Tensor) -> None:
+        kernels.zsum_add(z, s[0].numpy(), s[1].numpy())
+
+    def slide(old: torch.Tensor, new: torch.Tensor) -> None:
+        kernels.zsum_slide(z, old[0].numpy(), old[1].numpy(), new[0].numpy(), new[1].numpy())
+
+    return add, slide
+
+
 def _plane_boxes(inside: torch.Tensor) -> list[tuple[int, int, int, int] | None]:
     """Per slice of ``inside`` (bool, z y x): (y0, y1, x0, x1) bounding its True voxels
     (end-exclusive), or None where the slice has none."""
@@ -276,10 +352,19 @@ def _masked_map_sum(
     held: list[torch.Tensor] = []
     zsum = buf("zsum", c, ny, nx).zero_()
     add, slide = _accumulator(zsum)
-    # flat buffers: each plane's rectangle gets contiguous views of their first elements
-    ybuf, xcsum, xbuf = buf("ysum", c * my * nx), buf("csum", c * my * nx), buf("box", c * my * mx)
-    scratch = [buf(f"scratch{k}", my * mx) for k in range(3)]
-    weight = buf("ones", my * mx)  # the plane's mask voxels as 1.0 / 0.0
+    fused = _fused(mask.device, formula)
+    if fused is not None:  # the same operations per voxel, fused: one map plane of buffers
+        add, slide = _fused_accumulator(fused, zsum)
+        plane_out, plane_row = buf("scratch0", my * mx), buf("row", c, nx + 1).numpy()
+        zsum_np = zsum.numpy()
+        inside_np, (iz, iy, ix) = c_base(inside)
+        inside_u8 = inside_np.view(np.uint8)
+    else:
+        # flat buffers: each plane's rectangle gets contiguous views of their first elements
+        ybuf, xcsum = buf("ysum", c * my * nx), buf("csum", c * my * nx)
+        xbuf = buf("box", c * my * mx)
+        scratch = [buf(f"scratch{k}", my * mx) for k in range(3)]
+        weight = buf("ones", my * mx)  # the plane's mask voxels as 1.0 / 0.0
     shapes: dict[tuple[int, int], _PlaneViews] = {}
     total = Total(mask.device)
 
@@ -299,6 +384,18 @@ def _masked_map_sum(
             continue
         y0, y1, x0, x1 = box
         h, w = y1 - y0, x1 - x0
+        if fused is not None:
+            assert isinstance(formula, SsimFormula)
+            out = plane_out[: h * w].view(h, w)
+            at = (iz + i, iy + y0, ix + x0)
+            fused.plane_map(zsum_np, y0, y1, x0, x1, inside_u8, at, formula.c1,
+                            formula.c2, formula.weight is not None, formula.weight is None,
+                            out.numpy(), plane_row)
+            if formula.weight is not None:
+                fused.mask_mul(_pow_(out, formula.weight).numpy(), inside_u8, at)
+            total.add_part(Total.part(out))
+            clock.lap(phase)
+            continue
         if (views := shapes.get((h, w))) is None:  # planes' rectangles often repeat
             wide = w + WIN - 1
             views = shapes[(h, w)] = _PlaneViews(
@@ -334,8 +431,8 @@ def _const(value: float, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(value, dtype=like.dtype, device=like.device)
 
 
-def _ssim_formula(data_range: float, weight: float | None = None) -> Formula:
-    """SSIM map from the box sums [Sx, Sy, S(x^2 + y^2), Sxy].
+class SsimFormula:
+    """SSIM map from the box sums [Sx, Sy, S(x^2 + y^2), Sxy] (a :data:`Formula`).
 
     ``weight`` None: scikit-image ``structural_similarity`` (uniform window, sample
     covariance), the 2023 profile. ``weight`` w: SynthRAD2025 ``structural_similarity_at_scale``,
@@ -344,19 +441,24 @@ def _ssim_formula(data_range: float, weight: float | None = None) -> Formula:
     (2 Vxy + C2) / (Vx + Vy + C2) whatever sd = sqrt(Vx) sqrt(Vy) is: the square roots
     cancel exactly, and clipping s at 0 is clipping 2 Vxy + C2 at 0 (l and c are positive:
     images >= 0, positive constants). Both profiles therefore need the same four box sums;
-    (l c s) ** w equals l**w * c**w * s**w up to rounding.
+    (l c s) ** w equals l**w * c**w * s**w up to rounding. ``c1``/``c2``/``weight`` are
+    also read by the fused CPU loop (:func:`evaluator.image_kernels.plane_map`), which
+    performs the same operations.
     """
-    c1 = (K1 * data_range) ** 2 * _N**2
-    c2 = (K2 * data_range) ** 2 * (_N - 1)
 
-    consts: list[torch.Tensor] = []  # C1, C2 as tensors: made once, not once per plane
+    def __init__(self, data_range: float, weight: float | None = None) -> None:
+        self.c1 = (K1 * data_range) ** 2 * _N**2
+        self.c2 = (K2 * data_range) ** 2 * (_N - 1)
+        self.weight = weight
+        self._consts: list[torch.Tensor] = []  # C1, C2 as tensors: made once, not per plane
 
-    def f(u: torch.Tensor, scratch: list[torch.Tensor]) -> torch.Tensor:
+    def __call__(self, u: torch.Tensor, scratch: list[torch.Tensor]) -> torch.Tensor:
+        c1, c2, weight = self.c1, self.c2, self.weight
         sx, sy, sss, sxy = u.unbind(0)  # sss = sum(x^2 + y^2)
         a1, b1, a2 = scratch
-        if not consts:
-            consts.extend((_const(c1, u), _const(c2, u)))
-        c1t, c2t = consts
+        if not self._consts:
+            self._consts.extend((_const(c1, u), _const(c2, u)))
+        c1t, c2t = self._consts
         torch.addcmul(c1t, sx, sy, value=2, out=a1)  # 2 Sx Sy + C1
         torch.addcmul(c1t, sx, sx, out=b1).addcmul_(sy, sy)  # Sx^2 + Sy^2 + C1
         torch.addcmul(c2t, sx, sy, value=-2 / _N, out=a2).add_(sxy, alpha=2)  # 2 Vxy + C2
@@ -368,7 +470,9 @@ def _ssim_formula(data_range: float, weight: float | None = None) -> Formula:
         ratio = a1.div_(b1)
         return ratio if weight is None else _pow_(ratio, weight)
 
-    return f
+
+def _ssim_formula(data_range: float, weight: float | None = None) -> SsimFormula:
+    return SsimFormula(data_range, weight)
 
 
 def _pow_(t: torch.Tensor, w: float) -> torch.Tensor:
@@ -442,19 +546,53 @@ def _scored_fill(
     n_down = down.shape[1] if down is not None else 0
     half_x, quarter = buf("x2", 2, ny, (nx + 1) // 2), buf("xy2", 2, (ny + 1) // 2, (nx + 1) // 2)
 
+    kernels = _kernels(inside.device)
+    if kernels is not None:
+        sq_buf = buf("sq", ny, nx).numpy()
+        inside_np, (mz, my, mx) = c_base(inside)
+        inside_u8 = inside_np.view(np.uint8)
+        # numba reads these dtypes directly (others: torch converts them first)
+        direct = ct.dtype in _DIRECT and sct.dtype in _DIRECT
+        ct_np, ct_at = c_base(ct) if direct else (None, (0, 0, 0))
+        sct_np, sct_at = c_base(sct) if direct else (None, (0, 0, 0))
+        down_np, down_at = c_base(down) if down is not None else (None, (0, 0, 0, 0))
+
     def fill(z: int, out: torch.Tensor) -> torch.Tensor:
         xy = out if keep is None else keep[:, z]
         xs, ys = xy.unbind(0)
         src, scored = (z, True) if zmap is None else zmap[z]
-        xs.copy_(ct[src])
-        ys.copy_(sct[src])
-        clock.lap("load")
+        finite = False
+        if kernels is not None and scored:
+            # the fast path below as one loop (same operations per voxel)
+            xs_np, ys_np = xs.numpy(), ys.numpy()
+            if ct_np is None or sct_np is None:
+                xs.copy_(ct[src])
+                ys.copy_(sct[src])
+            if ct_np is None or sct_np is None:
+                xy_np = xy.numpy()
+                ins: tuple[Any, ...] = (xy_np[0:1], xy_np[1:2], (0, 0, 0), (0, 0, 0))
+            else:
+                ins = (ct_np, sct_np, (ct_at[0] + src, *ct_at[1:]),
+                       (sct_at[0] + src, *sct_at[1:]))
+            kernels.score_slice(ins[0], ins[1], ins[2], ins[3], inside_u8, (mz + z, my, mx),
+                                spec.hu_min, spec.hu_max, xs_np, ys_np, diff.numpy(), sq_buf)
+            clock.lap("load")
+            part = Total.part(diff)
+            finite = math.isfinite(part)
+            if finite:
+                mae.add_part(part)
+                clock.lap("mae")
+                sq.add_part(float(np.add.reduce(sq_buf, axis=None)))
+                clock.lap("psnr")
+        if not finite:
+            xs.copy_(ct[src])
+            ys.copy_(sct[src])
+            clock.lap("load")
         # Masking by multiplying with the mask as 1.0 / 0.0 (several times faster than
         # masked_fill) gives the same values wherever both slices are finite: checked by the
         # MAE sum (finite only if every |ct - sct| * mask is: inf * 0 is NaN). Otherwise,
         # and for a slice that is not scored, masked_fill.
-        finite = False
-        if fast and scored:
+        if fast and scored and kernels is None:
             ones.copy_(inside[z].view(torch.uint8))
             part = Total.part(torch.sub(xs, ys, out=diff).mul_(ones).abs_())
             finite = math.isfinite(part)
@@ -471,13 +609,19 @@ def _scored_fill(
                 clock.lap("mae")
             _prepare_(xy, off, spec)
             clock.lap("prepare")
-        if scored:  # prepared images are equal (0) outside the mask
+        if scored and not (finite and kernels is not None):
+            # prepared images are equal (0) outside the mask
             d = torch.sub(xs, ys, out=diff)
             sq.add(d.mul_(d))
             clock.lap("psnr")
         if down is not None and (k := (z + 1) // 2) < n_down:
             # down-sampled slice k pairs slices 2k - 1 and 2k (slice 0 alone), in the order
             # of _down2: x, then y, then z
+            if kernels is not None and down_np is not None and xy.is_contiguous():
+                kernels.down_slice(xy.numpy(), down_np, (down_at[1] + k, *down_at[2:]),
+                                   not (z % 2 or z == 0))
+                clock.lap("downsample")
+                return xy
             _pair_sum(xy, 2, half_x)
             if z % 2 or z == 0:
                 _pair_sum(half_x, 1, down[:, k])
@@ -771,6 +915,7 @@ def compute_image_metrics(
     device: str | torch.device = "cpu",
     threads: int | None = 1,
     timings: dict[str, float] | None = None,
+    fused: bool = True,
 ) -> dict[str, float]:
     """Image metrics of a synthetic CT against its CT inside a body mask.
 
@@ -790,7 +935,14 @@ def compute_image_metrics(
     computation over 10x slower. Run cases in parallel processes instead.
 
     ``timings``: if given, wall-clock seconds are added to it per phase ("mask", "load",
-    "mae", "prepare", "psnr", "ssim" or "ms_ssim", "downsample"); CPU only.
+    "mae", "prepare", "psnr", "ssim" or "ms_ssim", "downsample"); CPU only. With the fused
+    loops "load" also holds the per-voxel MAE, clipping and PSNR arithmetic ("mae" and
+    "psnr" are then their sums).
+
+    ``fused``: on the CPU, use the fused loops of :mod:`evaluator.image_kernels` (numba,
+    when installed; same bits, about twice as fast). Their start-up in a fresh process
+    (~0.8 CPU s: importing numba, loading the compiled code) exceeds what they save on one
+    case, so a one-shot command passes False; a worker scoring many cases keeps True.
     """
     if profile not in PROFILE_SPECS:
         raise EvaluationInputError(
@@ -807,9 +959,11 @@ def compute_image_metrics(
     before = torch.get_num_threads()
     if threads is not None and dev.type == "cpu":
         torch.set_num_threads(threads)
+    token = _FUSED.set(fused)
     try:
         return _compute(ct_t, sct_t, mask_t, profile, dev, clock)
     finally:
+        _FUSED.reset(token)
         torch.set_num_threads(before)
 
 

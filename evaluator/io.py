@@ -3,10 +3,16 @@
 Arrays are numpy in (z, y, x) order, as SimpleITK's ``GetArrayFromImage`` returns them;
 ``spacing``/``origin`` are in SimpleITK's (x, y, z) order and ``direction`` is the
 row-major 3x3 matrix, also as SimpleITK reports it.
+
+:func:`read_volumes` with ``direct=True`` reads uncompressed MetaImage (.mha) files itself
+(the header SimpleITK writes) and leaves every other file to SimpleITK, whose import alone
+costs ~0.2 CPU s of a one-shot command; tests compare both readers. Compressed files stay
+with SimpleITK: its inflate (zlib-ng) measured ~1.5x faster than Python's zlib.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk  # noqa: N813
 
 from evaluator.errors import EvaluationInputError
 
@@ -67,6 +72,8 @@ def read_volume(path: str | Path, copy: bool = True) -> Volume:
         raise EvaluationInputError(
             f"{p}: unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})"
         )
+    import SimpleITK as sitk  # noqa: N813 - imported when needed (~0.2 s)
+
     try:
         image: Any = sitk.ReadImage(str(p))
     except RuntimeError as exc:
@@ -92,13 +99,96 @@ def read_volume(path: str | Path, copy: bool = True) -> Volume:
     )
 
 
-def read_volumes(paths: Sequence[str | Path], copy: bool = True) -> list[Volume]:
+def read_volumes(paths: Sequence[str | Path], copy: bool = True,
+                 direct: bool = False) -> list[Volume]:
     """:func:`read_volume` of several files at once, in threads: SimpleITK releases the GIL
-    while it reads and decompresses, so compressed files decode in parallel."""
-    if len(paths) < 2:
-        return [read_volume(p, copy) for p in paths]
-    with ThreadPoolExecutor(max_workers=len(paths)) as pool:
-        return list(pool.map(lambda p: read_volume(p, copy), paths))
+    while it reads and decompresses, so compressed files decode in parallel. ``direct``:
+    uncompressed .mha files are read by :func:`read_mha` (the same arrays and geometry; no
+    SimpleITK), one after the other (a copy from the page cache: in threads it measured
+    several times slower on a busy machine)."""
+    done = [read_mha(p) if direct else None for p in paths]
+    rest = [p for p, v in zip(paths, done, strict=True) if v is None]
+    if len(rest) < 2:
+        more = iter([read_volume(p, copy) for p in rest])
+    else:
+        with ThreadPoolExecutor(max_workers=len(rest)) as pool:
+            more = iter(list(pool.map(lambda p: read_volume(p, copy), rest)))
+    return [v if v is not None else next(more) for v in done]
+
+
+# MetaImage element types read directly (the others go to SimpleITK)
+_MET_TYPES = {"MET_UCHAR": "u1", "MET_CHAR": "i1", "MET_USHORT": "u2", "MET_SHORT": "i2",
+              "MET_UINT": "u4", "MET_INT": "i4", "MET_FLOAT": "f4", "MET_DOUBLE": "f8"}
+# header keys of a plain 3-D image (as SimpleITK/ITK write it); any other key: SimpleITK
+_MET_KEYS = {"ObjectType", "NDims", "BinaryData", "BinaryDataByteOrderMSB",
+             "ElementByteOrderMSB", "CompressedData", "CompressedDataSize", "TransformMatrix",
+             "Offset", "CenterOfRotation", "AnatomicalOrientation", "ElementSpacing",
+             "DimSize", "ElementType", "ElementNumberOfChannels", "ElementDataFile"}
+
+
+def read_mha(path: str | Path) -> Volume | None:
+    """An uncompressed MetaImage file read without SimpleITK, or None where SimpleITK must
+    read it (another format, compressed data, data in another file, another header key or
+    element type, or anything inconsistent: SimpleITK then also gives the error message).
+
+    Same array (dtype, values, (z, y, x) order) and geometry as :func:`read_volume`:
+    ``TransformMatrix`` is the direction stored column by column, ``Offset`` the origin.
+    The array is read-only, like ``read_volume(copy=False)``'s.
+    """
+    p = Path(path)
+    if p.suffix.lower() != ".mha" or not p.is_file():
+        return None
+    fields: dict[str, str] = {}
+    with p.open("rb") as f:
+        for _ in range(len(_MET_KEYS) + 1):
+            line = f.readline(4096)
+            key, sep, value = line.decode("latin-1").partition("=")
+            key = key.strip()
+            if not sep or key not in _MET_KEYS:
+                return None
+            fields[key] = value.strip()
+            if key == "ElementDataFile":
+                break
+        else:
+            return None
+        try:
+            return _mha_volume(p, f, fields)
+        except (KeyError, ValueError, OverflowError):
+            return None
+
+
+def _mha_volume(p: Path, f: Any, fields: dict[str, str]) -> Volume | None:
+    def numbers(key: str, n: int) -> list[float]:
+        values = [float(v) for v in fields[key].split()]
+        if len(values) != n or not all(math.isfinite(v) for v in values):
+            raise ValueError(key)
+        return values
+
+    msb = fields.get("BinaryDataByteOrderMSB", fields.get("ElementByteOrderMSB", "False"))
+    if (fields.get("ObjectType") != "Image" or fields.get("NDims") != "3"
+            or fields.get("BinaryData", "True") != "True"
+            or fields.get("ElementNumberOfChannels", "1") != "1"
+            or fields["ElementDataFile"] != "LOCAL" or msb not in ("True", "False")
+            or fields.get("CompressedData", "False") != "False"
+            or fields.get("ElementType") not in _MET_TYPES):
+        return None
+    size = [int(v) for v in fields["DimSize"].split()]
+    if len(size) != 3 or min(size) < 1:
+        return None
+    spacing, origin = numbers("ElementSpacing", 3), numbers("Offset", 3)
+    m = numbers("TransformMatrix", 9)
+    direction = tuple(m[3 * j + i] for i in range(3) for j in range(3))
+    dtype = np.dtype(_MET_TYPES[fields["ElementType"]]).newbyteorder(
+        ">" if msb == "True" else "<")
+    array = np.empty(math.prod(size), dtype)
+    if f.readinto(array.data.cast("B")) != math.prod(size) * dtype.itemsize:
+        return None
+    if not dtype.isnative:
+        array = array.astype(dtype.newbyteorder("="))
+    array = array.reshape(size[::-1])
+    array.flags.writeable = False
+    return Volume(array=array, spacing=(spacing[0], spacing[1], spacing[2]),
+                  origin=(origin[0], origin[1], origin[2]), direction=direction, path=p)
 
 
 def write_volume(
@@ -112,6 +202,8 @@ def write_volume(
     compress: bool = True,
 ) -> Path:
     """Write ``array`` (z, y, x) with the given geometry (or the geometry of ``like``)."""
+    import SimpleITK as sitk  # noqa: N813
+
     p = Path(path)
     if array.ndim != 3:
         raise ValueError(f"write_volume expects a 3-D array, got shape {array.shape}")
