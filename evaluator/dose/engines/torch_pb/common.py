@@ -48,7 +48,7 @@ ENGINE_NAME = "torch_pb"
 # density along rays;
 # 4: matRad-like steering (dilated target); 3: matRad photon kernels, dose grid, proton
 # physics; 2: IDD refit
-MODEL_VERSION = "6"
+MODEL_VERSION = "7"
 WET_SAMPLING = "nearest"  # density along a ray: each voxel's own value (see _wet)
 DEPTH_STEPS_PER_VOXEL = 4  # samples per (smallest) voxel along a ray: nearest sampling
 # converges to the exact (Siddon) path integral; each boundary the ray crosses puts the
