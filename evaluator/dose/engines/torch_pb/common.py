@@ -43,6 +43,7 @@ from evaluator.dose.optimize import Influence
 from evaluator.dose.plan import Plan, beamlet_count
 
 ENGINE_NAME = "torch_pb"
+# 7: proton sigma_ini from the machine's focus table at the beam's SSD (was a fit);
 # 6: densities outside the plan's structures ignored (like pyRadPlan), protons traced at
 # 16 steps per voxel; 5: proton sigma(depth) from the machine's table, voxel-constant
 # density along rays;
