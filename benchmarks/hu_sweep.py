@@ -38,9 +38,8 @@ from evaluator.dose.plan import Beam, Plan
 from evaluator.phantoms import make_case
 
 REFERENCE = Path(__file__).resolve().parents[1] / "tests/evaluator/data/hu_sweep_reference.json.gz"
-# the test's cases (seed 0, fixed layout).  Medium sizes belong here too (issue 19); their
-# reference (pyRadPlan, ~1 h per case on a shared 2-core machine) is not computed yet
-TEST_CASES = (("brain", "small"), ("pelvis", "small"))
+# the test's cases (seed 0, fixed layout), two sizes per site (issue 19)
+TEST_CASES = (("brain", "small"), ("pelvis", "small"), ("brain", "medium"), ("pelvis", "medium"))
 SOFT = (-500.0, 300.0)  # HU range treated as soft tissue by the perturbations
 BONE_HU = 300.0
 
@@ -81,6 +80,7 @@ SWEEP: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "bone+4%": _bone(1.04), "bone-4%": _bone(0.96),
     "noise40": _noise, "local": _local,
 }
+FAMILIES = ("soft", "bone", "noise", "local")  # name prefixes of the kinds of error
 SLAB_SWEEP = ("soft+30", "soft-30", "soft+60", "soft-60", "bone+4%", "bone-4%")
 
 
@@ -172,14 +172,19 @@ def ours(plan: Plan, case: dict[str, Any], names: tuple[str, ...] = tuple(SWEEP)
     return sweep_engine(lambda sct: engine.compute(sct, sp, plan, st, ct), plan, case, names)
 
 
-def reference(case: dict[str, Any], modality: str) -> tuple[Plan, dict[str, Any], float]:
-    """pyRadPlan's plan of the case (beamlets listed, weights) and its sweep."""
+def reference(case: dict[str, Any], modality: str, names: tuple[str, ...] = ()
+              ) -> tuple[Plan, dict[str, Any], float]:
+    """pyRadPlan's plan of the case (beamlets listed, weights) and its sweep (all of
+    :data:`SWEEP`, or ``names``)."""
     from evaluator.dose.engines.pyradplan import PyRadPlanEngine
 
     ref = PyRadPlanEngine()
     ct, sp, st = case["ct"], case["spacing"], case["structures"]
+    t0 = time.perf_counter()
     plan = ref.plan_with_beamlets(ct, sp, case["plans"][modality], st)
-    names = SLAB_SWEEP if case["name"] == "slab" else tuple(SWEEP)
+    print(f"{case['name']} {modality}: pyRadPlan planned in {time.perf_counter() - t0:.0f} s",
+          flush=True)
+    names = names or (SLAB_SWEEP if case["name"] == "slab" else tuple(SWEEP))
     values, t = sweep_engine(lambda sct: ref.compute(sct, sp, plan, st, ct), plan, case, names)
     return plan, values, t
 
@@ -204,10 +209,12 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_bytes(gzip.compress(raw, mtime=0) if path.suffix == ".gz" else raw)
 
 
-def write_reference(path: Path = REFERENCE, only: tuple[str, ...] = ()) -> None:
+def write_reference(path: Path = REFERENCE, only: tuple[str, ...] = (),
+                    modalities: tuple[str, ...] = (), names: tuple[str, ...] = ()) -> None:
     """pyRadPlan's plans and values for the slab and :data:`TEST_CASES` (or the ``only``
-    ones, by name); written after each case, and a case already in the file is kept (delete
-    the file to recompute all)."""
+    ones, by name, and the ``modalities``; the perturbations ``names``, default all);
+    written after each case and modality, and one already in the file is kept: only the
+    missing ones are computed (delete the file to recompute all)."""
     out = read_json(path) if path.is_file() else {"cases": {}}
     makers = {"slab": slab_case} | {f"{a}-{s}-0": (lambda a=a, s=s: phantom_case(a, s))
                                     for a, s in TEST_CASES}
@@ -218,13 +225,47 @@ def write_reference(path: Path = REFERENCE, only: tuple[str, ...] = ()) -> None:
         entry = out["cases"].setdefault(
             case["name"], {"fingerprint": fingerprint(case["ct"], case["structures"])})
         for modality in case["plans"]:
-            if modality in entry:
+            if modality in entry or (modalities and modality not in modalities):
                 continue
-            plan, values, _ = reference(case, modality)
+            plan, values, t = reference(case, modality, names)
+            print(f"{case['name']} {modality}: pyRadPlan recompute {t:.1f} s per sCT",
+                  flush=True)
             entry[modality] = {"plan": _compact(plan), "pyradplan": values}
             print(case["name"], modality, json.dumps(values), flush=True)
             write_json(path, out)
     print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
+
+
+def _print_rows(theirs: dict[str, dict[str, float]], mine: dict[str, dict[str, float]]
+                ) -> None:
+    for name, ref_v in theirs.items():
+        cells = []
+        for key, a in ref_v.items():
+            b = mine[name][key]
+            rel = (f"{100 * (b - a) / max(a, 1e-12):+6.1f} %" if key == "mae_target"
+                   else f"{b - a:+6.2f} {'mm' if key.endswith('mm') else 'pp'}")
+            cells.append(f"{key} {a:8.5f} vs {b:8.5f} ({rel})")
+        print(f"  {name:8s} " + " | ".join(cells), flush=True)
+
+
+def compare_stored(path: Path = REFERENCE, only: tuple[str, ...] = (),
+                   modalities: tuple[str, ...] = ()) -> None:
+    """Our engine vs the stored reference values (pyRadPlan's, no pyRadPlan needed), per
+    case, modality and perturbation: the test's comparison as a table."""
+    stored = read_json(path)["cases"]
+    makers = {"slab": slab_case} | {f"{a}-{s}-0": (lambda a=a, s=s: phantom_case(a, s))
+                                    for a, s in TEST_CASES}
+    for name, make in makers.items():
+        if (only and name not in only) or name not in stored:
+            continue
+        case = make()
+        for modality, entry in stored[name].items():
+            if modality == "fingerprint" or (modalities and modality not in modalities):
+                continue
+            theirs = entry["pyradplan"]
+            mine, t = ours(Plan.from_dict(entry["plan"]), case, tuple(theirs))
+            print(f"\n{name} {modality} (pyRadPlan vs ours; ours {t:.2f} s per sCT)")
+            _print_rows(theirs, mine)
 
 
 def table(case: dict[str, Any], modalities: tuple[str, ...] = (),
@@ -243,14 +284,7 @@ def table(case: dict[str, Any], modalities: tuple[str, ...] = (),
         mine, t_ours = ours(plan, case, tuple(theirs))
         print(f"\n{case['name']} {modality}: recompute pyRadPlan {t_ref:.2f} s, ours "
               f"{t_ours:.2f} s ({t_ref / t_ours:.1f}x)")
-        for name, ref_v in theirs.items():
-            cells = []
-            for key, a in ref_v.items():
-                b = mine[name][key]
-                rel = (f"{100 * (b - a) / max(a, 1e-12):+6.1f} %" if key == "mae_target"
-                       else f"{b - a:+6.2f} {'mm' if key.endswith('mm') else 'pp'}")
-                cells.append(f"{key} {a:8.5f} vs {b:8.5f} ({rel})")
-            print(f"  {name:8s} " + " | ".join(cells), flush=True)
+        _print_rows(theirs, mine)
 
 
 def main() -> None:
@@ -258,13 +292,21 @@ def main() -> None:
     p.add_argument("--write-reference", action="store_true",
                    help=f"recompute the test's reference values into {REFERENCE}")
     p.add_argument("--only", nargs="*", default=[],
-                   help="with --write-reference: only these cases (slab, brain-small-0, ...)")
+                   help="with --write-reference: only these cases (slab, brain-small-0, "
+                        "brain-medium-0, ...); cases and modalities already stored are kept")
+    p.add_argument("--perturbations", nargs="*", default=[], choices=list(SWEEP),
+                   help="with --write-reference: only these (default: all; the test needs "
+                        "one of each family: soft, bone, noise, local)")
+    p.add_argument("--compare", action="store_true",
+                   help="our engine vs the stored reference values (no pyRadPlan needed); "
+                        "--only and --modality select")
     p.add_argument("--out", type=Path, default=REFERENCE, help="with --write-reference")
     p.add_argument("--anatomy", default="brain", choices=["brain", "pelvis", "slab"])
     p.add_argument("--size", default="small", choices=["small", "medium", "realistic"])
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--vary-layout", action="store_true")
-    p.add_argument("--modality", nargs="*", default=[], choices=["photon", "proton"])
+    p.add_argument("--modality", nargs="*", default=[], choices=["photon", "proton"],
+                   help="only these modalities (also with --write-reference)")
     p.add_argument("--save", type=Path, default=None,
                    help="also store pyRadPlan's plans and values in this JSON file")
     p.add_argument("--threads", type=int, default=0, help="torch/BLAS threads (as a worker)")
@@ -276,7 +318,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         threadpool_limits(limits=args.threads)
     if args.write_reference:
-        write_reference(args.out, tuple(args.only))
+        write_reference(args.out, tuple(args.only), tuple(args.modality),
+                        tuple(args.perturbations))
+    elif args.compare:
+        compare_stored(args.out, tuple(args.only), tuple(args.modality))
     elif args.anatomy == "slab":
         table(slab_case(), tuple(args.modality), args.save)
     else:

@@ -10,6 +10,9 @@ makes the dose react too strongly to a range shift (an sCT's HU bias).  This scr
 the machine's sigma_mcs per energy at fixed fractions d/R of our model's range R (the range
 with the same distal R80, ``PyRadPlanEngine.ranges_mm``) and writes the table to
 evaluator/dose/engines/proton_sigma.json; the engine interpolates it linearly in R and d/R.
+It also stores the machine's initial spot size sigma_ini per energy at its focus table's
+source-to-surface distances (the engine interpolates it in R and at the beam's SSD, as
+pyRadPlan does per ray).
 """
 
 from __future__ import annotations
@@ -39,8 +42,12 @@ def main() -> None:
     if index[-1] != len(energies) - 1:
         index.append(len(energies) - 1)
     ranges = PyRadPlanEngine.ranges_mm(energies[index])
-    rows = []
+    rows, ini = [], []
+    ssd_nodes = np.asarray(machine.get_foci_by_index(0)[0].dist, dtype=np.float64)
     for i, r in zip(index, ranges, strict=True):
+        focus = machine.get_foci_by_index(i)[0]
+        ini.append(np.interp(ssd_nodes, np.asarray(focus.dist, dtype=np.float64),
+                             np.asarray(focus.sigma, dtype=np.float64)))
         kernel = machine.get_kernel_by_index(i)
         depths = np.asarray(kernel.depths, dtype=np.float64) + float(kernel.offset)
         rows.append(np.interp(np.asarray(DEPTH_NODES) * r, depths,
@@ -50,6 +57,8 @@ def main() -> None:
         "range_mm": [round(float(r), 3) for r in ranges],
         "depth_over_range": list(DEPTH_NODES),
         "sigma_mm": [[round(float(v), 4) for v in row] for row in rows],
+        "ssd_mm": [float(v) for v in ssd_nodes],
+        "sigma_ini_mm": [[round(float(v), 4) for v in row] for row in ini],
     }, separators=(",", ":")) + "\n")
     print(f"wrote {OUT}: {len(rows)} energies x {len(DEPTH_NODES)} depths")
 

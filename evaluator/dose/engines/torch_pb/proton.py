@@ -162,7 +162,7 @@ class ProtonPencilBeam(PencilBeamModel[ProtonBeam]):
 
             lo, hi = [], []
             for r in s.layer_ranges:
-                sigma_ini, sigma_mcs = proton_spot_sigmas_mm(float(r))
+                sigma_ini, sigma_mcs = proton_spot_sigmas_mm(float(r), s.ssd_mm)
                 lo.append(blur_px(sigma_ini))
                 hi.append(blur_px(math.hypot(sigma_ini, sigma_mcs)))
 
@@ -237,7 +237,7 @@ class ProtonPencilBeam(PencilBeamModel[ProtonBeam]):
             spot_px = s.spot_pixels[bix_idx[mine]]
             # the layer reaches the points before the end of its depth dose and within
             # INFLUENCE_SIGMAS of its widest (end-of-range) Gaussian around its spots
-            sigma_ini, sigma_mcs = proton_spot_sigmas_mm(float(s.layer_ranges[layer]))
+            sigma_ini, sigma_mcs = proton_spot_sigmas_mm(float(s.layer_ranges[layer]), s.ssd_mm)
             reach = INFLUENCE_SIGMAS * math.hypot(sigma_ini, sigma_mcs) + h
             u_spot, v_spot = s.grid.u[spot_px[:, 0]], s.grid.v[spot_px[:, 1]]
             near = ((depth[layer] > 0)

@@ -31,13 +31,13 @@ ENERGY_SPREAD_SIGMA_MM = 2.202
 PROTON_BUILDUP_PER_MM = 0.000535
 PROTON_BUILDUP_DEPTH_MM = 14.79
 IDD_GAIN = (0.8074, 0.000381)  # gain = a + b * R (R in mm)
-# lateral: pyRadPlan's Generic machine gives sigma^2 = sigma_ini(E)^2 + sigma_mcs(E, depth)^2;
-# fitted: sigma_ini at ~9.9 m from the source = A - B ln R (max error 1.3 mm); sigma_mcs is
-# the machine's own per-energy table over depth (proton_sigma.json, written by
-# scripts/fit_proton_sigma.py): it flattens and narrows over the last ~5 % of the range,
-# which decides how the dose reacts to a range shift (an sCT's HU bias)
-SPOT_SIGMA_A_MM = 14.50
-SPOT_SIGMA_B_MM = 1.858
+# lateral: pyRadPlan's Generic machine gives sigma^2 = sigma_ini(E, SSD)^2 + sigma_mcs(E, depth)^2,
+# both the machine's own tables (proton_sigma.json, written by scripts/fit_proton_sigma.py):
+# sigma_mcs per energy over depth flattens and narrows over the last ~5 % of the range, which
+# decides how the dose reacts to a range shift (an sCT's HU bias); sigma_ini per energy at
+# the source-to-surface distance (a fit A - B ln R, up to 0.6 mm narrow at R 35-80 mm, made
+# the brain's MAE dose react 2-3 % more to a soft-tissue bias than pyRadPlan's, issue 19)
+DEFAULT_SSD_MM = 9900.0  # where no SSD is given: ~10 cm of patient before the isocentre
 PROTON_SIGMA_FILE = Path(__file__).parents[1] / "proton_sigma.json"
 STRAGGLING_FACTOR = 1.0
 # the machine's depth doses were measured with the nozzle 1000 mm before the isocentre; the
@@ -59,6 +59,22 @@ def _sigma_table() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             np.asarray(t["sigma_mm"], np.float64))
 
 
+@functools.cache
+def _sigma_ini_table() -> tuple[np.ndarray, np.ndarray]:
+    """The machine's initial spot sigma (mm): SSD nodes (n_s,), (n_r, n_s) per range."""
+    t = json.loads(PROTON_SIGMA_FILE.read_text())
+    return np.asarray(t["ssd_mm"], np.float64), np.asarray(t["sigma_ini_mm"], np.float64)
+
+
+def proton_sigma_ini_mm(range_mm: float, ssd_mm: float = DEFAULT_SSD_MM) -> float:
+    """Initial spot sigma of a layer of range R entering at ``ssd_mm`` from the source:
+    linear between the tabulated energies and SSDs (clamped at the table's ends)."""
+    ranges = _sigma_table()[0]
+    ssd, table = _sigma_ini_table()
+    per_range = [float(np.interp(ssd_mm, ssd, row)) for row in table]
+    return float(np.interp(range_mm, ranges, per_range))
+
+
 def proton_mcs_sigma_nodes(range_mm: float) -> tuple[np.ndarray, np.ndarray]:
     """sigma_mcs (mm) of a layer of range R at the table's depth/range nodes (nodes,
     sigmas), linear between the tabulated energies (clamped at the table's ends)."""
@@ -68,16 +84,17 @@ def proton_mcs_sigma_nodes(range_mm: float) -> tuple[np.ndarray, np.ndarray]:
     return nodes, table[j] * (1 - f) + table[j + 1] * f
 
 
-def proton_spot_sigmas_mm(range_mm: float) -> tuple[float, float]:
-    """Initial spot sigma and the largest multiple-Coulomb-scattering sigma of a layer."""
+def proton_spot_sigmas_mm(range_mm: float, ssd_mm: float = DEFAULT_SSD_MM
+                          ) -> tuple[float, float]:
+    """Initial spot sigma (at ``ssd_mm``) and the largest multiple-Coulomb-scattering sigma
+    of a layer."""
     r = max(range_mm, 1.0)
-    return (max(SPOT_SIGMA_A_MM - SPOT_SIGMA_B_MM * math.log(r), 1.0),
-            float(proton_mcs_sigma_nodes(r)[1].max()))
+    return proton_sigma_ini_mm(r, ssd_mm), float(proton_mcs_sigma_nodes(r)[1].max())
 
 
-def proton_spot_sigma_mm(range_mm: float) -> float:
+def proton_spot_sigma_mm(range_mm: float, ssd_mm: float = DEFAULT_SSD_MM) -> float:
     """Lateral sigma of one energy layer at its widest: initial (+) MCS."""
-    return math.hypot(*proton_spot_sigmas_mm(range_mm))
+    return math.hypot(*proton_spot_sigmas_mm(range_mm, ssd_mm))
 
 
 def proton_air_offset_mm(ssd_mm: float, sad_mm: float = PROTON_SAD_MM) -> float:
