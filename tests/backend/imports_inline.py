@@ -26,3 +26,20 @@ def run_imports_while_cli_waits(monkeypatch: pytest.MonkeyPatch, db_session: Ses
 
     monkeypatch.setattr(cli, "time", SimpleNamespace(sleep=work_instead_of_sleeping,
                                                      monotonic=time.monotonic))
+
+
+def cli_admin_with_dataset(monkeypatch: pytest.MonkeyPatch, db_session: Session) -> str:
+    """An administrator logged in through the CLI, imports run where it waits, and a new
+    hidden dataset: its slug."""
+    from typer.testing import CliRunner
+
+    from tests.backend import factories as f
+
+    runner = CliRunner()
+    run_imports_while_cli_waits(monkeypatch, db_session)  # the CLI's waits store the cases
+    admin = f.make_user(db_session, admin=True)
+    assert runner.invoke(cli.app, ["login", "--server", "http://testserver", "--username",
+                                   admin.username, "--password", f.PASSWORD]).exit_code == 0
+    slug = f"d{f.uid()}"
+    assert runner.invoke(cli.app, ["dataset", "create", slug, "Hidden"]).exit_code == 0
+    return slug

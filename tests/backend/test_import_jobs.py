@@ -23,7 +23,7 @@ from backend.config import settings
 from backend.datasets import importers, jobs
 from backend.models import Case, ImportJob, ImportStatus
 from tests.backend import factories as f
-from tests.backend.imports_inline import run_imports_while_cli_waits
+from tests.backend.imports_inline import cli_admin_with_dataset
 
 
 def _start(client: TestClient, h: dict[str, str], slug: str, **body: Any) -> dict[str, Any]:
@@ -206,12 +206,7 @@ runner = CliRunner()
 def test_cli_shows_progress_until_done_and_no_wait_returns(
     cli_env: Path, db_session: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run_imports_while_cli_waits(monkeypatch, db_session)  # the CLI's waits store the cases
-    admin = f.make_user(db_session, admin=True)
-    assert runner.invoke(cli.app, ["login", "--server", "http://testserver", "--username",
-                                   admin.username, "--password", f.PASSWORD]).exit_code == 0
-    slug = f"d{f.uid()}"
-    assert runner.invoke(cli.app, ["dataset", "create", slug, "Hidden"]).exit_code == 0
+    slug = cli_admin_with_dataset(monkeypatch, db_session)
     result = runner.invoke(cli.app, ["dataset", "import", slug, "--phantom", "brain",
                                      "--cases", "3", "--interval", "0"])
     assert result.exit_code == 0, result.output

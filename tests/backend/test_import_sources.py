@@ -217,15 +217,10 @@ def test_cli_uploads_an_archive_and_follows_its_import(
     from typer.testing import CliRunner
 
     from backend import cli
-    from tests.backend.imports_inline import run_imports_while_cli_waits
+    from tests.backend.imports_inline import cli_admin_with_dataset
 
     runner = CliRunner()
-    run_imports_while_cli_waits(monkeypatch, db_session)  # the CLI's waits store the cases
-    admin = f.make_user(db_session, admin=True)
-    assert runner.invoke(cli.app, ["login", "--server", "http://testserver", "--username",
-                                   admin.username, "--password", f.PASSWORD]).exit_code == 0
-    slug = f"d{f.uid()}"
-    assert runner.invoke(cli.app, ["dataset", "create", slug, "Hidden"]).exit_code == 0
+    slug = cli_admin_with_dataset(monkeypatch, db_session)
     archive = tmp_path / "pelvis.tar.gz"
     archive.write_bytes(_tar_gz(_dataset_tree(tmp_path / "src")))
     result = runner.invoke(cli.app, ["dataset", "import", slug, "--archive", str(archive),
