@@ -17,6 +17,9 @@ COPY migrations migrations
 RUN if [ -f /etc/syntharena-deps-installed ]; then echo "deps from base image"; \
     else pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
     && pip install --no-cache-dir ".[segmentation]" ; fi
+# The image-metric loops compiled ahead of time where the image has a C compiler (one-case CLI
+# runs then use them too); best effort.
+RUN python3 -m evaluator.image_kernels_aot --best-effort
 # Compile the image-metric loops once into evaluator/__pycache__ (numba's cache): eval workers
 # then load them instead of compiling (~4 CPU s) in every new child. Best effort.
 RUN python3 -c "import numpy as np; from evaluator.image_metrics import compute_image_metrics as m; \

@@ -12,7 +12,8 @@ whole planes stay with numpy (:class:`evaluator.reductions.Total`).
 
 Optional: without numba ``KERNELS`` is None and the torch passes run (same bits, slower).
 Compiled code is cached next to this file (``cache=True``), so a process loads it instead of
-compiling (~seconds) where that folder is writable.
+compiling (~seconds) where that folder is writable; :mod:`evaluator.image_kernels_aot` builds
+the same loops ahead of time into an extension that loads without numba.
 """
 
 from __future__ import annotations
@@ -222,7 +223,7 @@ if _HAVE_NUMBA:
 
     KERNELS: SimpleNamespace | None = SimpleNamespace(
         zsum_add=zsum_add, zsum_slide=zsum_slide, plane_map=plane_map, mask_mul=mask_mul,
-        score_slice=score_slice, down_slice=down_slice)
+        score_slice=score_slice, down_slice=down_slice, direct=None, compiled=False)
 else:
     KERNELS = None
 

@@ -63,9 +63,11 @@ PAD = (WIN - 1) // 2  # border cropped from every SSIM map
 K1, K2 = 0.01, 0.03
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 MS_SSIM_MIN_SIZE = 97  # the 2025 code edge-pads every axis to at least this many voxels
-# Whether the current call may use the fused CPU loops of evaluator.image_kernels (numba,
-# imported on first use); compute_image_metrics(fused=...) sets it per call.
-_FUSED: ContextVar[bool] = ContextVar("image_metrics_fused", default=True)
+# Which fused CPU loops the current call may use (compute_image_metrics(fused=...)): True the
+# ahead-of-time build (evaluator.image_kernels_aot) where there is one, else numba's JIT;
+# "compiled" only the former; "jit" only the latter; False neither (torch's passes).
+_FUSED: ContextVar[bool | str] = ContextVar("image_metrics_fused", default=True)
+_COMPILED: list[Any] = []  # [image_kernels_aot.load()] once looked for
 _LOADED: list[Any] = []  # [evaluator.image_kernels.KERNELS (None without numba)] once imported
 
 
@@ -256,10 +258,20 @@ def _fma_build() -> bool:
 
 
 def _kernels(device: torch.device) -> Any:
-    """The fused CPU loops (:mod:`evaluator.image_kernels`) when this call uses them, else
-    None (imported on first use: numba costs ~0.3 CPU s to import, ~0.5 s to start)."""
-    if device.type != "cpu" or not _FUSED.get() or not _fma_build():
+    """The fused CPU loops when this call uses them, else None: the ahead-of-time build
+    (:mod:`evaluator.image_kernels_aot`, loads in ~1 ms) or numba's JIT
+    (:mod:`evaluator.image_kernels`, imported on first use: numba costs ~0.3 CPU s to import,
+    ~0.5 s to start)."""
+    mode = _FUSED.get()
+    if device.type != "cpu" or not mode or not _fma_build():
         return None
+    if mode is True or mode == "compiled":
+        if not _COMPILED:
+            from evaluator import image_kernels_aot
+
+            _COMPILED.append(image_kernels_aot.load())
+        if _COMPILED[0] is not None or mode == "compiled":
+            return _COMPILED[0]
     if not _LOADED:
         try:
             from evaluator import image_kernels
@@ -270,6 +282,10 @@ def _kernels(device: torch.device) -> Any:
         else:
             _LOADED.append(image_kernels.KERNELS)
     return _LOADED[0]
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
 
 
 def _fused(device: torch.device, formula: Formula) -> Any:
@@ -552,7 +568,8 @@ def _scored_fill(
         inside_np, (mz, my, mx) = c_base(inside)
         inside_u8 = inside_np.view(np.uint8)
         # numba reads these dtypes directly (others: torch converts them first)
-        direct = ct.dtype in _DIRECT and sct.dtype in _DIRECT
+        direct = ct.dtype in _DIRECT and sct.dtype in _DIRECT and (
+            kernels.direct is None or {_dtype_name(ct), _dtype_name(sct)} <= kernels.direct)
         ct_np, ct_at = c_base(ct) if direct else (None, (0, 0, 0))
         sct_np, sct_at = c_base(sct) if direct else (None, (0, 0, 0))
         down_np, down_at = c_base(down) if down is not None else (None, (0, 0, 0, 0))
@@ -915,7 +932,7 @@ def compute_image_metrics(
     device: str | torch.device = "cpu",
     threads: int | None = 1,
     timings: dict[str, float] | None = None,
-    fused: bool = True,
+    fused: bool | Literal["compiled", "jit"] = True,
 ) -> dict[str, float]:
     """Image metrics of a synthetic CT against its CT inside a body mask.
 
@@ -939,10 +956,12 @@ def compute_image_metrics(
     loops "load" also holds the per-voxel MAE, clipping and PSNR arithmetic ("mae" and
     "psnr" are then their sums).
 
-    ``fused``: on the CPU, use the fused loops of :mod:`evaluator.image_kernels` (numba,
-    when installed; same bits, about twice as fast). Their start-up in a fresh process
-    (~0.8 CPU s: importing numba, loading the compiled code) exceeds what they save on one
-    case, so a one-shot command passes False; a worker scoring many cases keeps True.
+    ``fused``: on the CPU, use the fused loops of :mod:`evaluator.image_kernels` (same
+    bits, about twice as fast): True, the ahead-of-time build
+    (:mod:`evaluator.image_kernels_aot`) where there is one, else numba's JIT when
+    installed; ``"compiled"`` only the former (numba's start-up in a fresh process, ~0.8 CPU
+    s, exceeds what it saves on one case: a one-shot command passes this); ``"jit"`` only
+    the latter; False torch's passes.
     """
     if profile not in PROFILE_SPECS:
         raise EvaluationInputError(

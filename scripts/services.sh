@@ -94,6 +94,9 @@ setup_venv() {
         .venv/bin/pip install -q -e ".[dev,segmentation]" "pydantic==2.12.5"
         echo "$want" > .venv/.deps-sha
     fi
+    # The image-metric loops compiled ahead of time (seconds, once per version of their code;
+    # without a C compiler numba's JIT and torch's passes run instead: the same values).
+    .venv/bin/python -m evaluator.image_kernels_aot --if-missing --best-effort
 }
 
 WITH_BROWSER="${SYNTHARENA_WITH_BROWSER:-0}"
