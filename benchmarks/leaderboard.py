@@ -3,10 +3,16 @@
 Seeds its own database through the project's models (one phase ranked by mean rank over six
 columns; U users with N succeeded submissions between them, each with an aggregate and
 per-case results), starts the API as deployed (uvicorn, one worker by default as in
-docker-compose), and drives it from an asyncio httpx client with C connections and a bounded
+docker-compose), and drives it from an asyncio client with C connections and a bounded
 number of requests per endpoint. Ends with one line per endpoint:
 
     <endpoint>: p50 X ms, p99 Y ms, Z req/s at N submissions, C connections
+
+The client shares the machine with the API: ``--client httpx`` (httpx's AsyncClient) spends
+~1 CPU ms per request in the client, which on a 2-core machine is CPU the API does not get;
+``--client raw`` (the default) speaks HTTP/1.1 keep-alive over asyncio streams directly
+(GET only, Content-Length and chunked bodies) at a fraction of that cost. Both print the
+client's CPU seconds, so the share it took is visible; ``--client both`` runs both in turn.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/leaderboard.py --submissions 10000 \\
         --users 2000 --connections 32 --database-url postgresql+psycopg://…/postgres
@@ -196,6 +202,89 @@ def recompute_time(url: str) -> str:
     return f"recompute: ranks {ranks:.2f} s, rank ranges {time.perf_counter() - t0:.2f} s"
 
 
+class RawConnection:
+    """One HTTP/1.1 keep-alive connection that sends GETs and reads whole answers (the
+    lean client: no pools, no header objects, no decoding)."""
+
+    def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
+        self.host, self.port = host, port
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self._head = f"Host: {host}:{port}\r\n{extra}\r\n".encode()
+        self._io: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def get(self, path: str) -> tuple[int, int]:
+        """(status, body bytes) of ``GET path``; reconnects when the server closed."""
+        if self._io is None:
+            self._io = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self._io
+        writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\n" + self._head)
+        status = int((await reader.readline()).split(b" ", 2)[1])
+        length, chunked, close = 0, False, False
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif name == b"connection":
+                close = b"close" in value.lower()
+        size = 0
+        if chunked:
+            while (n := int((await reader.readline()).split(b";")[0], 16)) > 0:
+                size += len(await reader.readexactly(n + 2)) - 2
+            while await reader.readline() not in (b"\r\n", b""):
+                pass
+        else:
+            size = len(await reader.readexactly(length))
+        if close:
+            writer.close()
+            self._io = None
+        return status, size
+
+    def close(self) -> None:
+        if self._io is not None:
+            self._io[1].close()
+
+
+async def drive_raw(base: str, path: str, headers: dict[str, str], requests: int,
+                    connections: int) -> tuple[list[float], float, int, float, int]:
+    """:func:`drive` with :class:`RawConnection` s."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    conns = [RawConnection(host, int(port), headers) for _ in range(connections)]
+    latencies: list[float] = []
+    errors = 0
+    left = requests
+    try:
+        t_first = time.perf_counter()
+        _status, size = await conns[0].get(path)
+        first = time.perf_counter() - t_first
+        await asyncio.gather(*(c.get(path) for c in conns))  # warm every API process
+
+        async def one(conn: RawConnection) -> None:
+            nonlocal left, errors
+            while left > 0:
+                left -= 1
+                t0 = time.perf_counter()
+                try:
+                    status, _n = await conn.get(path)
+                    errors += status != 200
+                except (OSError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
+                    errors += 1
+                    conn.close()
+                    conn._io = None
+                    print(f"  {path}: {type(exc).__name__} {exc}", file=sys.stderr)
+                latencies.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(c) for c in conns))
+        wall = time.perf_counter() - t0
+    finally:
+        for c in conns:
+            c.close()
+    return latencies, wall, errors, first, size
+
+
 async def drive(base: str, path: str, headers: dict[str, str], requests: int,
                 connections: int) -> tuple[list[float], float, int, float, int]:
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
@@ -246,6 +335,8 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=5, help="scored cases per submission")
     ap.add_argument("--workers", type=int, default=1, help="uvicorn workers")
     ap.add_argument("--database-url", default=None)
+    ap.add_argument("--client", choices=["raw", "httpx", "both"], default="raw",
+                    help="load client (see above); both: each endpoint with each in turn")
     ap.add_argument("--endpoints", default="json,html,page,status,health",
                     help="which to drive, comma-separated (json, html, page, status, health)")
     args = ap.parse_args()
@@ -279,16 +370,22 @@ def main() -> None:
                 # The floor on this machine: no database, one thread-pool hop, same client.
                 ("health (reference)", "/api/health", {}),
             ], strict=True) if key in args.endpoints.split(",")]
+            clients = ["raw", "httpx"] if args.client == "both" else [args.client]
             for name, path, headers in endpoints:
-                lat, wall, errors, first, size = asyncio.run(
-                    drive(base, path, headers, args.requests, args.connections))
-                q = quantiles(lat, n=100, method="inclusive")
-                note = f" ({errors} errors)" if errors else ""
-                print(f"{name}: p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, "
-                      f"{len(lat) / wall:.0f} req/s at {args.submissions} submissions, "
-                      f"{args.connections} connections{note} (first read {first * 1000:.0f} ms, "
-                      f"{size / 1000:.0f} kB)",
-                      flush=True)
+                for client in clients:
+                    drive_fn = drive_raw if client == "raw" else drive
+                    cpu0 = time.process_time()
+                    lat, wall, errors, first, size = asyncio.run(
+                        drive_fn(base, path, headers, args.requests, args.connections))
+                    cpu = time.process_time() - cpu0
+                    q = quantiles(lat, n=100, method="inclusive")
+                    note = f" ({errors} errors)" if errors else ""
+                    print(f"{name}: p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, "
+                          f"{len(lat) / wall:.0f} req/s at {args.submissions} submissions, "
+                          f"{args.connections} connections{note} (first read "
+                          f"{first * 1000:.0f} ms, {size / 1000:.0f} kB; {client} client "
+                          f"{cpu * 1000 / max(1, len(lat)):.2f} CPU ms per request)",
+                          flush=True)
         finally:
             server.terminate()
             server.wait(timeout=30)
