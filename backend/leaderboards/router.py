@@ -46,12 +46,17 @@ async def leaderboard(
     database is served from memory, without a thread or a connection (the hot path in the
     last hour before a deadline); everything else reads it in a request's session."""
     page = None
-    if "authorization" not in request.headers:
+    anonymous = "authorization" not in request.headers
+    if anonymous:
         page = service.cached_page(slug, phase_slug, offset, limit)
     if page is None:
-        async with _request_session() as session:
-            page = await anyio.to_thread.run_sync(
-                lambda: _read(request, session, slug, phase_slug, offset, limit))
+        try:
+            async with _request_session() as session:
+                page = await anyio.to_thread.run_sync(
+                    lambda: _read(request, session, slug, phase_slug, offset, limit))
+        finally:
+            if anonymous:  # this request may hold the claim to confirm the kept page
+                service.release_cached_page(slug, phase_slug, offset, limit)
     # Hidden leaderboards are for organisers only: no shared cache may keep them.
     headers = {"ETag": page.etag,
                "Cache-Control": ("public" if page.public else "private") + ", no-cache"}

@@ -198,6 +198,11 @@ def cached_page(slug: str, phase_slug: str, offset: int, limit: int) -> JsonPage
     return None if hit is None else JsonPage(hit.etag, hit.body, True)
 
 
+def release_cached_page(slug: str, phase_slug: str, offset: int, limit: int) -> None:
+    """End this request's claim to confirm the kept page (:func:`cache.page`), if any."""
+    cache.release((slug, phase_slug, offset, limit))
+
+
 def build(session: Session, user: User | None, challenge: Challenge, phase: Phase) -> (
     Leaderboard
 ):

@@ -83,7 +83,11 @@ async def leaderboard_page(
         kept = cache.page(_key(request), settings.leaderboard_cache_s)
         if kept is not None:
             return _from_kept(request, kept.body)
-    async with _request_session() as session:
-        return await anyio.to_thread.run_sync(
-            lambda: _build(request, session, slug, phase_slug, sort, dir, page, per_page,
-                           anonymous))
+    try:
+        async with _request_session() as session:
+            return await anyio.to_thread.run_sync(
+                lambda: _build(request, session, slug, phase_slug, sort, dir, page, per_page,
+                               anonymous))
+    finally:
+        if anonymous:  # this request may hold the claim to confirm the kept page
+            cache.release(_key(request))

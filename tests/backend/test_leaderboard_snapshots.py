@@ -375,3 +375,48 @@ def test_a_crowd_of_readers_loads_the_stored_document_once(
     etags = _together(db_engine, 8, lambda s: service.stored(s, committed_phase).etag)
     assert etags == [expected] * 8
     assert loads == [committed_phase]
+
+
+def test_a_stale_kept_page_is_confirmed_by_one_reader_while_the_others_get_it(
+        client: TestClient, db_session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stale-while-revalidate: when the kept page of a public leaderboard is due for
+    confirmation, one anonymous reader confirms it (thread, session, queries) while the
+    others meanwhile get it as last confirmed; a confirmation that fails hands the claim on."""
+    from backend.config import settings
+
+    _org, ch, phase = _phase(db_session)
+    f.make_submission(db_session, phase, f.make_user(db_session), metrics={"mae": 1.0})
+    url = _url(ch, phase)
+    etag = client.get(url).headers["etag"]  # built and kept
+    monkeypatch.setattr(settings, "leaderboard_cache_s", 0.0)  # always due
+    calls: list[str] = []
+    inside, go_on = threading.Event(), threading.Event()
+    real = service.json_page
+
+    def confirming(*args: Any) -> service.JsonPage:
+        calls.append("confirm")
+        if len(calls) == 1:
+            inside.set()
+            assert go_on.wait(10)
+        elif len(calls) == 3:
+            raise RuntimeError("the database went away")
+        return real(*args)
+
+    monkeypatch.setattr(service, "json_page", confirming)
+    first: list[int] = []
+    reader = threading.Thread(target=lambda: first.append(client.get(url).status_code))
+    reader.start()
+    assert inside.wait(10)  # the first reader holds the claim, inside its confirmation
+    for _ in range(5):
+        r = client.get(url)
+        assert r.status_code == 200 and r.headers["etag"] == etag
+    assert calls == ["confirm"]  # the five did not touch the database
+    go_on.set()
+    reader.join(10)
+    assert first == [200]
+    # confirmed: the next due read confirms again (the claim ended with the new check) ...
+    assert client.get(url).status_code == 200 and calls == ["confirm"] * 2
+    # ... and a confirmation that fails ends its claim: the next reader confirms at once
+    with pytest.raises(RuntimeError):
+        client.get(url)
+    assert client.get(url).status_code == 200 and calls == ["confirm"] * 4
