@@ -67,6 +67,24 @@ def _build(request: Request, session: Session, slug: str, phase_slug: str, sort:
     return response
 
 
+def _confirm_or_build(request: Request, session: Session, slug: str, phase_slug: str,
+                      sort: str, direction: str, page: int, per_page: int,
+                      anonymous: bool) -> Response:
+    """An anonymous visitor's kept page whose leaderboard version the database confirms is
+    served again (and counts as confirmed) without rendering; otherwise the page is built."""
+    if anonymous:
+        challenge = access.challenge_by_slug(session, slug, None)
+        phase = access.phase_by_slug(session, challenge, phase_slug)
+        if phase.leaderboard_public and access.can_view(session, None, challenge):
+            etag = leaderboards_service.stored(session, phase.id).etag
+            kept = cache.body(_key(request), etag)
+            if kept is not None:
+                cache.remember_page(_key(request), phase.id, etag, kept)
+                return _from_kept(request, kept)
+    return _build(request, session, slug, phase_slug, sort, direction, page, per_page,
+                  anonymous)
+
+
 @router.get("/challenges/{slug}/{phase_slug}/leaderboard")
 async def leaderboard_page(
     request: Request,
@@ -86,8 +104,8 @@ async def leaderboard_page(
     try:
         async with _request_session() as session:
             return await anyio.to_thread.run_sync(
-                lambda: _build(request, session, slug, phase_slug, sort, dir, page, per_page,
-                               anonymous))
+                lambda: _confirm_or_build(request, session, slug, phase_slug, sort, dir, page,
+                                          per_page, anonymous))
     finally:
         if anonymous:  # this request may hold the claim to confirm the kept page
             cache.release(_key(request))
