@@ -21,7 +21,8 @@ def _user_from_request(request: Request, session: SessionDep) -> User | None:
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         token = auth[7:].strip()
-        row = auth_repo.token_by_digest(session, token_digest(token))
+        found = auth_repo.token_by_digest(session, token_digest(token))
+        row, user = found if found is not None else (None, None)
         now = utcnow()
         if (
             row is None
@@ -31,7 +32,6 @@ def _user_from_request(request: Request, session: SessionDep) -> User | None:
             raise UnauthorizedError(
                 "This API token is invalid, expired or revoked. Run `syntharena login` again."
             )
-        user = session.get(User, row.user_id)
         if user is None or not user.is_active:
             raise UnauthorizedError("This account is disabled.")
         # To the minute: a write on every request made concurrent reads with one token queue
