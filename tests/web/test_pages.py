@@ -481,3 +481,24 @@ def test_anonymous_leaderboard_is_kept_and_personalised(
     monkeypatch.setattr(settings, "leaderboard_cache_s", 0.0)
     again, _, token_c = visit()
     assert len(builds) == 3 and again.replace(token_c, "") == after.replace(token_after, "")
+
+
+def test_static_links_follow_each_request_host(web: TestClient) -> None:
+    """The layout's links to static files are the route's path (kept per app) made absolute
+    on each request's own base URL: another host or a root path is not served a kept one."""
+    import re
+
+    def css(base: str) -> str:
+        page = web.get(base + "/", headers=HTML)
+        assert page.status_code == 200
+        found = re.search(r'<link rel="stylesheet" href="([^"]+)">', page.text)
+        assert found is not None
+        return found.group(1)
+
+    assert css("http://one.example") == "http://one.example/static/css/app.css"
+    assert css("http://two.example:8080") == "http://two.example:8080/static/css/app.css"
+    web.app.root_path = "/arena"  # type: ignore[attr-defined]  # behind a path prefix
+    try:
+        assert css("http://one.example") == "http://one.example/arena/static/css/app.css"
+    finally:
+        web.app.root_path = ""  # type: ignore[attr-defined]
