@@ -26,6 +26,7 @@ from evaluator.dose.engines.torch_pb.common import (
     PlanningCT,
 )
 from evaluator.dose.engines.torch_pb.proton_physics import (
+    CUTOFF_SIGMA_SCALE,
     PROTON_GY_PER_WEIGHT,
     PROTON_SAD_MM,
     proton_air_offset_mm,
@@ -152,7 +153,8 @@ class ProtonPencilBeam(PencilBeamModel[ProtonBeam]):
     def _tables(self, s: ProtonBeam) -> tuple[torch.Tensor, torch.Tensor, float, int, torch.Tensor]:
         """Weight-independent pieces of one beam's model, built on first use: the stacked
         blur matrices along u and v (entrance sigma of every layer, then its end-of-range
-        sigma) and the depth-dose table of its layers."""
+        sigma, both narrowed like pyRadPlan's lateral cut-off) and the depth-dose table of
+        its layers."""
         nu, nv = s.pixel_to_bixel.shape
         h = s.step_mm
         if s.blur is None:
@@ -162,7 +164,8 @@ class ProtonPencilBeam(PencilBeamModel[ProtonBeam]):
 
             lo, hi = [], []
             for r in s.layer_ranges:
-                sigma_ini, sigma_mcs = proton_spot_sigmas_mm(float(r), s.ssd_mm)
+                sigma_ini, sigma_mcs = (x * CUTOFF_SIGMA_SCALE
+                                        for x in proton_spot_sigmas_mm(float(r), s.ssd_mm))
                 lo.append(blur_px(sigma_ini))
                 hi.append(blur_px(math.hypot(sigma_ini, sigma_mcs)))
 
