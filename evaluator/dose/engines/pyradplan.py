@@ -13,7 +13,6 @@ generated on the planning CT, so the stored weights apply unchanged to any sCT.
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import logging
 from collections.abc import Iterator, Sequence
@@ -27,38 +26,6 @@ from evaluator.dose.optimize import OAR_MAX_FRACTION, OAR_PENALTY, TARGET_PENALT
 from evaluator.dose.plan import Plan
 
 log = logging.getLogger(__name__)
-# Our proton model's range R (end of the residual-range law) lies beyond the Bragg-peak
-# position P that pyRadPlan's Generic machine tabulates per energy.  ``ranges_mm`` maps a
-# machine energy to the R whose depth dose has the same distal 80 % point (R80) as the
-# machine's tabulated one (R80 decides where the dose stops); R = P * (1 + k) + c (a linear
-# fit) is the fallback where a table has no clear fall-off.
-PEAK_TO_RANGE_MM = 1.948
-PEAK_TO_RANGE_SLOPE = 0.00468
-
-
-def distal_r80(depths: np.ndarray, idd: np.ndarray) -> float:
-    """Depth (mm) beyond the peak where the depth dose falls to 80 % of its maximum."""
-    i = int(np.argmax(idd))
-    tail = idd[i:] / max(float(idd[i]), 1e-12)
-    below = np.flatnonzero(tail < 0.8)
-    if len(below) == 0:
-        return float("nan")
-    j = int(below[0])
-    z0, z1, f0, f1 = depths[i + j - 1], depths[i + j], tail[j - 1], tail[j]
-    return float(z0 + (f0 - 0.8) / (f0 - f1) * (z1 - z0))
-
-
-@functools.cache
-def _r80_to_range() -> tuple[np.ndarray, np.ndarray]:
-    """Our model's R80 for a grid of ranges R (monotonic), to invert."""
-    from evaluator.dose.engines.torch_pb import proton_idd_table
-
-    grid = np.arange(5.0, 425.0, 10.0)
-    out = []
-    for r in grid:
-        z, idd = proton_idd_table(np.array([r]), dz=0.1)
-        out.append(distal_r80(z, idd[0]))
-    return np.asarray(out), grid
 
 
 def in_process() -> bool:
@@ -288,25 +255,14 @@ class PyRadPlanEngine:
 
     @staticmethod
     def ranges_mm(energies: np.ndarray) -> np.ndarray:
-        """Water-equivalent ranges (mm, our model's R) of Generic-machine proton energies."""
-        if not in_process():
-            return np.asarray(remote.call("ranges_mm", {"energies": np.asarray(energies)}))
-        from pyRadPlan.machines import load_from_name
+        """Our range labels R (mm, what a plan's ``range_mm`` names) of Generic-machine proton
+        energies: the label table of the machine's depth doses (``proton_idd.json``), linear
+        between its energies."""
+        from evaluator.dose.engines.torch_pb.proton_physics import proton_range_labels
 
-        machine: Any = load_from_name("protons", "Generic")
-        table_e = np.asarray(machine.energies, dtype=np.float64)
-        r80_ours, r_grid = _r80_to_range()
-        out = []
-        for e in np.asarray(energies, dtype=np.float64).ravel():
-            i = int(np.argmin(np.abs(table_e - e)))
-            kernel = machine.get_kernel_by_index(i)
-            r80 = distal_r80(np.asarray(kernel.depths), np.asarray(kernel.idd))
-            if np.isfinite(r80) and abs(table_e[i] - e) < 1e-6:
-                out.append(float(np.interp(r80, r80_ours, r_grid)))
-            else:
-                peak = np.interp(e, table_e, np.asarray(machine.peak_positions))
-                out.append(float(peak * (1 + PEAK_TO_RANGE_SLOPE) + PEAK_TO_RANGE_MM))
-        return np.asarray(out).reshape(np.shape(energies))
+        energy, label = proton_range_labels()
+        e = np.asarray(energies, dtype=np.float64)
+        return np.asarray(np.interp(e, energy, label), dtype=np.float64).reshape(np.shape(e))
 
     def spots(
         self, planning_ct: np.ndarray, spacing: Sequence[float], plan: Plan, labels: np.ndarray

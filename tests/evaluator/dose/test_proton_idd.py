@@ -1,4 +1,5 @@
-"""Our analytic proton depth dose against pyRadPlan's Generic machine tables (if installed)."""
+"""Our proton depth dose (the machine's tables by range label) and spot size against pyRadPlan's
+Generic machine (if installed)."""
 
 from __future__ import annotations
 

@@ -43,13 +43,15 @@ from evaluator.dose.optimize import Influence
 from evaluator.dose.plan import Plan, beamlet_count
 
 ENGINE_NAME = "torch_pb"
+# 8: proton depth doses from the machine's tables (was an analytic fit), spots narrowed like
+# pyRadPlan's lateral cut-off;
 # 7: proton sigma_ini from the machine's focus table at the beam's SSD (was a fit);
 # 6: densities outside the plan's structures ignored (like pyRadPlan), protons traced at
 # 16 steps per voxel; 5: proton sigma(depth) from the machine's table, voxel-constant
 # density along rays;
 # 4: matRad-like steering (dilated target); 3: matRad photon kernels, dose grid, proton
 # physics; 2: IDD refit
-MODEL_VERSION = "7"
+MODEL_VERSION = "8"
 WET_SAMPLING = "nearest"  # density along a ray: each voxel's own value (see _wet)
 DEPTH_STEPS_PER_VOXEL = 4  # samples per (smallest) voxel along a ray: nearest sampling
 # converges to the exact (Siddon) path integral; each boundary the ray crosses puts the

@@ -1,9 +1,10 @@
-"""The proton machine: pyRadPlan's Generic proton machine fitted by an analytic model.
+"""The proton machine: pyRadPlan's Generic proton machine, from its own tables.
 
-An integral depth dose per energy layer computed from the range-energy law R = a E^p
-(stopping power ~ residual range^(1/p - 1)), with nuclear fluence loss and range straggling;
-lateral sigma = initial spot size (+) multiple Coulomb scattering, both fitted to the
-machine (see the constants).
+Per energy layer the machine's tabulated integral depth dose (``proton_idd.json``, written by
+scripts/export_proton_idd.py); lateral sigma = initial spot size (+) multiple Coulomb
+scattering, the machine's focus and sigma tables (``proton_sigma.json``,
+scripts/fit_proton_sigma.py).  A layer is named by its range label R (mm), which maps to a
+machine energy one to one.
 """
 
 from __future__ import annotations
@@ -17,29 +18,31 @@ import numpy as np
 import torch
 
 PROTON_SAD_MM = 10000.0
-# spot size and scattering fitted like the photons to pyRadPlan's Generic proton
-# machine (one field, 1474 spots).  Depth dose fitted globally (least squares, every 7th energy,
-# up to 1.1x the peak depth; RMS 1.2 % of the peak) to the machine's tabulated integral depth
-# doses: range-energy exponent p, Bortfeld range straggling plus a constant 2.2 mm (energy
-# spread) in quadrature, linear fluence loss, an entrance build-up (secondaries) of depth
-# PROTON_BUILDUP_DEPTH_MM and relative size PROTON_BUILDUP_PER_MM * R, and a gain a + b R;
-# MeV/mm per proton (the machine's MeV cm^2/g / 10)
-RANGE_ALPHA = 0.0022 * 10.0  # mm / MeV^p (R = a E^p, water)
-RANGE_P = 1.694
-NUCLEAR_LOSS_PER_MM = 0.001173
-ENERGY_SPREAD_SIGMA_MM = 2.202
-PROTON_BUILDUP_PER_MM = 0.000535
-PROTON_BUILDUP_DEPTH_MM = 14.79
-IDD_GAIN = (0.8074, 0.000381)  # gain = a + b * R (R in mm)
+# depth dose: the machine's table of the layer's energy, linear between its depth nodes and
+# none beyond its last (like pyRadPlan; engine models <= 7 used an analytic fit, up to +-1 %
+# off in the plateau: the brain target's dose 0.5 % low, issue 19); MeV/mm per proton (the
+# machine's MeV cm^2/g / 10)
 # lateral: pyRadPlan's Generic machine gives sigma^2 = sigma_ini(E, SSD)^2 + sigma_mcs(E, depth)^2,
 # both the machine's own tables (proton_sigma.json, written by scripts/fit_proton_sigma.py):
 # sigma_mcs per energy over depth flattens and narrows over the last ~5 % of the range, which
 # decides how the dose reacts to a range shift (an sCT's HU bias); sigma_ini per energy at
 # the source-to-surface distance (a fit A - B ln R, up to 0.6 mm narrow at R 35-80 mm, made
 # the brain's MAE dose react 2-3 % more to a soft-tissue bias than pyRadPlan's, issue 19)
+# pyRadPlan cuts each spot's Gaussian off where it holds 99.5 % of the layer's dose (the
+# radius r_c = sigma sqrt(2 ln 200)) and scales what is left by 1/0.995: the integral stays,
+# the profile narrows (its variance per axis x 1 - ln(200) 0.005/0.995).  Our separable blur
+# cannot cut radially; a Gaussian of that variance moves the dose at a field's edge as the
+# cut does (ignoring it left the brain target's dose 0.2 % low and the MAE region of the
+# small brain 1-2 % short of voxels, issue 19)
+LATERAL_CUTOFF = 0.995
+CUTOFF_SIGMA_SCALE = math.sqrt(
+    1.0 + math.log(1.0 - LATERAL_CUTOFF) * (1.0 - LATERAL_CUTOFF) / LATERAL_CUTOFF)
 DEFAULT_SSD_MM = 9900.0  # where no SSD is given: ~10 cm of patient before the isocentre
 PROTON_SIGMA_FILE = Path(__file__).parents[1] / "proton_sigma.json"
-STRAGGLING_FACTOR = 1.0
+# the machine's tabulated depth doses per energy, named by our range label R
+# (scripts/export_proton_idd.py)
+PROTON_IDD_FILE = Path(__file__).parents[1] / "proton_idd.json"
+LABEL_TOL_MM = 2e-3  # a label this close to a machine energy's is that energy
 # the machine's depth doses were measured with the nozzle 1000 mm before the isocentre; the
 # air between nozzle and skin adds 0.0011 mm water-equivalent per mm (matRad/pyRadPlan's
 # air offset correction): WEPL += 0.0011 * (SSD + 1000 - SAD)
@@ -126,27 +129,48 @@ def proton_mcs_fraction(wet: torch.Tensor, ranges_mm: np.ndarray) -> torch.Tenso
     return v0 + f * (torch.gather(var, 1, i0 + 1) - v0)
 
 
-def proton_idd_table(ranges_mm: np.ndarray, dz: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Integral depth dose (MeV/mm per proton) on a depth grid for each range."""
-    zmax = float(ranges_mm.max()) * 1.15 + 20.0
+@functools.cache
+def _idd_table() -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """The machine's depth doses: range labels (n_e,), per energy depth nodes and IDD."""
+    t = json.loads(PROTON_IDD_FILE.read_text())
+    return (np.asarray(t["range_mm"], np.float64),
+            [np.asarray(z, np.float64) for z in t["depth_mm"]],
+            [np.asarray(d, np.float64) for d in t["idd"]])
+
+
+def proton_range_labels() -> tuple[np.ndarray, np.ndarray]:
+    """The machine's energies (MeV) and their range labels R (mm), both increasing."""
+    t = json.loads(PROTON_IDD_FILE.read_text())
+    return np.asarray(t["energy_mev"], np.float64), np.asarray(t["range_mm"], np.float64)
+
+
+def _machine_idd(i: int, z: np.ndarray) -> np.ndarray:
+    """Energy i's tabulated IDD at depths z: linear between its nodes, none beyond its last
+    (pyRadPlan's depth cut-off), the entrance value before its first."""
+    _, depths, idds = _idd_table()
+    return np.asarray(np.interp(z, depths[i], idds[i], right=0.0))
+
+
+def proton_idd_table(ranges_mm: np.ndarray, dz: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Integral depth dose (MeV/mm per proton) on a depth grid for each range label: the
+    machine's table of that energy; between two energies the two tables shifted to the
+    label's range and blended linearly (labels outside the table: the nearest one shifted)."""
+    labels, depths, _ = _idd_table()
+    r = np.asarray(ranges_mm, np.float64).ravel()
+    zmax = max((float(depths[min(int(np.searchsorted(labels, x)), len(labels) - 1)][-1])
+                + max(x - float(labels[-1]), 0.0) + 2 * dz for x in r), default=dz)
     z = np.arange(0.0, zmax, dz)
-    q = 1.0 / RANGE_P
-    coef = 1.0 / (RANGE_P * RANGE_ALPHA**q)  # dE/dx = coef * r^(q-1)
-    out = np.zeros((len(ranges_mm), len(z)))
-    for i, r_full in enumerate(ranges_mm):
-        lo = np.clip(r_full - (z + dz / 2), 0.0, None)
-        hi = np.clip(r_full - (z - dz / 2), 0.0, None)
-        # cell average of the stopping power over the residual-range interval [lo, hi]
-        energy = coef * (hi**q - lo**q) / q
-        fluence = np.clip(1.0 - NUCLEAR_LOSS_PER_MM * z, 0.0, None)
-        buildup = 1.0 - PROTON_BUILDUP_PER_MM * r_full * np.exp(-z / PROTON_BUILDUP_DEPTH_MM)
-        deposit = energy / dz * fluence * buildup * (IDD_GAIN[0] + IDD_GAIN[1] * r_full)
-        bortfeld = 0.012 * 10.0 * (r_full / 10.0) ** 0.951
-        straggle = math.sqrt(bortfeld**2 + ENERGY_SPREAD_SIGMA_MM**2) * STRAGGLING_FACTOR
-        half = math.ceil(4 * straggle / dz)
-        kz = np.arange(-half, half + 1) * dz
-        kernel = np.exp(-0.5 * (kz / straggle) ** 2)
-        # extend the entrance value upstream so the convolution does not dent the entrance
-        padded = np.concatenate([np.full(half, deposit[0]), deposit, np.zeros(half)])
-        out[i] = np.convolve(padded, kernel / kernel.sum(), mode="valid")
+    out = np.zeros((len(r), len(z)))
+    for k, x in enumerate(r):
+        j = int(np.searchsorted(labels, x))
+        near = int(np.argmin(np.abs(labels - x)))
+        if abs(labels[near] - x) < LABEL_TOL_MM:  # a machine energy (plans store 3 decimals)
+            out[k] = _machine_idd(near, z)
+        elif j == 0 or j == len(labels):
+            i = min(j, len(labels) - 1)
+            out[k] = _machine_idd(i, z - (x - labels[i]))
+        else:
+            f = (x - labels[j - 1]) / (labels[j] - labels[j - 1])
+            out[k] = ((1 - f) * _machine_idd(j - 1, z - (x - labels[j - 1]))
+                      + f * _machine_idd(j, z + (labels[j] - x)))
     return z, out
