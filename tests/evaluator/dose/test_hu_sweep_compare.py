@@ -69,6 +69,7 @@ def test_compare_runs_on_a_stored_case_under_any_name(tmp_path: Path) -> None:
     assert t_ours > 0 and t_ref is None
     md = markdown(results)
     assert "| mine | proton | MAE rel diff " in md and "| mine | proton | soft+30 |" in md
+    assert "(soft-tissue bias " in md  # the systematic bias apart from noise's tiny MAE
     assert all(line.count("|") in (6, 10) for line in md.splitlines() if line)
 
 
