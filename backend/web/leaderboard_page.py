@@ -48,41 +48,34 @@ def _from_kept(request: Request, kept: bytes) -> Response:
     return response
 
 
-def _build(request: Request, session: Session, slug: str, phase_slug: str, sort: str,
-           direction: str, page: int, per_page: int, anonymous: bool) -> Response:
-    user = optional_user(request, session)
-    challenge = access.challenge_by_slug(session, slug, user)
-    phase = access.phase_by_slug(session, challenge, phase_slug)
-    lb = leaderboard_view.build(session, user, challenge, phase, sort, direction, page,
-                                per_page)
-    response = render(request, "leaderboard.html",
-                      {"challenge": challenge, "phase": phase, "lb": lb}, user=user)
-    if anonymous and user is None and phase.leaderboard_public \
-            and access.can_view(session, None, challenge):
-        token, _ = csrf.token_for(request)
-        body = bytes(response.body)
-        etag = leaderboards_service.stored(session, phase.id).etag
-        cache.remember_page(_key(request), phase.id, etag,
-                            body.replace(token.encode(), TOKEN_SLOT))
-    return response
-
-
 def _confirm_or_build(request: Request, session: Session, slug: str, phase_slug: str,
                       sort: str, direction: str, page: int, per_page: int,
                       anonymous: bool) -> Response:
     """An anonymous visitor's kept page whose leaderboard version the database confirms is
-    served again (and counts as confirmed) without rendering; otherwise the page is built."""
-    if anonymous:
-        challenge = access.challenge_by_slug(session, slug, None)
-        phase = access.phase_by_slug(session, challenge, phase_slug)
-        if phase.leaderboard_public and access.can_view(session, None, challenge):
-            etag = leaderboards_service.stored(session, phase.id).etag
-            kept = cache.body(_key(request), etag)
-            if kept is not None:
-                cache.remember_page(_key(request), phase.id, etag, kept)
-                return _from_kept(request, kept)
-    return _build(request, session, slug, phase_slug, sort, direction, page, per_page,
-                  anonymous)
+    served again (and counts as confirmed) without rendering; otherwise the page is built,
+    and kept when it is the everyone-page of a public leaderboard."""
+    user = optional_user(request, session)
+    challenge = access.challenge_by_slug(session, slug, user)
+    phase = access.phase_by_slug(session, challenge, phase_slug)
+    etag = None
+    if anonymous and user is None and phase.leaderboard_public \
+            and access.can_view(session, None, challenge):
+        # the version asked before building: a page built from a newer one is rebuilt at
+        # its next confirmation, never kept under a version it does not show
+        etag = leaderboards_service.stored(session, phase.id).etag
+        kept = cache.body(_key(request), etag)
+        if kept is not None:
+            cache.remember_page(_key(request), phase.id, etag, kept)
+            return _from_kept(request, kept)
+    lb = leaderboard_view.build(session, user, challenge, phase, sort, direction, page,
+                                per_page)
+    response = render(request, "leaderboard.html",
+                      {"challenge": challenge, "phase": phase, "lb": lb}, user=user)
+    if etag is not None:
+        token, _ = csrf.token_for(request)
+        cache.remember_page(_key(request), phase.id, etag,
+                            bytes(response.body).replace(token.encode(), TOKEN_SLOT))
+    return response
 
 
 @router.get("/challenges/{slug}/{phase_slug}/leaderboard")
