@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -213,7 +213,15 @@ class RawConnection:
         self._io: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def get(self, path: str) -> tuple[int, int]:
-        """(status, body bytes) of ``GET path``; reconnects when the server closed."""
+        """(status, body bytes) of ``GET path``; reconnects when the server closed or the
+        previous request failed."""
+        try:
+            return await self._get(path)
+        except BaseException:
+            self.close()
+            raise
+
+    async def _get(self, path: str) -> tuple[int, int]:
         if self._io is None:
             self._io = await asyncio.open_connection(self.host, self.port)
         reader, writer = self._io
@@ -245,79 +253,70 @@ class RawConnection:
     def close(self) -> None:
         if self._io is not None:
             self._io[1].close()
+            self._io = None
+
+
+Get = Callable[[int], Awaitable[tuple[int, int]]]  # get(connection) -> (status, body bytes)
+
+
+async def _measure(get: Get, path: str, requests: int, connections: int,
+                   transport_errors: tuple[type[BaseException], ...]
+                   ) -> tuple[list[float], float, int, float, int]:
+    """``requests`` GETs over ``connections`` at once; (latencies, wall, errors, first read's
+    time, answer size). Warms every API process first (templates, caches, the parsed
+    document): one request per connection at once, so each worker process gets some; the
+    first read's cost is reported on its own line."""
+    t_first = time.perf_counter()
+    _status, size = await get(0)
+    first = time.perf_counter() - t_first
+    await asyncio.gather(*(get(i) for i in range(connections)))
+    latencies: list[float] = []
+    errors = 0
+    left = requests
+
+    async def one(i: int) -> None:
+        nonlocal left, errors
+        while left > 0:
+            left -= 1
+            t0 = time.perf_counter()
+            try:
+                status, _n = await get(i)
+                errors += status != 200
+            except transport_errors as exc:  # counted and named, the run goes on
+                errors += 1
+                print(f"  {path}: {type(exc).__name__} {exc}", file=sys.stderr)
+            latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(connections)))
+    return latencies, time.perf_counter() - t0, errors, first, size
 
 
 async def drive_raw(base: str, path: str, headers: dict[str, str], requests: int,
                     connections: int) -> tuple[list[float], float, int, float, int]:
-    """:func:`drive` with :class:`RawConnection` s."""
+    """:func:`_measure` with one :class:`RawConnection` per connection."""
     host, port = base.removeprefix("http://").rsplit(":", 1)
     conns = [RawConnection(host, int(port), headers) for _ in range(connections)]
-    latencies: list[float] = []
-    errors = 0
-    left = requests
     try:
-        t_first = time.perf_counter()
-        _status, size = await conns[0].get(path)
-        first = time.perf_counter() - t_first
-        await asyncio.gather(*(c.get(path) for c in conns))  # warm every API process
-
-        async def one(conn: RawConnection) -> None:
-            nonlocal left, errors
-            while left > 0:
-                left -= 1
-                t0 = time.perf_counter()
-                try:
-                    status, _n = await conn.get(path)
-                    errors += status != 200
-                except (OSError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
-                    errors += 1
-                    conn.close()
-                    conn._io = None
-                    print(f"  {path}: {type(exc).__name__} {exc}", file=sys.stderr)
-                latencies.append(time.perf_counter() - t0)
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(c) for c in conns))
-        wall = time.perf_counter() - t0
+        return await _measure(lambda i: conns[i].get(path), path, requests, connections,
+                              (OSError, ValueError, IndexError, asyncio.IncompleteReadError))
     finally:
         for c in conns:
             c.close()
-    return latencies, wall, errors, first, size
 
 
 async def drive(base: str, path: str, headers: dict[str, str], requests: int,
                 connections: int) -> tuple[list[float], float, int, float, int]:
+    """:func:`_measure` with httpx's AsyncClient (a pool of ``connections``)."""
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    latencies: list[float] = []
-    errors = 0
-    left = requests
     async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits,
                                  timeout=120) as client:
-        # Warm every API process (templates, caches, the parsed document): one request per
-        # connection at once, so each worker process gets some; the first read's cost is
-        # reported on its own line.
-        t_first = time.perf_counter()
-        size = len((await client.get(path)).content)
-        first = time.perf_counter() - t_first
-        await asyncio.gather(*(client.get(path) for _ in range(connections)))
 
-        async def one() -> None:
-            nonlocal left, errors
-            while left > 0:
-                left -= 1
-                t0 = time.perf_counter()
-                try:
-                    r = await client.get(path)
-                    errors += r.status_code != 200
-                except httpx.TransportError as exc:  # counted and named, the run goes on
-                    errors += 1
-                    print(f"  {path}: {type(exc).__name__} {exc}", file=sys.stderr)
-                latencies.append(time.perf_counter() - t0)
+        async def get(_connection: int) -> tuple[int, int]:
+            r = await client.get(path)
+            return r.status_code, len(r.content)
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(connections)))
-        wall = time.perf_counter() - t0
-    return latencies, wall, errors, first, size
+        return await _measure(get, path, requests, connections, (httpx.TransportError,))
 
 
 def free_port() -> int:
