@@ -35,6 +35,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from statistics import quantiles
@@ -44,7 +45,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-ENDPOINT_KEYS = ["json", "html", "page", "status", "health"]
+ENDPOINT_KEYS = ["json", "html", "page", "page-first", "status", "health"]
 COLUMNS = [("mae", False), ("psnr", True), ("ssim", True), ("ms_ssim", True),
            ("dice", True), ("hd95", False)]
 
@@ -85,18 +86,28 @@ def migrate(url: str) -> None:
     engine.dispose()
 
 
-def seed(url: str, submissions: int, users: int, cases: int) -> tuple[int, str, str]:
-    """Returns (a submission id in mid-table, its owner's API token, a status line)."""
+@dataclass(frozen=True)
+class Seeded:
+    probe: int  # a submission in mid-table
+    token: str  # its owner's API token
+    org_token: str  # an organiser's, who may open every submission
+    submission_ids: list[int]
+    note: str
+
+
+def seed(url: str, submissions: int, users: int, cases: int) -> Seeded:
     from sqlalchemy import create_engine, insert
     from sqlalchemy.orm import Session
 
     from backend.auth.service import create_token
-    from backend.models import User, utcnow
+    from backend.models import ChallengeMember, ChallengeRole, User, utcnow
     from backend.models.challenges import Challenge, Phase, PhaseKind, RankingMethod
     from backend.models.datasets import Case, Dataset, DatasetVersion, Modality
     from backend.models.images import AlgorithmImage, ImageStatus
     from backend.models.submissions import (
         AggregateResult,
+        CaseRun,
+        CaseRunStatus,
         Result,
         Submission,
         SubmissionStatus,
@@ -167,13 +178,22 @@ def seed(url: str, submissions: int, users: int, cases: int) -> tuple[int, str, 
         s.execute(insert(AggregateResult), aggs)
         for i in range(0, len(results), 20000):
             s.execute(insert(Result), results[i:i + 20000])
+            s.execute(insert(CaseRun), [  # the per-case table and the logs of the page
+                {"submission_id": r["submission_id"], "case_id": r["case_id"],
+                 "status": CaseRunStatus.SUCCEEDED, "attempts": 1, "exit_code": 0,
+                 "duration_s": 41.5, "stdout": "predicting 1 case\ndone\n", "stderr": ""}
+                for r in results[i:i + 20000]])
+        s.add(ChallengeMember(challenge_id=ch.id, user_id=org.id,
+                              role=ChallengeRole.ORGANIZER))
         probe = sub_ids[len(sub_ids) // 2]
         owner = s.get(User, owners[len(sub_ids) // 2])
         assert owner is not None
         _, token = create_token(s, owner, "bench", None)
+        _, org_token = create_token(s, org, "bench", None)
         s.commit()
     engine.dispose()
-    return probe, token, f"seeded in {time.perf_counter() - t0:.1f} s"
+    return Seeded(probe, token, org_token, sub_ids,
+                  f"seeded in {time.perf_counter() - t0:.1f} s")
 
 
 def recompute_time(url: str) -> str:
@@ -257,9 +277,10 @@ class RawConnection:
 
 
 Get = Callable[[int], Awaitable[tuple[int, int]]]  # get(connection) -> (status, body bytes)
+Target = str | Callable[[], str]  # one path, or a function giving each request's path
 
 
-async def _measure(get: Get, path: str, requests: int, connections: int,
+async def _measure(get: Get, path: Target, requests: int, connections: int,
                    transport_errors: tuple[type[BaseException], ...]
                    ) -> tuple[list[float], float, int, float, int]:
     """``requests`` GETs over ``connections`` at once; (latencies, wall, errors, first read's
@@ -292,20 +313,24 @@ async def _measure(get: Get, path: str, requests: int, connections: int,
     return latencies, time.perf_counter() - t0, errors, first, size
 
 
-async def drive_raw(base: str, path: str, headers: dict[str, str], requests: int,
+def _at(path: Target) -> str:
+    return path if isinstance(path, str) else path()
+
+
+async def drive_raw(base: str, path: Target, headers: dict[str, str], requests: int,
                     connections: int) -> tuple[list[float], float, int, float, int]:
     """:func:`_measure` with one :class:`RawConnection` per connection."""
     host, port = base.removeprefix("http://").rsplit(":", 1)
     conns = [RawConnection(host, int(port), headers) for _ in range(connections)]
     try:
-        return await _measure(lambda i: conns[i].get(path), path, requests, connections,
+        return await _measure(lambda i: conns[i].get(_at(path)), path, requests, connections,
                               (OSError, ValueError, IndexError, asyncio.IncompleteReadError))
     finally:
         for c in conns:
             c.close()
 
 
-async def drive(base: str, path: str, headers: dict[str, str], requests: int,
+async def drive(base: str, path: Target, headers: dict[str, str], requests: int,
                 connections: int) -> tuple[list[float], float, int, float, int]:
     """:func:`_measure` with httpx's AsyncClient (a pool of ``connections``)."""
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
@@ -313,7 +338,7 @@ async def drive(base: str, path: str, headers: dict[str, str], requests: int,
                                  timeout=120) as client:
 
         async def get(_connection: int) -> tuple[int, int]:
-            r = await client.get(path)
+            r = await client.get(_at(path))
             return r.status_code, len(r.content)
 
         return await _measure(get, path, requests, connections, (httpx.TransportError,))
@@ -336,14 +361,18 @@ def main() -> None:
     ap.add_argument("--database-url", default=None)
     ap.add_argument("--client", choices=["raw", "httpx", "both"], default="raw",
                     help="load client (see above); both: each endpoint with each in turn")
-    ap.add_argument("--endpoints", default="json,html,page,status,health",
-                    help="which to drive, comma-separated (json, html, page, status, health)")
+    ap.add_argument("--endpoints", default=",".join(ENDPOINT_KEYS),
+                    help=f"which to drive, comma-separated ({', '.join(ENDPOINT_KEYS)})")
     args = ap.parse_args()
     users = args.users or max(1, args.submissions // 5)
     with scratch_database(args.database_url) as url, tempfile.TemporaryDirectory() as data:
         migrate(url)
-        probe, token, seeded = seed(url, args.submissions, users, args.cases)
-        print(f"{seeded}; {users} users; {recompute_time(url)}", flush=True)
+        seeded = seed(url, args.submissions, users, args.cases)
+        probe, token = seeded.probe, seeded.token
+        print(f"{seeded.note}; {users} users; {recompute_time(url)}", flush=True)
+        # the organiser's first view of each submission, in random order (wraps around)
+        order = random.Random(1).sample(seeded.submission_ids, len(seeded.submission_ids))
+        first_views = (f"/submissions/{order[i % len(order)]}" for i in range(1 << 62))
         port = free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT), "SYNTHARENA_DATABASE_URL": url,
                "SYNTHARENA_DATA_DIR": data}
@@ -361,14 +390,18 @@ def main() -> None:
                     time.sleep(0.1)
             auth = {"Authorization": f"Bearer {token}"}
             html = {"accept": "text/html"}
-            endpoints = [e for key, e in zip(ENDPOINT_KEYS, [
+            org = {**html, "Authorization": f"Bearer {seeded.org_token}"}
+            every: list[tuple[str, Target, dict[str, str]]] = [
                 ("JSON leaderboard", "/api/challenges/bench/phases/val/leaderboard", {}),
                 ("HTML leaderboard", "/challenges/bench/val/leaderboard", html),
                 ("submission page", f"/submissions/{probe}", {**html, **auth}),
+                ("submission page, first view", lambda: next(first_views), org),
                 ("submission status", f"/api/submissions/{probe}", auth),
                 # The floor on this machine: no database, one thread-pool hop, same client.
                 ("health (reference)", "/api/health", {}),
-            ], strict=True) if key in args.endpoints.split(",")]
+            ]
+            chosen = args.endpoints.split(",")
+            endpoints = [e for key, e in zip(ENDPOINT_KEYS, every, strict=True) if key in chosen]
             clients = ["raw", "httpx"] if args.client == "both" else [args.client]
             for name, path, headers in endpoints:
                 for client in clients:

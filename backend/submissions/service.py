@@ -146,6 +146,14 @@ def open_submission(session: Session, user: User, submission_id: int) -> tuple[
     return sub, phase, access.submission_view(phase, organizer)
 
 
+def view_state(session: Session, user: User, submission_id: int) -> tuple[Any, ...] | None:
+    """What this viewer's page of the submission is built from (``repo.view_state``) and the
+    viewer's own row (name, admin, last change); None: no such submission. It says nothing
+    about access: a page built for this state passed the access checks of this state."""
+    found = repo.view_state(session, submission_id, user.id)
+    return None if found is None else (*found, user.id, user.is_admin, user.updated_at)
+
+
 def scores(session: Session, sub: Submission, view: SubmissionView) -> AggregateResult | None:
     """The submission's aggregate, where the viewer may see scores."""
     return repo.aggregate(session, sub.id) if view.scores else None

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from sqlalchemy.orm import Session
 
 from backend.deps import optional_user
@@ -19,7 +19,8 @@ class LoginRequiredError(UnauthorizedError):
     """Rendered as a redirect to the login page (with ``next``) by the page error handler."""
 
 
-def page_user(request: Request, user: Annotated[User | None, Depends(optional_user)]) -> User:
+async def page_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
+    """Async: it does no I/O, and a sync dependency costs every page a thread-pool hop."""
     if user is None:
         raise LoginRequiredError("Log in to see this page.")
     return user

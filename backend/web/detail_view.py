@@ -117,6 +117,7 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
     logs: list[LogView] = []
     viewer_cases: list[ViewerCase] = []
     extra: list[str] = []
+    complete = True  # False: the storage did not answer, the page is not kept
     records = submissions_service.case_records(session, sub, view)
     kinds = viewer_kinds(view)
     for record in records:
@@ -133,7 +134,8 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
         ):
             case = session.get(Case, run.case_id)
             if case is not None:
-                shape = _input_shape(case.input_image_path)
+                shape, answered = _input_shape(case.input_image_path)
+                complete = complete and answered
                 if shape is not None:
                     viewer_cases.append(ViewerCase(name, case.region, list(shape),
                                                    _dose_modalities(view, run, case)))
@@ -204,6 +206,7 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
         "rank": rank,
         "ranked_count": ranked_count,
         "is_challenge_organizer": access.is_organizer(session, user, challenge.id),
+        "complete": complete,
     }
 
 
@@ -242,10 +245,14 @@ def _comparison(doc: dict[str, Any], sub_id: int, columns: list[MetricMeta],
     return plots, None if own is None else own["rank"]
 
 
-def _input_shape(key: str) -> tuple[int, int, int] | None:
-    """The input's (z, y, x) for the viewer; None when the storage does not have it now."""
+def _input_shape(key: str) -> tuple[tuple[int, int, int] | None, bool]:
+    """The input's (z, y, x) for the viewer (None: the page shows no viewer for it) and
+    whether the storage answered (a missing file is an answer; one that failed to read
+    may be there at the next request)."""
     try:
         with object_cache.local_file(key) as path:
-            return shape_of(path)
-    except OSError:  # missing, or the storage does not answer: the page shows no viewer
-        return None
+            return shape_of(path), True
+    except FileNotFoundError:
+        return None, True
+    except OSError:
+        return None, False

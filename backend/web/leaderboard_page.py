@@ -13,7 +13,7 @@ from typing import Annotated
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 from sqlalchemy.orm import Session
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 
 from backend import access
 from backend.config import settings
@@ -21,12 +21,11 @@ from backend.db import get_session
 from backend.deps import optional_user
 from backend.leaderboards import cache
 from backend.leaderboards import service as leaderboards_service
-from backend.web import csrf, flash, leaderboard_view
+from backend.web import flash, kept_pages, leaderboard_view
 from backend.web.templating import render
 
 router = APIRouter(include_in_schema=False)
 _request_session = asynccontextmanager(get_session)
-TOKEN_SLOT = b"\x00csrf-token\x00"  # cannot occur in a rendered page (no NUL bytes)
 
 
 def _anonymous(request: Request) -> bool:
@@ -38,14 +37,6 @@ def _anonymous(request: Request) -> bool:
 
 def _key(request: Request) -> cache.PageKey:
     return ("html", request.url.path, request.url.query)
-
-
-def _from_kept(request: Request, kept: bytes) -> Response:
-    token, new_cookie = csrf.token_for(request)
-    response = HTMLResponse(kept.replace(TOKEN_SLOT, token.encode()))
-    if new_cookie is not None:
-        csrf.set_cookie(response, new_cookie)
-    return response
 
 
 def _confirm_or_build(request: Request, session: Session, slug: str, phase_slug: str,
@@ -66,15 +57,13 @@ def _confirm_or_build(request: Request, session: Session, slug: str, phase_slug:
         kept = cache.body(_key(request), etag)
         if kept is not None:
             cache.remember_page(_key(request), phase.id, etag, kept)
-            return _from_kept(request, kept)
+            return kept_pages.with_token(request, kept)
     lb = leaderboard_view.build(session, user, challenge, phase, sort, direction, page,
                                 per_page)
     response = render(request, "leaderboard.html",
                       {"challenge": challenge, "phase": phase, "lb": lb}, user=user)
     if etag is not None:
-        token, _ = csrf.token_for(request)
-        cache.remember_page(_key(request), phase.id, etag,
-                            bytes(response.body).replace(token.encode(), TOKEN_SLOT))
+        cache.remember_page(_key(request), phase.id, etag, kept_pages.slotted(request, response))
     return response
 
 
@@ -93,7 +82,7 @@ async def leaderboard_page(
     if anonymous:
         kept = cache.page(_key(request), settings.leaderboard_cache_s)
         if kept is not None:
-            return _from_kept(request, kept.body)
+            return kept_pages.with_token(request, kept.body)
     try:
         async with _request_session() as session:
             return await anyio.to_thread.run_sync(

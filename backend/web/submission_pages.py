@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Query, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from backend import access, object_cache
+from backend import access, kept, object_cache
 from backend.db import SessionDep
 from backend.errors import AppError, BadRequestError, NotFoundError, ServiceUnavailableError
 from backend.leaderboards import service as leaderboards_service
@@ -18,7 +18,7 @@ from backend.models import Challenge
 from backend.storage import StorageUnavailableError
 from backend.submissions import dose as case_dose
 from backend.submissions import service as submissions_service
-from backend.web import detail_view, dose_view, flash
+from backend.web import detail_view, dose_view, flash, kept_pages
 from backend.web.deps import CsrfChecked, PageUser, WebUser, rollback_on_error
 from backend.web.slices import Axis, SliceKind, render_slice
 from backend.web.submission_views import all_my_submissions, submission_status
@@ -79,13 +79,36 @@ def my_submissions_page(
                   user=user)
 
 
+# Submission pages as last rendered per viewer (64 MiB a process): a reload, and the crowd of
+# participants reloading their results, cost one query instead of ~10 and the rendering.
+_kept = kept.Kept(64 << 20)
+
+
 @router.get("/submissions/{submission_id}")
 def submission_page(
     request: Request, submission_id: int, session: SessionDep, user: PageUser
 ) -> Response:
+    """Served from ``_kept`` while the database state it was built from is unchanged (asked
+    before building, so a change during the build shows at the next request)."""
+    state = None
+    if flash.COOKIE not in request.cookies:  # a page with a message is not kept
+        state = submissions_service.view_state(session, user, submission_id)
+    key = (submission_id, user.id, str(request.base_url))
+    headers = {"Cache-Control": "private, no-cache"}
+    if state is not None:
+        headers["ETag"] = etag = kept_pages.validator(request, state)
+        if kept.not_modified(request, etag):  # sent only with a complete page of this state
+            return Response(status_code=304, headers=headers)
+        body = _kept.get(key, state)
+        if body is not None:
+            return kept_pages.with_token(request, body, headers)
     ctx = detail_view.build(session, user, submission_id)
     ctx["next_url"] = f"/submissions/{submission_id}"
-    return render(request, "submission.html", ctx, user=user)
+    response = render(request, "submission.html", ctx, user=user)
+    if state is not None and ctx["complete"]:
+        _kept.put(key, state, kept_pages.slotted(request, response))
+        response.headers.update(headers)
+    return response
 
 
 @router.get("/submissions/{submission_id}/status")
