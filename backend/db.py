@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -157,3 +157,6 @@ def _end(session: Session, *, commit: bool) -> None:
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+# The same session in an async route that does its work in one thread-pool call of its own
+# (hot read paths: each sync dependency would cost the request another hop).
+request_session = asynccontextmanager(get_session)

@@ -25,9 +25,11 @@ def etag(state: Hashable, salt: str = "") -> str:
 
 
 def not_modified(request: Request, tag: str) -> bool:
-    """Whether the request's If-None-Match names ``tag``."""
+    """Whether the request's If-None-Match names ``tag`` or is ``*`` (weak comparison, as
+    RFC 9110 asks for If-None-Match)."""
     given = request.headers.get("if-none-match", "")
-    return any(t.strip() == tag for t in given.split(","))
+    bare = tag.removeprefix("W/")
+    return any(t.strip().removeprefix("W/") in (bare, "*") for t in given.split(","))
 
 
 class Kept:

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
 from typing import Annotated
 
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.orm import Session
 
-from backend import access
-from backend.db import SessionDep, get_session
+from backend import access, kept
+from backend.db import SessionDep, request_session
 from backend.deps import OptionalUser, optional_user
 from backend.leaderboards import service
 from backend.leaderboards.schemas import Leaderboard
@@ -16,12 +15,6 @@ from backend.leaderboards.schemas import Leaderboard
 router = APIRouter(prefix="/api/challenges", tags=["leaderboards"])
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
-_request_session = asynccontextmanager(get_session)
-
-
-def _matches(request: Request, etag: str) -> bool:
-    wanted = request.headers.get("if-none-match", "")
-    return any(t.strip().removeprefix("W/") in (etag, "*") for t in wanted.split(","))
 
 
 def _read(request: Request, session: Session, slug: str, phase_slug: str, offset: int,
@@ -51,7 +44,7 @@ async def leaderboard(
         page = service.cached_page(slug, phase_slug, offset, limit)
     if page is None:
         try:
-            async with _request_session() as session:
+            async with request_session() as session:
                 page = await anyio.to_thread.run_sync(
                     lambda: _read(request, session, slug, phase_slug, offset, limit))
         finally:
@@ -60,7 +53,7 @@ async def leaderboard(
     # Hidden leaderboards are for organisers only: no shared cache may keep them.
     headers = {"ETag": page.etag,
                "Cache-Control": ("public" if page.public else "private") + ", no-cache"}
-    if _matches(request, page.etag):
+    if kept.not_modified(request, page.etag):
         return Response(status_code=304, headers=headers)
     return Response(page.body, media_type="application/json", headers=headers)
 

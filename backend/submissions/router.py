@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Header, Request, Response
 from sqlalchemy.orm import Session
 
 from backend import access, kept
 from backend.access import SubmissionView
-from backend.db import SessionDep
-from backend.deps import CurrentUser
+from backend.db import SessionDep, request_session
+from backend.deps import CurrentUser, current_user
 from backend.errors import ForbiddenError, NotFoundError
 from backend.models import Phase, Submission, User
 from backend.models.submissions import IDEMPOTENCY_KEY_MAX
@@ -89,10 +90,17 @@ _kept = kept.Kept(16 << 20)
 
 
 @router.get("/api/submissions/{submission_id}", response_model=SubmissionOut)
-def get_submission(request: Request, submission_id: int, session: SessionDep,
-                   user: CurrentUser) -> Response:
+async def get_submission(request: Request, submission_id: int) -> Response:
     """With an ETag: a client that sends it back (If-None-Match) gets 304 while the
-    submission, its scores and the viewer's rights are unchanged."""
+    submission, its scores and the viewer's rights are unchanged. Async, with its session's
+    work in one thread-pool call: the endpoint clients poll."""
+    async with request_session() as session:
+        return await anyio.to_thread.run_sync(
+            lambda: _submission_answer(request, session, submission_id))
+
+
+def _submission_answer(request: Request, session: Session, submission_id: int) -> Response:
+    user = current_user(request, session)
     state = service.view_state(session, user, submission_id)
     headers = {"Cache-Control": "private, no-cache"}
     body = None

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from backend.deps import optional_user
@@ -21,6 +21,15 @@ class LoginRequiredError(UnauthorizedError):
 
 async def page_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
     """Async: it does no I/O, and a sync dependency costs every page a thread-pool hop."""
+    return _required(user)
+
+
+def page_user_of(request: Request, session: Session) -> User:
+    """``page_user`` for a route that authenticates in its own thread-pool call."""
+    return _required(optional_user(request, session))
+
+
+def _required(user: User | None) -> User:
     if user is None:
         raise LoginRequiredError("Log in to see this page.")
     return user

@@ -7,7 +7,6 @@ leaderboard (``leaderboard_view``)."""
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
 from typing import Annotated
 
 import anyio.to_thread
@@ -17,7 +16,7 @@ from starlette.responses import Response
 
 from backend import access
 from backend.config import settings
-from backend.db import get_session
+from backend.db import request_session
 from backend.deps import optional_user
 from backend.leaderboards import cache
 from backend.leaderboards import service as leaderboards_service
@@ -25,7 +24,6 @@ from backend.web import flash, kept_pages, leaderboard_view
 from backend.web.templating import render
 
 router = APIRouter(include_in_schema=False)
-_request_session = asynccontextmanager(get_session)
 
 
 def _anonymous(request: Request) -> bool:
@@ -84,7 +82,7 @@ async def leaderboard_page(
         if kept is not None:
             return kept_pages.with_token(request, kept.body)
     try:
-        async with _request_session() as session:
+        async with request_session() as session:
             return await anyio.to_thread.run_sync(
                 lambda: _confirm_or_build(request, session, slug, phase_slug, sort, dir, page,
                                           per_page, anonymous))

@@ -7,11 +7,13 @@ import contextlib
 from pathlib import Path
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import APIRouter, Form, Query, Request
+from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from backend import access, kept, object_cache
-from backend.db import SessionDep
+from backend.db import SessionDep, request_session
 from backend.errors import AppError, BadRequestError, NotFoundError, ServiceUnavailableError
 from backend.leaderboards import service as leaderboards_service
 from backend.models import Challenge
@@ -19,7 +21,7 @@ from backend.storage import StorageUnavailableError
 from backend.submissions import dose as case_dose
 from backend.submissions import service as submissions_service
 from backend.web import detail_view, dose_view, flash, kept_pages
-from backend.web.deps import CsrfChecked, PageUser, WebUser, rollback_on_error
+from backend.web.deps import CsrfChecked, PageUser, WebUser, page_user_of, rollback_on_error
 from backend.web.slices import Axis, SliceKind, render_slice
 from backend.web.submission_views import all_my_submissions, submission_status
 from backend.web.templating import render, templates
@@ -85,11 +87,18 @@ _kept = kept.Kept(64 << 20)
 
 
 @router.get("/submissions/{submission_id}")
-def submission_page(
-    request: Request, submission_id: int, session: SessionDep, user: PageUser
-) -> Response:
+async def submission_page(request: Request, submission_id: int) -> Response:
+    """Async, with its session's work in one thread-pool call (the viewer, the state, the
+    kept page or the build): the page participants reload most."""
+    async with request_session() as session:
+        return await anyio.to_thread.run_sync(
+            lambda: _submission_page(request, session, submission_id))
+
+
+def _submission_page(request: Request, session: Session, submission_id: int) -> Response:
     """Served from ``_kept`` while the database state it was built from is unchanged (asked
     before building, so a change during the build shows at the next request)."""
+    user = page_user_of(request, session)
     state = None
     if flash.COOKIE not in request.cookies:  # a page with a message is not kept
         state = submissions_service.view_state(session, user, submission_id)
