@@ -96,14 +96,16 @@ def aggregate(session: Session, submission_id: int) -> AggregateResult | None:
 
 def case_runs(session: Session, submission_id: int, offset: int = 0,
               limit: int | None = None) -> Sequence[tuple[CaseRun, str]]:
+    """(run, case name) by case name. The cases are loaded too, so a caller's
+    ``session.get(Case, run.case_id)`` finds them without a query each."""
     rows = session.execute(
-        select(CaseRun, Case.name)
+        select(CaseRun, Case)
         .join(Case, Case.id == CaseRun.case_id)
         .where(CaseRun.submission_id == submission_id)
         .order_by(Case.name, CaseRun.id)
         .offset(offset).limit(limit)
     ).all()
-    return [(r, n) for r, n in rows]
+    return [(r, c.name) for r, c in rows]
 
 
 def case_metrics(session: Session, submission_id: int) -> dict[int, dict[str, object]]:
