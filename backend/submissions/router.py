@@ -105,15 +105,15 @@ def _submission_answer(request: Request, session: Session, submission_id: int) -
     headers = {"Cache-Control": "private, no-cache"}
     body = None
     if state is not None:
-        headers["ETag"] = tag = kept.etag(state)
-        if kept.not_modified(request, tag):
-            return Response(status_code=304, headers=headers)
-        body = _kept.get((submission_id, user.id), state)
+        headers["ETag"] = kept.etag(state)
+        body = _kept.get((submission_id, user.id), state)  # kept: access passed in this state
     if body is None:
-        sub, _, view = service.open_submission(session, user, submission_id)
+        sub, _, view = service.open_submission(session, user, submission_id)  # access
         body = submission_out(session, sub, view).model_dump_json().encode()
         if state is not None:
             _kept.put((submission_id, user.id), state, body)
+    if state is not None and kept.not_modified(request, headers["ETag"]):
+        return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
 
 

@@ -106,16 +106,18 @@ def _submission_page(request: Request, session: Session, submission_id: int) -> 
     headers = {"Cache-Control": "private, no-cache"}
     if state is not None:
         headers["ETag"] = etag = kept_pages.validator(request, state)
-        if kept.not_modified(request, etag):  # sent only with a complete page of this state
-            return Response(status_code=304, headers=headers)
-        body = _kept.get(key, state)
+        body = _kept.get(key, state)  # kept: the access checks passed in this state
         if body is not None:
+            if kept.not_modified(request, etag):
+                return Response(status_code=304, headers=headers)
             return kept_pages.with_token(request, body, headers)
-    ctx = detail_view.build(session, user, submission_id)
+    ctx = detail_view.build(session, user, submission_id)  # the access checks
     ctx["next_url"] = f"/submissions/{submission_id}"
     response = render(request, "submission.html", ctx, user=user)
     if state is not None and ctx["complete"]:
         _kept.put(key, state, kept_pages.slotted(request, response))
+        if kept.not_modified(request, headers["ETag"]):  # e.g. kept by another process
+            return Response(status_code=304, headers=headers)
         response.headers.update(headers)
     return response
 

@@ -24,6 +24,7 @@ from backend.models import (
 from backend.submissions import service as submissions_service
 from backend.submissions.schemas import SubmissionFlags
 from backend.web import csrf, detail_view
+from tests.backend.factories import make_user
 from tests.web.conftest import login
 from tests.web.test_pages import HTML, _board
 
@@ -76,10 +77,14 @@ def test_a_submission_page_is_kept_while_its_state_holds(
     r = web.get(url, headers={**HTML, "if-none-match": first.headers["etag"]})
     assert r.status_code == 304 and not r.content and len(builds) == 1
 
+    login(web, make_user(db_session))  # someone else, with the owner's validator
+    assert web.get(url, headers={**HTML, "if-none-match": first.headers["etag"]}
+                   ).status_code == 404 and len(builds) == 2  # built: the access checks
+    login(web, me)
     # another browser of the same user: the kept page with that browser's own token
     web.cookies.delete(csrf.COOKIE)
     other = web.get(url, headers=HTML)
-    assert len(builds) == 1 and other.headers["etag"] != first.headers["etag"]
+    assert len(builds) == 2 and other.headers["etag"] != first.headers["etag"]
     token = _token(other.text)
     assert token == csrf._sign(other.cookies[csrf.COOKIE], web.cookies[
         "syntharena_session"]) and token != _token(first.text)
@@ -91,20 +96,27 @@ def test_a_submission_page_is_kept_while_its_state_holds(
     result.metrics = {**result.metrics, "mae": 12345.678}
     db_session.flush()
     changed = web.get(url, headers=HTML).text
-    assert len(builds) == 2 and "12345.678" in changed.replace(",", "")
+    assert len(builds) == 3 and "12345.678" in changed.replace(",", "")
     web.get(url, headers=HTML)
-    assert len(builds) == 2
+    assert len(builds) == 3
 
     # the leaderboard changes (another team hidden): the comparison plots are rebuilt
     submissions_service.set_flags(db_session, org, subs[0].id, SubmissionFlags(is_hidden=True))
     db_session.flush()
     web.get(url, headers=HTML)
-    assert len(builds) == 3
+    assert len(builds) == 4
 
     # the page of another viewer is its own (an organiser sees logs and the reference CT)
     login(web, org)
-    assert web.get(url, headers=HTML).status_code == 200 and len(builds) == 4
-    assert web.get(url, headers=HTML).status_code == 200 and len(builds) == 4
+    assert web.get(url, headers=HTML).status_code == 200 and len(builds) == 5
+    tag = web.get(url, headers=HTML).headers["etag"]
+    assert len(builds) == 5
+    # a process that has not kept the page builds it (the access checks), then answers 304
+    from backend.web import submission_pages
+
+    submission_pages._kept.clear()
+    r = web.get(url, headers={**HTML, "if-none-match": tag})
+    assert r.status_code == 304 and not r.content and len(builds) == 6
 
 
 def test_a_viewer_who_loses_access_is_not_served_the_kept_page(
@@ -199,6 +211,9 @@ def test_the_submission_api_answers_304_and_follows_changes(
     assert first.status_code == 200 and first.json()["metrics"]["mae"] == 70.0
     tag = first.headers["etag"]
     assert web.get(url, headers={"if-none-match": tag}).status_code == 304
+    login(web, make_user(db_session))  # someone else, with the owner's validator
+    assert web.get(url, headers={"if-none-match": tag}).status_code == 404
+    login(web, me)
     assert web.get(url).content == first.content
     agg = db_session.scalars(select(AggregateResult).where(
         AggregateResult.submission_id == subs[1].id)).one()
