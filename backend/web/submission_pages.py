@@ -122,18 +122,31 @@ def _submission_page(request: Request, session: Session, submission_id: int) -> 
     return response
 
 
+_kept_status = kept.Kept(8 << 20)
+
+
 @router.get("/submissions/{submission_id}/status")
-def submission_status_fragment(
-    request: Request, submission_id: int, session: SessionDep, user: PageUser
-) -> Response:
-    """The live status widget alone; HTMX polls it every 2 s while the submission is active."""
-    sub, _, _ = submissions_service.get_for_viewer(session, user, submission_id)
-    s = submission_status(session, sub)
-    s.reload_on_finish = True
-    return templates.TemplateResponse(
-        request, "partials/status.html", {"s": s},
-        headers={"Cache-Control": "no-store"},
-    )
+async def submission_status_fragment(request: Request, submission_id: int) -> Response:
+    """The live status widget alone; HTMX polls it every 2 s while the submission is active
+    (kept like the page: a poll between two changes costs one query)."""
+    async with request_session() as session:
+        return await anyio.to_thread.run_sync(
+            lambda: _status_fragment(request, session, submission_id))
+
+
+def _status_fragment(request: Request, session: Session, submission_id: int) -> Response:
+    user = page_user_of(request, session)
+    state = submissions_service.view_state(session, user, submission_id)
+    key = (submission_id, user.id)
+    body = None if state is None else _kept_status.get(key, state)
+    if body is None:
+        sub, _, _ = submissions_service.get_for_viewer(session, user, submission_id)
+        s = submission_status(session, sub)
+        s.reload_on_finish = True
+        body = templates.get_template("partials/status.html").render(s=s).encode()
+        if state is not None:
+            _kept_status.put(key, state, body)
+    return HTMLResponse(body, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/submissions/{submission_id}/cases/{case_name}/slice.png")

@@ -232,3 +232,29 @@ def test_the_submission_api_answers_304_and_follows_changes(
     db_session.delete(member)
     db_session.flush()
     assert web.get(url).status_code == 404
+
+
+def test_the_polled_status_fragment_follows_its_case_runs(
+        web: TestClient, db_session: Session) -> None:
+    """The HTMX status widget is kept like the page: a poll between two changes is answered
+    from memory, a change of a case run (the worker's progress) shows at the next poll."""
+    from backend.models import CaseRun, CaseRunStatus, SubmissionStatus
+    from backend.web import submission_pages
+
+    submission_pages._kept_status.clear()
+    _, me, _, subs = _stored_board(db_session)
+    sub = subs[1]
+    url = f"/submissions/{sub.id}/status"
+    sub.status = SubmissionStatus.FAILED
+    db_session.flush()
+    login(web, me)
+    first = web.get(url)
+    assert first.status_code == 200 and "Failed" in first.text
+    assert web.get(url).text == first.text
+    run = db_session.scalars(select(CaseRun).where(CaseRun.submission_id == sub.id)).first()
+    assert run is not None
+    run.status, run.error_message = CaseRunStatus.TIMED_OUT, "took longer than 600 s"
+    db_session.flush()
+    assert "took longer than 600 s" in web.get(url).text  # names the failed case now
+    login(web, make_user(db_session))
+    assert web.get(url).status_code == 404
