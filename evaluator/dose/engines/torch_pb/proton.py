@@ -17,14 +17,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from evaluator.dose.engines.geometry import lateral_sample, sample_rows, sample_volume_on_grid
+from evaluator.dose.engines.geometry import (
+    BevGrid,
+    lateral_sample,
+    sample_rows,
+    sample_volume_on_grid,
+)
 from evaluator.dose.engines.torch_pb.common import (
     INFLUENCE_BLOCK,
     BeamSetup,
     Columns,
     PencilBeamModel,
     PlanningCT,
+    VoxelGeometry,
 )
+from evaluator.dose.engines.torch_pb.dose_grid import DoseGrid
 from evaluator.dose.engines.torch_pb.proton_physics import (
     CUTOFF_SIGMA_SCALE,
     PROTON_GY_PER_WEIGHT,
@@ -33,6 +40,11 @@ from evaluator.dose.engines.torch_pb.proton_physics import (
     proton_idd_table,
     proton_mcs_fraction,
     proton_spot_sigmas_mm,
+)
+from evaluator.dose.engines.torch_pb.rad_depth import (
+    chord_middle_depth,
+    depth_at_points,
+    ray_lattice,
 )
 from evaluator.dose.engines.torch_pb.steering import SpotList
 from evaluator.dose.optimize import Influence
@@ -80,6 +92,9 @@ class ProtonBeam(BeamSetup):
     # stacked blur matrices (LATERAL_LEVELS n_layers, n, n) along u and v, built on first use
     blur: tuple[torch.Tensor, torch.Tensor] | None = None
     idd: tuple[float, int, torch.Tensor] | None = None  # depth step, samples, table
+    # pyRadPlan's ray lattice for the traced cube (see rad_depth), keyed by the cube's
+    # geometry (shape, voxel size, origin)
+    rays: tuple[tuple[object, ...], BevGrid] | None = None
 
     @property
     def step_mm(self) -> float:
@@ -101,6 +116,41 @@ class ProtonPencilBeam(PencilBeamModel[ProtonBeam]):
         per boundary, one sign over a flat surface) shortened the pelvis phantom's ranges by
         ~0.2 mm, 1.5-3 % of its MAE under an HU bias; at 1/16 below 0.05 mm."""
         return max(min(spacing), plan.dose_grid_mm) / PROTON_DEPTH_STEPS_PER_VOXEL
+
+    # ---------- water-equivalent depth of the dose points ----------
+    def _wet_volumes(
+        self, ct_hu: np.ndarray, spacing: Sequence[float], setups: Sequence[ProtonBeam],
+        dose_grid: DoseGrid | None = None, inside: np.ndarray | None = None,
+    ) -> list[torch.Tensor]:
+        """Per beam, the depth along pyRadPlan's ray lattice through the densities (on the
+        dose grid where given, as pyRadPlan traces), at the middle of each voxel's chord
+        (``rad_depth``): the proton dose follows the depth voxel by voxel, so the depth is
+        assigned as the reference assigns it."""
+        density = self._density(ct_hu, inside)
+        if dose_grid is None:
+            cube, res, origin = density, tuple(float(x) for x in spacing), (0.0, 0.0, 0.0)
+        else:
+            cube = dose_grid.resample(density, spacing)
+            res, origin = (dose_grid.res,) * 3, tuple(float(o) for o in dose_grid.origin)
+        key = (tuple(cube.shape), res, origin)
+        out = []
+        for s in setups:
+            if s.rays is None or s.rays[0] != key:
+                s.rays = (key, ray_lattice(s.grid, cube.shape, res, origin))
+            out.append(chord_middle_depth(cube, s.rays[1], res, origin))
+        return out
+
+    @staticmethod
+    def _point_wet(wet_bev: list[torch.Tensor], setups: Sequence[ProtonBeam],
+                   vox: VoxelGeometry) -> list[torch.Tensor]:
+        """Depth of every evaluation point along each beam: its nearest ray's (see
+        :meth:`_wet_volumes`)."""
+        out = []
+        for depth, s, coords in zip(wet_bev, setups, vox.bev, strict=True):
+            if s.rays is None:
+                raise RuntimeError("_wet_volumes sets up the ray lattice before _point_wet")
+            out.append(depth_at_points(depth, s.rays[1], coords))
+        return out
 
     # ---------- energy layers ----------
     def _beam(self, geo: BeamSetup, given: SpotList | None, ct: PlanningCT) -> ProtonBeam:
