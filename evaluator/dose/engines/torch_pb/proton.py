@@ -41,11 +41,7 @@ from evaluator.dose.engines.torch_pb.proton_physics import (
     proton_mcs_fraction,
     proton_spot_sigmas_mm,
 )
-from evaluator.dose.engines.torch_pb.rad_depth import (
-    chord_middle_depth,
-    depth_at_points,
-    ray_lattice,
-)
+from evaluator.dose.engines.torch_pb.rad_depth import chord_middle_depth, ray_lattice
 from evaluator.dose.engines.torch_pb.steering import SpotList
 from evaluator.dose.optimize import Influence
 from evaluator.dose.plan import Plan
@@ -94,7 +90,7 @@ class ProtonBeam(BeamSetup):
     idd: tuple[float, int, torch.Tensor] | None = None  # depth step, samples, table
     # pyRadPlan's ray lattice for the traced cube (see rad_depth), keyed by the cube's
     # geometry (shape, voxel size, origin)
-    rays: tuple[tuple[object, ...], BevGrid] | None = None
+    rays: tuple[tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...]], BevGrid] | None = None
 
     @property
     def step_mm(self) -> float:
@@ -122,10 +118,9 @@ class ProtonPencilBeam(PencilBeamModel[ProtonBeam]):
         self, ct_hu: np.ndarray, spacing: Sequence[float], setups: Sequence[ProtonBeam],
         dose_grid: DoseGrid | None = None, inside: np.ndarray | None = None,
     ) -> list[torch.Tensor]:
-        """Per beam, the depth along pyRadPlan's ray lattice through the densities (on the
-        dose grid where given, as pyRadPlan traces), at the middle of each voxel's chord
-        (``rad_depth``): the proton dose follows the depth voxel by voxel, so the depth is
-        assigned as the reference assigns it."""
+        """Per beam, the depth along pyRadPlan's ray lattice (``rad_depth``) through the
+        densities (on the dose grid where given, as pyRadPlan traces); the points read it at
+        their voxel's chord middle (:meth:`_point_wet`)."""
         density = self._density(ct_hu, inside)
         if dose_grid is None:
             cube, res, origin = density, tuple(float(x) for x in spacing), (0.0, 0.0, 0.0)
@@ -137,19 +132,21 @@ class ProtonPencilBeam(PencilBeamModel[ProtonBeam]):
         for s in setups:
             if s.rays is None or s.rays[0] != key:
                 s.rays = (key, ray_lattice(s.grid, cube.shape, res, origin))
-            out.append(chord_middle_depth(cube, s.rays[1], res, origin))
+            out.append(self._wet(cube, s.rays[1], res, origin))
         return out
 
     @staticmethod
     def _point_wet(wet_bev: list[torch.Tensor], setups: Sequence[ProtonBeam],
                    vox: VoxelGeometry) -> list[torch.Tensor]:
-        """Depth of every evaluation point along each beam: its nearest ray's (see
-        :meth:`_wet_volumes`)."""
+        """Depth of every evaluation point (a voxel centre of the traced cube) along each
+        beam: at the middle of its voxel's chord along the nearest ray, as pyRadPlan assigns
+        it (the proton dose follows the depth voxel by voxel)."""
         out = []
         for depth, s, coords in zip(wet_bev, setups, vox.bev, strict=True):
             if s.rays is None:
                 raise RuntimeError("_wet_volumes sets up the ray lattice before _point_wet")
-            out.append(depth_at_points(depth, s.rays[1], coords))
+            key, rays = s.rays
+            out.append(chord_middle_depth(depth, rays, coords, vox.points, key[1]))
         return out
 
     # ---------- energy layers ----------

@@ -46,45 +46,56 @@ def ray_lattice(grid: BevGrid, shape: Sequence[int], res: Sequence[float],
                    axis(grid.v), grid.t)
 
 
-def chord_middle_depth(cube: torch.Tensor, rays: BevGrid, res: Sequence[float],
-                       origin: Sequence[float]) -> torch.Tensor:
-    """(nu, nv, nt) water-equivalent depth along each ray of ``rays`` (a lattice from
-    :func:`ray_lattice`) through the density ``cube`` (z, y, x; voxel size ``res``, first
-    centre ``origin``): at every sample, the depth at the middle of the ray's chord through
-    the voxel the sample lies in (density of the nearest voxel, zero outside)."""
-    nz, ny, nx = cube.shape
-    idx = torch.round(rays.points_t(cube.device, cube.dtype, [1.0 / r for r in res],
-                                    [-float(o) / r for o, r in zip(origin, res, strict=True)])
-                      ).long()
-    inside = ((idx[..., 0] >= 0) & (idx[..., 0] < nx) & (idx[..., 1] >= 0)
-              & (idx[..., 1] < ny) & (idx[..., 2] >= 0) & (idx[..., 2] < nz))
-    voxel = torch.where(inside, (idx[..., 2] * ny + idx[..., 1]) * nx + idx[..., 0], -1)
-    del idx
-    rho = torch.where(inside, cube.reshape(-1)[voxel.clamp(min=0)], 0.0).clamp(min=0.0)
-    steps = torch.as_tensor(rays.step_lengths(), dtype=cube.dtype, device=cube.device)
-    seg = rho * steps[:, :, None]
-    cum = torch.cumsum(seg, dim=2)
-    # a chord starts where the voxel changes along the ray; the depth is non-decreasing, so
-    # the running max of the chord starts' entry depths is each sample's chord entry, and
-    # the reversed running min of the chord ends' exit depths its exit
-    first = torch.ones_like(inside)
-    first[..., 1:] = voxel[..., 1:] != voxel[..., :-1]
-    last = torch.ones_like(inside)
-    last[..., :-1] = first[..., 1:]
-    entry = torch.where(first, cum - seg, -math.inf).cummax(dim=2).values
-    exit_ = torch.where(last, cum, math.inf).flip(2).cummin(dim=2).values.flip(2)
-    return 0.5 * (entry + exit_)
+def chord_middle_depth(depth: torch.Tensor, rays: BevGrid, coords: torch.Tensor,
+                       points: torch.Tensor, voxel: Sequence[float]) -> torch.Tensor:
+    """Depth of dose points at the middle of their voxel's chord along the nearest ray.
 
-
-def depth_at_points(depth: torch.Tensor, rays: BevGrid, coords: torch.Tensor) -> torch.Tensor:
-    """Depth of points with BEV ``coords`` (M, 3: u, v, t) from :func:`chord_middle_depth`:
-    the nearest ray's, at the sample nearest the point's t (0 outside the lattice)."""
+    ``depth`` (nu, nv, nt): the water-equivalent depth along the rays of ``rays`` (a lattice
+    from :func:`ray_lattice`) at their samples; ``coords`` (M, 3): the points' BEV (u, v, t);
+    ``points`` (M, 3): their patient coordinates (x, y, z mm), each the centre of a voxel of
+    size ``voxel`` (x, y, z mm) of the traced cube.  The nearest ray's chord through the box
+    is found exactly (slab intersection) and the depth there read linearly at its two ends;
+    0 outside the lattice; where the ray misses the box (it cannot on pyRadPlan's lattice),
+    the depth at the point's own t."""
     nu, nv, nt = depth.shape
+    f64 = torch.float64
+    c = coords.to(f64)
     step = float(rays.u[1] - rays.u[0]) if nu > 1 else 1.0
-    dt = float(rays.t[1] - rays.t[0])
-    iu = torch.round((coords[:, 0] - float(rays.u[0])) / step).long()
-    iv = torch.round((coords[:, 1] - float(rays.v[0])) / step).long()
-    it = torch.round((coords[:, 2] - float(rays.t[0])) / dt).long()
-    ok = (iu >= 0) & (iu < nu) & (iv >= 0) & (iv < nv) & (it >= 0) & (it < nt)
-    value = depth[iu.clamp(0, nu - 1), iv.clamp(0, nv - 1), it.clamp(0, nt - 1)]
-    return torch.where(ok, value, torch.zeros_like(value))
+    t0, dt = float(rays.t[0]), float(rays.t[1] - rays.t[0])
+    iu = torch.round((c[:, 0] - float(rays.u[0])) / step).long()
+    iv = torch.round((c[:, 1] - float(rays.v[0])) / step).long()
+    ok = (iu >= 0) & (iu < nu) & (iv >= 0) & (iv < nv)
+    iu, iv = iu.clamp(0, nu - 1), iv.clamp(0, nv - 1)
+
+    def vec(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a, dtype=np.float64), device=depth.device)
+
+    # the ray through the lattice point (u, v) of the isocentre plane, as p(t) = source + d t
+    source = vec(rays.source)
+    u_ray = vec(rays.u)[iu]
+    v_ray = vec(rays.v)[iv]
+    d = (rays.sad * vec(rays.direction)[None, :] + u_ray[:, None] * vec(rays.eu)[None, :]
+         + v_ray[:, None] * vec(rays.ev)[None, :]) / rays.sad
+    half = vec(np.asarray(voxel)) / 2.0
+    rel = points.to(f64) - source[None, :]
+    tiny = d.abs() < 1e-12
+    safe = torch.where(tiny, torch.ones_like(d), d)
+    a = (rel - half) / safe
+    b = (rel + half) / safe
+    lo = torch.where(tiny, torch.full_like(a, -math.inf), torch.minimum(a, b))
+    hi = torch.where(tiny, torch.full_like(a, math.inf), torch.maximum(a, b))
+    t_in, t_out = lo.amax(dim=1), hi.amin(dim=1)
+    flat = depth.reshape(-1)
+    base = (iu * nv + iv) * nt  # each point's ray in the flattened depth
+
+    def at(t: torch.Tensor) -> torch.Tensor:
+        pos = ((t - t0) / dt).clamp(0.0, nt - 1.0)
+        k = pos.floor().long().clamp(max=max(nt - 2, 0))
+        w = pos - k
+        return (flat[base + k].to(f64) * (1 - w)
+                + flat[base + (k + 1).clamp(max=nt - 1)].to(f64) * w)
+
+    hit = t_in <= t_out
+    value = torch.where(hit, 0.5 * (at(torch.where(hit, t_in, c[:, 2]))
+                                    + at(torch.where(hit, t_out, c[:, 2]))), at(c[:, 2]))
+    return torch.where(ok, value, torch.zeros_like(value)).to(depth.dtype)
