@@ -122,9 +122,10 @@ class ProtonPencilBeam(PencilBeamModel[ProtonBeam]):
         densities (on the dose grid where given, as pyRadPlan traces); the points read it at
         their voxel's chord middle (:meth:`_point_wet`)."""
         density = self._density(ct_hu, inside)
-        if dose_grid is None:
-            cube, res, origin = density, tuple(float(x) for x in spacing), (0.0, 0.0, 0.0)
-        else:
+        res: tuple[float, ...] = tuple(float(x) for x in spacing)
+        origin: tuple[float, ...] = (0.0, 0.0, 0.0)
+        cube = density
+        if dose_grid is not None:
             cube = dose_grid.resample(density, spacing)
             res, origin = (dose_grid.res,) * 3, tuple(float(o) for o in dose_grid.origin)
         key = (tuple(cube.shape), res, origin)
