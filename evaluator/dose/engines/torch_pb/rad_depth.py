@@ -10,9 +10,9 @@ chord's middle lies up to a few millimetres before or behind it (per-voxel depth
 the rays run through the voxel centres, where their chords are longest and an sCT's voxel
 noise adds up most (our interpolated depths reacted 8-15 % less to noise).  Both decide the
 MAE dose in the target under an HU error, so the depths are built the same way here: rays on
-pyRadPlan's lattice (a :class:`BevGrid` sharing the beam's axes), traced with the nearest
-voxel's density at fine steps, each voxel's chord middle kept per sample, and every point
-reading the nearest ray at its own depth (the point on that ray lies in the point's voxel).
+pyRadPlan's lattice (a :class:`BevGrid` sharing the beam's axes, traced by the model as any
+BEV grid: nearest voxel's density at fine steps), and every point reads the nearest ray at
+both ends of that ray's chord through the point's voxel (found exactly), averaged.
 """
 
 from __future__ import annotations
