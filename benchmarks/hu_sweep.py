@@ -36,6 +36,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,10 @@ from evaluator.phantoms import make_case
 REFERENCE = Path(__file__).resolve().parents[1] / "tests/evaluator/data/hu_sweep_reference.json.gz"
 # the test's cases (seed 0, fixed layout), two sizes per site (issue 19)
 TEST_CASES = (("brain", "small"), ("pelvis", "small"), ("brain", "medium"), ("pelvis", "medium"))
+# and varied-layout cases (anatomy, size, seed, modality), named anatomy-size-seed-varied:
+# the pelvis whose coarse dose grid showed how pyRadPlan assigns depths to voxels (engine
+# model 9; its soft-tissue bias differed by 3 % before)
+VARIED_TEST_CASES = (("pelvis", "small", 5, "proton"),)
 SOFT = (-500.0, 300.0)  # HU range treated as soft tissue by the perturbations
 BONE_HU = 300.0
 
@@ -225,21 +230,28 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def write_reference(path: Path = REFERENCE, only: tuple[str, ...] = (),
                     modalities: tuple[str, ...] = (), names: tuple[str, ...] = ()) -> None:
-    """pyRadPlan's plans and values for the slab and :data:`TEST_CASES` (or the ``only``
-    ones, by name, and the ``modalities``; the perturbations ``names``, default all);
-    written after each case and modality, and one already in the file is kept: only the
-    missing ones are computed (delete the file to recompute all)."""
+    """pyRadPlan's plans and values for the slab, :data:`TEST_CASES` and
+    :data:`VARIED_TEST_CASES` (or the ``only`` ones, by name, and the ``modalities``; the
+    perturbations ``names``, default all); written after each case and modality, and one
+    already in the file is kept: only the missing ones are computed (delete the file to
+    recompute all)."""
     out = read_json(path) if path.is_file() else {"cases": {}}
-    makers = {"slab": slab_case} | {f"{a}-{s}-0": (lambda a=a, s=s: phantom_case(a, s))
-                                    for a, s in TEST_CASES}
-    for name, make in makers.items():
+    # name -> (what makes the case, the modalities the test checks on it)
+    makers: dict[str, tuple[Callable[[], dict[str, Any]], tuple[str, ...]]] = {
+        "slab": (slab_case, ("proton",))}
+    makers |= {f"{a}-{s}-0": (partial(phantom_case, a, s), ("photon", "proton"))
+               for a, s in TEST_CASES}
+    makers |= {f"{a}-{s}-{seed}-varied": (partial(phantom_case, a, s, seed, True), (m,))
+               for a, s, seed, m in VARIED_TEST_CASES}
+    for name, (make, checked) in makers.items():
         if only and name not in only:
             continue
         case = make()
         entry = out["cases"].setdefault(
             case["name"], {"fingerprint": fingerprint(case["ct"], case["structures"])})
         for modality in case["plans"]:
-            if modality in entry or (modalities and modality not in modalities):
+            if (modality in entry or modality not in checked
+                    or (modalities and modality not in modalities)):
                 continue
             plan, values, t = reference(case, modality, names)
             print(f"{case['name']} {modality}: pyRadPlan recompute {t:.1f} s per sCT",

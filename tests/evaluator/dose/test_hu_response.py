@@ -19,6 +19,7 @@ from benchmarks.hu_sweep import (
     REFERENCE,
     SLAB_SWEEP,
     TEST_CASES,
+    VARIED_TEST_CASES,
     fingerprint,
     ours,
     phantom_case,
@@ -61,10 +62,9 @@ def test_slab_range_shift_per_hu_offset_matches_reference() -> None:
     assert mine["soft+60"]["r80_shift_mm"] < -4.0 < 2.0 < mine["soft-30"]["r80_shift_mm"]
 
 
-@pytest.mark.parametrize("modality", ["proton", "photon"])
-@pytest.mark.parametrize(("anatomy", "size"), TEST_CASES)
-def test_perturbation_sweep_matches_reference(anatomy: str, size: str, modality: str) -> None:
-    case = phantom_case(anatomy, size)
+def _check_sweep(case: dict[str, Any], modality: str) -> None:
+    """Our metrics per stored perturbation within the tolerances of pyRadPlan's, and the
+    sweep moving them the way the errors should."""
     if modality not in _reference().get(case["name"], {}):
         pytest.fail(f"no reference values for {case['name']} {modality}; compute them: "
                     "PYTHONPATH=. .venv/bin/python benchmarks/hu_sweep.py --write-reference")
@@ -87,3 +87,17 @@ def test_perturbation_sweep_matches_reference(anatomy: str, size: str, modality:
     assert min(soft) > mine["noise40"]["mae_target"] > 0
     if {"soft+30", "soft+60"} <= set(ref):
         assert mine["soft+60"]["mae_target"] > 1.5 * mine["soft+30"]["mae_target"]
+
+
+@pytest.mark.parametrize("modality", ["proton", "photon"])
+@pytest.mark.parametrize(("anatomy", "size"), TEST_CASES)
+def test_perturbation_sweep_matches_reference(anatomy: str, size: str, modality: str) -> None:
+    _check_sweep(phantom_case(anatomy, size), modality)
+
+
+@pytest.mark.parametrize(("anatomy", "size", "seed", "modality"), VARIED_TEST_CASES)
+def test_varied_layout_sweep_matches_reference(anatomy: str, size: str, seed: int,
+                                               modality: str) -> None:
+    """A case with its own target, organs and plan (a seed with a varied layout), not only
+    the fixed layout of seed 0."""
+    _check_sweep(phantom_case(anatomy, size, seed, vary_layout=True), modality)

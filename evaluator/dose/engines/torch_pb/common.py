@@ -43,6 +43,8 @@ from evaluator.dose.optimize import Influence
 from evaluator.dose.plan import Plan, beamlet_count
 
 ENGINE_NAME = "torch_pb"
+# 9: proton depths of the dose points as pyRadPlan's ray tracer assigns them (its ray
+# lattice, each voxel's chord middle; was trilinear between fine rays at the point);
 # 8: proton depth doses from the machine's tables (was an analytic fit), spots narrowed like
 # pyRadPlan's lateral cut-off;
 # 7: proton sigma_ini from the machine's focus table at the beam's SSD (was a fit);
@@ -51,7 +53,7 @@ ENGINE_NAME = "torch_pb"
 # density along rays;
 # 4: matRad-like steering (dilated target); 3: matRad photon kernels, dose grid, proton
 # physics; 2: IDD refit
-MODEL_VERSION = "8"
+MODEL_VERSION = "9"
 WET_SAMPLING = "nearest"  # density along a ray: each voxel's own value (see _wet)
 DEPTH_STEPS_PER_VOXEL = 4  # samples per (smallest) voxel along a ray: nearest sampling
 # converges to the exact (Siddon) path integral; each boundary the ray crosses puts the

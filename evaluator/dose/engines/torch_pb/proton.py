@@ -17,14 +17,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from evaluator.dose.engines.geometry import lateral_sample, sample_rows, sample_volume_on_grid
+from evaluator.dose.engines.geometry import (
+    BevGrid,
+    lateral_sample,
+    sample_rows,
+    sample_volume_on_grid,
+)
 from evaluator.dose.engines.torch_pb.common import (
     INFLUENCE_BLOCK,
     BeamSetup,
     Columns,
     PencilBeamModel,
     PlanningCT,
+    VoxelGeometry,
 )
+from evaluator.dose.engines.torch_pb.dose_grid import DoseGrid
 from evaluator.dose.engines.torch_pb.proton_physics import (
     CUTOFF_SIGMA_SCALE,
     PROTON_GY_PER_WEIGHT,
@@ -34,6 +41,7 @@ from evaluator.dose.engines.torch_pb.proton_physics import (
     proton_mcs_fraction,
     proton_spot_sigmas_mm,
 )
+from evaluator.dose.engines.torch_pb.rad_depth import chord_middle_depth, ray_lattice
 from evaluator.dose.engines.torch_pb.steering import SpotList
 from evaluator.dose.optimize import Influence
 from evaluator.dose.plan import Plan
@@ -80,6 +88,9 @@ class ProtonBeam(BeamSetup):
     # stacked blur matrices (LATERAL_LEVELS n_layers, n, n) along u and v, built on first use
     blur: tuple[torch.Tensor, torch.Tensor] | None = None
     idd: tuple[float, int, torch.Tensor] | None = None  # depth step, samples, table
+    # pyRadPlan's ray lattice for the traced cube (see rad_depth), keyed by the cube's
+    # geometry (shape, voxel size, origin)
+    rays: tuple[tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...]], BevGrid] | None = None
 
     @property
     def step_mm(self) -> float:
@@ -101,6 +112,43 @@ class ProtonPencilBeam(PencilBeamModel[ProtonBeam]):
         per boundary, one sign over a flat surface) shortened the pelvis phantom's ranges by
         ~0.2 mm, 1.5-3 % of its MAE under an HU bias; at 1/16 below 0.05 mm."""
         return max(min(spacing), plan.dose_grid_mm) / PROTON_DEPTH_STEPS_PER_VOXEL
+
+    # ---------- water-equivalent depth of the dose points ----------
+    def _wet_volumes(
+        self, ct_hu: np.ndarray, spacing: Sequence[float], setups: Sequence[ProtonBeam],
+        dose_grid: DoseGrid | None = None, inside: np.ndarray | None = None,
+    ) -> list[torch.Tensor]:
+        """Per beam, the depth along pyRadPlan's ray lattice (``rad_depth``) through the
+        densities (on the dose grid where given, as pyRadPlan traces); the points read it at
+        their voxel's chord middle (:meth:`_point_wet`)."""
+        density = self._density(ct_hu, inside)
+        res: tuple[float, ...] = tuple(float(x) for x in spacing)
+        origin: tuple[float, ...] = (0.0, 0.0, 0.0)
+        cube = density
+        if dose_grid is not None:
+            cube = dose_grid.resample(density, spacing)
+            res, origin = (dose_grid.res,) * 3, tuple(float(o) for o in dose_grid.origin)
+        key = (tuple(cube.shape), res, origin)
+        out = []
+        for s in setups:
+            if s.rays is None or s.rays[0] != key:
+                s.rays = (key, ray_lattice(s.grid, cube.shape, res, origin))
+            out.append(self._wet(cube, s.rays[1], res, origin))
+        return out
+
+    @staticmethod
+    def _point_wet(wet_bev: list[torch.Tensor], setups: Sequence[ProtonBeam],
+                   vox: VoxelGeometry) -> list[torch.Tensor]:
+        """Depth of every evaluation point (a voxel centre of the traced cube) along each
+        beam: at the middle of its voxel's chord along the nearest ray, as pyRadPlan assigns
+        it (the proton dose follows the depth voxel by voxel)."""
+        out = []
+        for depth, s, coords in zip(wet_bev, setups, vox.bev, strict=True):
+            if s.rays is None:
+                raise RuntimeError("_wet_volumes sets up the ray lattice before _point_wet")
+            key, rays = s.rays
+            out.append(chord_middle_depth(depth, rays, coords, vox.points, key[1]))
+        return out
 
     # ---------- energy layers ----------
     def _beam(self, geo: BeamSetup, given: SpotList | None, ct: PlanningCT) -> ProtonBeam:
