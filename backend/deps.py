@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -17,35 +17,57 @@ from backend.security import read_session_cookie, token_digest
 TOKEN_USE_RESOLUTION = timedelta(minutes=1)  # how exactly a token's last use is recorded
 
 
-def _user_from_request(request: Request, session: SessionDep) -> User | None:
+def bearer_token(request: Request) -> str | None:
     auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        token = auth[7:].strip()
+    return auth[7:].strip() if auth.lower().startswith("bearer ") else None
+
+
+def token_live(revoked_at: datetime | None, expires_at: datetime | None,
+               now: datetime) -> bool:
+    return revoked_at is None and (expires_at is None or expires_at > now)
+
+
+def token_use_due(last_used_at: datetime | None, now: datetime) -> bool:
+    """Whether a request with the token records its use. To the minute: a write on every
+    request made concurrent reads with one token queue on its row lock (and turned every GET
+    into an UPDATE)."""
+    return last_used_at is None or now - last_used_at >= TOKEN_USE_RESOLUTION
+
+
+def session_user_id(request: Request) -> tuple[int, str] | None:
+    """(user id, password-hash tail) of the request's session cookie, if it has a valid one."""
+    cookie = request.cookies.get(settings.session_cookie_name)
+    return read_session_cookie(cookie) if cookie else None
+
+
+def session_matches(is_active: bool, password_hash: str, tail: str) -> bool:
+    """A session cookie holds while its user is active and has the password it was made
+    under (a password change logs every session out)."""
+    return is_active and password_hash[-16:] == tail
+
+
+def _user_from_request(request: Request, session: SessionDep) -> User | None:
+    token = bearer_token(request)
+    if token is not None:
         found = auth_repo.token_by_digest(session, token_digest(token))
         row, user = found if found is not None else (None, None)
         now = utcnow()
-        if (
-            row is None
-            or row.revoked_at is not None
-            or (row.expires_at is not None and row.expires_at <= now)
-        ):
+        if row is None or not token_live(row.revoked_at, row.expires_at, now):
             raise UnauthorizedError(
                 "This API token is invalid, expired or revoked. Run `syntharena login` again."
             )
         if user is None or not user.is_active:
             raise UnauthorizedError("This account is disabled.")
-        # To the minute: a write on every request made concurrent reads with one token queue
-        # on its row lock (and turned every GET into an UPDATE).
-        if row.last_used_at is None or now - row.last_used_at >= TOKEN_USE_RESOLUTION:
+        if token_use_due(row.last_used_at, now):
             row.last_used_at = now
         return user
-    cookie = request.cookies.get(settings.session_cookie_name)
-    if cookie:
+    if request.cookies.get(settings.session_cookie_name):
         _refuse_cross_site(request)
-        parsed = read_session_cookie(cookie)
+        parsed = session_user_id(request)
         if parsed is not None:
             user = session.get(User, parsed[0])
-            if user is not None and user.is_active and user.password_hash[-16:] == parsed[1]:
+            if user is not None and session_matches(user.is_active, user.password_hash,
+                                                    parsed[1]):
                 return user
     return None
 

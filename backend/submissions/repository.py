@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
 from backend.errors import NotFoundError
@@ -344,4 +345,12 @@ def view_state(session: Session, submission_id: int, viewer_id: int) -> tuple[An
     page is served again), see ``backend.kept``."""
     row = session.execute(_VIEW_STATE, {"submission": submission_id, "viewer": viewer_id}
                           ).first()
+    return None if row is None else tuple(row)
+
+
+async def view_state_async(conn: AsyncConnection, submission_id: int,
+                           viewer_id: int) -> tuple[Any, ...] | None:
+    """``view_state`` over an async connection (``backend.kept_lane``)."""
+    row = (await conn.execute(_VIEW_STATE, {"submission": submission_id, "viewer": viewer_id})
+           ).first()
     return None if row is None else tuple(row)

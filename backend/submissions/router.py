@@ -6,7 +6,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Header, Request, Response
 from sqlalchemy.orm import Session
 
-from backend import access, kept
+from backend import access, kept, kept_lane
 from backend.access import SubmissionView
 from backend.db import SessionDep, request_session
 from backend.deps import CurrentUser, current_user
@@ -94,6 +94,11 @@ async def get_submission(request: Request, submission_id: int) -> Response:
     """With an ETag: a client that sends it back (If-None-Match) gets 304 while the
     submission, its scores and the viewer's rights are unchanged. Async, with its session's
     work in one thread-pool call: the endpoint clients poll."""
+    found = await kept_lane.submission_state(request, submission_id)
+    if found is not None:
+        body = _kept.get((submission_id, found[0].id), found[1])
+        if body is not None:
+            return _answer(request, found[1], body)
     async with request_session() as session:
         return await anyio.to_thread.run_sync(
             lambda: _submission_answer(request, session, submission_id))
@@ -102,17 +107,23 @@ async def get_submission(request: Request, submission_id: int) -> Response:
 def _submission_answer(request: Request, session: Session, submission_id: int) -> Response:
     user = current_user(request, session)
     state = service.view_state(session, user, submission_id)
-    headers = {"Cache-Control": "private, no-cache"}
-    body = None
-    if state is not None:
-        headers["ETag"] = kept.etag(state)
-        body = _kept.get((submission_id, user.id), state)  # kept: access passed in this state
+    if state is None:  # no such submission: the access checks answer
+        return Response(_build(session, user, submission_id), media_type="application/json")
+    body = _kept.get((submission_id, user.id), state)  # kept: access passed in this state
     if body is None:
-        sub, _, view = service.open_submission(session, user, submission_id)  # access
-        body = submission_out(session, sub, view).model_dump_json().encode()
-        if state is not None:
-            _kept.put((submission_id, user.id), state, body)
-    if state is not None and kept.not_modified(request, headers["ETag"]):
+        body = _build(session, user, submission_id)
+        _kept.put((submission_id, user.id), state, body)
+    return _answer(request, state, body)
+
+
+def _build(session: Session, user: User, submission_id: int) -> bytes:
+    sub, _, view = service.open_submission(session, user, submission_id)  # the access checks
+    return submission_out(session, sub, view).model_dump_json().encode()
+
+
+def _answer(request: Request, state: tuple[Any, ...], body: bytes) -> Response:
+    headers = {"Cache-Control": "private, no-cache", "ETag": kept.etag(state)}
+    if kept.not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Form, Query, Request
 from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from backend import access, kept, object_cache
+from backend import access, kept, kept_lane, object_cache
 from backend.db import SessionDep, request_session
 from backend.errors import AppError, BadRequestError, NotFoundError, ServiceUnavailableError
 from backend.leaderboards import service as leaderboards_service
@@ -88,8 +88,16 @@ _kept = kept.Kept(64 << 20)
 
 @router.get("/submissions/{submission_id}")
 async def submission_page(request: Request, submission_id: int) -> Response:
-    """Async, with its session's work in one thread-pool call (the viewer, the state, the
-    kept page or the build): the page participants reload most."""
+    """The page participants reload most: a kept page is answered on the event loop
+    (``kept_lane``); otherwise the session's work is one thread-pool call (the viewer, the
+    state, the kept page or the build)."""
+    if flash.COOKIE not in request.cookies:  # a page with a message is not kept
+        found = await kept_lane.submission_state(request, submission_id)
+        if found is not None:
+            viewer, state = found
+            body = _kept.get((submission_id, viewer.id, str(request.base_url)), state)
+            if body is not None:
+                return _kept_answer(request, state, body)
     async with request_session() as session:
         return await anyio.to_thread.run_sync(
             lambda: _submission_page(request, session, submission_id))
@@ -103,23 +111,31 @@ def _submission_page(request: Request, session: Session, submission_id: int) -> 
     if flash.COOKIE not in request.cookies:  # a page with a message is not kept
         state = submissions_service.view_state(session, user, submission_id)
     key = (submission_id, user.id, str(request.base_url))
-    headers = {"Cache-Control": "private, no-cache"}
     if state is not None:
-        headers["ETag"] = etag = kept_pages.validator(request, state)
         body = _kept.get(key, state)  # kept: the access checks passed in this state
         if body is not None:
-            if kept.not_modified(request, etag):
-                return Response(status_code=304, headers=headers)
-            return kept_pages.with_token(request, body, headers)
+            return _kept_answer(request, state, body)
     ctx = detail_view.build(session, user, submission_id)  # the access checks
     ctx["next_url"] = f"/submissions/{submission_id}"
     response = render(request, "submission.html", ctx, user=user)
     if state is not None and ctx["complete"]:
         _kept.put(key, state, kept_pages.slotted(request, response))
+        headers = _page_headers(request, state)
         if kept.not_modified(request, headers["ETag"]):  # e.g. kept by another process
             return Response(status_code=304, headers=headers)
         response.headers.update(headers)
     return response
+
+
+def _page_headers(request: Request, state: tuple[object, ...]) -> dict[str, str]:
+    return {"Cache-Control": "private, no-cache", "ETag": kept_pages.validator(request, state)}
+
+
+def _kept_answer(request: Request, state: tuple[object, ...], body: bytes) -> Response:
+    headers = _page_headers(request, state)
+    if kept.not_modified(request, headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    return kept_pages.with_token(request, body, headers)
 
 
 _kept_status = kept.Kept(8 << 20)
@@ -129,6 +145,11 @@ _kept_status = kept.Kept(8 << 20)
 async def submission_status_fragment(request: Request, submission_id: int) -> Response:
     """The live status widget alone; HTMX polls it every 2 s while the submission is active
     (kept like the page: a poll between two changes costs one query)."""
+    found = await kept_lane.submission_state(request, submission_id)
+    if found is not None:
+        body = _kept_status.get((submission_id, found[0].id), found[1])
+        if body is not None:
+            return HTMLResponse(body, headers={"Cache-Control": "no-store"})
     async with request_session() as session:
         return await anyio.to_thread.run_sync(
             lambda: _status_fragment(request, session, submission_id))
