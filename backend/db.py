@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -16,6 +16,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.config import settings
+
+T = TypeVar("T")
 
 
 def make_engine(url: str, echo: bool = False) -> Engine:
@@ -160,3 +162,9 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 # The same session in an async route that does its work in one thread-pool call of its own
 # (hot read paths: each sync dependency would cost the request another hop).
 request_session = asynccontextmanager(get_session)
+
+
+async def in_request_session(work: Callable[[Session], T]) -> T:
+    """``work`` on a request's session in one thread-pool call, committed after it."""
+    async with request_session() as session:
+        return await anyio.to_thread.run_sync(lambda: work(session))

@@ -17,6 +17,7 @@ None, and the route's usual path answers (the one place that raises, writes and 
 from __future__ import annotations
 
 import logging
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,7 @@ from backend.deps import (
     token_live,
     token_use_due,
 )
+from backend.kept import Kept
 from backend.models import ApiToken, User, utcnow
 from backend.security import token_digest
 from backend.submissions import repository as submissions_repo
@@ -116,3 +118,15 @@ async def submission_state(request: Request, submission_id: int) -> tuple[Viewer
     if found is None:
         return None
     return viewer, (*found, viewer.id, viewer.is_admin, viewer.updated_at)
+
+
+async def kept_body(request: Request, submission_id: int, store: Kept,
+                    *key: Hashable) -> tuple[tuple[Any, ...], bytes] | None:
+    """(state, body) of the viewer's kept answer under ``(submission_id, viewer id, *key)``
+    in ``store`` when it is current; None: the usual path answers."""
+    found = await submission_state(request, submission_id)
+    if found is None:
+        return None
+    viewer, state = found
+    body = store.get((submission_id, viewer.id, *key), state)
+    return None if body is None else (state, body)

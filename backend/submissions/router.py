@@ -2,13 +2,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import anyio.to_thread
 from fastapi import APIRouter, Header, Request, Response
 from sqlalchemy.orm import Session
 
 from backend import access, kept, kept_lane
 from backend.access import SubmissionView
-from backend.db import SessionDep, request_session
+from backend.db import SessionDep, in_request_session
 from backend.deps import CurrentUser, current_user
 from backend.errors import ForbiddenError, NotFoundError
 from backend.models import Phase, Submission, User
@@ -94,14 +93,10 @@ async def get_submission(request: Request, submission_id: int) -> Response:
     """With an ETag: a client that sends it back (If-None-Match) gets 304 while the
     submission, its scores and the viewer's rights are unchanged. Async, with its session's
     work in one thread-pool call: the endpoint clients poll."""
-    found = await kept_lane.submission_state(request, submission_id)
+    found = await kept_lane.kept_body(request, submission_id, _kept)
     if found is not None:
-        body = _kept.get((submission_id, found[0].id), found[1])
-        if body is not None:
-            return _answer(request, found[1], body)
-    async with request_session() as session:
-        return await anyio.to_thread.run_sync(
-            lambda: _submission_answer(request, session, submission_id))
+        return _answer(request, *found)
+    return await in_request_session(lambda s: _submission_answer(request, s, submission_id))
 
 
 def _submission_answer(request: Request, session: Session, submission_id: int) -> Response:

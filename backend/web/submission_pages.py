@@ -7,13 +7,12 @@ import contextlib
 from pathlib import Path
 from typing import Annotated
 
-import anyio.to_thread
 from fastapi import APIRouter, Form, Query, Request
 from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from backend import access, kept, kept_lane, object_cache
-from backend.db import SessionDep, request_session
+from backend.db import SessionDep, in_request_session
 from backend.errors import AppError, BadRequestError, NotFoundError, ServiceUnavailableError
 from backend.leaderboards import service as leaderboards_service
 from backend.models import Challenge
@@ -92,15 +91,10 @@ async def submission_page(request: Request, submission_id: int) -> Response:
     (``kept_lane``); otherwise the session's work is one thread-pool call (the viewer, the
     state, the kept page or the build)."""
     if flash.COOKIE not in request.cookies:  # a page with a message is not kept
-        found = await kept_lane.submission_state(request, submission_id)
+        found = await kept_lane.kept_body(request, submission_id, _kept, str(request.base_url))
         if found is not None:
-            viewer, state = found
-            body = _kept.get((submission_id, viewer.id, str(request.base_url)), state)
-            if body is not None:
-                return _kept_answer(request, state, body)
-    async with request_session() as session:
-        return await anyio.to_thread.run_sync(
-            lambda: _submission_page(request, session, submission_id))
+            return _kept_answer(request, *found)
+    return await in_request_session(lambda s: _submission_page(request, s, submission_id))
 
 
 def _submission_page(request: Request, session: Session, submission_id: int) -> Response:
@@ -145,14 +139,10 @@ _kept_status = kept.Kept(8 << 20)
 async def submission_status_fragment(request: Request, submission_id: int) -> Response:
     """The live status widget alone; HTMX polls it every 2 s while the submission is active
     (kept like the page: a poll between two changes costs one query)."""
-    found = await kept_lane.submission_state(request, submission_id)
+    found = await kept_lane.kept_body(request, submission_id, _kept_status)
     if found is not None:
-        body = _kept_status.get((submission_id, found[0].id), found[1])
-        if body is not None:
-            return HTMLResponse(body, headers={"Cache-Control": "no-store"})
-    async with request_session() as session:
-        return await anyio.to_thread.run_sync(
-            lambda: _status_fragment(request, session, submission_id))
+        return HTMLResponse(found[1], headers={"Cache-Control": "no-store"})
+    return await in_request_session(lambda s: _status_fragment(request, s, submission_id))
 
 
 def _status_fragment(request: Request, session: Session, submission_id: int) -> Response:
