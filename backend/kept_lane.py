@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from anyio.lowlevel import RunVar
@@ -41,6 +39,7 @@ from backend.kept import Kept
 from backend.models import ApiToken, User, utcnow
 from backend.security import token_digest
 from backend.submissions import repository as submissions_repo
+from backend.submissions.repository import Viewer
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +55,6 @@ _BY_TOKEN = (
 )
 _BY_ID = select(User.id, User.is_active, User.is_admin, User.updated_at,
                 User.password_hash).where(User.id == bindparam("user_id"))
-
-
-@dataclass(frozen=True)
-class Viewer:
-    id: int
-    is_admin: bool
-    updated_at: datetime
 
 
 def _engine() -> AsyncEngine | None:
@@ -111,13 +103,11 @@ async def submission_state(request: Request, submission_id: int) -> tuple[Viewer
                     viewer = Viewer(user.id, user.is_admin, user.updated_at)
             if viewer is None:
                 return None
-            found = await submissions_repo.view_state_async(conn, submission_id, viewer.id)
+            state = await submissions_repo.view_state_async(conn, submission_id, viewer)
     except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:  # the usual path decides
         log.debug("kept lane: %s", exc)
         return None
-    if found is None:
-        return None
-    return viewer, (*found, viewer.id, viewer.is_admin, viewer.updated_at)
+    return None if state is None else (viewer, state)
 
 
 async def kept_body(request: Request, submission_id: int, store: Kept,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -336,21 +336,36 @@ def _view_state_query() -> Any:
 _VIEW_STATE = _view_state_query()
 
 
-def view_state(session: Session, submission_id: int, viewer_id: int) -> tuple[Any, ...] | None:
+class Viewer(NamedTuple):
+    """The viewer's part of a view state."""
+
+    id: int
+    is_admin: bool
+    updated_at: datetime  # of the user's row
+
+
+def view_state(session: Session, submission_id: int, viewer: Viewer) -> tuple[Any, ...] | None:
     """Everything a viewer's page of a submission is built from, as one row of one indexed
     query: the submission, its phase (settings, leaderboard version), challenge, owner and
     image rows' last changes, its case runs', per-case results' and aggregate's (count and
     latest change, so a deletion shows too), the stored leaderboard's ETag and the viewer's
-    challenge roles. None: no such submission. An equal state means an equal page (a kept
-    page is served again), see ``backend.kept``."""
-    row = session.execute(_VIEW_STATE, {"submission": submission_id, "viewer": viewer_id}
-                          ).first()
-    return None if row is None else tuple(row)
+    challenge roles — followed by the viewer's own row (``Viewer``). None: no such
+    submission. An equal state means an equal page (a kept page is served again), see
+    ``backend.kept``."""
+    row = session.execute(_VIEW_STATE, _view_state_params(submission_id, viewer)).first()
+    return _with_viewer(row, viewer)
 
 
 async def view_state_async(conn: AsyncConnection, submission_id: int,
-                           viewer_id: int) -> tuple[Any, ...] | None:
-    """``view_state`` over an async connection (``backend.kept_lane``)."""
-    row = (await conn.execute(_VIEW_STATE, {"submission": submission_id, "viewer": viewer_id})
-           ).first()
-    return None if row is None else tuple(row)
+                           viewer: Viewer) -> tuple[Any, ...] | None:
+    """``view_state`` over an async connection (``backend.kept_lane``): the same tuple."""
+    row = (await conn.execute(_VIEW_STATE, _view_state_params(submission_id, viewer))).first()
+    return _with_viewer(row, viewer)
+
+
+def _view_state_params(submission_id: int, viewer: Viewer) -> dict[str, int]:
+    return {"submission": submission_id, "viewer": viewer.id}
+
+
+def _with_viewer(row: Any, viewer: Viewer) -> tuple[Any, ...] | None:
+    return None if row is None else (*row, *viewer)

@@ -150,8 +150,8 @@ def view_state(session: Session, user: User, submission_id: int) -> tuple[Any, .
     """What this viewer's page of the submission is built from (``repo.view_state``) and the
     viewer's own row (name, admin, last change); None: no such submission. It says nothing
     about access: a page built for this state passed the access checks of this state."""
-    found = repo.view_state(session, submission_id, user.id)
-    return None if found is None else (*found, user.id, user.is_admin, user.updated_at)
+    return repo.view_state(session, submission_id,
+                           repo.Viewer(user.id, user.is_admin, user.updated_at))
 
 
 def scores(session: Session, sub: Submission, view: SubmissionView) -> AggregateResult | None:
