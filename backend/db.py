@@ -159,12 +159,12 @@ def _end(session: Session, *, commit: bool) -> None:
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-# The same session in an async route that does its work in one thread-pool call of its own
-# (hot read paths: each sync dependency would cost the request another hop).
-request_session = asynccontextmanager(get_session)
+_request_session = asynccontextmanager(get_session)
 
 
 async def in_request_session(work: Callable[[Session], T]) -> T:
-    """``work`` on a request's session in one thread-pool call, committed after it."""
-    async with request_session() as session:
+    """``work`` on a request's session (``get_session``) in one thread-pool call, committed
+    after it: for async routes on hot read paths, where each sync dependency would cost the
+    request another thread hop."""
+    async with _request_session() as session:
         return await anyio.to_thread.run_sync(lambda: work(session))

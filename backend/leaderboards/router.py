@@ -2,12 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from backend import access, kept
-from backend.db import SessionDep, request_session
+from backend.db import SessionDep, in_request_session
 from backend.deps import OptionalUser, optional_user
 from backend.leaderboards import service
 from backend.leaderboards.schemas import Leaderboard
@@ -44,9 +43,8 @@ async def leaderboard(
         page = service.cached_page(slug, phase_slug, offset, limit)
     if page is None:
         try:
-            async with request_session() as session:
-                page = await anyio.to_thread.run_sync(
-                    lambda: _read(request, session, slug, phase_slug, offset, limit))
+            page = await in_request_session(
+                lambda s: _read(request, s, slug, phase_slug, offset, limit))
         finally:
             if anonymous:  # this request may hold the claim to confirm the kept page
                 service.release_cached_page(slug, phase_slug, offset, limit)

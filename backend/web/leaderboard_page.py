@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from backend import access
 from backend.config import settings
-from backend.db import request_session
+from backend.db import in_request_session
 from backend.deps import optional_user
 from backend.leaderboards import cache
 from backend.leaderboards import service as leaderboards_service
@@ -82,10 +81,9 @@ async def leaderboard_page(
         if kept is not None:
             return kept_pages.with_token(request, kept.body)
     try:
-        async with request_session() as session:
-            return await anyio.to_thread.run_sync(
-                lambda: _confirm_or_build(request, session, slug, phase_slug, sort, dir, page,
-                                          per_page, anonymous))
+        return await in_request_session(
+            lambda s: _confirm_or_build(request, s, slug, phase_slug, sort, dir, page,
+                                        per_page, anonymous))
     finally:
         if anonymous:  # this request may hold the claim to confirm the kept page
             cache.release(_key(request))
