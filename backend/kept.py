@@ -15,13 +15,24 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
+from datetime import UTC, datetime, timedelta
 
 from fastapi import Request
 
+_EPOCH, _US = datetime(1970, 1, 1, tzinfo=UTC), timedelta(microseconds=1)
 
-def etag(state: Hashable, salt: str = "") -> str:
-    """A weak ETag of a body built for ``state`` (``salt``: what else is in the body)."""
-    return 'W/"' + hashlib.blake2b(f"{state!r}|{salt}".encode(), digest_size=12).hexdigest() + '"'
+
+def etag(state: tuple[object, ...], salt: str = "") -> str:
+    """A weak ETag of a body built for ``state`` (``salt``: what else is in the body). Equal
+    states give equal tags whichever connection read them: a time is written as its instant
+    (one driver hands out UTC as ``timezone.utc``, another as ``ZoneInfo("Etc/UTC")``)."""
+    text = repr(tuple(_instant(v) if isinstance(v, datetime) else v for v in state))
+    return 'W/"' + hashlib.blake2b(f"{text}|{salt}".encode(), digest_size=12).hexdigest() + '"'
+
+
+def _instant(t: datetime) -> int:
+    """Microseconds since the epoch (a time without a zone is UTC, as SQLite keeps them)."""
+    return ((t if t.tzinfo else t.replace(tzinfo=UTC)) - _EPOCH) // _US
 
 
 def not_modified(request: Request, tag: str) -> bool:

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import exc as sa_exc
 
+from backend import kept_lane
 from backend.auth.router import router as auth_router
 from backend.challenges.router import router as challenges_router
 from backend.config import settings
@@ -157,6 +158,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             sweeper.cancel()
             with suppress(asyncio.CancelledError):
                 await sweeper
+        await kept_lane.close()
 
 
 def create_app() -> FastAPI:

@@ -5,8 +5,6 @@ everyone-page this way, the submission page a viewer's own page (``backend.kept`
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-
 from fastapi import Request
 from starlette.responses import HTMLResponse, Response
 
@@ -32,7 +30,7 @@ def with_token(request: Request, body: bytes, headers: dict[str, str] | None = N
     return response
 
 
-def validator(request: Request, state: Hashable) -> str:
+def validator(request: Request, state: tuple[object, ...]) -> str:
     """The ETag of a viewer's page: its state and this session's CSRF token (in the page)."""
     token, _ = csrf.token_for(request)
     return kept.etag(state, token)
