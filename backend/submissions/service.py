@@ -133,10 +133,38 @@ def get_for_viewer(session: Session, user: User, submission_id: int) -> tuple[Su
         raise NotFoundError(f"There is no submission {submission_id}.")
     phase = session.get(Phase, sub.phase_id)
     assert phase is not None
+    return sub, phase, _organizer_or_owner(session, user, sub, phase)
+
+
+def _organizer_or_owner(session: Session, user: User, sub: Submission, phase: Phase) -> bool:
+    """Whether the viewer organises the challenge; NotFoundError for anyone but the
+    submission's owner and the organisers (a submission's existence is not disclosed)."""
     organizer = access.is_organizer(session, user, phase.challenge_id)
     if not organizer and sub.user_id != user.id:
+        raise NotFoundError(f"There is no submission {sub.id}.")
+    return organizer
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A submission as its page shows it, and what the viewer may see of it."""
+
+    sub: Submission
+    phase: Phase
+    challenge: Challenge
+    owner: User
+    image: AlgorithmImage | None
+    view: SubmissionView
+
+
+def open_page(session: Session, user: User, submission_id: int) -> Opened:
+    """``open_submission`` with the challenge, owner and image, all in one query."""
+    row = repo.with_context(session, submission_id)
+    if row is None:
         raise NotFoundError(f"There is no submission {submission_id}.")
-    return sub, phase, organizer
+    sub, phase, challenge, owner, image = row
+    organizer = _organizer_or_owner(session, user, sub, phase)
+    return Opened(sub, phase, challenge, owner, image, access.submission_view(phase, organizer))
 
 
 def open_submission(session: Session, user: User, submission_id: int) -> tuple[

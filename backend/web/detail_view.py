@@ -19,10 +19,8 @@ from backend.errors import AppError
 from backend.leaderboards import service as leaderboards_service
 from backend.leaderboards.cache import Stored
 from backend.models import (
-    AlgorithmImage,
     Case,
     CaseRun,
-    Challenge,
     SubmissionStatus,
     User,
 )
@@ -96,12 +94,11 @@ def _spread(statistics: dict[str, Any], metric: str) -> float | None:
 
 
 def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
-    sub, phase, view = submissions_service.open_submission(session, user, submission_id)
+    opened = submissions_service.open_page(session, user, submission_id)
+    sub, phase, view = opened.sub, opened.phase, opened.view
+    challenge, owner, image = opened.challenge, opened.owner, opened.image
+    assert image is not None
     organizer = view.organizer
-    challenge = session.get(Challenge, phase.challenge_id)
-    owner = session.get(User, sub.user_id)
-    image = session.get(AlgorithmImage, sub.image_id)
-    assert challenge is not None and owner is not None and image is not None
     columns = phase_columns(phase)
 
     aggregate: dict[str, float | None] | None = None
