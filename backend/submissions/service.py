@@ -192,6 +192,7 @@ class CaseRecord:
     run: CaseRun
     name: str
     metrics: dict[str, Any] | None  # None: not scored, or scores hidden from this viewer
+    case: Case
 
 
 def case_records(session: Session, sub: Submission, view: SubmissionView, offset: int = 0,
@@ -201,16 +202,14 @@ def case_records(session: Session, sub: Submission, view: SubmissionView, offset
     if not (view.cases or view.logs):
         return []
     metrics = repo.case_metrics(session, sub.id) if view.case_scores else {}
-    return [CaseRecord(run, name, metrics.get(run.case_id))
-            for run, name in repo.case_runs(session, sub.id, offset, limit)]
+    return [CaseRecord(run, case.name, metrics.get(run.case_id), case)
+            for run, case in repo.case_runs(session, sub.id, offset, limit)]
 
 
 def case_of(session: Session, submission_id: int, case_name: str) -> tuple[Case, CaseRun]:
-    for run, name in repo.case_runs(session, submission_id):
-        if name == case_name:
-            case = session.get(Case, run.case_id)
-            if case is not None:
-                return case, run
+    for run, case in repo.case_runs(session, submission_id):
+        if case.name == case_name:
+            return case, run
     raise NotFoundError(f"This submission has no case '{case_name}'.")
 
 
@@ -221,7 +220,7 @@ def case_metrics(session: Session, submission_id: int) -> dict[int, dict[str, ob
 
 def case_runs_of(session: Session, submission_id: int) -> list[tuple[CaseRun, str]]:
     """(case run, case name) by case name, for views that decide themselves what to show."""
-    return list(repo.case_runs(session, submission_id))
+    return [(run, case.name) for run, case in repo.case_runs(session, submission_id)]
 
 
 def aggregate_of(session: Session, submission_id: int) -> AggregateResult | None:

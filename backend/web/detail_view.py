@@ -129,13 +129,12 @@ def build(session: Session, user: User, submission_id: int) -> dict[str, Any]:
         if kinds and view.cases and len(viewer_cases) < MAX_VIEWER_CASES and (
             run.prediction_path or organizer
         ):
-            case = session.get(Case, run.case_id)
-            if case is not None:
-                shape, answered = _input_shape(case.input_image_path)
-                complete = complete and answered
-                if shape is not None:
-                    viewer_cases.append(ViewerCase(name, case.region, list(shape),
-                                                   _dose_modalities(view, run, case)))
+            case = record.case
+            shape, answered = _input_shape(case.input_image_path)
+            complete = complete and answered
+            if shape is not None:
+                viewer_cases.append(ViewerCase(name, case.region, list(shape),
+                                               _dose_modalities(view, run, case)))
     if case_rows:
         names = {c.name for c in columns}
         extra = sorted({k for r in case_rows for k in r.metrics if k not in names})[:8]
