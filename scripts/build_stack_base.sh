@@ -10,8 +10,13 @@ TAG="${1:-syntharena/stack-base:local}"
 # SYNTHARENA_VENV: a virtualenv other than the checkout's own (e.g. a git worktree sharing one)
 SITE="${SYNTHARENA_VENV:-$ROOT/.venv}/lib/python3.11/site-packages"
 [ -d "$SITE" ] || { echo "no $SITE: run scripts/services.sh first" >&2; exit 1; }
-if docker image inspect "$TAG" >/dev/null 2>&1 && [ "${FORCE:-0}" != 1 ]; then
-    echo "[stack-base] $TAG exists"; exit 0
+# The image is kept while it holds the virtualenv's packages as they are now (each name and
+# version); a dependency added or upgraded since rebuilds it (an image without it would fail
+# at the API's start-up).
+DEPS="$(cd "$SITE" && ls -d ./*.dist-info | sort | sha256sum | cut -c1-16)"
+if [ "${FORCE:-0}" != 1 ] && [ "$(docker image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' \
+        "$TAG" 2>/dev/null | sed -n 's/^SYNTHARENA_STACK_DEPS=//p')" = "$DEPS" ]; then
+    echo "[stack-base] $TAG exists (packages $DEPS)"; exit 0
 fi
 WORK="$(mktemp -d /tmp/syntharena-stack.XXXXXX)"; trap 'rm -rf "$WORK"' EXIT
 debootstrap --variant=minbase --include=python3,ca-certificates,passwd bookworm "$WORK/rootfs" \
@@ -27,5 +32,6 @@ rm -f "$WORK/rootfs"/usr/local/lib/python3.11/dist-packages/__editable__* \
       "$WORK/rootfs"/usr/local/lib/python3.11/dist-packages/*syntharena*.pth
 touch "$WORK/rootfs/etc/syntharena-deps-installed"
 rm -rf "$WORK/rootfs"/var/lib/apt/lists/* "$WORK/rootfs"/usr/share/doc/*
-tar -C "$WORK/rootfs" -c . | docker import -c 'ENV LANG=C.UTF-8' - "$TAG" >/dev/null
-echo "[stack-base] $TAG"
+tar -C "$WORK/rootfs" -c . | docker import -c 'ENV LANG=C.UTF-8' \
+    -c "ENV SYNTHARENA_STACK_DEPS=$DEPS" - "$TAG" >/dev/null
+echo "[stack-base] $TAG (packages $DEPS)"
