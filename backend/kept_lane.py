@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 # Tests that commit their rows point the lane at their database; None: settings.database_url.
 url_override: str | None = None
 _pools: RunVar[AsyncConnectionPool | None] = RunVar("syntharena_kept_lane_pool")
+# How the lane's connections show in pg_stat_activity.
+APPLICATION_NAME = "syntharena-kept-lane"
 _SQL = {by_token: submissions_repo.viewer_state_sql(by_token) for by_token in (True, False)}
 _V = STATE_WIDTH  # where the viewer's columns start in a row
 
@@ -70,7 +72,8 @@ def _pool() -> AsyncConnectionPool | None:
             hide_password=False)
         pool = AsyncConnectionPool(
             conninfo, min_size=4, max_size=4, timeout=1.0, open=False,
-            kwargs={"autocommit": True, "connect_timeout": settings.database_connect_timeout_s})
+            kwargs={"autocommit": True, "connect_timeout": settings.database_connect_timeout_s,
+                    "application_name": APPLICATION_NAME})
     _pools.set(pool)
     return pool
 

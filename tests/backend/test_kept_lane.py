@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend import db, kept_lane
@@ -116,3 +116,30 @@ def test_the_lane_serves_kept_pages_to_a_session_and_not_to_a_disabled_account(
         r = client.get(url, headers=html)
         assert r.status_code in (303, 307) and "/login" in r.headers["location"]
         assert client.get(f"{url}/status").status_code in (303, 307, 401)
+
+
+def test_the_lane_outlives_its_connections(
+        app: FastAPI, committed: Committed, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL drops every connection of the lane (as a restart of the server does): the
+    requests that meet a dead connection are answered by the usual path, and the lane answers
+    again once its pool has replaced them."""
+    usual = _counting(monkeypatch, submissions_router, "_submission_answer")
+    url = f"/api/submissions/{committed.submission_id}"
+    with TestClient(app) as client:
+        first = client.get(url, headers=committed.header)
+        assert first.status_code == 200 and len(usual) == 1
+        for _ in range(3):  # the pool's connections get made and used
+            assert client.get(url, headers=committed.header).content == first.content
+        assert len(usual) == 1
+        with committed.maker.begin() as s:
+            killed = s.scalar(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = :name"), {"name": kept_lane.APPLICATION_NAME})
+        assert killed
+        answers = [client.get(url, headers=committed.header) for _ in range(12)]
+        assert all(a.status_code == 200 and a.content == first.content for a in answers)
+        fell_back = len(usual) - 1
+        assert 1 <= fell_back <= killed  # each dead connection costs one usual answer
+        for _ in range(3):
+            assert client.get(url, headers=committed.header).status_code == 200
+        assert len(usual) - 1 == fell_back  # the lane answers again
