@@ -40,7 +40,7 @@ from backend.kept import Kept
 from backend.models import utcnow
 from backend.security import token_digest
 from backend.submissions import repository as submissions_repo
-from backend.submissions.repository import STATE_WIDTH, Viewer
+from backend.submissions.repository import STATE_WIDTH, TOKEN_COLUMNS, VIEWER_COLUMNS, Viewer
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ _pools: RunVar[AsyncConnectionPool | None] = RunVar("syntharena_kept_lane_pool")
 # How the lane's connections show in pg_stat_activity.
 APPLICATION_NAME = "syntharena-kept-lane"
 _SQL = {by_token: submissions_repo.viewer_state_sql(by_token) for by_token in (True, False)}
-_V = STATE_WIDTH  # where the viewer's columns start in a row
+# Where each viewer column is in a row: after the state, the viewer's, then a token's.
+_AT = {name: STATE_WIDTH + i for i, name in enumerate(VIEWER_COLUMNS + TOKEN_COLUMNS)}
 
 
 def _pool() -> AsyncConnectionPool | None:
@@ -110,12 +111,14 @@ async def _row(request: Request, submission_id: int) -> tuple[Any, ...] | None:
         row = await cur.fetchone()
     if row is None:
         return None
-    v = row[_V:]
     now = utcnow()
-    if by_token:  # id, is_admin, updated_at, is_active, password_hash, revoked, expires, used
-        if not (v[3] and token_live(v[5], v[6], now) and not token_use_due(v[7], now)):
+    if by_token:
+        if not (row[_AT["is_active"]]
+                and token_live(row[_AT["revoked_at"]], row[_AT["expires_at"]], now)
+                and not token_use_due(row[_AT["last_used_at"]], now)):
             return None
-    elif parsed is None or not session_matches(v[3], v[4], parsed[1]):
+    elif parsed is None or not session_matches(row[_AT["is_active"]],
+                                               row[_AT["password_hash"]], parsed[1]):
         return None
     return row
 
@@ -131,8 +134,8 @@ async def submission_state(request: Request, submission_id: int) -> tuple[Viewer
         return None
     if row is None:
         return None
-    viewer = Viewer(row[_V], row[_V + 1], row[_V + 2])
-    return viewer, submissions_repo.with_viewer(row[:_V], viewer)
+    viewer = Viewer(row[_AT["id"]], row[_AT["is_admin"]], row[_AT["updated_at"]])
+    return viewer, submissions_repo.with_viewer(row[:STATE_WIDTH], viewer)
 
 
 async def kept_body(request: Request, submission_id: int, store: Kept,

@@ -17,6 +17,7 @@ from backend.models import (
     COUNTED_STATUSES,
     AggregateResult,
     AlgorithmImage,
+    ApiToken,
     Case,
     CaseRun,
     CaseRunStatus,
@@ -375,8 +376,6 @@ def viewer_state_sql(by_token: bool) -> str:
     or viewer. One round trip for ``backend.kept_lane`` where two were (~0.5 CPU ms)."""
     from sqlalchemy.dialects.postgresql import psycopg
 
-    from backend.models import ApiToken
-
     cols = [getattr(User, c) for c in VIEWER_COLUMNS]
     if by_token:
         who = (select(*cols, *(getattr(ApiToken, c) for c in TOKEN_COLUMNS))
@@ -406,12 +405,9 @@ def view_state(session: Session, submission_id: int, viewer: Viewer) -> tuple[An
     challenge roles — followed by the viewer's own row (``Viewer``). None: no such
     submission. An equal state means an equal page (a kept page is served again), see
     ``backend.kept``."""
-    row = session.execute(_VIEW_STATE, _view_state_params(submission_id, viewer)).first()
+    row = session.execute(_VIEW_STATE, {"submission": submission_id, "viewer": viewer.id}
+                          ).first()
     return None if row is None else with_viewer(tuple(row), viewer)
-
-
-def _view_state_params(submission_id: int, viewer: Viewer) -> dict[str, int]:
-    return {"submission": submission_id, "viewer": viewer.id}
 
 
 def with_viewer(state: tuple[Any, ...], viewer: Viewer) -> tuple[Any, ...]:

@@ -125,26 +125,6 @@ def create(
     return sub
 
 
-def get_for_viewer(session: Session, user: User, submission_id: int) -> tuple[Submission, Phase,
-                                                                              bool]:
-    """The submission, its phase and whether the viewer organises the challenge."""
-    sub = session.get(Submission, submission_id)
-    if sub is None:
-        raise NotFoundError(f"There is no submission {submission_id}.")
-    phase = session.get(Phase, sub.phase_id)
-    assert phase is not None
-    return sub, phase, _organizer_or_owner(session, user, sub, phase)
-
-
-def _organizer_or_owner(session: Session, user: User, sub: Submission, phase: Phase) -> bool:
-    """Whether the viewer organises the challenge; NotFoundError for anyone but the
-    submission's owner and the organisers (a submission's existence is not disclosed)."""
-    organizer = access.is_organizer(session, user, phase.challenge_id)
-    if not organizer and sub.user_id != user.id:
-        raise NotFoundError(f"There is no submission {sub.id}.")
-    return organizer
-
-
 @dataclass(frozen=True)
 class Opened:
     """A submission as its page shows it, and what the viewer may see of it."""
@@ -158,20 +138,31 @@ class Opened:
 
 
 def open_page(session: Session, user: User, submission_id: int) -> Opened:
-    """``open_submission`` with the challenge, owner and image, all in one query."""
+    """The submission with its phase, challenge, owner and image (one query), and what this
+    viewer may see of it (``access``). NotFoundError for anyone but its owner and the
+    challenge's organisers: a submission's existence is not disclosed."""
     row = repo.with_context(session, submission_id)
     if row is None:
         raise NotFoundError(f"There is no submission {submission_id}.")
     sub, phase, challenge, owner, image = row
-    organizer = _organizer_or_owner(session, user, sub, phase)
+    organizer = access.is_organizer(session, user, phase.challenge_id)
+    if not organizer and sub.user_id != user.id:
+        raise NotFoundError(f"There is no submission {submission_id}.")
     return Opened(sub, phase, challenge, owner, image, access.submission_view(phase, organizer))
+
+
+def get_for_viewer(session: Session, user: User, submission_id: int) -> tuple[Submission, Phase,
+                                                                              bool]:
+    """The submission, its phase and whether the viewer organises the challenge."""
+    opened = open_page(session, user, submission_id)
+    return opened.sub, opened.phase, opened.view.organizer
 
 
 def open_submission(session: Session, user: User, submission_id: int) -> tuple[
         Submission, Phase, SubmissionView]:
     """The submission, its phase and what this viewer may see of it (``access``)."""
-    sub, phase, organizer = get_for_viewer(session, user, submission_id)
-    return sub, phase, access.submission_view(phase, organizer)
+    opened = open_page(session, user, submission_id)
+    return opened.sub, opened.phase, opened.view
 
 
 def view_state(session: Session, user: User, submission_id: int) -> tuple[Any, ...] | None:
